@@ -1,0 +1,319 @@
+//! The catalog document: every schema, table, view and user, plus each table's partition map.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{CoordError, NodeId, SqlType};
+
+/// The whole metadata of a database at one version. Immutable once published.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Catalog {
+    /// Bumped on every successful update; lets caches tell snapshots apart.
+    pub version: u64,
+    pub next_table_id: u32,
+    pub schemas: BTreeMap<String, SchemaDef>,
+    pub tables: BTreeMap<u32, TableDef>,
+    pub views: BTreeMap<String, ViewDef>,
+    pub users: BTreeMap<String, UserDef>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SchemaDef {
+    pub name: String,
+    pub oid: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ColumnDef {
+    /// Physical slot in the stored row; never reused, so dropped columns keep their slot.
+    pub id: u32,
+    pub name: String,
+    pub sql_type: SqlType,
+    pub nullable: bool,
+    /// The DEFAULT expression as SQL text, evaluated at insert time.
+    pub default: Option<String>,
+    pub dropped: bool,
+}
+
+/// One partition of a table: who leads it and who follows, and the configuration epoch that
+/// fences a deposed leader (the replication issue bumps it on every change).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PartitionDef {
+    pub index: u32,
+    pub leader: NodeId,
+    pub followers: Vec<NodeId>,
+    pub epoch: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TableDef {
+    pub id: u32,
+    pub schema: String,
+    pub name: String,
+    pub columns: Vec<ColumnDef>,
+    /// Column ids of the primary key, in key order. Empty: rows are keyed by a hidden row id.
+    pub primary_key: Vec<u32>,
+    pub partitions: Vec<PartitionDef>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ViewDef {
+    pub oid: u32,
+    pub schema: String,
+    pub name: String,
+    /// The view's query, as normalized SQL text.
+    pub query: String,
+    /// Column names given in `CREATE VIEW v (a, b)`, if any.
+    pub columns: Vec<String>,
+}
+
+/// A role that may log in. The password is kept only as a SCRAM-SHA-256 salted hash.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserDef {
+    pub name: String,
+    pub oid: u32,
+    pub superuser: bool,
+    pub scram_salt: Vec<u8>,
+    pub scram_salted_password: Vec<u8>,
+    pub scram_iterations: u32,
+}
+
+/// First OID handed to user objects, as in PostgreSQL (`FirstNormalObjectId`).
+pub const FIRST_USER_OID: u32 = 16384;
+
+impl Default for Catalog {
+    fn default() -> Self {
+        let mut schemas = BTreeMap::new();
+        schemas.insert(
+            "public".to_string(),
+            SchemaDef {
+                name: "public".into(),
+                oid: 2200,
+            },
+        );
+        Catalog {
+            version: 0,
+            next_table_id: FIRST_USER_OID,
+            schemas,
+            tables: BTreeMap::new(),
+            views: BTreeMap::new(),
+            users: BTreeMap::new(),
+        }
+    }
+}
+
+fn qualified(schema: &str, name: &str) -> String {
+    format!("{schema}.{name}")
+}
+
+impl Catalog {
+    /// Hands out a fresh object id (tables, views, schemas and users share one counter).
+    pub fn allocate_oid(&mut self) -> u32 {
+        let oid = self.next_table_id;
+        self.next_table_id += 1;
+        oid
+    }
+
+    pub fn table(&self, schema: &str, name: &str) -> Option<&TableDef> {
+        self.tables
+            .values()
+            .find(|t| t.schema == schema && t.name == name)
+    }
+
+    pub fn table_by_id(&self, id: u32) -> Option<&TableDef> {
+        self.tables.get(&id)
+    }
+
+    pub fn view(&self, schema: &str, name: &str) -> Option<&ViewDef> {
+        self.views.get(&qualified(schema, name))
+    }
+
+    fn relation_exists(&self, schema: &str, name: &str) -> bool {
+        self.table(schema, name).is_some() || self.view(schema, name).is_some()
+    }
+
+    pub fn create_schema(&mut self, name: &str) -> Result<(), CoordError> {
+        if self.schemas.contains_key(name) || name == "pg_catalog" || name == "information_schema" {
+            return Err(CoordError::SchemaExists(name.into()));
+        }
+        let oid = self.allocate_oid();
+        self.schemas.insert(
+            name.into(),
+            SchemaDef {
+                name: name.into(),
+                oid,
+            },
+        );
+        Ok(())
+    }
+
+    /// Drops a schema; with `cascade`, its tables and views go too. Returns the dropped table ids
+    /// so that storage can reclaim their rows.
+    pub fn drop_schema(&mut self, name: &str, cascade: bool) -> Result<Vec<u32>, CoordError> {
+        if !self.schemas.contains_key(name) {
+            return Err(CoordError::SchemaNotFound(name.into()));
+        }
+        let tables: Vec<u32> = self
+            .tables
+            .values()
+            .filter(|t| t.schema == name)
+            .map(|t| t.id)
+            .collect();
+        let has_views = self.views.values().any(|v| v.schema == name);
+        if !cascade && (!tables.is_empty() || has_views) {
+            return Err(CoordError::SchemaNotEmpty(name.into()));
+        }
+        for id in &tables {
+            self.tables.remove(id);
+        }
+        self.views.retain(|_, v| v.schema != name);
+        self.schemas.remove(name);
+        Ok(tables)
+    }
+
+    /// Adds a table, validating names and assigning its id. Partitions are led by `leader`.
+    pub fn create_table(
+        &mut self,
+        mut table: TableDef,
+        partition_count: u32,
+        leader: NodeId,
+    ) -> Result<u32, CoordError> {
+        if !self.schemas.contains_key(&table.schema) {
+            return Err(CoordError::SchemaNotFound(table.schema.clone()));
+        }
+        if self.relation_exists(&table.schema, &table.name) {
+            return Err(CoordError::RelationExists(table.name.clone()));
+        }
+        for (i, c) in table.columns.iter().enumerate() {
+            if table.columns[..i].iter().any(|o| o.name == c.name) {
+                return Err(CoordError::InvalidDefinition(format!(
+                    "column \"{}\" specified more than once",
+                    c.name
+                )));
+            }
+        }
+        if partition_count == 0 || partition_count > 4096 {
+            return Err(CoordError::InvalidDefinition(
+                "partitions must be between 1 and 4096".into(),
+            ));
+        }
+        table.id = self.allocate_oid();
+        table.partitions = (0..partition_count)
+            .map(|index| PartitionDef {
+                index,
+                leader,
+                followers: Vec::new(),
+                epoch: 1,
+            })
+            .collect();
+        let id = table.id;
+        self.tables.insert(id, table);
+        Ok(id)
+    }
+
+    pub fn drop_table(&mut self, schema: &str, name: &str) -> Result<u32, CoordError> {
+        let id = self
+            .table(schema, name)
+            .map(|t| t.id)
+            .ok_or_else(|| CoordError::RelationNotFound(name.into()))?;
+        self.tables.remove(&id);
+        Ok(id)
+    }
+
+    pub fn table_mut(&mut self, schema: &str, name: &str) -> Result<&mut TableDef, CoordError> {
+        self.tables
+            .values_mut()
+            .find(|t| t.schema == schema && t.name == name)
+            .ok_or_else(|| CoordError::RelationNotFound(name.into()))
+    }
+
+    pub fn create_view(&mut self, mut view: ViewDef, or_replace: bool) -> Result<(), CoordError> {
+        if !self.schemas.contains_key(&view.schema) {
+            return Err(CoordError::SchemaNotFound(view.schema.clone()));
+        }
+        if self.table(&view.schema, &view.name).is_some() {
+            return Err(CoordError::RelationExists(view.name.clone()));
+        }
+        let key = qualified(&view.schema, &view.name);
+        match self.views.get(&key) {
+            Some(existing) if or_replace => view.oid = existing.oid,
+            Some(_) => return Err(CoordError::RelationExists(view.name.clone())),
+            None => view.oid = self.allocate_oid(),
+        }
+        self.views.insert(key, view);
+        Ok(())
+    }
+
+    pub fn drop_view(&mut self, schema: &str, name: &str) -> Result<(), CoordError> {
+        self.views
+            .remove(&qualified(schema, name))
+            .map(|_| ())
+            .ok_or_else(|| CoordError::RelationNotFound(name.into()))
+    }
+}
+
+impl TableDef {
+    /// Columns a query sees, in declaration order (dropped ones hidden).
+    pub fn visible_columns(&self) -> impl Iterator<Item = &ColumnDef> {
+        self.columns.iter().filter(|c| !c.dropped)
+    }
+
+    pub fn column(&self, name: &str) -> Option<&ColumnDef> {
+        self.visible_columns().find(|c| c.name == name)
+    }
+
+    pub fn next_column_id(&self) -> u32 {
+        self.columns.iter().map(|c| c.id + 1).max().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(name: &str) -> TableDef {
+        TableDef {
+            id: 0,
+            schema: "public".into(),
+            name: name.into(),
+            columns: vec![ColumnDef {
+                id: 0,
+                name: "a".into(),
+                sql_type: SqlType::Int4,
+                nullable: false,
+                default: None,
+                dropped: false,
+            }],
+            primary_key: vec![0],
+            partitions: vec![],
+        }
+    }
+
+    #[test]
+    fn create_table_assigns_ids_and_partitions() {
+        let mut c = Catalog::default();
+        let id = c.create_table(table("t"), 4, 1).unwrap();
+        assert!(id >= FIRST_USER_OID);
+        assert_eq!(c.table("public", "t").unwrap().partitions.len(), 4);
+        assert!(matches!(
+            c.create_table(table("t"), 4, 1),
+            Err(CoordError::RelationExists(_))
+        ));
+    }
+
+    #[test]
+    fn drop_schema_needs_cascade_when_not_empty() {
+        let mut c = Catalog::default();
+        c.create_schema("s").unwrap();
+        let mut t = table("t");
+        t.schema = "s".into();
+        c.create_table(t, 2, 1).unwrap();
+        assert!(matches!(
+            c.drop_schema("s", false),
+            Err(CoordError::SchemaNotEmpty(_))
+        ));
+        assert_eq!(c.drop_schema("s", true).unwrap().len(), 1);
+        assert!(c.table("s", "t").is_none());
+    }
+}

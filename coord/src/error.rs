@@ -1,0 +1,30 @@
+use thiserror::Error;
+
+/// What went wrong while reading or changing metadata.
+#[derive(Debug, Error)]
+pub enum CoordError {
+    #[error("schema \"{0}\" does not exist")]
+    SchemaNotFound(String),
+    #[error("schema \"{0}\" already exists")]
+    SchemaExists(String),
+    #[error("schema \"{0}\" is not empty")]
+    SchemaNotEmpty(String),
+    #[error("relation \"{0}\" does not exist")]
+    RelationNotFound(String),
+    #[error("relation \"{0}\" already exists")]
+    RelationExists(String),
+    #[error("column \"{column}\" of relation \"{table}\" does not exist")]
+    ColumnNotFound { table: String, column: String },
+    #[error("column \"{column}\" of relation \"{table}\" already exists")]
+    ColumnExists { table: String, column: String },
+    #[error("{0}")]
+    InvalidDefinition(String),
+    #[error("metadata file {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("metadata file {path} is corrupt: {reason}")]
+    Corrupt { path: String, reason: String },
+}

@@ -1,0 +1,41 @@
+//! Coordination and metadata for Shoal.
+//!
+//! This crate owns the *catalog* (schemas, tables, columns, views, users) and the *partition map*
+//! (which node leads each partition, its followers and epoch). Callers read an immutable
+//! [`Catalog`] snapshot, so catalog lookups never wait on I/O, and change it through
+//! [`MetaStore::update`], which applies a closure atomically and durably.
+//!
+//! In: catalog mutations from the planner (DDL) and the server (bootstrap user).
+//! Out: `Arc<Catalog>` snapshots with stable table ids and partition layouts.
+//!
+//! Single-node mode uses [`EmbeddedMetaStore`] (a JSON document written with fsync + rename); the
+//! cluster mode puts an etcd-backed implementation behind the same [`MetaStore`] trait. This crate
+//! must not depend on any other Shoal crate nor on the storage engine.
+
+mod catalog;
+mod embedded;
+mod error;
+mod types;
+
+pub use catalog::{Catalog, ColumnDef, PartitionDef, SchemaDef, TableDef, UserDef, ViewDef};
+pub use embedded::EmbeddedMetaStore;
+pub use error::CoordError;
+pub use types::SqlType;
+
+use std::sync::Arc;
+
+/// Identifier of a node in the cluster; the single node is node 1.
+pub type NodeId = u64;
+
+/// A durable, atomically updated home for the catalog.
+pub trait MetaStore: Send + Sync {
+    /// The current catalog snapshot (cheap: an `Arc` clone).
+    fn catalog(&self) -> Arc<Catalog>;
+
+    /// Applies `change` to a copy of the catalog and persists it; the copy becomes the current
+    /// snapshot only when `change` succeeds and the write is durable.
+    fn update(
+        &self,
+        change: &mut dyn FnMut(&mut Catalog) -> Result<(), CoordError>,
+    ) -> Result<Arc<Catalog>, CoordError>;
+}

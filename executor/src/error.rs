@@ -1,0 +1,21 @@
+use shoal_storage::StorageError;
+use thiserror::Error;
+
+/// What went wrong while executing a fragment or writing rows.
+#[derive(Debug, Error)]
+pub enum ExecError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("duplicate key value violates unique constraint \"{constraint}\"")]
+    UniqueViolation { constraint: String },
+    #[error(
+        "null value in column \"{column}\" of relation \"{table}\" violates not-null constraint"
+    )]
+    NotNullViolation { table: String, column: String },
+    #[error("value too long for type {type_name}")]
+    StringTooLong { type_name: String },
+    #[error("{0}")]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+    #[error("background task failed: {0}")]
+    TaskFailed(String),
+}

@@ -1,0 +1,24 @@
+//! Execution of Shoal fragments next to the data.
+//!
+//! In: a [`TableHandle`] (a table's metadata turned into Arrow terms), a transaction
+//! ([`shoal_storage::Txn`]), and either a scan request (which partitions, which columns, which
+//! primary keys) or record batches to write. Out: DataFusion [`ExecutionPlan`]s that stream
+//! Arrow batches, one output partition per table partition (the per-partition *fragment*), and
+//! row counts for writes.
+//!
+//! On a single node every fragment runs locally; the cluster issue ships the same fragments to
+//! the partition leaders. This crate must not depend on the planner or the server.
+//!
+//! [`ExecutionPlan`]: datafusion::physical_plan::ExecutionPlan
+
+mod error;
+mod scan;
+mod table;
+mod write;
+mod write_exec;
+
+pub use error::ExecError;
+pub use scan::{KeyLookup, PartitionScanExec, ROW_KEY_COLUMN};
+pub use table::{arrow_type_of, TableHandle, PG_TYPE_METADATA_KEY};
+pub use write::{ConflictAction, RowIdAllocator, TableWriter, WriteOutcome};
+pub use write_exec::{ReturningSink, TableWriteExec, WriteKind};

@@ -1,0 +1,345 @@
+//! `PartitionScanExec`: the leaf of every fragment. Each output partition reads one table
+//! partition (one contiguous key range) through the statement's transaction, decoding rows
+//! straight into Arrow batches. With key lookups it reads only those primary keys (the point
+//! lookup fast path) instead of scanning.
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, BinaryBuilder};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::TaskContext;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{
+    BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
+};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning,
+    PlanProperties, ReplaceChildrenOptions, SendableRecordBatchStream,
+};
+use futures::stream;
+use shoal_storage::{keys, RowDecoder, ScanControl, Txn};
+
+use crate::{ExecError, TableHandle};
+
+/// Name of the extra column that carries each row's storage key (used by UPDATE and DELETE).
+pub const ROW_KEY_COLUMN: &str = "__shoal_row_key";
+
+const BATCH_ROWS: usize = 8192;
+
+/// Primary keys to fetch directly, grouped by the partition that holds them.
+#[derive(Debug, Clone)]
+pub struct KeyLookup {
+    pub partition: u32,
+    /// Full storage keys.
+    pub keys: Vec<Vec<u8>>,
+}
+
+pub struct PartitionScanExec {
+    table: TableHandle,
+    txn: Arc<Txn>,
+    partitions: Vec<u32>,
+    lookups: Option<Vec<KeyLookup>>,
+    projection: Vec<usize>,
+    with_row_key: bool,
+    limit: Option<usize>,
+    schema: SchemaRef,
+    properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl fmt::Debug for PartitionScanExec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PartitionScanExec")
+            .field("table", &self.table.def.name)
+            .field("partitions", &self.partitions)
+            .finish()
+    }
+}
+
+impl PartitionScanExec {
+    /// `partitions`: the table partitions to read (after pruning), one output partition each.
+    /// `lookups`: when set, read only these keys (and `partitions` is ignored).
+    pub fn new(
+        table: TableHandle,
+        txn: Arc<Txn>,
+        partitions: Vec<u32>,
+        lookups: Option<Vec<KeyLookup>>,
+        projection: Vec<usize>,
+        with_row_key: bool,
+        limit: Option<usize>,
+    ) -> Self {
+        let mut fields: Vec<Arc<Field>> = projection
+            .iter()
+            .map(|i| table.schema.fields()[*i].clone())
+            .collect();
+        if with_row_key {
+            fields.push(Arc::new(Field::new(
+                ROW_KEY_COLUMN,
+                DataType::Binary,
+                false,
+            )));
+        }
+        let schema = Arc::new(Schema::new(fields));
+        let outputs = match &lookups {
+            Some(l) => l.len().max(1),
+            None => partitions.len().max(1),
+        };
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(schema.clone()),
+            Partitioning::UnknownPartitioning(outputs),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        PartitionScanExec {
+            table,
+            txn,
+            partitions,
+            lookups,
+            projection,
+            with_row_key,
+            limit,
+            schema,
+            properties,
+            metrics: ExecutionPlanMetricsSet::new(),
+        }
+    }
+
+    pub fn table(&self) -> &TableHandle {
+        &self.table
+    }
+}
+
+impl DisplayAs for PartitionScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let columns: Vec<&str> = self
+            .projection
+            .iter()
+            .map(|i| self.table.schema.field(*i).name().as_str())
+            .collect();
+        write!(
+            f,
+            "PartitionScanExec: table={}.{}, ",
+            self.table.def.schema, self.table.def.name
+        )?;
+        match &self.lookups {
+            Some(l) => {
+                let parts: Vec<u32> = l.iter().map(|k| k.partition).collect();
+                let n: usize = l.iter().map(|k| k.keys.len()).sum();
+                write!(f, "point_lookup keys={n} partitions={parts:?}")?;
+            }
+            None => write!(
+                f,
+                "fragments={} of {} partitions={:?}",
+                self.partitions.len(),
+                self.table.partition_count(),
+                self.partitions
+            )?,
+        }
+        write!(f, ", projection=[{}]", columns.join(", "))?;
+        if let Some(l) = self.limit {
+            write!(f, ", limit={l}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Where one output partition reads from.
+#[derive(Clone)]
+enum Source {
+    Range { start: Vec<u8>, end: Vec<u8> },
+    Keys(Vec<Vec<u8>>),
+    Nothing,
+}
+
+impl ExecutionPlan for PartitionScanExec {
+    fn name(&self) -> &'static str {
+        "PartitionScanExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        _: Vec<Arc<dyn ExecutionPlan>>,
+        _: ReplaceChildrenOptions,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        let table_id = self.table.id();
+        let source = match &self.lookups {
+            Some(l) => l
+                .get(partition)
+                .map(|k| Source::Keys(k.keys.clone()))
+                .unwrap_or(Source::Nothing),
+            None => match self.partitions.get(partition) {
+                Some(p) => Source::Range {
+                    start: keys::partition_start(table_id, *p),
+                    end: keys::partition_end(table_id, *p),
+                },
+                None => Source::Nothing,
+            },
+        };
+        let baseline = BaselineMetrics::new(&self.metrics, partition);
+        let bytes_scanned: Count =
+            MetricBuilder::new(&self.metrics).counter("bytes_scanned", partition);
+        let state = ScanState {
+            txn: self.txn.clone(),
+            decoder: RowDecoder::new(&self.table.layout, &self.projection, BATCH_ROWS),
+            keys: self.with_row_key.then(BinaryBuilder::new),
+            schema: self.schema.clone(),
+            source,
+            after: None,
+            remaining: self.limit.unwrap_or(usize::MAX),
+            done: false,
+            bytes_scanned,
+        };
+        let s = stream::try_unfold(state, move |mut state| {
+            let baseline = baseline.clone();
+            async move {
+                if state.done || state.remaining == 0 {
+                    return Ok(None);
+                }
+                let timer = baseline.elapsed_compute().timer();
+                let (state, batch) = tokio::task::spawn_blocking(move || {
+                    let batch = state.next_batch();
+                    (state, batch)
+                })
+                .await
+                .map_err(|e| {
+                    DataFusionError::External(Box::new(ExecError::TaskFailed(e.to_string())))
+                })?;
+                timer.done();
+                let batch = batch.map_err(|e| DataFusionError::External(Box::new(e)))?;
+                match batch {
+                    Some(b) => {
+                        baseline.record_output(b.num_rows());
+                        Ok(Some((b, state)))
+                    }
+                    None => Ok(None),
+                }
+            }
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema.clone(),
+            s,
+        )))
+    }
+}
+
+struct ScanState {
+    txn: Arc<Txn>,
+    decoder: RowDecoder,
+    keys: Option<BinaryBuilder>,
+    schema: SchemaRef,
+    source: Source,
+    after: Option<Vec<u8>>,
+    remaining: usize,
+    done: bool,
+    bytes_scanned: Count,
+}
+
+impl ScanState {
+    /// Reads up to one batch of rows; `None` when the source is exhausted.
+    fn next_batch(&mut self) -> Result<Option<RecordBatch>, ExecError> {
+        let want = BATCH_ROWS.min(self.remaining);
+        let mut bytes = 0usize;
+        match &mut self.source {
+            Source::Nothing => self.done = true,
+            Source::Keys(list) => {
+                for key in list.drain(..) {
+                    if let Some(v) = self.txn.get(&key)? {
+                        bytes += key.len() + v.len();
+                        self.decoder.push(&v)?;
+                        if let Some(k) = &mut self.keys {
+                            k.append_value(&key);
+                        }
+                    }
+                }
+                self.done = true;
+            }
+            Source::Range { start, end } => {
+                let decoder = &mut self.decoder;
+                let keys = &mut self.keys;
+                let mut n = 0;
+                let last = self.txn.scan(start, end, self.after.as_deref(), |k, v| {
+                    bytes += k.len() + v.len();
+                    decoder.push(v)?;
+                    if let Some(b) = keys {
+                        b.append_value(k);
+                    }
+                    n += 1;
+                    Ok(if n >= want {
+                        ScanControl::Stop
+                    } else {
+                        ScanControl::Continue
+                    })
+                })?;
+                if n < want {
+                    self.done = true;
+                }
+                self.after = last;
+            }
+        }
+        self.bytes_scanned.add(bytes);
+        let rows = self.decoder.rows();
+        if rows == 0 {
+            self.done = true;
+            return Ok(None);
+        }
+        self.remaining = self.remaining.saturating_sub(rows);
+        let batch = self.decoder.finish()?;
+        let batch = match &mut self.keys {
+            Some(k) => {
+                let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+                columns.push(Arc::new(k.finish()));
+                RecordBatch::try_new(self.schema.clone(), columns)?
+            }
+            None => RecordBatch::try_new_with_options(
+                self.schema.clone(),
+                batch.columns().to_vec(),
+                &datafusion::arrow::record_batch::RecordBatchOptions::new()
+                    .with_row_count(Some(rows)),
+            )?,
+        };
+        Ok(Some(batch))
+    }
+}

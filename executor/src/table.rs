@@ -1,0 +1,100 @@
+//! A table's catalog definition seen in Arrow terms: its schema, row layout and key columns.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, IntervalUnit, Schema, SchemaRef, TimeUnit};
+use shoal_coord::{SqlType, TableDef};
+use shoal_storage::RowLayout;
+
+/// Field metadata key carrying the PostgreSQL type name, so that the wire layer can report
+/// `varchar`, `json` or `uuid` where Arrow only knows `Utf8`.
+pub const PG_TYPE_METADATA_KEY: &str = "shoal.pg_type";
+
+/// The Arrow type a SQL type is held in.
+pub fn arrow_type_of(t: &SqlType) -> DataType {
+    match t {
+        SqlType::Bool => DataType::Boolean,
+        SqlType::Int2 => DataType::Int16,
+        SqlType::Int4 => DataType::Int32,
+        SqlType::Int8 => DataType::Int64,
+        SqlType::Float4 => DataType::Float32,
+        SqlType::Float8 => DataType::Float64,
+        SqlType::Numeric { precision, scale } => DataType::Decimal128(*precision, *scale),
+        SqlType::Text
+        | SqlType::Varchar(_)
+        | SqlType::Char(_)
+        | SqlType::Uuid
+        | SqlType::Json
+        | SqlType::Jsonb => DataType::Utf8,
+        SqlType::Bytea => DataType::Binary,
+        SqlType::Date => DataType::Date32,
+        SqlType::Time => DataType::Time64(TimeUnit::Microsecond),
+        SqlType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
+        SqlType::TimestampTz => DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+        SqlType::Interval => DataType::Interval(IntervalUnit::MonthDayNano),
+        SqlType::Array(inner) => DataType::new_list(arrow_type_of(inner), true),
+    }
+}
+
+/// Everything a fragment needs to read or write one table.
+#[derive(Debug, Clone)]
+pub struct TableHandle {
+    pub def: Arc<TableDef>,
+    /// The visible columns as Arrow fields, in declaration order.
+    pub schema: SchemaRef,
+    pub layout: Arc<RowLayout>,
+    /// Visible-column indices of the primary key; empty when rows use a hidden row id.
+    pub key_columns: Vec<usize>,
+}
+
+impl TableHandle {
+    pub fn new(def: Arc<TableDef>) -> Self {
+        let fields: Vec<Field> = def
+            .visible_columns()
+            .map(|c| {
+                let mut meta = HashMap::new();
+                meta.insert(PG_TYPE_METADATA_KEY.to_string(), c.sql_type.pg_name());
+                Field::new(&c.name, arrow_type_of(&c.sql_type), c.nullable).with_metadata(meta)
+            })
+            .collect();
+        let schema = Arc::new(Schema::new(fields));
+        let slot_count = def.next_column_id() as usize;
+        let mut slots = vec![None; slot_count];
+        for c in &def.columns {
+            if !c.dropped {
+                slots[c.id as usize] = Some(arrow_type_of(&c.sql_type));
+            }
+        }
+        let visible: Vec<usize> = def.visible_columns().map(|c| c.id as usize).collect();
+        let key_columns = def
+            .primary_key
+            .iter()
+            .filter_map(|id| visible.iter().position(|slot| *slot == *id as usize))
+            .collect();
+        let layout = Arc::new(RowLayout::new(slots, visible, schema.clone()));
+        TableHandle {
+            def,
+            schema,
+            layout,
+            key_columns,
+        }
+    }
+
+    pub fn partition_count(&self) -> u32 {
+        self.def.partitions.len() as u32
+    }
+
+    pub fn id(&self) -> u32 {
+        self.def.id
+    }
+
+    pub fn has_hidden_row_id(&self) -> bool {
+        self.key_columns.is_empty()
+    }
+
+    /// The name of the primary key constraint, as PostgreSQL would name it.
+    pub fn primary_key_name(&self) -> String {
+        format!("{}_pkey", self.def.name)
+    }
+}

@@ -1,0 +1,215 @@
+//! Writing rows of one table inside a transaction: inserts (with primary-key uniqueness and
+//! `ON CONFLICT DO NOTHING`), deletes and updates by storage key. All methods block on RocksDB:
+//! call them from a blocking thread.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array};
+use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::record_batch::RecordBatch;
+use parking_lot::Mutex;
+use shoal_storage::{keys, RowEncoder, Store, Txn};
+
+use crate::{ExecError, TableHandle};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConflictAction {
+    /// A duplicate primary key fails the statement with a unique violation.
+    Error,
+    /// A row whose primary key exists is skipped (`ON CONFLICT DO NOTHING`).
+    DoNothing,
+}
+
+/// Rows a write touched, for the command tag and RETURNING.
+#[derive(Debug)]
+pub struct WriteOutcome {
+    pub rows: u64,
+    /// The rows as written (inserted or new versions), in the table's visible schema.
+    pub written: Vec<RecordBatch>,
+}
+
+/// Hands out hidden row ids for tables without a primary key. Each table's counter starts
+/// after the largest id already stored, so ids stay unique across restarts.
+#[derive(Debug, Default)]
+pub struct RowIdAllocator {
+    next: Mutex<HashMap<u32, i64>>,
+}
+
+impl RowIdAllocator {
+    fn allocate(&self, store: &Store, table: &TableHandle, n: usize) -> Result<i64, ExecError> {
+        let mut next = self.next.lock();
+        let first = match next.get(&table.id()) {
+            Some(v) => *v,
+            None => {
+                let mut max = 0i64;
+                for p in 0..table.partition_count() {
+                    let start = keys::partition_start(table.id(), p);
+                    let end = keys::partition_end(table.id(), p);
+                    if let Some(k) = store.last_key_in(&start, &end)? {
+                        if let Some(bytes) = k.get(start.len()..start.len() + 8) {
+                            let mut b = [0u8; 8];
+                            b.copy_from_slice(bytes);
+                            max = max.max((u64::from_be_bytes(b) ^ (1 << 63)) as i64);
+                        }
+                    }
+                }
+                max + 1
+            }
+        };
+        next.insert(table.id(), first + n as i64);
+        Ok(first)
+    }
+}
+
+pub struct TableWriter<'a> {
+    table: &'a TableHandle,
+    txn: &'a Txn,
+    store: &'a Store,
+    row_ids: &'a RowIdAllocator,
+}
+
+impl<'a> TableWriter<'a> {
+    pub fn new(
+        table: &'a TableHandle,
+        txn: &'a Txn,
+        store: &'a Store,
+        row_ids: &'a RowIdAllocator,
+    ) -> Self {
+        TableWriter {
+            table,
+            txn,
+            store,
+            row_ids,
+        }
+    }
+
+    fn check_not_null(&self, batch: &RecordBatch) -> Result<(), ExecError> {
+        for (i, field) in self.table.schema.fields().iter().enumerate() {
+            if !field.is_nullable() && batch.column(i).null_count() > 0 {
+                return Err(ExecError::NotNullViolation {
+                    table: self.table.def.name.clone(),
+                    column: field.name().clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The storage key of each row of `batch` (allocating hidden row ids when needed).
+    fn keys_of(&self, batch: &RecordBatch) -> Result<Vec<Vec<u8>>, ExecError> {
+        let partitions = self.table.partition_count();
+        let key_columns: Vec<ArrayRef> = if self.table.has_hidden_row_id() {
+            let first = self
+                .row_ids
+                .allocate(self.store, self.table, batch.num_rows())?;
+            let ids: Int64Array = (0..batch.num_rows() as i64).map(|i| first + i).collect();
+            vec![Arc::new(ids)]
+        } else {
+            self.table
+                .key_columns
+                .iter()
+                .map(|i| batch.column(*i).clone())
+                .collect()
+        };
+        (0..batch.num_rows())
+            .map(|row| {
+                let pk = keys::encode_primary_key(&key_columns, row)?;
+                let partition = keys::partition_of(&pk, partitions);
+                Ok(keys::row_key(self.table.id(), partition, &pk))
+            })
+            .collect()
+    }
+
+    fn unique_violation(&self) -> ExecError {
+        ExecError::UniqueViolation {
+            constraint: self.table.primary_key_name(),
+        }
+    }
+
+    pub fn insert(
+        &self,
+        batch: &RecordBatch,
+        on_conflict: ConflictAction,
+    ) -> Result<WriteOutcome, ExecError> {
+        self.check_not_null(batch)?;
+        let keys = self.keys_of(batch)?;
+        let encoder = RowEncoder::new(&self.table.layout, batch)?;
+        let mut value = Vec::with_capacity(64);
+        let mut kept = Vec::with_capacity(batch.num_rows());
+        for (row, key) in keys.iter().enumerate() {
+            if !self.table.has_hidden_row_id() && self.txn.get(key)?.is_some() {
+                match on_conflict {
+                    ConflictAction::Error => return Err(self.unique_violation()),
+                    ConflictAction::DoNothing => {
+                        kept.push(false);
+                        continue;
+                    }
+                }
+            }
+            encoder.encode(row, &mut value)?;
+            self.txn.put(key, &value)?;
+            kept.push(true);
+        }
+        let rows = kept.iter().filter(|k| **k).count() as u64;
+        let written = if rows as usize == batch.num_rows() {
+            batch.clone()
+        } else {
+            filter_record_batch(batch, &BooleanArray::from(kept))?
+        };
+        Ok(WriteOutcome {
+            rows,
+            written: vec![written],
+        })
+    }
+
+    /// Deletes the rows with these storage keys (as produced by a scan with row keys).
+    pub fn delete(&self, row_keys: &dyn Array) -> Result<u64, ExecError> {
+        let row_keys = row_keys.as_binary::<i32>();
+        for key in row_keys.iter().flatten() {
+            self.txn.delete(key)?;
+        }
+        Ok(row_keys.len() as u64)
+    }
+
+    /// Replaces the rows at `row_keys` with the rows of `new_rows` (same order). A changed
+    /// primary key moves the row; moving onto an existing key is a unique violation.
+    pub fn update(
+        &self,
+        row_keys: &dyn Array,
+        new_rows: &RecordBatch,
+    ) -> Result<WriteOutcome, ExecError> {
+        self.check_not_null(new_rows)?;
+        let row_keys = row_keys.as_binary::<i32>();
+        let new_keys = if self.table.has_hidden_row_id() {
+            row_keys
+                .iter()
+                .map(|k| k.unwrap_or_default().to_vec())
+                .collect()
+        } else {
+            self.keys_of(new_rows)?
+        };
+        let encoder = RowEncoder::new(&self.table.layout, new_rows)?;
+        // Delete every moved row first so that rows may trade keys within one statement.
+        let mut moved = Vec::new();
+        for (row, old) in row_keys.iter().enumerate() {
+            let old = old.unwrap_or_default();
+            if old != new_keys[row].as_slice() {
+                self.txn.delete(old)?;
+                moved.push(row);
+            }
+        }
+        let mut value = Vec::with_capacity(64);
+        for (row, key) in new_keys.iter().enumerate() {
+            if moved.binary_search(&row).is_ok() && self.txn.get(key)?.is_some() {
+                return Err(self.unique_violation());
+            }
+            encoder.encode(row, &mut value)?;
+            self.txn.put(key, &value)?;
+        }
+        Ok(WriteOutcome {
+            rows: new_rows.num_rows() as u64,
+            written: vec![new_rows.clone()],
+        })
+    }
+}

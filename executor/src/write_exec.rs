@@ -1,0 +1,218 @@
+//! `TableWriteExec`: the fragment that applies INSERT, UPDATE or DELETE rows produced by its
+//! input to one table inside the statement's transaction, and returns the row count (the
+//! single-row `count` column DataFusion expects from DML plans).
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{RecordBatch, UInt64Array};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::TaskContext;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning,
+    PlanProperties, ReplaceChildrenOptions, SendableRecordBatchStream,
+};
+use futures::StreamExt;
+use parking_lot::Mutex;
+use shoal_storage::{Store, Txn};
+
+use crate::{ConflictAction, ExecError, RowIdAllocator, TableHandle, TableWriter};
+
+/// What a `TableWriteExec` does with each input row.
+#[derive(Debug, Clone, Copy)]
+pub enum WriteKind {
+    /// Input rows are new rows in the table's visible schema.
+    Insert(ConflictAction),
+    /// Input rows are the old rows followed by their row key.
+    Delete,
+    /// Input rows are the new rows followed by the old row key.
+    Update,
+}
+
+/// Rows written by a statement, kept for its RETURNING clause.
+pub type ReturningSink = Arc<Mutex<Vec<RecordBatch>>>;
+
+pub struct TableWriteExec {
+    input: Arc<dyn ExecutionPlan>,
+    table: TableHandle,
+    txn: Arc<Txn>,
+    store: Store,
+    row_ids: Arc<RowIdAllocator>,
+    kind: WriteKind,
+    returning: Option<ReturningSink>,
+    properties: Arc<PlanProperties>,
+}
+
+impl fmt::Debug for TableWriteExec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TableWriteExec({:?})", self.kind)
+    }
+}
+
+fn count_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new(
+        "count",
+        DataType::UInt64,
+        false,
+    )]))
+}
+
+impl TableWriteExec {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        input: Arc<dyn ExecutionPlan>,
+        table: TableHandle,
+        txn: Arc<Txn>,
+        store: Store,
+        row_ids: Arc<RowIdAllocator>,
+        kind: WriteKind,
+        returning: Option<ReturningSink>,
+    ) -> Self {
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(count_schema()),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        ));
+        TableWriteExec {
+            input,
+            table,
+            txn,
+            store,
+            row_ids,
+            kind,
+            returning,
+            properties,
+        }
+    }
+}
+
+impl DisplayAs for TableWriteExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "TableWriteExec: {:?} into {}.{}",
+            self.kind, self.table.def.schema, self.table.def.name
+        )
+    }
+}
+
+impl ExecutionPlan for TableWriteExec {
+    fn name(&self) -> &'static str {
+        "TableWriteExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+        _: ReplaceChildrenOptions,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let input = children
+            .into_iter()
+            .next()
+            .ok_or_else(|| DataFusionError::Internal("TableWriteExec needs an input".into()))?;
+        Ok(Arc::new(TableWriteExec::new(
+            input,
+            self.table.clone(),
+            self.txn.clone(),
+            self.store.clone(),
+            self.row_ids.clone(),
+            self.kind,
+            self.returning.clone(),
+        )))
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )
+    }
+
+    fn execute(
+        &self,
+        _partition: usize,
+        context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        let input = self.input.clone();
+        let table = self.table.clone();
+        let txn = self.txn.clone();
+        let store = self.store.clone();
+        let row_ids = self.row_ids.clone();
+        let kind = self.kind;
+        let returning = self.returning.clone();
+        let fut = async move {
+            // Read every input row before writing, so that an UPDATE never sees its own output.
+            let mut batches = Vec::new();
+            let parts = input.properties().partitioning.partition_count();
+            for p in 0..parts {
+                let mut s = input.execute(p, context.clone())?;
+                while let Some(b) = s.next().await {
+                    batches.push(b?);
+                }
+            }
+            let count = tokio::task::spawn_blocking(move || -> Result<u64, ExecError> {
+                let writer = TableWriter::new(&table, &txn, &store, &row_ids);
+                let visible = table.schema.fields().len();
+                let mut count = 0;
+                for batch in batches {
+                    let rows = batch.project(&(0..visible).collect::<Vec<_>>())?;
+                    let rows = RecordBatch::try_new(table.schema.clone(), rows.columns().to_vec())?;
+                    let written = match kind {
+                        WriteKind::Insert(action) => writer.insert(&rows, action)?,
+                        WriteKind::Delete => {
+                            let n = writer.delete(batch.column(visible).as_ref())?;
+                            crate::WriteOutcome {
+                                rows: n,
+                                written: vec![rows],
+                            }
+                        }
+                        WriteKind::Update => {
+                            writer.update(batch.column(visible).as_ref(), &rows)?
+                        }
+                    };
+                    count += written.rows;
+                    if let Some(sink) = &returning {
+                        sink.lock().extend(written.written);
+                    }
+                }
+                Ok(count)
+            })
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(ExecError::TaskFailed(e.to_string()))))?
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            RecordBatch::try_new(
+                count_schema(),
+                vec![Arc::new(UInt64Array::from(vec![count]))],
+            )
+            .map_err(DataFusionError::from)
+        };
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            count_schema(),
+            futures::stream::once(fut),
+        )))
+    }
+}

@@ -1,0 +1,170 @@
+//! DataFusion catalog over Shoal's metadata: one schema provider per schema in the catalog
+//! snapshot, resolving tables to [`ShoalTable`] and views to DataFusion `ViewTable`s.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
+use datafusion::datasource::ViewTable;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::logical_expr::{col, LogicalPlanBuilder};
+use datafusion::prelude::SessionContext;
+use parking_lot::RwLock;
+use shoal_coord::MetaStore;
+use shoal_executor::RowIdAllocator;
+use shoal_storage::Store;
+
+use crate::table::{ShoalTable, DML_TABLE_PREFIX};
+
+/// The single database every connection sees (current_database()).
+pub const DATABASE_NAME: &str = "shoal";
+
+pub struct ShoalCatalog {
+    meta: Arc<dyn MetaStore>,
+    store: Store,
+    row_ids: Arc<RowIdAllocator>,
+    /// Plans view bodies; shares this catalog, so views may read tables and other views.
+    view_planner: SessionContext,
+    /// Schemas served by other providers (pg_catalog).
+    extra: RwLock<HashMap<String, Arc<dyn SchemaProvider>>>,
+}
+
+impl std::fmt::Debug for ShoalCatalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ShoalCatalog")
+    }
+}
+
+impl ShoalCatalog {
+    pub fn new(
+        meta: Arc<dyn MetaStore>,
+        store: Store,
+        row_ids: Arc<RowIdAllocator>,
+        view_planner: SessionContext,
+    ) -> Self {
+        ShoalCatalog {
+            meta,
+            store,
+            row_ids,
+            view_planner,
+            extra: RwLock::new(HashMap::new()),
+        }
+    }
+}
+
+impl CatalogProvider for ShoalCatalog {
+    fn schema_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.meta.catalog().schemas.keys().cloned().collect();
+        names.extend(self.extra.read().keys().cloned());
+        names
+    }
+
+    fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        if let Some(s) = self.extra.read().get(name) {
+            return Some(s.clone());
+        }
+        if !self.meta.catalog().schemas.contains_key(name) {
+            return None;
+        }
+        Some(Arc::new(ShoalSchema {
+            name: name.to_string(),
+            meta: self.meta.clone(),
+            store: self.store.clone(),
+            row_ids: self.row_ids.clone(),
+            view_planner: self.view_planner.clone(),
+        }))
+    }
+
+    fn register_schema(
+        &self,
+        name: &str,
+        schema: Arc<dyn SchemaProvider>,
+    ) -> DfResult<Option<Arc<dyn SchemaProvider>>> {
+        Ok(self.extra.write().insert(name.to_string(), schema))
+    }
+}
+
+struct ShoalSchema {
+    name: String,
+    meta: Arc<dyn MetaStore>,
+    store: Store,
+    row_ids: Arc<RowIdAllocator>,
+    view_planner: SessionContext,
+}
+
+impl std::fmt::Debug for ShoalSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ShoalSchema({})", self.name)
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for ShoalSchema {
+    fn table_names(&self) -> Vec<String> {
+        let catalog = self.meta.catalog();
+        let tables = catalog
+            .tables
+            .values()
+            .filter(|t| t.schema == self.name)
+            .map(|t| t.name.clone());
+        let views = catalog
+            .views
+            .values()
+            .filter(|v| v.schema == self.name)
+            .map(|v| v.name.clone());
+        tables.chain(views).collect()
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        let catalog = self.meta.catalog();
+        if let Some(id) = name.strip_prefix(DML_TABLE_PREFIX) {
+            let id: u32 = id
+                .parse()
+                .map_err(|_| DataFusionError::Plan(format!("bad table reference {name}")))?;
+            return Ok(catalog.table_by_id(id).map(|t| {
+                Arc::new(ShoalTable::new(
+                    Arc::new(t.clone()),
+                    self.store.clone(),
+                    self.row_ids.clone(),
+                    true,
+                )) as Arc<dyn TableProvider>
+            }));
+        }
+        if let Some(t) = catalog.table(&self.name, name) {
+            return Ok(Some(Arc::new(ShoalTable::new(
+                Arc::new(t.clone()),
+                self.store.clone(),
+                self.row_ids.clone(),
+                false,
+            ))));
+        }
+        let Some(view) = catalog.view(&self.name, name) else {
+            return Ok(None);
+        };
+        let mut plan = self
+            .view_planner
+            .sql(&view.query)
+            .await?
+            .into_unoptimized_plan();
+        if !view.columns.is_empty() {
+            let exprs: Vec<_> = plan
+                .schema()
+                .columns()
+                .into_iter()
+                .zip(view.columns.iter())
+                .map(|(c, alias)| col(c).alias(alias))
+                .collect();
+            plan = LogicalPlanBuilder::from(plan).project(exprs)?.build()?;
+        }
+        Ok(Some(Arc::new(ViewTable::new(
+            plan,
+            Some(view.query.clone()),
+        ))))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        let catalog = self.meta.catalog();
+        catalog.table(&self.name, name).is_some() || catalog.view(&self.name, name).is_some()
+    }
+}

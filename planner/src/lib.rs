@@ -1,0 +1,62 @@
+//! SQL planning for Shoal: from SQL text to DataFusion plans over Shoal's partitioned tables.
+//!
+//! In: SQL statements (parsed with DataFusion's own sqlparser, PostgreSQL dialect) and the
+//! catalog snapshot from `shoal-coord`. Out: DataFusion logical/physical plans whose leaves are
+//! `shoal_executor::PartitionScanExec` fragments (one per surviving partition, after pruning on
+//! primary-key predicates), and catalog definitions for DDL.
+//!
+//! The planner decides *what* runs where; it never writes rows itself and must not depend on
+//! the server crate.
+
+mod catalog;
+pub mod ddl;
+mod error;
+mod functions;
+mod pg_overlay;
+mod table;
+
+pub use catalog::{ShoalCatalog, DATABASE_NAME};
+pub use error::PlannerError;
+pub use functions::{register_session_functions, SessionInfo};
+pub use pg_overlay::{ActivityRow, ActivitySource};
+pub use table::{DmlOptions, ShoalTable, StatementTxn, DML_TABLE_PREFIX};
+
+use std::sync::Arc;
+
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use shoal_coord::MetaStore;
+use shoal_executor::RowIdAllocator;
+use shoal_storage::Store;
+
+/// Builds the session context shared (by cloning its state) by every connection: the Shoal
+/// catalog as `shoal.public` and friends, pg_catalog, information_schema and Shoal's functions.
+pub fn base_context(
+    meta: Arc<dyn MetaStore>,
+    store: Store,
+    row_ids: Arc<RowIdAllocator>,
+    activity: Arc<dyn ActivitySource>,
+) -> Result<SessionContext, PlannerError> {
+    let config = SessionConfig::new()
+        .with_default_catalog_and_schema(DATABASE_NAME, "public")
+        .with_information_schema(true)
+        .with_target_partitions(4)
+        .set_bool("datafusion.sql_parser.enable_ident_normalization", true)
+        .set_str("datafusion.sql_parser.dialect", "PostgreSQL");
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .build();
+    let ctx = SessionContext::new_with_state(state);
+    let catalog = Arc::new(ShoalCatalog::new(meta, store, row_ids, ctx.clone()));
+    ctx.register_catalog(DATABASE_NAME, catalog);
+    datafusion_pg_catalog::setup_pg_catalog(
+        &ctx,
+        DATABASE_NAME,
+        datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
+    )
+    .map_err(|e| PlannerError::DataFusion(*e))?;
+    pg_overlay::install(&ctx, activity)?;
+    functions::register_static_functions(&ctx);
+    Ok(ctx)
+}

@@ -1,0 +1,438 @@
+//! `ShoalTable`: a Shoal table as a DataFusion `TableProvider`. `scan` turns the pushed-down
+//! projection, filters and limit into a `PartitionScanExec`: equality (or IN-list) predicates
+//! on every primary-key column become point lookups in only the partitions that hold those keys;
+//! otherwise every partition becomes one scan fragment. Filters stay in the plan above the scan
+//! (they are "inexact" here), so pruning never changes an answer.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::ScalarValue;
+use datafusion::common::{Column, DFSchema};
+use datafusion::datasource::TableType;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::ExprSchemable;
+use datafusion::logical_expr::{Expr, Operator, TableProviderFilterPushDown};
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::ExecutionPlan;
+use shoal_coord::TableDef;
+use shoal_executor::{
+    ConflictAction, KeyLookup, PartitionScanExec, ReturningSink, RowIdAllocator, TableHandle,
+    TableWriteExec, WriteKind, ROW_KEY_COLUMN,
+};
+use shoal_storage::{keys, Store, Txn};
+
+/// Table names starting with this resolve to the table of that id *with* the row-key column;
+/// the DML planner uses it for UPDATE and DELETE.
+pub const DML_TABLE_PREFIX: &str = "__shoal_dml_";
+
+/// The transaction a statement runs in, carried in the DataFusion session config so that scans
+/// read through it (and so see the transaction's own writes).
+#[derive(Clone)]
+pub struct StatementTxn(pub Arc<Txn>);
+
+/// Upper bound on the keys a point lookup enumerates before falling back to a scan.
+const MAX_LOOKUP_KEYS: usize = 1024;
+
+/// How the statement's writes treat conflicts and where RETURNING rows go; set per statement
+/// in the session config next to [`StatementTxn`].
+#[derive(Clone, Default)]
+pub struct DmlOptions {
+    pub on_conflict_do_nothing: bool,
+    pub returning: Option<ReturningSink>,
+}
+
+#[derive(Debug)]
+pub struct ShoalTable {
+    handle: TableHandle,
+    with_row_key: bool,
+    schema: SchemaRef,
+    store: Store,
+    row_ids: Arc<RowIdAllocator>,
+}
+
+fn statement_txn(state: &dyn Session) -> DfResult<Arc<Txn>> {
+    state
+        .config()
+        .get_extension::<StatementTxn>()
+        .map(|t| t.0.clone())
+        .ok_or_else(|| DataFusionError::Plan("statement has no transaction".into()))
+}
+
+fn dml_options(state: &dyn Session) -> DmlOptions {
+    state
+        .config()
+        .get_extension::<DmlOptions>()
+        .map(|o| o.as_ref().clone())
+        .unwrap_or_default()
+}
+
+/// Drops table qualifiers so that expressions bind to the scan's unqualified schema.
+fn unqualify(e: Expr) -> DfResult<Expr> {
+    e.transform(|e| {
+        Ok(match e {
+            Expr::Column(c) => Transformed::yes(Expr::Column(Column::new_unqualified(c.name))),
+            other => Transformed::no(other),
+        })
+    })
+    .map(|t| t.data)
+}
+
+impl ShoalTable {
+    pub fn new(
+        def: Arc<TableDef>,
+        store: Store,
+        row_ids: Arc<RowIdAllocator>,
+        with_row_key: bool,
+    ) -> Self {
+        let handle = TableHandle::new(def);
+        let schema = if with_row_key {
+            let mut fields = handle.schema.fields().to_vec();
+            fields.push(Arc::new(Field::new(
+                ROW_KEY_COLUMN,
+                DataType::Binary,
+                false,
+            )));
+            Arc::new(Schema::new(fields))
+        } else {
+            handle.schema.clone()
+        };
+        ShoalTable {
+            handle,
+            with_row_key,
+            schema,
+            store,
+            row_ids,
+        }
+    }
+
+    pub fn handle(&self) -> &TableHandle {
+        &self.handle
+    }
+
+    /// Values each primary-key column is restricted to by `filters` (`k = v` or `k IN (..)`).
+    fn key_values(&self, filters: &[Expr]) -> Option<Vec<Vec<ScalarValue>>> {
+        if self.handle.key_columns.is_empty() {
+            return None;
+        }
+        let mut per_column: BTreeMap<usize, Vec<ScalarValue>> = BTreeMap::new();
+        for f in filters {
+            for conjunct in split_conjunction(f) {
+                if let Some((name, values)) = equality_values(conjunct) {
+                    if let Some(idx) = self.handle.schema.index_of(&name).ok() {
+                        if self.handle.key_columns.contains(&idx) {
+                            per_column.insert(idx, values);
+                        }
+                    }
+                }
+            }
+        }
+        self.handle
+            .key_columns
+            .iter()
+            .map(|c| per_column.get(c).cloned())
+            .collect()
+    }
+
+    /// Storage keys for every combination of key values, grouped by partition.
+    fn lookups(&self, values: Vec<Vec<ScalarValue>>) -> Option<Vec<KeyLookup>> {
+        let combos: usize = values.iter().map(|v| v.len()).product();
+        if combos == 0 || combos > MAX_LOOKUP_KEYS {
+            return None;
+        }
+        let key_types: Vec<&DataType> = self
+            .handle
+            .key_columns
+            .iter()
+            .map(|i| self.handle.schema.field(*i).data_type())
+            .collect();
+        let mut by_partition: BTreeMap<u32, Vec<Vec<u8>>> = BTreeMap::new();
+        let mut index = vec![0usize; values.len()];
+        'combos: loop {
+            let mut arrays: Vec<ArrayRef> = Vec::with_capacity(values.len());
+            let mut skip = false;
+            for (c, v) in index.iter().zip(&values) {
+                let value = &v[*c];
+                match value.cast_to(key_types[arrays.len()]) {
+                    // A literal that does not survive the cast exactly cannot match any key.
+                    Ok(cast)
+                        if !cast.is_null()
+                            && cast.cast_to(&value.data_type()).ok() == Some(value.clone()) =>
+                    {
+                        arrays.push(cast.to_array().ok()?)
+                    }
+                    _ => {
+                        skip = true;
+                        arrays.push(
+                            ScalarValue::try_from(key_types[arrays.len()])
+                                .ok()?
+                                .to_array()
+                                .ok()?,
+                        );
+                    }
+                }
+            }
+            if !skip {
+                let pk = keys::encode_primary_key(&arrays, 0).ok()?;
+                let partition = keys::partition_of(&pk, self.handle.partition_count());
+                by_partition
+                    .entry(partition)
+                    .or_default()
+                    .push(keys::row_key(self.handle.id(), partition, &pk));
+            }
+            for pos in (0..index.len()).rev() {
+                index[pos] += 1;
+                if index[pos] < values[pos].len() {
+                    continue 'combos;
+                }
+                index[pos] = 0;
+            }
+            break;
+        }
+        Some(
+            by_partition
+                .into_iter()
+                .map(|(partition, keys)| KeyLookup { partition, keys })
+                .collect(),
+        )
+    }
+}
+
+fn split_conjunction(e: &Expr) -> Vec<&Expr> {
+    match e {
+        Expr::BinaryExpr(b) if b.op == Operator::And => {
+            let mut v = split_conjunction(&b.left);
+            v.extend(split_conjunction(&b.right));
+            v
+        }
+        other => vec![other],
+    }
+}
+
+fn literal(e: &Expr) -> Option<ScalarValue> {
+    match e {
+        Expr::Literal(v, _) => Some(v.clone()),
+        Expr::Cast(c) => literal(&c.expr).and_then(|v| v.cast_to(&c.field.data_type()).ok()),
+        _ => None,
+    }
+}
+
+fn column_name(e: &Expr) -> Option<String> {
+    match e {
+        Expr::Column(c) => Some(c.name.clone()),
+        _ => None,
+    }
+}
+
+/// `col = literal`, `literal = col` or `col IN (literals)`.
+fn equality_values(e: &Expr) -> Option<(String, Vec<ScalarValue>)> {
+    match e {
+        Expr::BinaryExpr(b) if b.op == Operator::Eq => {
+            if let (Some(c), Some(v)) = (column_name(&b.left), literal(&b.right)) {
+                return Some((c, vec![v]));
+            }
+            if let (Some(v), Some(c)) = (literal(&b.left), column_name(&b.right)) {
+                return Some((c, vec![v]));
+            }
+            None
+        }
+        Expr::InList(l) if !l.negated => {
+            let c = column_name(&l.expr)?;
+            let values: Option<Vec<ScalarValue>> = l.list.iter().map(literal).collect();
+            Some((c, values?))
+        }
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl TableProvider for ShoalTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let txn = statement_txn(state)?;
+        let visible = self.handle.schema.fields().len();
+        let requested: Vec<usize> = match projection {
+            Some(p) => p.clone(),
+            None => (0..self.schema.fields().len()).collect(),
+        };
+        let with_row_key = self.with_row_key && requested.contains(&visible);
+        let columns: Vec<usize> = requested.iter().copied().filter(|i| *i < visible).collect();
+        let lookups = self.key_values(filters).and_then(|v| self.lookups(v));
+        let limit = if filters.is_empty() { limit } else { None };
+        let scan = PartitionScanExec::new(
+            self.handle.clone(),
+            txn,
+            (0..self.handle.partition_count()).collect(),
+            lookups,
+            columns.clone(),
+            with_row_key,
+            limit,
+        );
+        // The scan emits the requested visible columns then the key; reorder if asked otherwise.
+        let natural: Vec<usize> = columns
+            .iter()
+            .copied()
+            .chain(with_row_key.then_some(visible))
+            .collect();
+        if natural == requested {
+            return Ok(Arc::new(scan));
+        }
+        let scan_schema = scan.schema();
+        let exprs = requested
+            .iter()
+            .map(|r| {
+                let pos = natural.iter().position(|n| n == r).unwrap_or(0);
+                let name = scan_schema.field(pos).name().clone();
+                (
+                    Arc::new(datafusion::physical_expr::expressions::Column::new(
+                        &name, pos,
+                    )) as Arc<dyn datafusion::physical_expr::PhysicalExpr>,
+                    name,
+                )
+            })
+            .collect::<Vec<_>>();
+        Ok(Arc::new(ProjectionExec::try_new(exprs, Arc::new(scan))?))
+    }
+
+    async fn insert_into(
+        &self,
+        state: &dyn Session,
+        input: Arc<dyn ExecutionPlan>,
+        insert_op: InsertOp,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        if insert_op != InsertOp::Append {
+            return Err(DataFusionError::NotImplemented(format!(
+                "{insert_op} is not supported"
+            )));
+        }
+        let action = if dml_options(state).on_conflict_do_nothing {
+            ConflictAction::DoNothing
+        } else {
+            ConflictAction::Error
+        };
+        self.writer(state, input, WriteKind::Insert(action))
+    }
+
+    async fn delete_from(
+        &self,
+        state: &dyn Session,
+        filters: Vec<Expr>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let (rows, _) = self.rows_matching(state, &filters).await?;
+        self.writer(state, rows, WriteKind::Delete)
+    }
+
+    async fn update(
+        &self,
+        state: &dyn Session,
+        assignments: Vec<(String, Expr)>,
+        filters: Vec<Expr>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let (rows, df_schema) = self.rows_matching(state, &filters).await?;
+        let mut exprs = Vec::with_capacity(self.handle.schema.fields().len() + 1);
+        for (i, field) in self.handle.schema.fields().iter().enumerate() {
+            let expr = match assignments.iter().find(|(name, _)| name == field.name()) {
+                Some((_, e)) => {
+                    let e = unqualify(e.clone())?.cast_to(field.data_type(), &df_schema)?;
+                    state.create_physical_expr(e, &df_schema)?
+                }
+                None => Arc::new(datafusion::physical_expr::expressions::Column::new(
+                    field.name(),
+                    i,
+                )) as Arc<dyn datafusion::physical_expr::PhysicalExpr>,
+            };
+            exprs.push((expr, field.name().clone()));
+        }
+        let key_index = self.handle.schema.fields().len();
+        exprs.push((
+            Arc::new(datafusion::physical_expr::expressions::Column::new(
+                ROW_KEY_COLUMN,
+                key_index,
+            )),
+            ROW_KEY_COLUMN.to_string(),
+        ));
+        let projected = Arc::new(ProjectionExec::try_new(exprs, rows)?);
+        self.writer(state, projected, WriteKind::Update)
+    }
+}
+
+impl ShoalTable {
+    /// Scan of every visible column plus the row key, narrowed by `filters`: the input of
+    /// UPDATE and DELETE.
+    async fn rows_matching(
+        &self,
+        state: &dyn Session,
+        filters: &[Expr],
+    ) -> DfResult<(Arc<dyn ExecutionPlan>, DFSchema)> {
+        let txn = statement_txn(state)?;
+        let filters: Vec<Expr> = filters
+            .iter()
+            .cloned()
+            .map(unqualify)
+            .collect::<DfResult<_>>()?;
+        let lookups = self.key_values(&filters).and_then(|v| self.lookups(v));
+        let visible = self.handle.schema.fields().len();
+        let scan: Arc<dyn ExecutionPlan> = Arc::new(PartitionScanExec::new(
+            self.handle.clone(),
+            txn,
+            (0..self.handle.partition_count()).collect(),
+            lookups,
+            (0..visible).collect(),
+            true,
+            None,
+        ));
+        let df_schema = DFSchema::try_from(scan.schema().as_ref().clone())?;
+        let plan = match filters.into_iter().reduce(|a, b| a.and(b)) {
+            Some(predicate) => {
+                let predicate = state.create_physical_expr(predicate, &df_schema)?;
+                Arc::new(FilterExec::try_new(predicate, scan)?) as Arc<dyn ExecutionPlan>
+            }
+            None => scan,
+        };
+        Ok((plan, df_schema))
+    }
+
+    fn writer(
+        &self,
+        state: &dyn Session,
+        input: Arc<dyn ExecutionPlan>,
+        kind: WriteKind,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(TableWriteExec::new(
+            input,
+            self.handle.clone(),
+            statement_txn(state)?,
+            self.store.clone(),
+            self.row_ids.clone(),
+            kind,
+            dml_options(state).returning,
+        )))
+    }
+}

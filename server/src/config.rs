@@ -1,0 +1,79 @@
+//! Command-line configuration of a node (`shoal start --help`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "shoal",
+    version,
+    about = "Shoal: a distributed SQL database that speaks PostgreSQL"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub start: StartArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start a single node on the embedded metadata store (the default command).
+    Start(StartArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    /// SCRAM-SHA-256 password authentication (the default).
+    Scram,
+    /// Accept every connection without a password. For local development only.
+    Trust,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct StartArgs {
+    /// Address for PostgreSQL clients. The default avoids PostgreSQL's 5432.
+    #[arg(long, env = "SHOAL_LISTEN", default_value = "127.0.0.1:15432")]
+    pub listen: SocketAddr,
+    /// Directory holding the data (RocksDB) and the catalog; created when missing.
+    #[arg(long, env = "SHOAL_DATA_DIR", default_value = "./shoal-data")]
+    pub data_dir: PathBuf,
+    /// Name of the bootstrap superuser, created on first start.
+    #[arg(long, env = "SHOAL_SUPERUSER", default_value = "shoal")]
+    pub superuser: String,
+    /// Password of the bootstrap superuser (required on first start with --auth scram).
+    /// Prefer the SHOAL_PASSWORD environment variable: flags show up in `ps`.
+    #[arg(long, env = "SHOAL_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// How clients authenticate.
+    #[arg(long, value_enum, default_value = "scram")]
+    pub auth: AuthMode,
+    /// PEM certificate chain for TLS (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS (with --tls-cert).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Refuse clients that do not negotiate TLS.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_required: bool,
+    /// Address of the Prometheus /metrics endpoint; "off" disables it.
+    #[arg(long, env = "SHOAL_METRICS_LISTEN", default_value = "127.0.0.1:19187")]
+    pub metrics_listen: String,
+    /// fsync the write-ahead log on every commit. `--fsync false` trades the last commits
+    /// before an OS crash for latency (a crash of the process alone loses nothing).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub fsync: bool,
+    /// Largest frontend message accepted, in bytes; larger ones get 08P01 and a closed
+    /// connection.
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    pub max_message_bytes: usize,
+    /// Most concurrent client connections; further ones get 53300.
+    #[arg(long, default_value_t = 200)]
+    pub max_connections: usize,
+    /// Partitions for tables created without `WITH (partitions = N)`.
+    #[arg(long, default_value_t = 4)]
+    pub default_partitions: u32,
+}

@@ -1,0 +1,261 @@
+//! The server's error type and the one place where every error gets its SQLSTATE.
+
+use datafusion::error::DataFusionError;
+use pgwire::error::{ErrorInfo, PgWireError};
+use shoal_coord::CoordError;
+use shoal_executor::ExecError;
+use shoal_planner::PlannerError;
+use shoal_storage::StorageError;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Planner(#[from] PlannerError),
+    #[error(transparent)]
+    Catalog(#[from] CoordError),
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("{0}")]
+    DataFusion(#[from] DataFusionError),
+    #[error("{0}")]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+    #[error("{0}")]
+    Wire(String),
+    #[error("syntax error: {0}")]
+    Syntax(String),
+    #[error("{0} is not supported yet")]
+    NotSupported(String),
+    #[error("current transaction is aborted, commands ignored until end of transaction block")]
+    InFailedTransaction,
+    #[error("there is no transaction in progress")]
+    NoTransaction,
+    #[error("savepoint \"{0}\" does not exist")]
+    NoSuchSavepoint(String),
+    #[error("unrecognized configuration parameter \"{0}\"")]
+    UnknownSetting(String),
+    #[error("invalid value for parameter \"{name}\": \"{value}\"")]
+    InvalidSetting { name: String, value: String },
+    #[error("canceling statement due to user request")]
+    Canceled,
+    #[error("canceling statement due to statement timeout")]
+    StatementTimeout,
+    #[error("{0}")]
+    InvalidText(String),
+    #[error("{0}")]
+    Protocol(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ServerError {
+    /// The SQLSTATE a client sees for this error.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            ServerError::Planner(p) => match p {
+                PlannerError::DataFusion(d) => datafusion_state(d),
+                PlannerError::Catalog(c) => catalog_state(c),
+                PlannerError::UnknownType(_) => "42704",
+                PlannerError::NotSupported(_) => "0A000",
+                PlannerError::InvalidDefinition(_) => "42P16",
+            },
+            ServerError::Catalog(c) => catalog_state(c),
+            ServerError::Exec(e) => exec_state(e),
+            ServerError::Storage(s) => storage_state(s),
+            ServerError::DataFusion(d) => datafusion_state(d),
+            ServerError::Arrow(a) => arrow_state(&a.to_string()),
+            ServerError::Wire(_) => "XX000",
+            ServerError::Syntax(_) => "42601",
+            ServerError::NotSupported(_) => "0A000",
+            ServerError::InFailedTransaction => "25P02",
+            ServerError::NoTransaction => "25P01",
+            ServerError::NoSuchSavepoint(_) => "3B001",
+            ServerError::UnknownSetting(_) => "42704",
+            ServerError::InvalidSetting { .. } => "22023",
+            ServerError::Canceled | ServerError::StatementTimeout => "57014",
+            ServerError::InvalidText(_) => "22P02",
+            ServerError::Protocol(_) => "08P01",
+            ServerError::Internal(_) => "XX000",
+        }
+    }
+
+    pub fn to_pgwire(&self) -> PgWireError {
+        PgWireError::UserError(Box::new(ErrorInfo::new(
+            "ERROR".to_owned(),
+            self.sqlstate().to_owned(),
+            self.message(),
+        )))
+    }
+
+    /// The message without the layers of wrapping DataFusion adds.
+    pub fn message(&self) -> String {
+        match self {
+            ServerError::DataFusion(d) | ServerError::Planner(PlannerError::DataFusion(d)) => {
+                match innermost(d) {
+                    Inner::Exec(e) => e.to_string(),
+                    Inner::Storage(s) => s.to_string(),
+                    Inner::Df(d) => strip_df_prefix(&d.to_string()),
+                }
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
+fn strip_df_prefix(s: &str) -> String {
+    let mut s = s.trim();
+    for prefix in [
+        "Error during planning: ",
+        "Execution error: ",
+        "Arrow error: ",
+        "External error: ",
+        "This feature is not implemented: ",
+        "SQL error: ",
+        "Schema error: ",
+        "Cast error: ",
+        "Invalid argument error: ",
+    ] {
+        while let Some(rest) = s.strip_prefix(prefix) {
+            s = rest;
+        }
+    }
+    s.to_string()
+}
+
+enum Inner<'a> {
+    Exec(&'a ExecError),
+    Storage(&'a StorageError),
+    Df(&'a DataFusionError),
+}
+
+fn innermost(e: &DataFusionError) -> Inner<'_> {
+    match e {
+        DataFusionError::External(boxed) => {
+            if let Some(x) = boxed.downcast_ref::<ExecError>() {
+                return Inner::Exec(x);
+            }
+            if let Some(x) = boxed.downcast_ref::<StorageError>() {
+                return Inner::Storage(x);
+            }
+            if let Some(x) = boxed.downcast_ref::<DataFusionError>() {
+                return innermost(x);
+            }
+            Inner::Df(e)
+        }
+        DataFusionError::Context(_, inner) => innermost(inner),
+        DataFusionError::Shared(inner) => innermost(inner),
+        DataFusionError::Diagnostic(_, inner) => innermost(inner),
+        DataFusionError::Collection(list) if !list.is_empty() => innermost(&list[0]),
+        other => Inner::Df(other),
+    }
+}
+
+fn datafusion_state(e: &DataFusionError) -> &'static str {
+    match innermost(e) {
+        Inner::Exec(x) => exec_state(x),
+        Inner::Storage(s) => storage_state(s),
+        Inner::Df(d) => {
+            let text = d.to_string();
+            match d {
+                DataFusionError::SQL(..) => "42601",
+                DataFusionError::NotImplemented(_) => "0A000",
+                DataFusionError::ResourcesExhausted(_) => "53200",
+                DataFusionError::SchemaError(..) => {
+                    if text.contains("No field named") || text.contains("not found") {
+                        "42703"
+                    } else {
+                        "42P01"
+                    }
+                }
+                DataFusionError::Plan(_) => {
+                    if text.contains("table") && text.contains("not found") {
+                        "42P01"
+                    } else if text.contains("No field named") {
+                        "42703"
+                    } else if text.contains("Invalid function")
+                        || text.contains("function") && text.contains("not found")
+                    {
+                        "42883"
+                    } else {
+                        "42601"
+                    }
+                }
+                DataFusionError::ArrowError(a, _) => arrow_state(&a.to_string()),
+                DataFusionError::Execution(_) => {
+                    if text.contains("Divide by zero") || text.contains("division by zero") {
+                        "22012"
+                    } else if text.contains("Cannot cast") || text.contains("Cast error") {
+                        "22P02"
+                    } else if text.contains("overflow") {
+                        "22003"
+                    } else if text.contains("unrecognized configuration parameter") {
+                        "42704"
+                    } else {
+                        "XX000"
+                    }
+                }
+                _ => "XX000",
+            }
+        }
+    }
+}
+
+fn arrow_state(text: &str) -> &'static str {
+    if text.contains("Divide by zero") {
+        "22012"
+    } else if text.contains("Cast error")
+        || text.contains("Cannot cast")
+        || text.contains("Parser error")
+    {
+        "22P02"
+    } else if text.contains("overflow") {
+        "22003"
+    } else {
+        "XX000"
+    }
+}
+
+fn catalog_state(c: &CoordError) -> &'static str {
+    match c {
+        CoordError::SchemaNotFound(_) => "3F000",
+        CoordError::SchemaExists(_) => "42P06",
+        CoordError::SchemaNotEmpty(_) => "2BP01",
+        CoordError::RelationNotFound(_) => "42P01",
+        CoordError::RelationExists(_) => "42P07",
+        CoordError::ColumnNotFound { .. } => "42703",
+        CoordError::ColumnExists { .. } => "42701",
+        CoordError::InvalidDefinition(_) => "42P16",
+        CoordError::Io { .. } | CoordError::Corrupt { .. } => "58030",
+    }
+}
+
+fn exec_state(e: &ExecError) -> &'static str {
+    match e {
+        ExecError::Storage(s) => storage_state(s),
+        ExecError::UniqueViolation { .. } => "23505",
+        ExecError::NotNullViolation { .. } => "23502",
+        ExecError::StringTooLong { .. } => "22001",
+        ExecError::Arrow(a) => arrow_state(&a.to_string()),
+        ExecError::TaskFailed(_) => "XX000",
+    }
+}
+
+fn storage_state(s: &StorageError) -> &'static str {
+    match s {
+        StorageError::WriteConflict => "40001",
+        StorageError::UnsupportedType(_) | StorageError::UnsupportedKeyType(_) => "0A000",
+        StorageError::CorruptRow(_) => "XX001",
+        StorageError::TransactionFinished => "25P01",
+        StorageError::Engine(_) | StorageError::DirectoryLocked { .. } => "58030",
+    }
+}
+
+impl From<PgWireError> for ServerError {
+    fn from(e: PgWireError) -> Self {
+        ServerError::Wire(e.to_string())
+    }
+}
+
+pub type ServerResult<T> = Result<T, ServerError>;

@@ -1,0 +1,63 @@
+//! The `shoal` server: a PostgreSQL-wire front end over Shoal's planner and executor.
+//!
+//! In: client connections (TCP, optionally TLS) speaking the PostgreSQL protocol v3, and the
+//! node's configuration. Out: query results, command tags and errors with SQLSTATEs (mapped in
+//! exactly one place, [`error`]), plus Prometheus metrics on `/metrics`.
+//!
+//! The server owns sessions and transactions; it depends on the planner, executor, storage and
+//! coord crates, and nothing depends on it.
+
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod node;
+pub mod session;
+pub mod wire;
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::config::StartArgs;
+use crate::node::Node;
+
+/// Opens the data directory, binds the listeners and serves until the process is stopped.
+pub async fn start(args: StartArgs) -> Result<(), String> {
+    let data_dir = args.data_dir.clone();
+    let node = Node::open(args).map_err(|e| format!("cannot open {}: {e}", data_dir.display()))?;
+    node.bootstrap_superuser().map_err(|e| e.to_string())?;
+    let tls = match (&node.args.tls_cert, &node.args.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            wire::listener::tls_acceptor(cert, key)
+                .map_err(|e| format!("cannot load TLS certificate or key: {e}"))?,
+        ),
+        _ => None,
+    };
+    let listener = TcpListener::bind(node.args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", node.args.listen))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    if node.args.metrics_listen != "off" {
+        let metrics = TcpListener::bind(&node.args.metrics_listen)
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot listen on {} for metrics: {e}",
+                    node.args.metrics_listen
+                )
+            })?;
+        tracing::info!(address = %metrics.local_addr().map_err(|e| e.to_string())?, "metrics at /metrics");
+        tokio::spawn(metrics::serve(metrics, node.metrics.clone()));
+    }
+    tracing::info!(
+        address = %local,
+        data_dir = %node.args.data_dir.display(),
+        auth = ?node.args.auth,
+        tls = tls.is_some(),
+        "shoal is listening for PostgreSQL clients"
+    );
+    // A line for scripts and tests that wait for readiness.
+    println!("shoal listening on {local}");
+    wire::listener::serve(Arc::clone(&node), listener, tls).await;
+    Ok(())
+}

@@ -1,0 +1,116 @@
+//! Prometheus metrics and the `/metrics` HTTP endpoint.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub connections: IntGauge,
+    pub connections_total: IntCounter,
+    pub queries: IntCounterVec,
+    pub errors: IntCounterVec,
+    pub latency: HistogramVec,
+    pub rows_scanned: IntCounter,
+    pub bytes_scanned: IntCounter,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new_custom(Some("shoal".into()), None).expect("static prefix");
+        let connections = IntGauge::new("connections", "Open client connections").expect("static");
+        let connections_total =
+            IntCounter::new("connections_total", "Client connections accepted").expect("static");
+        let queries = IntCounterVec::new(
+            Opts::new("queries_total", "Statements executed, by kind"),
+            &["kind"],
+        )
+        .expect("static");
+        let errors = IntCounterVec::new(
+            Opts::new("errors_total", "Statements failed, by SQLSTATE"),
+            &["sqlstate"],
+        )
+        .expect("static");
+        let latency = HistogramVec::new(
+            HistogramOpts::new("query_duration_seconds", "Statement latency, by kind").buckets(
+                vec![0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0],
+            ),
+            &["kind"],
+        )
+        .expect("static");
+        let rows_scanned =
+            IntCounter::new("rows_scanned_total", "Rows read by scan fragments").expect("static");
+        let bytes_scanned =
+            IntCounter::new("bytes_scanned_total", "Bytes read by scan fragments").expect("static");
+        for c in [
+            Box::new(connections.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(connections_total.clone()),
+            Box::new(queries.clone()),
+            Box::new(errors.clone()),
+            Box::new(latency.clone()),
+            Box::new(rows_scanned.clone()),
+            Box::new(bytes_scanned.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        Metrics {
+            registry,
+            connections,
+            connections_total,
+            queries,
+            errors,
+            latency,
+            rows_scanned,
+            bytes_scanned,
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Serves `GET /metrics` (any other path gets 404) with a minimal HTTP/1.0 responder.
+pub async fn serve(listener: TcpListener, metrics: std::sync::Arc<Metrics>) {
+    loop {
+        let Ok((mut socket, _)) = listener.accept().await else {
+            continue;
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            let n = match tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                socket.read(&mut buf),
+            )
+            .await
+            {
+                Ok(Ok(n)) => n,
+                _ => return,
+            };
+            let request = String::from_utf8_lossy(&buf[..n]);
+            let response = if request.starts_with("GET /metrics") {
+                let body = metrics.render();
+                format!(
+                    "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{}",
+                    body.len(),
+                    body
+                )
+            } else {
+                "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_string()
+            };
+            let _ = socket.write_all(response.as_bytes()).await;
+        });
+    }
+}

@@ -1,0 +1,167 @@
+//! The state one node shares between all its connections: metadata, storage, the base query
+//! context, the session registry and metrics.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
+
+use datafusion::prelude::SessionContext;
+use parking_lot::Mutex;
+use pgwire::api::ConnectionManager;
+use pgwire::messages::startup::SecretKey;
+use shoal_coord::{EmbeddedMetaStore, MetaStore};
+use shoal_executor::RowIdAllocator;
+use shoal_planner::{ActivityRow, ActivitySource};
+use shoal_storage::{Store, StoreOptions};
+
+use crate::config::StartArgs;
+use crate::error::{ServerError, ServerResult};
+use crate::metrics::Metrics;
+
+/// One connected session as the registry (and pg_stat_activity) sees it.
+pub struct SessionEntry {
+    pub pid: i32,
+    pub user: String,
+    pub application_name: Mutex<String>,
+    pub client_addr: String,
+    pub client_port: i32,
+    pub backend_start: i64,
+    pub secret: Mutex<Option<SecretKey>>,
+    /// (state, query text, query start in µs since the epoch)
+    pub activity: Mutex<(String, String, Option<i64>)>,
+}
+
+pub fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+#[derive(Default)]
+pub struct SessionRegistry {
+    sessions: Mutex<HashMap<i32, Arc<SessionEntry>>>,
+    next_pid: AtomicI32,
+}
+
+impl SessionRegistry {
+    pub fn allocate_pid(&self) -> i32 {
+        // Start where PostgreSQL backends usually are, so pids look familiar.
+        10_000 + self.next_pid.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn register(&self, entry: Arc<SessionEntry>) {
+        self.sessions.lock().insert(entry.pid, entry);
+    }
+
+    pub fn remove(&self, pid: i32) {
+        self.sessions.lock().remove(&pid);
+    }
+
+    pub fn get(&self, pid: i32) -> Option<Arc<SessionEntry>> {
+        self.sessions.lock().get(&pid).cloned()
+    }
+
+    pub fn count(&self) -> usize {
+        self.sessions.lock().len()
+    }
+}
+
+impl ActivitySource for SessionRegistry {
+    fn sessions(&self) -> Vec<ActivityRow> {
+        let mut rows: Vec<ActivityRow> = self
+            .sessions
+            .lock()
+            .values()
+            .map(|s| {
+                let (state, query, start) = s.activity.lock().clone();
+                ActivityRow {
+                    pid: s.pid,
+                    user: s.user.clone(),
+                    application_name: s.application_name.lock().clone(),
+                    client_addr: s.client_addr.clone(),
+                    client_port: s.client_port,
+                    backend_start: s.backend_start,
+                    query_start: start,
+                    state,
+                    query,
+                }
+            })
+            .collect();
+        rows.sort_by_key(|r| r.pid);
+        rows
+    }
+}
+
+pub struct Node {
+    pub args: StartArgs,
+    pub meta: Arc<dyn MetaStore>,
+    pub store: Store,
+    pub row_ids: Arc<RowIdAllocator>,
+    pub base: SessionContext,
+    pub sessions: Arc<SessionRegistry>,
+    pub metrics: Arc<Metrics>,
+    pub connections: Arc<ConnectionManager>,
+}
+
+impl Node {
+    /// Opens (or creates) the data directory and builds the shared query context.
+    pub fn open(args: StartArgs) -> ServerResult<Arc<Node>> {
+        std::fs::create_dir_all(&args.data_dir).map_err(|e| {
+            ServerError::Internal(format!(
+                "cannot create data directory {}: {e}",
+                args.data_dir.display()
+            ))
+        })?;
+        let store = Store::open(
+            &args.data_dir.join("rocksdb"),
+            StoreOptions {
+                sync_commits: args.fsync,
+            },
+        )?;
+        let meta: Arc<dyn MetaStore> = Arc::new(EmbeddedMetaStore::open(&args.data_dir)?);
+        let row_ids = Arc::new(RowIdAllocator::default());
+        let sessions = Arc::new(SessionRegistry::default());
+        let base = shoal_planner::base_context(
+            meta.clone(),
+            store.clone(),
+            row_ids.clone(),
+            sessions.clone(),
+        )?;
+        Ok(Arc::new(Node {
+            args,
+            meta,
+            store,
+            row_ids,
+            base,
+            sessions,
+            metrics: Arc::new(Metrics::new()),
+            connections: Arc::new(ConnectionManager::new()),
+        }))
+    }
+
+    /// Creates the bootstrap superuser on first start.
+    pub fn bootstrap_superuser(&self) -> ServerResult<()> {
+        let name = self.args.superuser.clone();
+        if self.meta.catalog().users.contains_key(&name) {
+            return Ok(());
+        }
+        let password = match (&self.args.password, self.args.auth) {
+            (Some(p), _) => p.clone(),
+            (None, crate::config::AuthMode::Trust) => String::new(),
+            (None, crate::config::AuthMode::Scram) => {
+                return Err(ServerError::Internal(format!(
+                    "first start needs a password for superuser \"{name}\": pass --password or set SHOAL_PASSWORD (or use --auth trust for local development)"
+                )))
+            }
+        };
+        let user = crate::wire::auth::new_user(&name, &password);
+        self.meta.update(&mut |c| {
+            let mut u = user.clone();
+            u.oid = c.allocate_oid();
+            c.users.insert(u.name.clone(), u);
+            Ok(())
+        })?;
+        Ok(())
+    }
+}

@@ -1,0 +1,290 @@
+//! Queries and INSERT/UPDATE/DELETE: planned by DataFusion against Shoal's table providers,
+//! run in the statement's transaction. ON CONFLICT DO NOTHING and RETURNING are taken off the
+//! statement before planning and carried to the write fragment through [`DmlOptions`].
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, UInt64Array};
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::common::ParamValues;
+use datafusion::datasource::MemTable;
+use datafusion::execution::session_state::SessionState;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::{DataFrame, SessionContext};
+use datafusion::sql::sqlparser::ast::{
+    FromTable, OnConflictAction, OnInsert, SelectItem, Statement, TableFactor, TableObject,
+};
+use futures::StreamExt;
+use parking_lot::Mutex;
+use shoal_planner::{DmlOptions, StatementTxn};
+use shoal_storage::Txn;
+
+use super::transaction::rows_outcome;
+use super::{Outcome, Session};
+use crate::error::{ServerError, ServerResult};
+
+/// What the statement returns once its plan ran.
+enum Shape {
+    Query,
+    Write { tag: &'static str },
+}
+
+struct Returning {
+    items: Vec<SelectItem>,
+    /// Names the written rows are visible under in the RETURNING list.
+    names: Vec<String>,
+}
+
+impl Session {
+    /// A session state for one statement: the session's functions plus its transaction.
+    pub(crate) fn statement_state(&self, txn: Arc<Txn>, dml: DmlOptions) -> SessionState {
+        let mut state = self.ctx.state();
+        state
+            .config_mut()
+            .set_extension(Arc::new(StatementTxn(txn)));
+        state.config_mut().set_extension(Arc::new(dml));
+        state
+    }
+
+    /// Plans a statement without running it (Describe in the extended protocol).
+    pub async fn plan_only(&self, stmt: &Statement) -> ServerResult<LogicalPlan> {
+        let (stmt, _, _) = strip_dml_extras(stmt.clone())?;
+        let txn = Arc::new(self.node.store.begin());
+        let state = self.statement_state(txn, DmlOptions::default());
+        Ok(state
+            .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
+                stmt,
+            )))
+            .await?)
+    }
+
+    pub(super) async fn run_dml_or_query(
+        &self,
+        stmt: Statement,
+        params: Option<ParamValues>,
+    ) -> ServerResult<Outcome> {
+        let shape = match &stmt {
+            Statement::Insert(_) => Shape::Write { tag: "INSERT 0" },
+            Statement::Update(_) => Shape::Write { tag: "UPDATE" },
+            Statement::Delete(_) => Shape::Write { tag: "DELETE" },
+            _ => Shape::Query,
+        };
+        let (stmt, do_nothing, returning) = strip_dml_extras(stmt)?;
+        let sink = returning.as_ref().map(|_| Arc::new(Mutex::new(Vec::new())));
+        let (txn, implicit) = self.statement_txn();
+        let state = self.statement_state(
+            txn.clone(),
+            DmlOptions {
+                on_conflict_do_nothing: do_nothing,
+                returning: sink.clone(),
+            },
+        );
+        let plan = state
+            .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
+                stmt,
+            )))
+            .await?;
+        let plan = match params {
+            Some(p) => plan.with_param_values(p)?,
+            None => plan,
+        };
+        let df = DataFrame::new(state, plan);
+        match shape {
+            Shape::Query => {
+                let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+                let stream = df.execute_stream().await?;
+                // Reads need no commit: the implicit transaction ends when the stream drops.
+                Ok(Outcome::Rows { schema, stream })
+            }
+            Shape::Write { tag } => {
+                let mut stream = df.execute_stream().await?;
+                let mut count = 0u64;
+                while let Some(batch) = stream.next().await {
+                    let batch = batch?;
+                    if let Some(c) = batch
+                        .column(0)
+                        .as_any()
+                        .downcast_ref::<UInt64Array>()
+                        .filter(|c| !c.is_empty())
+                    {
+                        count += c.value(0);
+                    }
+                }
+                drop(stream);
+                if implicit {
+                    self.commit_implicit(txn).await?;
+                }
+                match (returning, sink) {
+                    (Some(r), Some(sink)) => {
+                        let written = std::mem::take(&mut *sink.lock());
+                        self.returning_rows(r, written).await
+                    }
+                    _ => Ok(Outcome::Command {
+                        tag: tag.to_string(),
+                        rows: Some(count as usize),
+                    }),
+                }
+            }
+        }
+    }
+
+    /// Evaluates a RETURNING list over the rows a statement wrote.
+    async fn returning_rows(
+        &self,
+        r: Returning,
+        written: Vec<datafusion::arrow::record_batch::RecordBatch>,
+    ) -> ServerResult<Outcome> {
+        let Some(first) = written.first() else {
+            return Ok(Outcome::Command {
+                tag: "SELECT".into(),
+                rows: Some(0),
+            });
+        };
+        let schema = first.schema();
+        let ctx = SessionContext::new_with_state(self.ctx.state());
+        let table = Arc::new(MemTable::try_new(schema, vec![written])?);
+        let name = r
+            .names
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "returning".into());
+        ctx.register_table(format!("\"{name}\""), table)?;
+        let sql = format!("SELECT {} FROM \"{name}\"", comma_separated(&r.items));
+        let df = ctx.sql(&sql).await?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let batches = df.collect().await?;
+        Ok(rows_outcome(schema, batches))
+    }
+
+    /// The columns a RETURNING list produces, without running the statement.
+    pub async fn returning_schema(&self, stmt: &Statement) -> ServerResult<Schema> {
+        let (_, _, returning) = strip_dml_extras(stmt.clone())?;
+        let target = match stmt {
+            Statement::Insert(i) => match &i.table {
+                TableObject::TableName(n) => n.to_string(),
+                _ => {
+                    return Err(ServerError::NotSupported(
+                        "INSERT into a table function".into(),
+                    ))
+                }
+            },
+            Statement::Update(u) => match &u.table.relation {
+                TableFactor::Table { name, .. } => name.to_string(),
+                _ => return Err(ServerError::NotSupported("UPDATE of this target".into())),
+            },
+            Statement::Delete(d) => d
+                .tables
+                .first()
+                .map(|t| t.to_string())
+                .or_else(|| match &d.from {
+                    FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => {
+                        t.first().and_then(|t| match &t.relation {
+                            TableFactor::Table { name, .. } => Some(name.to_string()),
+                            _ => None,
+                        })
+                    }
+                })
+                .unwrap_or_default(),
+            _ => return Err(ServerError::Internal("no RETURNING".into())),
+        };
+        let Some(r) = returning else {
+            return Err(ServerError::Internal("no RETURNING".into()));
+        };
+        let alias = r
+            .names
+            .first()
+            .cloned()
+            .unwrap_or_else(|| last_ident(&target));
+        let sql = format!(
+            "SELECT {} FROM {target} AS \"{alias}\" LIMIT 0",
+            comma_separated(&r.items)
+        );
+        let stmt = super::ddl::parse_one(&sql)?;
+        let plan = self.plan_only(&stmt).await?;
+        Ok(plan.schema().as_arrow().clone())
+    }
+}
+
+/// Takes ON CONFLICT and RETURNING off an INSERT/UPDATE/DELETE.
+fn strip_dml_extras(stmt: Statement) -> ServerResult<(Statement, bool, Option<Returning>)> {
+    match stmt {
+        Statement::Insert(mut insert) => {
+            let mut do_nothing = false;
+            match insert.on.take() {
+                None => {}
+                Some(OnInsert::OnConflict(c)) => match c.action {
+                    OnConflictAction::DoNothing => do_nothing = true,
+                    OnConflictAction::DoUpdate(_) => {
+                        return Err(ServerError::NotSupported("ON CONFLICT DO UPDATE".into()))
+                    }
+                },
+                Some(other) => return Err(ServerError::NotSupported(format!("{other}"))),
+            }
+            let returning = insert.returning.take().map(|items| Returning {
+                items,
+                names: match &insert.table {
+                    TableObject::TableName(n) => vec![last_ident(&n.to_string())],
+                    _ => vec![],
+                },
+            });
+            Ok((Statement::Insert(insert), do_nothing, returning))
+        }
+        Statement::Update(mut update) => {
+            let returning = update.returning.take().map(|items| Returning {
+                items,
+                names: table_names(&update.table.relation),
+            });
+            Ok((Statement::Update(update), false, returning))
+        }
+        Statement::Delete(mut delete) => {
+            let returning = delete.returning.take().map(|items| {
+                let names = delete
+                    .tables
+                    .first()
+                    .map(|n| vec![last_ident(&n.to_string())])
+                    .unwrap_or_default();
+                Returning { items, names }
+            });
+            let names = match &delete.from {
+                FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => t
+                    .first()
+                    .map(|t| table_names(&t.relation))
+                    .unwrap_or_default(),
+            };
+            let returning = returning.map(|mut r| {
+                if r.names.is_empty() {
+                    r.names = names;
+                }
+                r
+            });
+            Ok((Statement::Delete(delete), false, returning))
+        }
+        other => Ok((other, false, None)),
+    }
+}
+
+fn last_ident(name: &str) -> String {
+    name.rsplit('.')
+        .next()
+        .unwrap_or(name)
+        .trim_matches('"')
+        .to_lowercase()
+}
+
+fn table_names(t: &TableFactor) -> Vec<String> {
+    match t {
+        TableFactor::Table { name, alias, .. } => match alias {
+            Some(a) => vec![a.name.value.to_lowercase()],
+            None => vec![last_ident(&name.to_string())],
+        },
+        _ => vec![],
+    }
+}
+
+fn comma_separated(items: &[SelectItem]) -> String {
+    items
+        .iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,331 @@
+//! A client session: its settings, its transaction, and the execution of one statement at a
+//! time. Data statements run in the open transaction block, or in an implicit transaction
+//! that commits when the statement succeeds (autocommit); an error inside a block leaves the
+//! block failed (25P02) until ROLLBACK, as in PostgreSQL.
+
+mod copy;
+mod ddl;
+mod dml;
+pub mod settings;
+mod transaction;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::ParamValues;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::Statement;
+use parking_lot::Mutex;
+use shoal_planner::SessionInfo;
+use shoal_storage::Txn;
+
+pub use copy::{CopyFormat, CopyIn};
+pub use settings::Settings;
+use transaction::TxnState;
+
+use crate::error::{ServerError, ServerResult};
+use crate::node::{now_micros, Node, SessionEntry};
+
+/// What a statement produced, for the wire layer to send.
+pub enum Outcome {
+    Rows {
+        schema: SchemaRef,
+        stream: SendableRecordBatchStream,
+    },
+    /// A command tag such as `INSERT 0 3` (rows appended by the wire layer when given).
+    Command {
+        tag: String,
+        rows: Option<usize>,
+    },
+    TxnStart(String),
+    TxnEnd(String),
+    /// COPY FROM STDIN has started; its state waits in [`Session::copy_in`].
+    CopyIn {
+        columns: usize,
+    },
+    CopyOut {
+        format: CopyFormat,
+        columns: usize,
+        lines: Vec<bytes::Bytes>,
+    },
+}
+
+impl Outcome {
+    fn tag(tag: &str) -> Outcome {
+        Outcome::Command {
+            tag: tag.to_string(),
+            rows: None,
+        }
+    }
+}
+
+pub struct Session {
+    pub node: Arc<Node>,
+    pub entry: Arc<SessionEntry>,
+    pub settings: Arc<Settings>,
+    ctx: SessionContext,
+    txn: Mutex<TxnState>,
+    /// An unfinished COPY FROM STDIN.
+    pub copy_in: tokio::sync::Mutex<Option<CopyIn>>,
+    /// The error that ended a COPY FROM early; reported when the client finishes sending.
+    copy_error: Mutex<Option<ServerError>>,
+}
+
+/// The session as SQL functions see it.
+struct FunctionView {
+    node: Arc<Node>,
+    entry: Arc<SessionEntry>,
+    settings: Arc<Settings>,
+}
+
+impl SessionInfo for FunctionView {
+    fn setting(&self, name: &str) -> Option<String> {
+        self.settings.get(name)
+    }
+    fn set_setting(&self, name: &str, value: &str) -> Result<(), String> {
+        self.settings.set(name, value).map_err(|e| e.to_string())
+    }
+    fn backend_pid(&self) -> i32 {
+        self.entry.pid
+    }
+    fn user(&self) -> String {
+        self.entry.user.clone()
+    }
+    fn cancel_backend(&self, pid: i32) -> bool {
+        let Some(target) = self.node.sessions.get(pid) else {
+            return false;
+        };
+        let Some(secret) = target.secret.lock().clone() else {
+            return false;
+        };
+        let connections = self.node.connections.clone();
+        tokio::spawn(async move {
+            connections.cancel(pid, &secret).await;
+        });
+        true
+    }
+}
+
+/// A short name for metrics: select, insert, ddl, ...
+fn kind_of(stmt: &Statement) -> &'static str {
+    match stmt {
+        Statement::Query(_) => "select",
+        Statement::Insert(_) => "insert",
+        Statement::Update(_) => "update",
+        Statement::Delete(_) => "delete",
+        Statement::Copy { .. } => "copy",
+        Statement::Explain { .. } => "explain",
+        Statement::StartTransaction { .. }
+        | Statement::Commit { .. }
+        | Statement::Rollback { .. }
+        | Statement::Savepoint { .. }
+        | Statement::ReleaseSavepoint { .. } => "transaction",
+        Statement::Set(_) | Statement::ShowVariable { .. } | Statement::Reset(_) => "setting",
+        _ => "ddl",
+    }
+}
+
+impl Session {
+    pub fn new(node: Arc<Node>, entry: Arc<SessionEntry>) -> Self {
+        let settings = Arc::new(Settings::new(&entry.user));
+        let ctx = SessionContext::new_with_state(node.base.state());
+        shoal_planner::register_session_functions(
+            &ctx,
+            Arc::new(FunctionView {
+                node: node.clone(),
+                entry: entry.clone(),
+                settings: settings.clone(),
+            }),
+        );
+        Session {
+            node,
+            entry,
+            settings,
+            ctx,
+            txn: Mutex::new(TxnState::Idle),
+            copy_in: tokio::sync::Mutex::new(None),
+            copy_error: Mutex::new(None),
+        }
+    }
+
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    pub fn in_block(&self) -> bool {
+        !matches!(*self.txn.lock(), TxnState::Idle)
+    }
+
+    fn set_activity(&self, state: &str, query: Option<&str>) {
+        let mut a = self.entry.activity.lock();
+        a.0 = state.to_string();
+        if let Some(q) = query {
+            a.1 = q.to_string();
+            a.2 = Some(now_micros());
+        }
+    }
+
+    fn idle_state(&self) -> &'static str {
+        match &*self.txn.lock() {
+            TxnState::Idle => "idle",
+            TxnState::Block { failed: true, .. } => "idle in transaction (aborted)",
+            TxnState::Block { .. } => "idle in transaction",
+        }
+    }
+
+    /// Runs one statement, with statement_timeout, metrics and failure bookkeeping.
+    pub async fn execute(
+        &self,
+        stmt: Statement,
+        params: Option<ParamValues>,
+    ) -> ServerResult<Outcome> {
+        let kind = kind_of(&stmt);
+        let started = Instant::now();
+        self.set_activity("active", Some(&stmt.to_string()));
+        let timeout_ms: u64 = self
+            .settings
+            .get("statement_timeout")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let fut = self.dispatch(stmt, params);
+        let result = if timeout_ms > 0 {
+            match tokio::time::timeout(Duration::from_millis(timeout_ms), fut).await {
+                Ok(r) => r,
+                Err(_) => Err(ServerError::StatementTimeout),
+            }
+        } else {
+            fut.await
+        };
+        let metrics = &self.node.metrics;
+        metrics.queries.with_label_values(&[kind]).inc();
+        metrics
+            .latency
+            .with_label_values(&[kind])
+            .observe(started.elapsed().as_secs_f64());
+        if let Err(e) = &result {
+            metrics.errors.with_label_values(&[e.sqlstate()]).inc();
+            self.fail_block();
+        }
+        self.set_activity(self.idle_state(), None);
+        result
+    }
+
+    async fn dispatch(
+        &self,
+        stmt: Statement,
+        params: Option<ParamValues>,
+    ) -> ServerResult<Outcome> {
+        self.check_not_failed(&stmt)?;
+        match stmt {
+            Statement::StartTransaction { modes, .. } => self.begin(&modes),
+            Statement::Commit { .. } => self.commit().await,
+            Statement::Rollback {
+                savepoint: Some(name),
+                ..
+            } => self.rollback_to(&name.value),
+            Statement::Rollback { .. } => Ok(self.rollback()),
+            Statement::Savepoint { name } => self.savepoint(&name.value),
+            Statement::ReleaseSavepoint { name } => self.release(&name.value),
+            Statement::Set(set) => self.set(set),
+            Statement::ShowVariable { variable } => self.show(&variable).await,
+            Statement::Reset(r) => self.reset(r),
+            Statement::Discard { .. } => {
+                if self.in_block() {
+                    return Err(ServerError::NotSupported(
+                        "DISCARD ALL inside a transaction block".into(),
+                    ));
+                }
+                self.settings.reset_all(&self.entry.user);
+                Ok(Outcome::tag("DISCARD ALL"))
+            }
+            Statement::Close { .. } => Ok(Outcome::tag("CLOSE CURSOR")),
+            Statement::UNLISTEN { .. } => Ok(Outcome::tag("UNLISTEN")),
+            Statement::Deallocate { .. } => Ok(Outcome::tag("DEALLOCATE")),
+            // PostgreSQL's heap maintenance has nothing to do here; accepted for tools like pgbench.
+            Statement::Vacuum(_) => Ok(Outcome::tag("VACUUM")),
+            Statement::Analyze(_) => Ok(Outcome::tag("ANALYZE")),
+            Statement::CreateTable(create) => self.create_table(create),
+            Statement::CreateSchema {
+                schema_name,
+                if_not_exists,
+                ..
+            } => self.create_schema(&schema_name, if_not_exists),
+            Statement::CreateView(view) => self.create_view(view).await,
+            Statement::Drop {
+                object_type,
+                if_exists,
+                names,
+                cascade,
+                ..
+            } => self.drop(object_type, if_exists, &names, cascade),
+            Statement::AlterTable(alter) => self.alter_table(alter).await,
+            Statement::Truncate(t) => self.truncate(t).await,
+            Statement::Copy {
+                source,
+                to,
+                target,
+                options,
+                legacy_options,
+                ..
+            } => self.copy(source, to, target, options, legacy_options).await,
+            stmt @ (Statement::Query(_)
+            | Statement::Insert(_)
+            | Statement::Update(_)
+            | Statement::Delete(_)
+            | Statement::Explain { .. }) => self.run_dml_or_query(stmt, params).await,
+            other => Err(ServerError::NotSupported(format!(
+                "statement \"{}\"",
+                other
+                    .to_string()
+                    .split_whitespace()
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ))),
+        }
+    }
+
+    /// Records an error raised outside `execute` (a syntax error, say).
+    pub fn note_error(&self, e: &ServerError) {
+        self.node
+            .metrics
+            .errors
+            .with_label_values(&[e.sqlstate()])
+            .inc();
+        self.fail_block();
+    }
+
+    pub fn set_copy_error(&self, e: ServerError) {
+        *self.copy_error.lock() = Some(e);
+    }
+
+    pub fn take_copy_error(&self) -> Option<ServerError> {
+        self.copy_error.lock().take()
+    }
+
+    /// The transaction a data statement runs in: the open block's, or a fresh implicit one.
+    fn statement_txn(&self) -> (Arc<Txn>, bool) {
+        match &*self.txn.lock() {
+            TxnState::Block { txn, .. } => (txn.clone(), false),
+            TxnState::Idle => (Arc::new(self.node.store.begin()), true),
+        }
+    }
+
+    /// Commits an implicit transaction off the async runtime.
+    async fn commit_implicit(&self, txn: Arc<Txn>) -> ServerResult<()> {
+        tokio::task::spawn_blocking(move || txn.commit())
+            .await
+            .map_err(|e| ServerError::Internal(e.to_string()))??;
+        Ok(())
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let TxnState::Block { txn, .. } = &*self.txn.lock() {
+            txn.rollback();
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! Transaction control (BEGIN, COMMIT, ROLLBACK, savepoints) and session settings statements.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::StringArray;
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::sql::sqlparser::ast::{
+    Expr, Ident, Reset, ResetStatement, Set, Statement, TransactionIsolationLevel, TransactionMode,
+    Value,
+};
+use shoal_storage::Txn;
+
+use super::{Outcome, Session};
+use crate::error::{ServerError, ServerResult};
+
+pub(crate) enum TxnState {
+    Idle,
+    Block {
+        txn: Arc<Txn>,
+        /// Savepoint names with their storage depth, innermost last.
+        savepoints: Vec<(String, usize)>,
+        failed: bool,
+    },
+}
+
+impl Session {
+    /// In a failed block only ROLLBACK (to a savepoint, too) and COMMIT are accepted.
+    pub(super) fn check_not_failed(&self, stmt: &Statement) -> ServerResult<()> {
+        if let TxnState::Block { failed: true, .. } = &*self.txn.lock() {
+            if !matches!(stmt, Statement::Rollback { .. } | Statement::Commit { .. }) {
+                return Err(ServerError::InFailedTransaction);
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn fail_block(&self) {
+        if let TxnState::Block { failed, .. } = &mut *self.txn.lock() {
+            *failed = true;
+        }
+    }
+
+    pub(super) fn begin(&self, modes: &[TransactionMode]) -> ServerResult<Outcome> {
+        for m in modes {
+            match m {
+                TransactionMode::IsolationLevel(TransactionIsolationLevel::Serializable) => {
+                    return Err(ServerError::NotSupported(
+                        "SERIALIZABLE isolation (Shoal provides snapshot isolation, reported as REPEATABLE READ)".into(),
+                    ))
+                }
+                TransactionMode::AccessMode(a) if a.to_string().contains("ONLY") => {
+                    return Err(ServerError::NotSupported("read-only transactions".into()))
+                }
+                _ => {}
+            }
+        }
+        let mut state = self.txn.lock();
+        if matches!(*state, TxnState::Idle) {
+            *state = TxnState::Block {
+                txn: Arc::new(self.node.store.begin()),
+                savepoints: Vec::new(),
+                failed: false,
+            };
+        }
+        // PostgreSQL only warns about BEGIN inside a block.
+        Ok(Outcome::TxnStart("BEGIN".into()))
+    }
+
+    pub(super) async fn commit(&self) -> ServerResult<Outcome> {
+        let previous = std::mem::replace(&mut *self.txn.lock(), TxnState::Idle);
+        match previous {
+            TxnState::Idle => Ok(Outcome::TxnEnd("COMMIT".into())),
+            TxnState::Block {
+                txn, failed: true, ..
+            } => {
+                txn.rollback();
+                Ok(Outcome::TxnEnd("ROLLBACK".into()))
+            }
+            TxnState::Block { txn, .. } => {
+                let t = txn.clone();
+                let result = tokio::task::spawn_blocking(move || t.commit())
+                    .await
+                    .map_err(|e| ServerError::Internal(e.to_string()))?;
+                match result {
+                    Ok(()) => Ok(Outcome::TxnEnd("COMMIT".into())),
+                    Err(e) => {
+                        txn.rollback();
+                        Err(e.into())
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn rollback(&self) -> Outcome {
+        if let TxnState::Block { txn, .. } =
+            std::mem::replace(&mut *self.txn.lock(), TxnState::Idle)
+        {
+            txn.rollback();
+        }
+        Outcome::TxnEnd("ROLLBACK".into())
+    }
+
+    pub(super) fn savepoint(&self, name: &str) -> ServerResult<Outcome> {
+        let mut state = self.txn.lock();
+        let TxnState::Block {
+            txn, savepoints, ..
+        } = &mut *state
+        else {
+            return Err(ServerError::NotSupported(
+                "SAVEPOINT outside a transaction block".into(),
+            ));
+        };
+        let depth = txn.savepoint()?;
+        savepoints.push((name.to_lowercase(), depth));
+        Ok(Outcome::tag("SAVEPOINT"))
+    }
+
+    pub(super) fn release(&self, name: &str) -> ServerResult<Outcome> {
+        let mut state = self.txn.lock();
+        let TxnState::Block { savepoints, .. } = &mut *state else {
+            return Err(ServerError::NoTransaction);
+        };
+        let name = name.to_lowercase();
+        let pos = savepoints
+            .iter()
+            .rposition(|(n, _)| *n == name)
+            .ok_or_else(|| ServerError::NoSuchSavepoint(name.clone()))?;
+        savepoints.truncate(pos);
+        Ok(Outcome::tag("RELEASE"))
+    }
+
+    pub(super) fn rollback_to(&self, name: &str) -> ServerResult<Outcome> {
+        let mut state = self.txn.lock();
+        let TxnState::Block {
+            txn,
+            savepoints,
+            failed,
+        } = &mut *state
+        else {
+            return Err(ServerError::NoTransaction);
+        };
+        let name = name.to_lowercase();
+        let pos = savepoints
+            .iter()
+            .rposition(|(n, _)| *n == name)
+            .ok_or_else(|| ServerError::NoSuchSavepoint(name.clone()))?;
+        let depth = savepoints[pos].1;
+        txn.rollback_to_savepoint(depth)?;
+        savepoints.truncate(pos + 1);
+        *failed = false;
+        Ok(Outcome::tag("ROLLBACK"))
+    }
+
+    pub(super) fn set(&self, set: Set) -> ServerResult<Outcome> {
+        match set {
+            Set::SingleAssignment {
+                variable, values, ..
+            } => {
+                let name = variable.to_string();
+                let value = values
+                    .iter()
+                    .map(setting_value)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                if value.eq_ignore_ascii_case("default") {
+                    self.settings.reset(&name)?;
+                } else {
+                    self.settings.set(&name, &value)?;
+                }
+                if name.eq_ignore_ascii_case("application_name") {
+                    *self.entry.application_name.lock() = value;
+                }
+            }
+            Set::SetTimeZone { value, .. } => {
+                self.settings.set("TimeZone", &setting_value(&value))?
+            }
+            Set::SetTransaction { modes, .. } => {
+                for m in modes {
+                    if let TransactionMode::IsolationLevel(level) = m {
+                        self.settings
+                            .set("transaction_isolation", &level.to_string())?;
+                    }
+                }
+            }
+            Set::SetSessionParam(_) | Set::SetRole { .. } | Set::SetNames { .. } => {}
+            other => {
+                return Err(ServerError::NotSupported(format!("{other}")));
+            }
+        }
+        Ok(Outcome::tag("SET"))
+    }
+
+    pub(super) fn reset(&self, r: ResetStatement) -> ServerResult<Outcome> {
+        match r.reset {
+            Reset::ALL => self.settings.reset_all(&self.entry.user),
+            Reset::ConfigurationParameter(name) => self.settings.reset(&name.to_string())?,
+        }
+        Ok(Outcome::tag("RESET"))
+    }
+
+    pub(super) async fn show(&self, variable: &[Ident]) -> ServerResult<Outcome> {
+        let name = variable
+            .iter()
+            .map(|i| i.value.clone())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let (columns, rows): (Vec<&str>, Vec<Vec<String>>) = if name.eq_ignore_ascii_case("all") {
+            (
+                vec!["name", "setting", "description"],
+                self.settings
+                    .all()
+                    .into_iter()
+                    .map(|(n, v)| vec![n, v, String::new()])
+                    .collect(),
+            )
+        } else {
+            let name = match name.to_lowercase().as_str() {
+                "transaction isolation level" => "transaction_isolation".to_string(),
+                "time zone" => "TimeZone".to_string(),
+                _ => name,
+            };
+            let value = self
+                .settings
+                .get(&name)
+                .ok_or_else(|| ServerError::UnknownSetting(name.clone()))?;
+            let header = self.settings.display_name(&name).to_lowercase();
+            return single_column(&header, vec![value]);
+        };
+        let schema = Arc::new(Schema::new(
+            columns
+                .iter()
+                .map(|c| Field::new(*c, DataType::Utf8, true))
+                .collect::<Vec<_>>(),
+        ));
+        let arrays = (0..columns.len())
+            .map(|i| {
+                Arc::new(StringArray::from(
+                    rows.iter().map(|r| r[i].clone()).collect::<Vec<_>>(),
+                )) as _
+            })
+            .collect();
+        let batch = RecordBatch::try_new(schema.clone(), arrays)?;
+        Ok(rows_outcome(schema, vec![batch]))
+    }
+}
+
+/// The text of a SET value: `'x'`, `x`, `5` and `on` all become their bare text.
+fn setting_value(e: &Expr) -> String {
+    match e {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => s.clone(),
+            other => other.to_string(),
+        },
+        Expr::Identifier(i) => i.value.clone(),
+        other => other.to_string(),
+    }
+}
+
+pub(super) fn rows_outcome(
+    schema: datafusion::arrow::datatypes::SchemaRef,
+    batches: Vec<RecordBatch>,
+) -> Outcome {
+    let stream = futures::stream::iter(batches.into_iter().map(Ok));
+    Outcome::Rows {
+        schema: schema.clone(),
+        stream: Box::pin(RecordBatchStreamAdapter::new(schema, stream)),
+    }
+}
+
+fn single_column(name: &str, values: Vec<String>) -> ServerResult<Outcome> {
+    let schema = Arc::new(Schema::new(vec![Field::new(name, DataType::Utf8, true)]));
+    let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(values))])?;
+    Ok(rows_outcome(schema, vec![batch]))
+}

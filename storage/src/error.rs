@@ -1,0 +1,31 @@
+use thiserror::Error;
+
+/// What went wrong inside the storage layer.
+#[derive(Debug, Error)]
+pub enum StorageError {
+    /// Another transaction committed a write to a key this transaction also wrote, after this
+    /// transaction's snapshot was taken (snapshot isolation's first-committer-wins rule).
+    #[error("could not serialize access due to concurrent update")]
+    WriteConflict,
+    #[error("storage engine error: {0}")]
+    Engine(String),
+    #[error("data directory {path} is locked by another process")]
+    DirectoryLocked { path: String },
+    #[error("stored row is corrupt: {0}")]
+    CorruptRow(String),
+    #[error("type {0} cannot be stored")]
+    UnsupportedType(String),
+    #[error("type {0} cannot be part of a primary key")]
+    UnsupportedKeyType(String),
+    #[error("transaction is already finished")]
+    TransactionFinished,
+}
+
+impl From<rocksdb::Error> for StorageError {
+    fn from(e: rocksdb::Error) -> Self {
+        match e.kind() {
+            rocksdb::ErrorKind::Busy | rocksdb::ErrorKind::TryAgain => StorageError::WriteConflict,
+            _ => StorageError::Engine(e.into_string()),
+        }
+    }
+}

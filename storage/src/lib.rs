@@ -1,0 +1,22 @@
+//! Storage for Shoal: RocksDB behind a small, Shoal-shaped API.
+//!
+//! In: Arrow record batches to write (with the table's [`RowLayout`]) and key ranges to read.
+//! Out: Arrow record batches decoded straight from the stored rows, and transactions with
+//! snapshot isolation ([`Txn`]) that fail with [`StorageError::WriteConflict`] when another
+//! transaction wrote the same row first.
+//!
+//! Keys are order-preserving: `'r' | table id | partition | primary key` (see [`keys`]), so every
+//! partition is one contiguous key range and a primary-key lookup is one point read. Rows use a
+//! compact positional format (see [`row`]). Nothing outside this crate sees a RocksDB type; it must
+//! not depend on any other Shoal crate.
+
+mod error;
+pub mod keys;
+pub mod row;
+mod store;
+
+pub use error::StorageError;
+pub use row::{RowDecoder, RowEncoder, RowLayout};
+pub use store::{ScanControl, Store, StoreOptions, Txn};
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;

@@ -61,10 +61,9 @@ impl TableHandle {
         let schema = Arc::new(Schema::new(fields));
         let slot_count = def.next_column_id() as usize;
         let mut slots = vec![None; slot_count];
+        // Dropped columns keep their type so that scans can skip their stored values.
         for c in &def.columns {
-            if !c.dropped {
-                slots[c.id as usize] = Some(arrow_type_of(&c.sql_type));
-            }
+            slots[c.id as usize] = Some(arrow_type_of(&c.sql_type));
         }
         let visible: Vec<usize> = def.visible_columns().map(|c| c.id as usize).collect();
         let key_columns = def

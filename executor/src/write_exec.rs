@@ -177,10 +177,20 @@ impl ExecutionPlan for TableWriteExec {
             let count = tokio::task::spawn_blocking(move || -> Result<u64, ExecError> {
                 let writer = TableWriter::new(&table, &txn, &store, &row_ids);
                 let visible = table.schema.fields().len();
+                // NOT NULL is checked by the writer, with PostgreSQL's error; Arrow's own
+                // check would reject the batch first with a generic one.
+                let relaxed = Arc::new(Schema::new(
+                    table
+                        .schema
+                        .fields()
+                        .iter()
+                        .map(|f| f.as_ref().clone().with_nullable(true))
+                        .collect::<Vec<_>>(),
+                ));
                 let mut count = 0;
                 for batch in batches {
                     let rows = batch.project(&(0..visible).collect::<Vec<_>>())?;
-                    let rows = RecordBatch::try_new(table.schema.clone(), rows.columns().to_vec())?;
+                    let rows = RecordBatch::try_new(relaxed.clone(), rows.columns().to_vec())?;
                     let written = match kind {
                         WriteKind::Insert(action) => writer.insert(&rows, action)?,
                         WriteKind::Delete => {

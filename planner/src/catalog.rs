@@ -27,7 +27,7 @@ pub struct ShoalCatalog {
     /// Plans view bodies; shares this catalog, so views may read tables and other views.
     view_planner: SessionContext,
     /// Schemas served by other providers (pg_catalog).
-    extra: RwLock<HashMap<String, Arc<dyn SchemaProvider>>>,
+    extra: Arc<RwLock<HashMap<String, Arc<dyn SchemaProvider>>>>,
 }
 
 impl std::fmt::Debug for ShoalCatalog {
@@ -48,7 +48,7 @@ impl ShoalCatalog {
             store,
             row_ids,
             view_planner,
-            extra: RwLock::new(HashMap::new()),
+            extra: Arc::new(RwLock::new(HashMap::new())),
         }
     }
 }
@@ -73,6 +73,7 @@ impl CatalogProvider for ShoalCatalog {
             store: self.store.clone(),
             row_ids: self.row_ids.clone(),
             view_planner: self.view_planner.clone(),
+            extra: self.extra.clone(),
         }))
     }
 
@@ -91,6 +92,7 @@ struct ShoalSchema {
     store: Store,
     row_ids: Arc<RowIdAllocator>,
     view_planner: SessionContext,
+    extra: Arc<RwLock<HashMap<String, Arc<dyn SchemaProvider>>>>,
 }
 
 impl std::fmt::Debug for ShoalSchema {
@@ -132,15 +134,23 @@ impl SchemaProvider for ShoalSchema {
             }));
         }
         if let Some(t) = catalog.table(&self.name, name) {
-            return Ok(Some(Arc::new(ShoalTable::new(
-                Arc::new(t.clone()),
-                self.store.clone(),
-                self.row_ids.clone(),
-                false,
-            ))));
+            return Ok(Some(Arc::new(
+                ShoalTable::new(
+                    Arc::new(t.clone()),
+                    self.store.clone(),
+                    self.row_ids.clone(),
+                    false,
+                )
+                .with_defaults(&self.view_planner)?,
+            )));
         }
         let Some(view) = catalog.view(&self.name, name) else {
-            return Ok(None);
+            // pg_catalog is implicitly first on PostgreSQL's search path.
+            let pg_catalog = self.extra.read().get("pg_catalog").cloned();
+            return match pg_catalog {
+                Some(p) if self.name == "public" => p.table(name).await,
+                _ => Ok(None),
+            };
         };
         let mut plan = self
             .view_planner

@@ -12,6 +12,7 @@ mod catalog;
 pub mod ddl;
 mod error;
 mod functions;
+mod naming;
 mod pg_overlay;
 mod table;
 
@@ -59,4 +60,20 @@ pub fn base_context(
     pg_overlay::install(&ctx, activity)?;
     functions::register_static_functions(&ctx);
     Ok(ctx)
+}
+
+/// Parses SQL as PostgreSQL clients write it: DataFusion's sqlparser (PostgreSQL dialect) plus
+/// `datafusion-pg-catalog`'s rewrites for catalog queries (`pg_catalog.`-qualified functions,
+/// `::regclass` casts, unqualified pg_catalog relations, ...).
+pub fn parse_sql(
+    sql: &str,
+) -> Result<
+    Vec<datafusion::sql::sqlparser::ast::Statement>,
+    datafusion::sql::sqlparser::parser::ParserError,
+> {
+    static PARSER: std::sync::LazyLock<datafusion_pg_catalog::sql::PostgresCompatibilityParser> =
+        std::sync::LazyLock::new(datafusion_pg_catalog::sql::PostgresCompatibilityParser::new);
+    let mut statements = PARSER.parse(sql)?;
+    statements.iter_mut().for_each(naming::apply);
+    Ok(statements)
 }

@@ -4,7 +4,7 @@
 //! otherwise every partition becomes one scan fragment. Filters stay in the plan above the scan
 //! (they are "inexact" here), so pruning never changes an answer.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -56,6 +56,8 @@ pub struct ShoalTable {
     schema: SchemaRef,
     store: Store,
     row_ids: Arc<RowIdAllocator>,
+    /// DEFAULT expressions by column name, applied by DataFusion's INSERT planning.
+    defaults: HashMap<String, Expr>,
 }
 
 fn statement_txn(state: &dyn Session) -> DfResult<Arc<Txn>> {
@@ -110,7 +112,20 @@ impl ShoalTable {
             schema,
             store,
             row_ids,
+            defaults: HashMap::new(),
         }
+    }
+
+    /// Parses the columns' DEFAULT expressions with `ctx` (once per table lookup).
+    pub fn with_defaults(mut self, ctx: &datafusion::prelude::SessionContext) -> DfResult<Self> {
+        let empty = DFSchema::empty();
+        for c in self.handle.def.visible_columns() {
+            if let Some(sql) = &c.default {
+                let expr = ctx.parse_sql_expr(sql, &empty)?;
+                self.defaults.insert(c.name.clone(), expr);
+            }
+        }
+        Ok(self)
     }
 
     pub fn handle(&self) -> &TableHandle {
@@ -126,7 +141,7 @@ impl ShoalTable {
         for f in filters {
             for conjunct in split_conjunction(f) {
                 if let Some((name, values)) = equality_values(conjunct) {
-                    if let Some(idx) = self.handle.schema.index_of(&name).ok() {
+                    if let Ok(idx) = self.handle.schema.index_of(&name) {
                         if self.handle.key_columns.contains(&idx) {
                             per_column.insert(idx, values);
                         }
@@ -219,7 +234,7 @@ fn split_conjunction(e: &Expr) -> Vec<&Expr> {
 fn literal(e: &Expr) -> Option<ScalarValue> {
     match e {
         Expr::Literal(v, _) => Some(v.clone()),
-        Expr::Cast(c) => literal(&c.expr).and_then(|v| v.cast_to(&c.field.data_type()).ok()),
+        Expr::Cast(c) => literal(&c.expr).and_then(|v| v.cast_to(c.field.data_type()).ok()),
         _ => None,
     }
 }
@@ -243,6 +258,16 @@ fn equality_values(e: &Expr) -> Option<(String, Vec<ScalarValue>)> {
             }
             None
         }
+        Expr::BinaryExpr(b) if b.op == Operator::Or => {
+            // DataFusion turns short IN lists into OR chains.
+            let (lc, mut lv) = equality_values(&b.left)?;
+            let (rc, rv) = equality_values(&b.right)?;
+            if lc != rc {
+                return None;
+            }
+            lv.extend(rv);
+            Some((lc, lv))
+        }
         Expr::InList(l) if !l.negated => {
             let c = column_name(&l.expr)?;
             let values: Option<Vec<ScalarValue>> = l.list.iter().map(literal).collect();
@@ -260,6 +285,10 @@ impl TableProvider for ShoalTable {
 
     fn table_type(&self) -> TableType {
         TableType::Base
+    }
+
+    fn get_column_default(&self, column: &str) -> Option<&Expr> {
+        self.defaults.get(column)
     }
 
     fn supports_filters_pushdown(

@@ -89,8 +89,13 @@ impl ServerError {
         )))
     }
 
-    /// The message without the layers of wrapping DataFusion adds.
+    /// The message without the layers of wrapping DataFusion adds, in PostgreSQL's words
+    /// where clients match on them.
     pub fn message(&self) -> String {
+        postgres_wording(self.raw_message())
+    }
+
+    fn raw_message(&self) -> String {
         match self {
             ServerError::DataFusion(d) | ServerError::Planner(PlannerError::DataFusion(d)) => {
                 match innermost(d) {
@@ -102,6 +107,33 @@ impl ServerError {
             other => other.to_string(),
         }
     }
+}
+
+fn postgres_wording(m: String) -> String {
+    if let Some(rest) = m.strip_prefix("table '") {
+        if let Some(name) = rest.strip_suffix("' not found") {
+            let short = name.rsplit('.').next().unwrap_or(name);
+            return format!("relation \"{short}\" does not exist");
+        }
+    }
+    if m.contains("Divide by zero") {
+        return "division by zero".into();
+    }
+    if let Some(rest) = m.strip_prefix("Column '") {
+        if let Some((col, _)) = rest.split_once("' is declared as non-nullable") {
+            return format!("null value in column \"{col}\" violates not-null constraint");
+        }
+    }
+    if let Some(rest) = m.strip_prefix("Schema error: No field named ") {
+        return format!(
+            "column {} does not exist",
+            rest.split('.')
+                .next_back()
+                .unwrap_or(rest)
+                .trim_end_matches('.')
+        );
+    }
+    m
 }
 
 fn strip_df_prefix(s: &str) -> String {
@@ -159,6 +191,7 @@ fn datafusion_state(e: &DataFusionError) -> &'static str {
         Inner::Df(d) => {
             let text = d.to_string();
             match d {
+                _ if text.contains("is declared as non-nullable") => "23502",
                 DataFusionError::SQL(..) => "42601",
                 DataFusionError::NotImplemented(_) => "0A000",
                 DataFusionError::ResourcesExhausted(_) => "53200",
@@ -203,7 +236,9 @@ fn datafusion_state(e: &DataFusionError) -> &'static str {
 }
 
 fn arrow_state(text: &str) -> &'static str {
-    if text.contains("Divide by zero") {
+    if text.contains("is declared as non-nullable") {
+        "23502"
+    } else if text.contains("Divide by zero") {
         "22012"
     } else if text.contains("Cast error")
         || text.contains("Cannot cast")

@@ -15,8 +15,8 @@ use datafusion::arrow::record_batch::RecordBatch;
 
 use crate::{Result, StorageError};
 
-/// How a table's rows are laid out: the Arrow type of each physical slot (None when the column
-/// was dropped) and which slots make up the visible schema, in order.
+/// How a table's rows are laid out: the Arrow type of each physical slot (dropped columns keep
+/// theirs, so stored values can be skipped) and which slots make up the visible schema.
 #[derive(Debug, Clone)]
 pub struct RowLayout {
     pub slots: Vec<Option<DataType>>,
@@ -433,11 +433,11 @@ mod tests {
             Field::new("tags", DataType::new_list(DataType::Int32, true), true),
             Field::new("price", DataType::Decimal128(10, 2), true),
         ]));
-        // slot 1 was a dropped column; visible columns live in slots 0, 2, 3, 4
+        // slot 1 holds a dropped column; visible columns live in slots 0, 2, 3, 4
         let layout = RowLayout::new(
             vec![
                 Some(DataType::Int64),
-                None,
+                Some(DataType::Utf8),
                 Some(DataType::Utf8),
                 Some(DataType::new_list(DataType::Int32, true)),
                 Some(DataType::Decimal128(10, 2)),
@@ -493,5 +493,44 @@ mod tests {
         let mut dec = RowDecoder::new(&wider, &[4], 1);
         dec.push(&buf).unwrap();
         assert!(dec.finish().unwrap().column(0).is_null(0));
+    }
+
+    #[test]
+    fn values_of_dropped_columns_are_skipped() {
+        let full = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Int32, true),
+            Field::new("gone", DataType::Utf8, true),
+            Field::new("c", DataType::Int64, true),
+        ]));
+        let slots = vec![
+            Some(DataType::Int32),
+            Some(DataType::Utf8),
+            Some(DataType::Int64),
+        ];
+        let before = RowLayout::new(slots.clone(), vec![0, 1, 2], full);
+        let batch = RecordBatch::try_new(
+            before.schema.clone(),
+            vec![
+                Arc::new(Int32Array::from(vec![7])),
+                Arc::new(StringArray::from(vec!["some text"])),
+                Arc::new(Int64Array::from(vec![42])),
+            ],
+        )
+        .unwrap();
+        let mut buf = Vec::new();
+        RowEncoder::new(&before, &batch)
+            .unwrap()
+            .encode(0, &mut buf)
+            .unwrap();
+        let after_schema = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Int32, true),
+            Field::new("c", DataType::Int64, true),
+        ]));
+        let after = RowLayout::new(slots, vec![0, 2], after_schema);
+        let mut dec = RowDecoder::new(&after, &[1, 0], 1);
+        dec.push(&buf).unwrap();
+        let out = dec.finish().unwrap();
+        assert_eq!(out.column(0).as_primitive::<Int64Type>().value(0), 42);
+        assert_eq!(out.column(1).as_primitive::<Int32Type>().value(0), 7);
     }
 }

@@ -1,1 +1,9 @@
+//! End-to-end tests: real `shoal` processes, real clients. One binary for all of them.
 
+mod bad_input;
+mod crash;
+mod psql;
+mod slt_files;
+mod sql;
+mod transactions;
+mod wire;

@@ -1,1 +1,168 @@
-//! placeholder
+//! Test harness for Shoal's end-to-end tests: starts real `shoal` processes on free loopback
+//! ports with their own data directories, connects real clients, and stops everything on drop.
+//!
+//! The tests live in `e2e/` (one integration-test binary, so the stack links once). They need
+//! the `shoal` binary built first (`cargo build --bin shoal`); set `SHOAL_BIN` to use another.
+
+pub mod pg;
+pub mod slt;
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Password of the bootstrap superuser in every test node.
+pub const PASSWORD: &str = "test-password";
+pub const USER: &str = "shoal";
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("loopback is available")
+}
+
+/// The `shoal` binary next to this test binary (target/debug/shoal), or `SHOAL_BIN`.
+pub fn shoal_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("SHOAL_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps");
+    let bin = dir.join("shoal");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --bin shoal` before the tests",
+        bin.display()
+    );
+    bin
+}
+
+/// A running `shoal` node; killed (SIGKILL) when dropped.
+pub struct Node {
+    pub port: u16,
+    pub metrics_port: u16,
+    pub data_dir: PathBuf,
+    child: Option<Child>,
+    _tmp: Option<tempfile::TempDir>,
+    extra: Vec<String>,
+}
+
+impl Node {
+    /// Starts a node with SCRAM auth on a fresh data directory.
+    pub fn start() -> Node {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Node {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path().to_path_buf();
+        let mut node = Node {
+            port: 0,
+            metrics_port: 0,
+            data_dir: dir,
+            child: None,
+            _tmp: Some(tmp),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        node.spawn();
+        node
+    }
+
+    fn spawn(&mut self) {
+        self.port = free_port();
+        self.metrics_port = free_port();
+        let mut cmd = Command::new(shoal_bin());
+        cmd.arg("start")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--metrics-listen")
+            .arg(format!("127.0.0.1:{}", self.metrics_port))
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(&self.extra)
+            .env("SHOAL_PASSWORD", PASSWORD)
+            .env("SHOAL_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("start shoal");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("shoal listening on") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+            let _ = child.kill();
+            panic!("shoal did not start listening within 60 s");
+        }
+        self.child = Some(child);
+    }
+
+    /// SIGKILLs the process, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the process again on the same data directory (new ports).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    pub fn conn_string(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} user={USER} password={PASSWORD} dbname=shoal",
+            self.port
+        )
+    }
+
+    /// A connected tokio-postgres client (its connection task is spawned).
+    pub async fn connect(&self) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&self.conn_string(), tokio_postgres::NoTls)
+            .await
+            .expect("connect to shoal");
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        client
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls `f` until it returns true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}

@@ -11,7 +11,6 @@ use datafusion::arrow::array::{ArrayRef, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::datasource::MemTable;
-use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{
     CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget,
 };
@@ -285,14 +284,13 @@ impl Session {
         }
         let batch = RecordBatch::try_new(schema.clone(), columns)?;
         let state = self.statement_state(copy.txn.clone(), DmlOptions::default());
-        let ctx = SessionContext::new_with_state(state);
-        ctx.register_table(
-            "__shoal_copy_rows",
-            Arc::new(MemTable::try_new(schema, vec![vec![batch]])?),
-        )?;
+        let rows = Arc::new(MemTable::try_new(schema, vec![vec![batch]])?);
+        let ctx = super::dml::scratch_context(state, rows)?;
         let sql = format!(
-            "INSERT INTO {} ({}) SELECT * FROM __shoal_copy_rows",
-            copy.target, copy.column_list
+            "INSERT INTO {} ({}) SELECT * FROM {}",
+            copy.target,
+            copy.column_list,
+            super::dml::SCRATCH_TABLE
         );
         let batches = ctx.sql(&sql).await?.collect().await?;
         for b in batches {

@@ -6,9 +6,13 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, UInt64Array};
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::catalog::{
+    CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList,
+    MemorySchemaProvider, SchemaProvider, TableProvider,
+};
 use datafusion::common::ParamValues;
 use datafusion::datasource::MemTable;
-use datafusion::execution::session_state::SessionState;
+use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{DataFrame, SessionContext};
 use datafusion::sql::sqlparser::ast::{
@@ -111,19 +115,21 @@ impl Session {
                     }
                 }
                 drop(stream);
+                // RETURNING is evaluated before the commit, so that its failure undoes the write.
+                let outcome = match (returning, sink) {
+                    (Some(r), Some(sink)) => {
+                        let written = std::mem::take(&mut *sink.lock());
+                        self.returning_rows(r, written).await?
+                    }
+                    _ => Outcome::Command {
+                        tag: tag.to_string(),
+                        rows: Some(count as usize),
+                    },
+                };
                 if implicit {
                     self.commit_implicit(txn).await?;
                 }
-                match (returning, sink) {
-                    (Some(r), Some(sink)) => {
-                        let written = std::mem::take(&mut *sink.lock());
-                        self.returning_rows(r, written).await
-                    }
-                    _ => Ok(Outcome::Command {
-                        tag: tag.to_string(),
-                        rows: Some(count as usize),
-                    }),
-                }
+                Ok(outcome)
             }
         }
     }
@@ -141,15 +147,17 @@ impl Session {
             });
         };
         let schema = first.schema();
-        let ctx = SessionContext::new_with_state(self.ctx.state());
         let table = Arc::new(MemTable::try_new(schema, vec![written])?);
         let name = r
             .names
             .first()
             .cloned()
             .unwrap_or_else(|| "returning".into());
-        ctx.register_table(format!("\"{name}\""), table)?;
-        let sql = format!("SELECT {} FROM \"{name}\"", comma_separated(&r.items));
+        let ctx = scratch_context(self.ctx.state(), table)?;
+        let sql = format!(
+            "SELECT {} FROM {SCRATCH_TABLE} AS \"{name}\"",
+            comma_separated(&r.items)
+        );
         let df = ctx.sql(&sql).await?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         let batches = df.collect().await?;
@@ -203,6 +211,33 @@ impl Session {
         let plan = self.plan_only(&stmt).await?;
         Ok(plan.schema().as_arrow().clone())
     }
+}
+
+/// How SQL text refers to the table of a [`scratch_context`].
+pub(crate) const SCRATCH_TABLE: &str = "__shoal_scratch.scratch.rows";
+
+/// A context that sees the session's catalogs plus, privately, `table` as [`SCRATCH_TABLE`]
+/// (used to run SQL over rows held in memory: COPY batches, RETURNING rows).
+pub(crate) fn scratch_context(
+    state: SessionState,
+    table: Arc<dyn TableProvider>,
+) -> ServerResult<SessionContext> {
+    let list = Arc::new(MemoryCatalogProviderList::new());
+    let existing = state.catalog_list().clone();
+    for name in existing.catalog_names() {
+        if let Some(c) = existing.catalog(&name) {
+            list.register_catalog(name, c);
+        }
+    }
+    let schema = Arc::new(MemorySchemaProvider::new());
+    schema.register_table("rows".into(), table)?;
+    let catalog = Arc::new(MemoryCatalogProvider::new());
+    catalog.register_schema("scratch", schema)?;
+    list.register_catalog("__shoal_scratch".into(), catalog);
+    let state = SessionStateBuilder::new_from_existing(state)
+        .with_catalog_list(list)
+        .build();
+    Ok(SessionContext::new_with_state(state))
 }
 
 /// Takes ON CONFLICT and RETURNING off an INSERT/UPDATE/DELETE.

@@ -189,7 +189,17 @@ impl Session {
             .get("statement_timeout")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        let fut = self.dispatch(stmt, params);
+        // Results are gathered inside the timeout (and inside pgwire's cancel window), so
+        // statement_timeout and CancelRequest also stop a query while it produces rows.
+        let fut = async {
+            match self.dispatch(stmt, params).await? {
+                Outcome::Rows { schema, stream } => {
+                    let batches: Vec<_> = futures::TryStreamExt::try_collect(stream).await?;
+                    Ok(transaction::rows_outcome(schema, batches))
+                }
+                other => Ok(other),
+            }
+        };
         let result = if timeout_ms > 0 {
             match tokio::time::timeout(Duration::from_millis(timeout_ms), fut).await {
                 Ok(r) => r,

@@ -13,8 +13,6 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::sqlparser::ast::Statement;
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion::sql::sqlparser::parser::Parser;
 use futures::{stream, Sink, SinkExt, StreamExt};
 use parking_lot::Mutex;
 use pgwire::api::copy::CopyHandler;
@@ -46,7 +44,7 @@ pub struct Prepared {
 pub struct ShoalParser;
 
 fn parse_statements(sql: &str) -> Result<Vec<Statement>, ServerError> {
-    Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| ServerError::Syntax(e.to_string()))
+    shoal_planner::parse_sql(sql).map_err(|e| ServerError::Syntax(e.to_string()))
 }
 
 #[async_trait]

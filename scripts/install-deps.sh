@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the system packages Shoal needs to build and test, when they are missing:
+# libclang-dev (RocksDB bindings), protobuf-compiler (etcd-client, cluster mode),
+# PostgreSQL 15 (psql and the reference server of the differential tests).
+set -euo pipefail
+
+packages=(libclang-dev protobuf-compiler clang postgresql-15 postgresql-client-15)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+    echo "installing: ${missing[*]}"
+    sudo_cmd=()
+    if [[ $(id -u) -ne 0 ]]; then sudo_cmd=(sudo); fi
+    export DEBIAN_FRONTEND=noninteractive
+    "${sudo_cmd[@]}" apt-get update -qq
+    "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # Debian starts a cluster on install; tests start their own servers on free ports.
+    if command -v pg_lsclusters >/dev/null && pg_lsclusters -h | grep -q online; then
+        "${sudo_cmd[@]}" pg_ctlcluster 15 main stop || true
+    fi
+fi
+
+if ! command -v cargo >/dev/null; then
+    echo "cargo is missing: install Rust 1.89 or later (https://rustup.rs)" >&2
+    exit 1
+fi

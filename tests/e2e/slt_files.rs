@@ -1,0 +1,93 @@
+//! Runs the `.slt` files in `tests/slt/` over the wire against Shoal, and against a real
+//! PostgreSQL 15 started here (when installed) to prove the expected results are
+//! PostgreSQL's.
+
+use std::path::PathBuf;
+
+use shoal_tests::slt::SimpleDb;
+use shoal_tests::{pg::Postgres, Node};
+
+fn slt_files() -> Vec<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("slt");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "slt"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no .slt files in {}", dir.display());
+    files
+}
+
+async fn run_file(conn: String, file: &PathBuf) -> Result<(), String> {
+    run_or_bless(conn, file, false).await
+}
+
+/// With `bless`, rewrites the file's expected results with what the server returns (used
+/// against PostgreSQL only: `SHOAL_SLT_BLESS=1 cargo test slt_files_pass_on_postgres`).
+async fn run_or_bless(conn: String, file: &PathBuf, bless: bool) -> Result<(), String> {
+    let mut runner = sqllogictest::Runner::new(move || {
+        let conn = conn.clone();
+        async move {
+            let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+                .await
+                .map_err(shoal_tests::slt::DbError)?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            Ok(SimpleDb { client })
+        }
+    });
+    runner.add_label("postgresql");
+    if bless {
+        return runner
+            .update_test_file(
+                file,
+                "\t",
+                sqllogictest::default_validator,
+                sqllogictest::default_normalizer,
+                sqllogictest::default_column_validator,
+            )
+            .await
+            .map_err(|e| format!("{}: {e}", file.display()));
+    }
+    runner
+        .run_file_async(file)
+        .await
+        .map_err(|e| format!("{}: {e}", file.display()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slt_files_pass_on_shoal() {
+    let mut failures = Vec::new();
+    for file in slt_files() {
+        let node = Node::start();
+        if let Err(e) = run_file(node.conn_string(), &file).await {
+            failures.push(e);
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slt_files_pass_on_postgres() {
+    let Some(pg) = Postgres::start() else {
+        // Without a local PostgreSQL 15 the expected results cannot be re-checked here; CI
+        // installs it, so there this test always runs.
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must have PostgreSQL 15 installed (/usr/lib/postgresql/15/bin)"
+        );
+        return;
+    };
+    let mut failures = Vec::new();
+    for (i, file) in slt_files().into_iter().enumerate() {
+        let db = format!("slt_{i}");
+        pg.create_database(&db).await;
+        let bless = std::env::var("SHOAL_SLT_BLESS").is_ok();
+        if let Err(e) = run_or_bless(pg.conn_string(&db), &file, bless).await {
+            failures.push(e);
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}

@@ -1,0 +1,296 @@
+//! Protocol-level behaviour through tokio-postgres: startup, SCRAM, simple and extended
+//! queries, binary results, portals, COPY, cancel, metrics.
+
+use futures::{SinkExt, StreamExt};
+use shoal_tests::{Node, PASSWORD};
+use tokio_postgres::types::Type;
+
+#[tokio::test]
+async fn startup_reports_postgres_parameters_and_version() {
+    let node = Node::start();
+    let client = node.connect().await;
+    let row = client.query_one("select version()", &[]).await.unwrap();
+    let v: String = row.get(0);
+    assert!(v.starts_with("PostgreSQL 15."), "{v}");
+    let rows = client.simple_query("show server_version").await.unwrap();
+    assert!(
+        matches!(&rows[1], tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("15.8"))
+    );
+    let iso: String = client
+        .query_one("select current_setting('transaction_isolation')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(iso, "repeatable read");
+}
+
+#[tokio::test]
+async fn wrong_password_is_refused() {
+    let node = Node::start();
+    let bad = format!(
+        "host=127.0.0.1 port={} user=shoal password=nope dbname=shoal",
+        node.port
+    );
+    let err = tokio_postgres::connect(&bad, tokio_postgres::NoTls)
+        .await
+        .err()
+        .expect("wrong password must fail");
+    let code = err.as_db_error().map(|e| e.code().code().to_string());
+    assert_eq!(code.as_deref(), Some("28P01"), "{err}");
+    let good = format!(
+        "host=127.0.0.1 port={} user=shoal password={PASSWORD} dbname=shoal",
+        node.port
+    );
+    assert!(tokio_postgres::connect(&good, tokio_postgres::NoTls)
+        .await
+        .is_ok());
+}
+
+#[tokio::test]
+async fn extended_protocol_with_inferred_parameters_and_binary_results() {
+    let node = Node::start();
+    let c = node.connect().await;
+    c.batch_execute(
+        "create table items (id bigint primary key, name text not null, price numeric(10,2), \
+         qty int, ok boolean, day date, at timestamp, score float8)",
+    )
+    .await
+    .unwrap();
+    let insert = c
+        .prepare("insert into items (id, name, qty, ok, score, day) values ($1, $2, $3, $4, $5, cast($6 as date))")
+        .await
+        .unwrap();
+    assert_eq!(insert.params()[0], Type::INT8);
+    assert_eq!(insert.params()[1], Type::TEXT);
+    assert_eq!(insert.params()[2], Type::INT4);
+    for i in 0..20i64 {
+        c.execute(
+            &insert,
+            &[
+                &i,
+                &format!("item{i}"),
+                &(i as i32 * 2),
+                &(i % 2 == 0),
+                &(i as f64 / 4.0),
+                &format!("2024-01-{:02}", (i % 28) + 1),
+            ],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("insert {i}: {e}"));
+    }
+    let select = c
+        .prepare("select id, name, qty, ok, score from items where id = $1")
+        .await
+        .unwrap();
+    // Executed more than once: the cached plan is reused with new parameters.
+    for i in [3i64, 4, 19] {
+        let row = c.query_one(&select, &[&i]).await.unwrap();
+        assert_eq!(row.get::<_, i64>(0), i);
+        assert_eq!(row.get::<_, String>(1), format!("item{i}"));
+        assert_eq!(row.get::<_, i32>(2), i as i32 * 2);
+        assert_eq!(row.get::<_, bool>(3), i % 2 == 0);
+        assert_eq!(row.get::<_, f64>(4), i as f64 / 4.0);
+    }
+    let n: i64 = c
+        .query_one("select count(*) from items where qty >= $1", &[&10i32])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 15);
+}
+
+#[tokio::test]
+async fn portals_with_row_limits_resume_inside_a_transaction() {
+    let node = Node::start();
+    let mut c = node.connect().await;
+    c.batch_execute("create table nums (n int primary key)")
+        .await
+        .unwrap();
+    c.batch_execute(
+        "insert into nums select cast(value as int) from generate_series(1, 100) as g(value)",
+    )
+    .await
+    .unwrap();
+    let tx = c.transaction().await.unwrap();
+    let stmt = tx.prepare("select n from nums order by n").await.unwrap();
+    let portal = tx.bind(&stmt, &[]).await.unwrap();
+    let mut seen = Vec::new();
+    loop {
+        let rows = tx.query_portal(&portal, 30).await.unwrap();
+        if rows.is_empty() {
+            break;
+        }
+        assert!(rows.len() <= 30);
+        seen.extend(rows.iter().map(|r| r.get::<_, i32>(0)));
+    }
+    tx.commit().await.unwrap();
+    assert_eq!(seen, (1..=100).collect::<Vec<i32>>());
+}
+
+#[tokio::test]
+async fn copy_in_and_out_text_and_csv() {
+    let node = Node::start();
+    let c = node.connect().await;
+    c.batch_execute("create table people (id int primary key, name text, note text)")
+        .await
+        .unwrap();
+    let sink = c.copy_in("copy people from stdin").await.unwrap();
+    futures::pin_mut!(sink);
+    let mut data = String::new();
+    for i in 0..10_000 {
+        data.push_str(&format!("{i}\tname {i}\t\\N\n"));
+    }
+    sink.send(bytes::Bytes::from(data)).await.unwrap();
+    let n = sink.finish().await.unwrap();
+    assert_eq!(n, 10_000);
+
+    let sink = c
+        .copy_in("copy people (id, name, note) from stdin with (format csv, header)")
+        .await
+        .unwrap();
+    futures::pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(
+        b"id,name,note\n10000,\"quoted, name\",\"line\nbreak\"\n10001,,x\n",
+    ))
+    .await
+    .unwrap();
+    assert_eq!(sink.finish().await.unwrap(), 2);
+
+    let row = c
+        .query_one("select name, note from people where id = 10000", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "quoted, name");
+    assert_eq!(row.get::<_, String>(1), "line\nbreak");
+    let row = c
+        .query_one("select name from people where id = 10001", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, Option<String>>(0), None);
+
+    let out = c
+        .copy_out("copy (select id, name from people where id < 3 order by id) to stdout with (format csv)")
+        .await
+        .unwrap();
+    let chunks: Vec<bytes::Bytes> = out.map(|r| r.unwrap()).collect().await;
+    let text: String = chunks.iter().map(|b| String::from_utf8_lossy(b)).collect();
+    assert_eq!(text, "0,name 0\n1,name 1\n2,name 2\n");
+}
+
+#[tokio::test]
+async fn a_failed_copy_loads_nothing() {
+    let node = Node::start();
+    let c = node.connect().await;
+    c.batch_execute("create table c (id int primary key, v int)")
+        .await
+        .unwrap();
+    let sink = c.copy_in("copy c from stdin").await.unwrap();
+    futures::pin_mut!(sink);
+    let mut data = String::new();
+    for i in 0..5000 {
+        data.push_str(&format!("{i}\t{i}\n"));
+    }
+    data.push_str("5000\tnot-a-number\n");
+    sink.send(bytes::Bytes::from(data)).await.unwrap();
+    let err = sink
+        .finish()
+        .await
+        .expect_err("bad value must fail the COPY");
+    assert!(err.as_db_error().is_some(), "{err}");
+    let n: i64 = c
+        .query_one("select count(*) from c", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+}
+
+#[tokio::test]
+async fn cancel_request_stops_a_running_query() {
+    let node = Node::start();
+    let c = node.connect().await;
+    let token = c.cancel_token();
+    let slow = tokio::spawn(async move {
+        c.simple_query("select count(*) from generate_series(1, 3000000000) a(x) where x % 7 = 3")
+            .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let result = tokio::time::timeout(std::time::Duration::from_secs(20), slow)
+        .await
+        .expect("cancel must stop the query quickly")
+        .unwrap();
+    let err = result.expect_err("canceled query must fail");
+    assert_eq!(err.code().map(|c| c.code()), Some("57014"), "{err}");
+}
+
+#[tokio::test]
+async fn statement_timeout_cancels_with_57014() {
+    let node = Node::start();
+    let c = node.connect().await;
+    c.batch_execute("set statement_timeout = '200ms'")
+        .await
+        .unwrap();
+    let err = c
+        .simple_query("select count(*) from generate_series(1, 3000000000) a(x) where x % 7 = 3")
+        .await
+        .expect_err("must time out");
+    assert_eq!(err.code().map(|c| c.code()), Some("57014"), "{err}");
+    // The session stays usable.
+    c.simple_query("select 1").await.unwrap();
+}
+
+#[tokio::test]
+async fn pg_stat_activity_and_metrics() {
+    let node = Node::start();
+    let a = node.connect().await;
+    let b = node.connect().await;
+    let pid_b: i32 = b
+        .query_one("select pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let rows = a
+        .query(
+            "select pid, state, query from pg_stat_activity order by pid",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(rows.len() >= 2);
+    assert!(rows.iter().any(|r| r.get::<_, i32>(0) == pid_b));
+    let mine = rows
+        .iter()
+        .find(|r| r.get::<_, String>(1) == "active")
+        .expect("the querying session is active");
+    assert!(mine.get::<_, String>(2).contains("pg_stat_activity"));
+
+    let _ = a.simple_query("select * from no_such_table").await;
+    let body = http_get(node.metrics_port, "/metrics").await;
+    assert!(body.contains("shoal_connections "), "{body}");
+    assert!(
+        body.contains("shoal_queries_total{kind=\"select\"}"),
+        "{body}"
+    );
+    assert!(
+        body.contains("shoal_errors_total{sqlstate=\"42P01\"}"),
+        "{body}"
+    );
+    assert!(
+        body.contains("shoal_query_duration_seconds_bucket"),
+        "{body}"
+    );
+}
+
+async fn http_get(port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}

@@ -4,7 +4,7 @@
 # PostgreSQL 15 (psql and the reference server of the differential tests).
 set -euo pipefail
 
-packages=(libclang-dev protobuf-compiler clang postgresql-15 postgresql-client-15)
+packages=(libclang-dev protobuf-compiler clang openssl postgresql-15 postgresql-client-15)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -3,18 +3,53 @@
 
 use datafusion::sql::sqlparser::ast::{Expr, Ident, Query, SelectItem, SetExpr, Statement};
 
+/// The name PostgreSQL gives an unaliased select-list expression; None where DataFusion's
+/// name is already right (column references).
 fn postgres_name(e: &Expr) -> Option<String> {
     match e {
+        Expr::Identifier(_) | Expr::CompoundIdentifier(_) => None,
         Expr::Function(f) => f
             .name
             .0
             .last()
             .and_then(|p| p.as_ident())
             .map(|i| i.value.to_lowercase()),
-        Expr::Cast { expr, .. } => postgres_name(expr),
+        Expr::Cast {
+            expr, data_type, ..
+        } => match expr.as_ref() {
+            Expr::Identifier(_) | Expr::CompoundIdentifier(_) => None,
+            inner => postgres_name(inner)
+                .filter(|n| n != "?column?")
+                .or_else(|| cast_name(&data_type.to_string())),
+        },
         Expr::Nested(inner) => postgres_name(inner),
-        _ => None,
+        Expr::Case { .. } => Some("case".into()),
+        _ => Some("?column?".into()),
     }
+}
+
+/// PostgreSQL's internal type name, which it uses for `'1'::int` and friends.
+fn cast_name(sql_type: &str) -> Option<String> {
+    let t = sql_type.to_lowercase();
+    let base = t.split('(').next().unwrap_or(&t).trim();
+    Some(
+        match base {
+            "int" | "integer" | "int4" => "int4",
+            "bigint" | "int8" => "int8",
+            "smallint" | "int2" => "int2",
+            "text" => "text",
+            "varchar" | "character varying" => "varchar",
+            "boolean" | "bool" => "bool",
+            "date" => "date",
+            "numeric" | "decimal" => "numeric",
+            "double precision" | "float8" | "double" => "float8",
+            "real" | "float4" => "float4",
+            "timestamp" => "timestamp",
+            "timestamptz" | "timestamp with time zone" => "timestamptz",
+            _ => return None,
+        }
+        .to_string(),
+    )
 }
 
 fn name_query(q: &mut Query) {

@@ -73,6 +73,10 @@ pub struct StartArgs {
     /// Most concurrent client connections; further ones get 53300.
     #[arg(long, default_value_t = 200)]
     pub max_connections: usize,
+    /// Memory one statement may use for sorts, joins and aggregations before it fails with
+    /// 53200 (out of memory).
+    #[arg(long, default_value_t = 2 * 1024 * 1024 * 1024)]
+    pub query_memory_bytes: usize,
     /// Partitions for tables created without `WITH (partitions = N)`.
     #[arg(long, default_value_t = 4)]
     pub default_partitions: u32,

@@ -5,5 +5,6 @@ mod crash;
 mod psql;
 mod slt_files;
 mod sql;
+mod startup;
 mod transactions;
 mod wire;

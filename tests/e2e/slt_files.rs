@@ -91,3 +91,21 @@ async fn slt_files_pass_on_postgres() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+/// The shared SQLite corpus blessed on PostgreSQL (`../shared/slt`), when present. Listed in
+/// `SHOAL_SHARED_SLT` (comma-separated paths relative to it) to run a subset by hand; the
+/// compatibility issue makes every file pass and adds it to CI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by hand: SHOAL_SHARED_SLT=select1.test cargo test -- --ignored shared_slt"]
+async fn shared_slt() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/slt");
+    let list = std::env::var("SHOAL_SHARED_SLT").unwrap_or_else(|_| "select1.test".into());
+    let mut failures = Vec::new();
+    for f in list.split(',') {
+        let node = Node::start();
+        if let Err(e) = run_file(node.conn_string(), &root.join(f)).await {
+            failures.push(e);
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}

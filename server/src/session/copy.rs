@@ -194,7 +194,10 @@ impl Session {
 
     async fn copy_out(&self, query: &str, format: CopyFormat) -> ServerResult<Outcome> {
         let stmt = super::ddl::parse_one(query)?;
-        let Outcome::Rows { schema, mut stream } = self.run_dml_or_query(stmt, None).await? else {
+        let Outcome::Rows {
+            schema, mut stream, ..
+        } = self.run_dml_or_query(stmt, None).await?
+        else {
             return Err(ServerError::Internal("COPY query returned no rows".into()));
         };
         let fields = Arc::new(encode::fields_for(&schema, &Format::UnifiedText)?);
@@ -207,11 +210,19 @@ impl Session {
                 .collect();
             lines.push(format_line(&names, &format));
         }
+        let header = format.header;
         while let Some(batch) = stream.next().await {
             for row in encode::encode(fields.clone(), batch?) {
                 let row = row.map_err(|e| ServerError::Internal(e.to_string()))?;
                 lines.push(format_line(&encode::text_fields(&row), &format));
             }
+        }
+        // pgwire counts CopyData messages as rows: the header travels with the first row.
+        if header && lines.len() > 1 {
+            let first = lines.remove(1);
+            let mut merged = lines[0].to_vec();
+            merged.extend_from_slice(&first);
+            lines[0] = Bytes::from(merged);
         }
         Ok(Outcome::CopyOut {
             format,

@@ -12,6 +12,8 @@ use datafusion::catalog::{
 };
 use datafusion::common::ParamValues;
 use datafusion::datasource::MemTable;
+use datafusion::execution::memory_pool::GreedyMemoryPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{DataFrame, SessionContext};
@@ -43,6 +45,17 @@ impl Session {
     /// A session state for one statement: the session's functions plus its transaction.
     pub(crate) fn statement_state(&self, txn: Arc<Txn>, dml: DmlOptions) -> SessionState {
         let mut state = self.ctx.state();
+        // Every statement gets its own memory pool: one query that needs more than
+        // --query-memory-bytes fails with 53200 instead of starving the node.
+        let limit = self.node.args.query_memory_bytes;
+        if let Ok(runtime) = RuntimeEnvBuilder::from_runtime_env(state.runtime_env())
+            .with_memory_pool(Arc::new(GreedyMemoryPool::new(limit)))
+            .build_arc()
+        {
+            state = SessionStateBuilder::new_from_existing(state)
+                .with_runtime_env(runtime)
+                .build();
+        }
         state
             .config_mut()
             .set_extension(Arc::new(StatementTxn(txn)));
@@ -98,7 +111,11 @@ impl Session {
                 let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
                 let stream = df.execute_stream().await?;
                 // Reads need no commit: the implicit transaction ends when the stream drops.
-                Ok(Outcome::Rows { schema, stream })
+                Ok(Outcome::Rows {
+                    schema,
+                    stream,
+                    tag: "SELECT",
+                })
             }
             Shape::Write { tag } => {
                 let mut stream = df.execute_stream().await?;
@@ -119,7 +136,7 @@ impl Session {
                 let outcome = match (returning, sink) {
                     (Some(r), Some(sink)) => {
                         let written = std::mem::take(&mut *sink.lock());
-                        self.returning_rows(r, written).await?
+                        self.returning_rows(r, written, tag).await?
                     }
                     _ => Outcome::Command {
                         tag: tag.to_string(),
@@ -139,10 +156,11 @@ impl Session {
         &self,
         r: Returning,
         written: Vec<datafusion::arrow::record_batch::RecordBatch>,
+        tag: &'static str,
     ) -> ServerResult<Outcome> {
         let Some(first) = written.first() else {
             return Ok(Outcome::Command {
-                tag: "SELECT".into(),
+                tag: tag.into(),
                 rows: Some(0),
             });
         };
@@ -161,7 +179,7 @@ impl Session {
         let df = ctx.sql(&sql).await?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         let batches = df.collect().await?;
-        Ok(rows_outcome(schema, batches))
+        Ok(rows_outcome(schema, batches, tag))
     }
 
     /// The columns a RETURNING list produces, without running the statement.

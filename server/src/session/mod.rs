@@ -33,6 +33,8 @@ pub enum Outcome {
     Rows {
         schema: SchemaRef,
         stream: SendableRecordBatchStream,
+        /// `SELECT`, or the DML tag of a statement with RETURNING (`INSERT 0`, `UPDATE`, ...).
+        tag: &'static str,
     },
     /// A command tag such as `INSERT 0 3` (rows appended by the wire layer when given).
     Command {
@@ -193,9 +195,13 @@ impl Session {
         // statement_timeout and CancelRequest also stop a query while it produces rows.
         let fut = async {
             match self.dispatch(stmt, params).await? {
-                Outcome::Rows { schema, stream } => {
+                Outcome::Rows {
+                    schema,
+                    stream,
+                    tag,
+                } => {
                     let batches: Vec<_> = futures::TryStreamExt::try_collect(stream).await?;
-                    Ok(transaction::rows_outcome(schema, batches))
+                    Ok(transaction::rows_outcome(schema, batches, tag))
                 }
                 other => Ok(other),
             }

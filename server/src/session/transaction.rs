@@ -243,7 +243,7 @@ impl Session {
             })
             .collect();
         let batch = RecordBatch::try_new(schema.clone(), arrays)?;
-        Ok(rows_outcome(schema, vec![batch]))
+        Ok(rows_outcome(schema, vec![batch], "SHOW"))
     }
 }
 
@@ -262,16 +262,18 @@ fn setting_value(e: &Expr) -> String {
 pub(super) fn rows_outcome(
     schema: datafusion::arrow::datatypes::SchemaRef,
     batches: Vec<RecordBatch>,
+    tag: &'static str,
 ) -> Outcome {
     let stream = futures::stream::iter(batches.into_iter().map(Ok));
     Outcome::Rows {
         schema: schema.clone(),
         stream: Box::pin(RecordBatchStreamAdapter::new(schema, stream)),
+        tag,
     }
 }
 
 fn single_column(name: &str, values: Vec<String>) -> ServerResult<Outcome> {
     let schema = Arc::new(Schema::new(vec![Field::new(name, DataType::Utf8, true)]));
     let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(values))])?;
-    Ok(rows_outcome(schema, vec![batch]))
+    Ok(rows_outcome(schema, vec![batch], "SHOW"))
 }

@@ -186,7 +186,8 @@ where
             node.meta.clone(),
             pids,
             node.connections.clone(),
-            pem.as_deref().map(|v| v.as_slice()),
+            // Channel binding (SCRAM-SHA-256-PLUS) exists only over TLS.
+            pem.as_deref().filter(|_| secure).map(|v| v.as_slice()),
         ),
         AuthMode::Trust => Startup::Trust(TrustStartup {
             pids,

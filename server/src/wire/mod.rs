@@ -125,6 +125,9 @@ impl Connection {
                 self.node.sessions.register(entry.clone());
                 let session = Arc::new(Session::new(self.node.clone(), entry));
                 apply_startup_settings(&session, meta);
+                if let Some(app) = session.settings.get("application_name") {
+                    *session.entry.application_name.lock() = app;
+                }
                 session
             })
             .clone()
@@ -175,7 +178,11 @@ fn to_pg(e: ServerError) -> PgWireError {
 /// Turns a session outcome into a pgwire response.
 async fn respond(outcome: Outcome, format: &Format) -> PgWireResult<Response> {
     Ok(match outcome {
-        Outcome::Rows { schema, stream } => {
+        Outcome::Rows {
+            schema,
+            stream,
+            tag,
+        } => {
             let fields = Arc::new(encode::fields_for(&schema, format)?);
             let f = fields.clone();
             let rows = stream
@@ -188,7 +195,9 @@ async fn respond(outcome: Outcome, format: &Format) -> PgWireResult<Response> {
                     stream::iter(rows)
                 })
                 .flatten();
-            Response::Query(QueryResponse::new(fields, rows))
+            let mut response = QueryResponse::new(fields, rows);
+            response.set_command_tag(tag);
+            Response::Query(response)
         }
         Outcome::Command { tag, rows } => {
             let t = Tag::new(&tag);

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use shoal_tests::slt::SimpleDb;
+use shoal_tests::slt_extended::ExtendedDb;
 use shoal_tests::{pg::Postgres, Node};
 
 fn slt_files() -> Vec<PathBuf> {
@@ -21,6 +22,27 @@ fn slt_files() -> Vec<PathBuf> {
 
 async fn run_file(conn: String, file: &PathBuf) -> Result<(), String> {
     run_or_bless(conn, file, false).await
+}
+
+/// The same file through the extended protocol (binary results).
+async fn run_file_extended(conn: String, file: &PathBuf) -> Result<(), String> {
+    let mut runner = sqllogictest::Runner::new(move || {
+        let conn = conn.clone();
+        async move {
+            let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+                .await
+                .map_err(shoal_tests::slt::DbError)?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            Ok(ExtendedDb { client })
+        }
+    });
+    runner.add_label("postgresql");
+    runner
+        .run_file_async(file)
+        .await
+        .map_err(|e| format!("{} (extended): {e}", file.display()))
 }
 
 /// With `bless`, rewrites the file's expected results with what the server returns (used
@@ -65,6 +87,10 @@ async fn slt_files_pass_on_shoal() {
         if let Err(e) = run_file(node.conn_string(), &file).await {
             failures.push(e);
         }
+        let node = Node::start();
+        if let Err(e) = run_file_extended(node.conn_string(), &file).await {
+            failures.push(e);
+        }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
@@ -86,6 +112,11 @@ async fn slt_files_pass_on_postgres() {
         pg.create_database(&db).await;
         let bless = std::env::var("SHOAL_SLT_BLESS").is_ok();
         if let Err(e) = run_or_bless(pg.conn_string(&db), &file, bless).await {
+            failures.push(e);
+        }
+        let db = format!("slt_ext_{i}");
+        pg.create_database(&db).await;
+        if let Err(e) = run_file_extended(pg.conn_string(&db), &file).await {
             failures.push(e);
         }
     }

@@ -6,6 +6,7 @@
 
 pub mod pg;
 pub mod slt;
+pub mod slt_extended;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;

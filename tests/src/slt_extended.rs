@@ -116,12 +116,32 @@ fn scalar(ty: &Type, b: &[u8]) -> String {
             let micros = i64::from_be_bytes(be(b));
             let t =
                 pg_epoch().and_hms_opt(0, 0, 0).expect("midnight") + Duration::microseconds(micros);
-            let s = t.format("%Y-%m-%d %H:%M:%S%.f").to_string();
+            let mut s = t.format("%Y-%m-%d %H:%M:%S").to_string();
+            let frac = micros.rem_euclid(1_000_000);
+            if frac > 0 {
+                s.push('.');
+                s.push_str(format!("{frac:06}").trim_end_matches('0'));
+            }
             if *ty == Type::TIMESTAMPTZ {
                 format!("{s}+00")
             } else {
                 s
             }
+        }
+        Type::TIME => {
+            let micros = i64::from_be_bytes(be(b));
+            let mut s = format!(
+                "{:02}:{:02}:{:02}",
+                micros / 3_600_000_000,
+                micros / 60_000_000 % 60,
+                micros / 1_000_000 % 60
+            );
+            let frac = micros % 1_000_000;
+            if frac > 0 {
+                s.push('.');
+                s.push_str(format!("{frac:06}").trim_end_matches('0'));
+            }
+            s
         }
         Type::JSONB => String::from_utf8_lossy(&b[1..]).into_owned(),
         Type::UUID if b.len() == 16 => {

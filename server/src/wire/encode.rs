@@ -56,7 +56,108 @@ pub fn encode(
     fields: Arc<Vec<FieldInfo>>,
     batch: RecordBatch,
 ) -> Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send + Sync> {
+    let batch = with_postgres_time_text(&fields, batch);
     encode_recordbatch(fields, batch)
+}
+
+/// `12:34:56.5` as PostgreSQL prints it: seconds, then the fraction without trailing zeros.
+fn push_time(out: &mut String, t: chrono::NaiveTime) {
+    use chrono::Timelike;
+    out.push_str(&t.format("%H:%M:%S").to_string());
+    let micros = t.nanosecond() / 1000;
+    if micros > 0 {
+        let frac = format!("{micros:06}");
+        out.push('.');
+        out.push_str(frac.trim_end_matches('0'));
+    }
+}
+
+/// Text-format time and timestamp columns are rendered here, since PostgreSQL trims trailing
+/// zeros of fractional seconds (arrow-pg always prints six digits).
+fn with_postgres_time_text(fields: &[FieldInfo], batch: RecordBatch) -> RecordBatch {
+    use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
+    use datafusion::arrow::datatypes::{
+        DataType, Field, Time64MicrosecondType, TimeUnit, TimestampMicrosecondType,
+    };
+    let needs = batch.schema().fields().iter().enumerate().any(|(i, f)| {
+        fields.get(i).map(|x| x.format()) == Some(pgwire::api::results::FieldFormat::Text)
+            && matches!(
+                f.data_type(),
+                DataType::Time64(TimeUnit::Microsecond)
+                    | DataType::Timestamp(TimeUnit::Microsecond, _)
+            )
+    });
+    if !needs {
+        return batch;
+    }
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns());
+    let mut schema_fields = Vec::with_capacity(batch.num_columns());
+    for (i, (column, field)) in batch
+        .columns()
+        .iter()
+        .zip(batch.schema().fields())
+        .enumerate()
+    {
+        let text =
+            fields.get(i).map(|x| x.format()) == Some(pgwire::api::results::FieldFormat::Text);
+        let rendered: Option<ArrayRef> = match (text, field.data_type()) {
+            (true, DataType::Time64(TimeUnit::Microsecond)) => {
+                let a = column.as_primitive::<Time64MicrosecondType>();
+                let mut b = StringBuilder::new();
+                for i in 0..a.len() {
+                    let v = a.value(i);
+                    let t = chrono::NaiveTime::from_num_seconds_from_midnight_opt(
+                        (v / 1_000_000) as u32,
+                        ((v % 1_000_000) * 1000) as u32,
+                    );
+                    match t.filter(|_| !a.is_null(i)) {
+                        Some(t) => {
+                            let mut s = String::new();
+                            push_time(&mut s, t);
+                            b.append_value(s);
+                        }
+                        None => b.append_null(),
+                    }
+                }
+                Some(Arc::new(b.finish()))
+            }
+            (true, DataType::Timestamp(TimeUnit::Microsecond, tz)) => {
+                let a = column.as_primitive::<TimestampMicrosecondType>();
+                let mut b = StringBuilder::new();
+                for i in 0..a.len() {
+                    let value = (!a.is_null(i))
+                        .then(|| chrono::DateTime::from_timestamp_micros(a.value(i)))
+                        .flatten();
+                    match value {
+                        Some(dt) => {
+                            let dt = dt.naive_utc();
+                            let mut s = dt.format("%Y-%m-%d ").to_string();
+                            push_time(&mut s, dt.time());
+                            if tz.is_some() {
+                                s.push_str("+00");
+                            }
+                            b.append_value(s);
+                        }
+                        None => b.append_null(),
+                    }
+                }
+                Some(Arc::new(b.finish()))
+            }
+            _ => None,
+        };
+        match rendered {
+            Some(r) => {
+                schema_fields.push(Field::new(field.name(), DataType::Utf8, true));
+                columns.push(r);
+            }
+            None => {
+                schema_fields.push(field.as_ref().clone());
+                columns.push(column.clone());
+            }
+        }
+    }
+    let schema = Arc::new(Schema::new(schema_fields));
+    RecordBatch::try_new(schema, columns).unwrap_or(batch)
 }
 
 /// The text form of each field of an encoded text-format row (None for NULL).

@@ -19,6 +19,8 @@ pub enum ConflictAction {
     Error,
     /// A row whose primary key exists is skipped (`ON CONFLICT DO NOTHING`).
     DoNothing,
+    /// A row whose primary key exists is set aside for an update (`ON CONFLICT DO UPDATE`).
+    SetAside,
 }
 
 /// Rows a write touched, for the command tag and RETURNING.
@@ -27,6 +29,8 @@ pub struct WriteOutcome {
     pub rows: u64,
     /// The rows as written (inserted or new versions), in the table's visible schema.
     pub written: Vec<RecordBatch>,
+    /// Proposed rows whose key already existed, under [`ConflictAction::SetAside`].
+    pub conflicting: Option<RecordBatch>,
 }
 
 /// Hands out hidden row ids for tables without a primary key. Each table's counter starts
@@ -141,7 +145,7 @@ impl<'a> TableWriter<'a> {
             if !self.table.has_hidden_row_id() && self.txn.get(key)?.is_some() {
                 match on_conflict {
                     ConflictAction::Error => return Err(self.unique_violation()),
-                    ConflictAction::DoNothing => {
+                    ConflictAction::DoNothing | ConflictAction::SetAside => {
                         kept.push(false);
                         continue;
                     }
@@ -152,6 +156,12 @@ impl<'a> TableWriter<'a> {
             kept.push(true);
         }
         let rows = kept.iter().filter(|k| **k).count() as u64;
+        let conflicting = (on_conflict == ConflictAction::SetAside && rows < kept.len() as u64)
+            .then(|| {
+                let set_aside: BooleanArray = kept.iter().map(|k| Some(!k)).collect();
+                filter_record_batch(batch, &set_aside)
+            })
+            .transpose()?;
         let written = if rows as usize == batch.num_rows() {
             batch.clone()
         } else {
@@ -160,6 +170,7 @@ impl<'a> TableWriter<'a> {
         Ok(WriteOutcome {
             rows,
             written: vec![written],
+            conflicting,
         })
     }
 
@@ -210,6 +221,7 @@ impl<'a> TableWriter<'a> {
         Ok(WriteOutcome {
             rows: new_rows.num_rows() as u64,
             written: vec![new_rows.clone()],
+            conflicting: None,
         })
     }
 }

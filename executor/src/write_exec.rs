@@ -45,6 +45,7 @@ pub struct TableWriteExec {
     row_ids: Arc<RowIdAllocator>,
     kind: WriteKind,
     returning: Option<ReturningSink>,
+    conflicts: Option<ReturningSink>,
     properties: Arc<PlanProperties>,
 }
 
@@ -72,6 +73,7 @@ impl TableWriteExec {
         row_ids: Arc<RowIdAllocator>,
         kind: WriteKind,
         returning: Option<ReturningSink>,
+        conflicts: Option<ReturningSink>,
     ) -> Self {
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(count_schema()),
@@ -87,6 +89,7 @@ impl TableWriteExec {
             row_ids,
             kind,
             returning,
+            conflicts,
             properties,
         }
     }
@@ -139,6 +142,7 @@ impl ExecutionPlan for TableWriteExec {
             self.row_ids.clone(),
             self.kind,
             self.returning.clone(),
+            self.conflicts.clone(),
         )))
     }
 
@@ -164,6 +168,7 @@ impl ExecutionPlan for TableWriteExec {
         let row_ids = self.row_ids.clone();
         let kind = self.kind;
         let returning = self.returning.clone();
+        let conflicts = self.conflicts.clone();
         let fut = async move {
             // Read every input row before writing, so that an UPDATE never sees its own output.
             let mut batches = Vec::new();
@@ -198,6 +203,7 @@ impl ExecutionPlan for TableWriteExec {
                             crate::WriteOutcome {
                                 rows: n,
                                 written: vec![rows],
+                                conflicting: None,
                             }
                         }
                         WriteKind::Update => {
@@ -205,6 +211,9 @@ impl ExecutionPlan for TableWriteExec {
                         }
                     };
                     count += written.rows;
+                    if let (Some(sink), Some(c)) = (&conflicts, written.conflicting) {
+                        sink.lock().push(c);
+                    }
                     if let Some(sink) = &returning {
                         sink.lock().extend(written.written);
                     }

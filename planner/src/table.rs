@@ -47,6 +47,8 @@ const MAX_LOOKUP_KEYS: usize = 1024;
 pub struct DmlOptions {
     pub on_conflict_do_nothing: bool,
     pub returning: Option<ReturningSink>,
+    /// `ON CONFLICT DO UPDATE`: proposed rows whose key exists are collected here.
+    pub conflicts: Option<ReturningSink>,
 }
 
 #[derive(Debug)]
@@ -361,7 +363,10 @@ impl TableProvider for ShoalTable {
                 "{insert_op} is not supported"
             )));
         }
-        let action = if dml_options(state).on_conflict_do_nothing {
+        let options = dml_options(state);
+        let action = if options.conflicts.is_some() {
+            ConflictAction::SetAside
+        } else if options.on_conflict_do_nothing {
             ConflictAction::DoNothing
         } else {
             ConflictAction::Error
@@ -454,6 +459,7 @@ impl ShoalTable {
         input: Arc<dyn ExecutionPlan>,
         kind: WriteKind,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let options = dml_options(state);
         Ok(Arc::new(TableWriteExec::new(
             input,
             self.handle.clone(),
@@ -461,7 +467,8 @@ impl ShoalTable {
             self.store.clone(),
             self.row_ids.clone(),
             kind,
-            dml_options(state).returning,
+            options.returning,
+            options.conflicts,
         )))
     }
 }

@@ -86,14 +86,20 @@ impl Session {
             Statement::Delete(_) => Shape::Write { tag: "DELETE" },
             _ => Shape::Query,
         };
-        let (stmt, do_nothing, returning) = strip_dml_extras(stmt)?;
+        let (stmt, extras) = take_dml_extras(stmt)?;
+        let returning = extras.returning;
         let sink = returning.as_ref().map(|_| Arc::new(Mutex::new(Vec::new())));
+        let conflicts = extras
+            .upsert
+            .as_ref()
+            .map(|_| Arc::new(Mutex::new(Vec::new())));
         let (txn, implicit) = self.statement_txn();
         let state = self.statement_state(
             txn.clone(),
             DmlOptions {
-                on_conflict_do_nothing: do_nothing,
+                on_conflict_do_nothing: extras.do_nothing,
                 returning: sink.clone(),
+                conflicts: conflicts.clone(),
             },
         );
         let plan = state
@@ -132,6 +138,14 @@ impl Session {
                     }
                 }
                 drop(stream);
+                if let (Some(upsert), Some(conflicts)) = (extras.upsert, conflicts) {
+                    let proposed = std::mem::take(&mut *conflicts.lock());
+                    let (updated, rows) = self.apply_upsert(&upsert, proposed, txn.clone()).await?;
+                    count += updated;
+                    if let Some(sink) = &sink {
+                        sink.lock().extend(rows);
+                    }
+                }
                 // RETURNING is evaluated before the commit, so that its failure undoes the write.
                 let outcome = match (returning, sink) {
                     (Some(r), Some(sink)) => {
@@ -260,34 +274,58 @@ pub(crate) fn scratch_context(
 
 /// Takes ON CONFLICT and RETURNING off an INSERT/UPDATE/DELETE.
 fn strip_dml_extras(stmt: Statement) -> ServerResult<(Statement, bool, Option<Returning>)> {
-    match stmt {
+    let (stmt, extras) = take_dml_extras(stmt)?;
+    Ok((stmt, extras.do_nothing, extras.returning))
+}
+
+/// What was taken off an INSERT/UPDATE/DELETE before DataFusion plans it.
+pub(super) struct DmlExtras {
+    do_nothing: bool,
+    returning: Option<Returning>,
+    pub(super) upsert: Option<super::upsert::Upsert>,
+}
+
+fn take_dml_extras(stmt: Statement) -> ServerResult<(Statement, DmlExtras)> {
+    let mut upsert = None;
+    let (stmt, do_nothing, returning) = match stmt {
         Statement::Insert(mut insert) => {
             let mut do_nothing = false;
             match insert.on.take() {
                 None => {}
                 Some(OnInsert::OnConflict(c)) => match c.action {
                     OnConflictAction::DoNothing => do_nothing = true,
-                    OnConflictAction::DoUpdate(_) => {
-                        return Err(ServerError::NotSupported("ON CONFLICT DO UPDATE".into()))
+                    OnConflictAction::DoUpdate(update) => {
+                        upsert = Some(super::upsert::Upsert::new(
+                            &insert,
+                            c.conflict_target,
+                            update,
+                        )?)
                     }
                 },
                 Some(other) => return Err(ServerError::NotSupported(format!("{other}"))),
             }
+            // DataFusion plans no INSERT alias; the alias only names the row in ON CONFLICT
+            // and RETURNING.
+            let alias = insert
+                .table_alias
+                .take()
+                .map(|a| a.alias.value.to_lowercase());
             let returning = insert.returning.take().map(|items| Returning {
                 items,
-                names: match &insert.table {
-                    TableObject::TableName(n) => vec![last_ident(&n.to_string())],
+                names: match (&alias, &insert.table) {
+                    (Some(a), _) => vec![a.clone()],
+                    (None, TableObject::TableName(n)) => vec![last_ident(&n.to_string())],
                     _ => vec![],
                 },
             });
-            Ok((Statement::Insert(insert), do_nothing, returning))
+            (Statement::Insert(insert), do_nothing, returning)
         }
         Statement::Update(mut update) => {
             let returning = update.returning.take().map(|items| Returning {
                 items,
                 names: table_names(&update.table.relation),
             });
-            Ok((Statement::Update(update), false, returning))
+            (Statement::Update(update), false, returning)
         }
         Statement::Delete(mut delete) => {
             let returning = delete.returning.take().map(|items| {
@@ -310,10 +348,18 @@ fn strip_dml_extras(stmt: Statement) -> ServerResult<(Statement, bool, Option<Re
                 }
                 r
             });
-            Ok((Statement::Delete(delete), false, returning))
+            (Statement::Delete(delete), false, returning)
         }
-        other => Ok((other, false, None)),
-    }
+        other => (other, false, None),
+    };
+    Ok((
+        stmt,
+        DmlExtras {
+            do_nothing,
+            returning,
+            upsert,
+        },
+    ))
 }
 
 fn last_ident(name: &str) -> String {

@@ -8,6 +8,7 @@ mod ddl;
 mod dml;
 pub mod settings;
 mod transaction;
+mod upsert;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

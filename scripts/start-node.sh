@@ -4,6 +4,7 @@
 # Extra arguments go to `shoal start` (see `shoal start --help`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
 bash scripts/install-deps.sh
 cargo build --release --bin shoal
 if [[ -z "${SHOAL_PASSWORD:-}" ]]; then

@@ -3,6 +3,7 @@
 # (real shoal processes, psql, tokio-postgres, a real PostgreSQL 15 for the .slt files).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
 bash scripts/install-deps.sh
 
 export CARGO_TERM_COLOR=never

@@ -80,6 +80,18 @@ impl TableHandle {
         }
     }
 
+    /// The schema with every column nullable: NOT NULL is checked by [`crate::TableWriter`],
+    /// with PostgreSQL's error, before Arrow's own check could reject a batch.
+    pub fn nullable_schema(&self) -> SchemaRef {
+        Arc::new(Schema::new(
+            self.schema
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
+        ))
+    }
+
     pub fn partition_count(&self) -> u32 {
         self.def.partitions.len() as u32
     }

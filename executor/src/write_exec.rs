@@ -182,16 +182,7 @@ impl ExecutionPlan for TableWriteExec {
             let count = tokio::task::spawn_blocking(move || -> Result<u64, ExecError> {
                 let writer = TableWriter::new(&table, &txn, &store, &row_ids);
                 let visible = table.schema.fields().len();
-                // NOT NULL is checked by the writer, with PostgreSQL's error; Arrow's own
-                // check would reject the batch first with a generic one.
-                let relaxed = Arc::new(Schema::new(
-                    table
-                        .schema
-                        .fields()
-                        .iter()
-                        .map(|f| f.as_ref().clone().with_nullable(true))
-                        .collect::<Vec<_>>(),
-                ));
+                let relaxed = table.nullable_schema();
                 let mut count = 0;
                 for batch in batches {
                     let rows = batch.project(&(0..visible).collect::<Vec<_>>())?;

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use shoal_tests::slt::SimpleDb;
+use shoal_tests::slt::{connect, SimpleDb};
 use shoal_tests::slt_extended::ExtendedDb;
 use shoal_tests::{pg::Postgres, Node};
 
@@ -29,13 +29,9 @@ async fn run_file_extended(conn: String, file: &PathBuf) -> Result<(), String> {
     let mut runner = sqllogictest::Runner::new(move || {
         let conn = conn.clone();
         async move {
-            let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
-                .await
-                .map_err(shoal_tests::slt::DbError)?;
-            tokio::spawn(async move {
-                let _ = connection.await;
-            });
-            Ok(ExtendedDb { client })
+            Ok(ExtendedDb {
+                client: connect(conn).await?,
+            })
         }
     });
     runner.add_label("postgresql");
@@ -51,13 +47,9 @@ async fn run_or_bless(conn: String, file: &PathBuf, bless: bool) -> Result<(), S
     let mut runner = sqllogictest::Runner::new(move || {
         let conn = conn.clone();
         async move {
-            let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
-                .await
-                .map_err(shoal_tests::slt::DbError)?;
-            tokio::spawn(async move {
-                let _ = connection.await;
-            });
-            Ok(SimpleDb { client })
+            Ok(SimpleDb {
+                client: connect(conn).await?,
+            })
         }
     });
     runner.add_label("postgresql");

@@ -6,6 +6,17 @@ use async_trait::async_trait;
 use sqllogictest::{DBOutput, DefaultColumnType};
 use tokio_postgres::SimpleQueryMessage;
 
+/// Connects a client for a test database, its connection driven by a spawned task.
+pub async fn connect(conn: String) -> Result<tokio_postgres::Client, DbError> {
+    let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+        .await
+        .map_err(DbError)?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
 pub struct SimpleDb {
     pub client: tokio_postgres::Client,
 }

@@ -163,15 +163,7 @@ impl Session {
                     columns
                         .push(cast(batch.column(i), field.data_type()).map_err(ExecError::from)?);
                 }
-                let relaxed = Arc::new(datafusion::arrow::datatypes::Schema::new(
-                    handle
-                        .schema
-                        .fields()
-                        .iter()
-                        .map(|f| f.as_ref().clone().with_nullable(true))
-                        .collect::<Vec<_>>(),
-                ));
-                let rows = RecordBatch::try_new(relaxed, columns)?;
+                let rows = RecordBatch::try_new(handle.nullable_schema(), columns)?;
                 let outcome = writer.update(batch.column(visible).as_ref(), &rows)?;
                 count += outcome.rows;
                 written.extend(outcome.written);

@@ -8,6 +8,7 @@
 //! The planner decides *what* runs where; it never writes rows itself and must not depend on
 //! the server crate.
 
+pub mod bytea;
 mod catalog;
 pub mod ddl;
 mod error;
@@ -59,6 +60,8 @@ pub fn base_context(
     .map_err(|e| PlannerError::DataFusion(*e))?;
     pg_overlay::install(&ctx, activity)?;
     functions::register_static_functions(&ctx);
+    ctx.register_udf(bytea::bytea_in_udf());
+    ctx.add_analyzer_rule(Arc::new(bytea::ByteaInput::new()));
     Ok(ctx)
 }
 

@@ -46,6 +46,7 @@ fn cast_name(sql_type: &str) -> Option<String> {
             "real" | "float4" => "float4",
             "timestamp" => "timestamp",
             "timestamptz" | "timestamp with time zone" => "timestamptz",
+            "bytea" => "bytea",
             _ => return None,
         }
         .to_string(),

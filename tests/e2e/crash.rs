@@ -86,3 +86,32 @@ async fn acknowledged_rows_survive_kill_9() {
         .get(0);
     assert_eq!(after, before + 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_killed_midway_leaves_nothing_behind() {
+    use futures::SinkExt;
+    let mut node = Node::start();
+    let c = node.connect().await;
+    c.batch_execute("create table bulk (id bigint primary key, v text)")
+        .await
+        .unwrap();
+    let sink = c.copy_in("copy bulk from stdin").await.unwrap();
+    futures::pin_mut!(sink);
+    for chunk in 0..20i64 {
+        let data: String = (0..5000)
+            .map(|i| format!("{}\tvalue\n", chunk * 5000 + i))
+            .collect();
+        sink.send(bytes::Bytes::from(data)).await.unwrap();
+    }
+    // The server has loaded (uncommitted) rows by now; crash before CopyDone.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    node.kill();
+    node.restart();
+    let c = node.connect().await;
+    let n: i64 = c
+        .query_one("select count(*) from bulk", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "an unfinished COPY must not leave rows");
+}

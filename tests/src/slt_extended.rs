@@ -143,6 +143,10 @@ fn scalar(ty: &Type, b: &[u8]) -> String {
             }
             s
         }
+        Type::BYTEA => {
+            let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+            format!("\\x{hex}")
+        }
         Type::JSONB => String::from_utf8_lossy(&b[1..]).into_owned(),
         Type::UUID if b.len() == 16 => {
             let h: String = b.iter().map(|x| format!("{x:02x}")).collect();

@@ -24,7 +24,7 @@ pub fn decode_bytea(text: &str) -> Result<Vec<u8>, String> {
         .or_else(|| text.strip_prefix("\\X"))
     {
         let digits: Vec<u8> = hex.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-        if digits.len() % 2 != 0 {
+        if !digits.len().is_multiple_of(2) {
             return Err(format!(
                 "invalid hexadecimal data: odd number of digits: \"{text}\""
             ));

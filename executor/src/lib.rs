@@ -18,7 +18,7 @@ mod write;
 mod write_exec;
 
 pub use error::ExecError;
-pub use scan::{KeyLookup, PartitionScanExec, ROW_KEY_COLUMN};
+pub use scan::{scan_totals, KeyLookup, PartitionScanExec, ROW_KEY_COLUMN};
 pub use table::{arrow_type_of, TableHandle, PG_TYPE_METADATA_KEY};
 pub use write::{ConflictAction, RowIdAllocator, TableWriter, WriteOutcome};
 pub use write_exec::{ReturningSink, TableWriteExec, WriteKind};

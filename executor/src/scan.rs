@@ -4,6 +4,7 @@
 //! lookup fast path) instead of scanning.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, BinaryBuilder};
@@ -31,6 +32,17 @@ use crate::{ExecError, TableHandle};
 pub const ROW_KEY_COLUMN: &str = "__shoal_row_key";
 
 const BATCH_ROWS: usize = 8192;
+
+static ROWS_SCANNED: AtomicU64 = AtomicU64::new(0);
+static BYTES_SCANNED: AtomicU64 = AtomicU64::new(0);
+
+/// Rows and bytes read by every scan fragment of this process so far (for `/metrics`).
+pub fn scan_totals() -> (u64, u64) {
+    (
+        ROWS_SCANNED.load(Ordering::Relaxed),
+        BYTES_SCANNED.load(Ordering::Relaxed),
+    )
+}
 
 /// Primary keys to fetch directly, grouped by the partition that holds them.
 #[derive(Debug, Clone)]
@@ -321,6 +333,8 @@ impl ScanState {
         }
         self.bytes_scanned.add(bytes);
         let rows = self.decoder.rows();
+        ROWS_SCANNED.fetch_add(rows as u64, Ordering::Relaxed);
+        BYTES_SCANNED.fetch_add(bytes as u64, Ordering::Relaxed);
         if rows == 0 {
             self.done = true;
             return Ok(None);

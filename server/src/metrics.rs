@@ -69,6 +69,12 @@ impl Metrics {
     }
 
     pub fn render(&self) -> String {
+        // Scan counters live in the executor; bring these counters up to its totals.
+        let (rows, bytes) = shoal_executor::scan_totals();
+        self.rows_scanned
+            .inc_by(rows.saturating_sub(self.rows_scanned.get()));
+        self.bytes_scanned
+            .inc_by(bytes.saturating_sub(self.bytes_scanned.get()));
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8_lossy(&buf).into_owned()

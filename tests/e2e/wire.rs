@@ -266,6 +266,10 @@ async fn pg_stat_activity_and_metrics() {
     assert!(mine.get::<_, String>(2).contains("pg_stat_activity"));
 
     let _ = a.simple_query("select * from no_such_table").await;
+    a.batch_execute("create table m (id int primary key); insert into m values (1), (2), (3)")
+        .await
+        .unwrap();
+    a.simple_query("select * from m").await.unwrap();
     let body = http_get(node.metrics_port, "/metrics").await;
     assert!(body.contains("shoal_connections "), "{body}");
     assert!(
@@ -280,6 +284,14 @@ async fn pg_stat_activity_and_metrics() {
         body.contains("shoal_query_duration_seconds_bucket"),
         "{body}"
     );
+    let counter = |name: &str| {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(counter("shoal_rows_scanned_total "), 3, "{body}");
+    assert!(counter("shoal_bytes_scanned_total ") > 0, "{body}");
 }
 
 async fn http_get(port: u16, path: &str) -> String {

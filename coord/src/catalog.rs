@@ -134,7 +134,9 @@ impl Catalog {
     }
 
     pub fn create_schema(&mut self, name: &str) -> Result<(), CoordError> {
-        if self.schemas.contains_key(name) || name == "pg_catalog" || name == "information_schema" {
+        if self.schemas.contains_key(name)
+            || ["pg_catalog", "information_schema", "shoal"].contains(&name)
+        {
             return Err(CoordError::SchemaExists(name.into()));
         }
         let oid = self.allocate_oid();

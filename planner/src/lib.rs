@@ -15,6 +15,7 @@ mod error;
 mod functions;
 mod naming;
 mod pg_overlay;
+mod system;
 mod table;
 
 pub use catalog::{ShoalCatalog, DATABASE_NAME};
@@ -50,8 +51,14 @@ pub fn base_context(
         .with_default_features()
         .build();
     let ctx = SessionContext::new_with_state(state);
-    let catalog = Arc::new(ShoalCatalog::new(meta, store, row_ids, ctx.clone()));
+    let catalog = Arc::new(ShoalCatalog::new(
+        meta.clone(),
+        store.clone(),
+        row_ids,
+        ctx.clone(),
+    ));
     ctx.register_catalog(DATABASE_NAME, catalog);
+    system::install(&ctx, meta, store)?;
     datafusion_pg_catalog::setup_pg_catalog(
         &ctx,
         DATABASE_NAME,

@@ -11,6 +11,39 @@ use datafusion::arrow::datatypes::*;
 use crate::{Result, StorageError};
 
 pub const ROW_PREFIX: u8 = b'r';
+/// Partition log entries: `'l' | table | partition | position (u64 BE)`.
+pub const LOG_PREFIX: u8 = b'l';
+
+/// The (table, partition) a row key belongs to.
+pub fn partition_of_key(key: &[u8]) -> Option<(u32, u32)> {
+    if key.len() < 9 || key[0] != ROW_PREFIX {
+        return None;
+    }
+    let table = u32::from_be_bytes([key[1], key[2], key[3], key[4]]);
+    let partition = u32::from_be_bytes([key[5], key[6], key[7], key[8]]);
+    Some((table, partition))
+}
+
+/// The key of a partition's log entry at `position`.
+pub fn log_key(table: u32, partition: u32, position: u64) -> Vec<u8> {
+    let mut k = log_start(table, partition);
+    k.extend_from_slice(&position.to_be_bytes());
+    k
+}
+
+pub fn log_start(table: u32, partition: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(17);
+    k.push(LOG_PREFIX);
+    k.extend_from_slice(&table.to_be_bytes());
+    k.extend_from_slice(&partition.to_be_bytes());
+    k
+}
+
+pub fn log_end(table: u32, partition: u32) -> Vec<u8> {
+    let mut k = log_start(table, partition);
+    k.extend_from_slice(&[0xFF; 9]);
+    k
+}
 
 /// The first key of a table (inclusive).
 pub fn table_start(table: u32) -> Vec<u8> {

@@ -8,6 +8,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use std::collections::{BTreeSet, HashMap};
+
 use parking_lot::Mutex;
 use rocksdb::{
     OptimisticTransactionDB, OptimisticTransactionOptions, Options, ReadOptions, Transaction,
@@ -32,11 +34,18 @@ impl Default for StoreOptions {
 
 type Db = OptimisticTransactionDB;
 
+/// Log entries kept per partition; older ones are trimmed as new ones are written.
+const LOG_ENTRIES_KEPT: u64 = 1024;
+
+/// The next log position of each partition touched since the store was opened.
+type Positions = Arc<Mutex<HashMap<(u32, u32), u64>>>;
+
 /// An open data directory. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     db: Arc<Db>,
     options: StoreOptions,
+    positions: Positions,
 }
 
 impl std::fmt::Debug for Store {
@@ -64,6 +73,7 @@ impl Store {
         Ok(Store {
             db: Arc::new(db),
             options,
+            positions: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 
@@ -83,13 +93,53 @@ impl Store {
                 _db: self.db.clone(),
                 savepoints: 0,
                 wrote: false,
+                touched: BTreeSet::new(),
+                store: self.clone(),
             })),
         }
     }
 
-    /// Removes every row of a table (after DROP TABLE), outside any transaction.
+    /// The last log position of a partition: how many committed transactions have written
+    /// to it (positions only grow; an aborted transaction may leave a gap). Survives restarts.
+    pub fn partition_log_position(&self, table: u32, partition: u32) -> Result<u64> {
+        Ok(self.next_log_position(table, partition, false)? - 1)
+    }
+
+    /// The next position of a partition's log; with `allocate`, it is taken.
+    fn next_log_position(&self, table: u32, partition: u32, allocate: bool) -> Result<u64> {
+        let mut positions = self.positions.lock();
+        let next = match positions.get(&(table, partition)) {
+            Some(p) => *p,
+            None => {
+                let start = keys::log_start(table, partition);
+                let last = self.last_key_in(&start, &keys::log_end(table, partition))?;
+                last.and_then(|k| {
+                    k.get(start.len()..start.len() + 8).map(|b| {
+                        let mut a = [0u8; 8];
+                        a.copy_from_slice(b);
+                        u64::from_be_bytes(a) + 1
+                    })
+                })
+                .unwrap_or(1)
+            }
+        };
+        positions.insert((table, partition), if allocate { next + 1 } else { next });
+        Ok(next)
+    }
+
+    /// Removes every row and log entry of a table (after DROP TABLE), outside any transaction.
     pub fn drop_table_data(&self, table: u32) -> Result<()> {
-        let (start, end) = (keys::table_start(table), keys::table_end(table));
+        self.positions.lock().retain(|(t, _), _| *t != table);
+        self.delete_range(&keys::table_start(table), &keys::table_end(table))?;
+        let (log_start, log_end) = (
+            keys::log_start(table, 0),
+            keys::log_start(table.wrapping_add(1), 0),
+        );
+        self.delete_range(&log_start, &log_end)
+    }
+
+    fn delete_range(&self, start: &[u8], end: &[u8]) -> Result<()> {
+        let (start, end) = (start.to_vec(), end.to_vec());
         let mut opts = WriteOptions::default();
         opts.set_sync(self.options.sync_commits);
         loop {
@@ -148,6 +198,9 @@ struct TxnInner {
     _db: Arc<Db>,
     savepoints: usize,
     wrote: bool,
+    /// Partitions this transaction wrote, for their log entries at commit.
+    touched: BTreeSet<(u32, u32)>,
+    store: Store,
 }
 
 impl TxnInner {
@@ -184,6 +237,7 @@ impl Txn {
     pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
         self.with(|t| {
             t.wrote = true;
+            t.touched.extend(keys::partition_of_key(key));
             Ok(t.txn.put(key, value)?)
         })
     }
@@ -191,6 +245,7 @@ impl Txn {
     pub fn delete(&self, key: &[u8]) -> Result<()> {
         self.with(|t| {
             t.wrote = true;
+            t.touched.extend(keys::partition_of_key(key));
             Ok(t.txn.delete(key)?)
         })
     }
@@ -270,6 +325,21 @@ impl Txn {
             .ok_or(StorageError::TransactionFinished)?;
         if !inner.wrote {
             return Ok(());
+        }
+        // One log entry per partition written. Positions are unique per partition, so
+        // concurrent transactions never conflict on them.
+        for (table, partition) in &inner.touched {
+            let position = inner.store.next_log_position(*table, *partition, true)?;
+            inner
+                .txn
+                .put(keys::log_key(*table, *partition, position), [])?;
+            if position > LOG_ENTRIES_KEPT {
+                inner.txn.delete(keys::log_key(
+                    *table,
+                    *partition,
+                    position - LOG_ENTRIES_KEPT,
+                ))?;
+            }
         }
         inner.txn.commit()?;
         Ok(())
@@ -373,5 +443,46 @@ mod tests {
             after = last;
         }
         assert_eq!(seen, (0..10).collect::<Vec<u8>>());
+    }
+
+    #[test]
+    fn partition_log_positions_grow_without_conflicts_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = |pk: u8| keys::row_key(7, 0, &[pk]);
+        {
+            let s = Store::open(
+                dir.path(),
+                StoreOptions {
+                    sync_commits: false,
+                },
+            )
+            .unwrap();
+            assert_eq!(s.partition_log_position(7, 0).unwrap(), 0);
+            // Two concurrent writers of different rows in the same partition both commit.
+            let a = s.begin();
+            let b = s.begin();
+            a.put(&key(1), b"a").unwrap();
+            b.put(&key(2), b"b").unwrap();
+            a.commit().unwrap();
+            b.commit().unwrap();
+            assert_eq!(s.partition_log_position(7, 0).unwrap(), 2);
+            assert_eq!(s.partition_log_position(7, 1).unwrap(), 0);
+            let read_only = s.begin();
+            read_only.get(&key(1)).unwrap();
+            read_only.commit().unwrap();
+            assert_eq!(s.partition_log_position(7, 0).unwrap(), 2);
+        }
+        let s = Store::open(
+            dir.path(),
+            StoreOptions {
+                sync_commits: false,
+            },
+        )
+        .unwrap();
+        assert_eq!(s.partition_log_position(7, 0).unwrap(), 2);
+        let c = s.begin();
+        c.delete(&key(1)).unwrap();
+        c.commit().unwrap();
+        assert_eq!(s.partition_log_position(7, 0).unwrap(), 3);
     }
 }

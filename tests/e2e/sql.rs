@@ -105,6 +105,41 @@ async fn catalog_and_rows_survive_restart() {
 }
 
 #[tokio::test]
+async fn partitions_have_log_positions_that_survive_restart() {
+    let mut node = Node::start();
+    {
+        let c = node.connect().await;
+        c.batch_execute("create table one (id int primary key) with (partitions = 1)")
+            .await
+            .unwrap();
+        for i in 0..3 {
+            c.execute("insert into one values ($1)", &[&i])
+                .await
+                .unwrap();
+        }
+        c.batch_execute("begin; insert into one values (100); rollback")
+            .await
+            .unwrap();
+    }
+    node.restart();
+    let c = node.connect().await;
+    let q = "select partition, leader, epoch, log_position from shoal.partitions where table_name = 'one'";
+    assert_eq!(
+        texts(&c, q).await,
+        vec![vec![
+            Some("0".into()),
+            Some("1".into()),
+            Some("1".into()),
+            Some("3".into())
+        ]]
+    );
+    c.batch_execute("delete from one where id = 0")
+        .await
+        .unwrap();
+    assert_eq!(texts(&c, q).await[0][3], Some("4".into()));
+}
+
+#[tokio::test]
 async fn ddl_and_dml_round_trip() {
     let node = Node::start();
     let c = node.connect().await;

@@ -75,15 +75,49 @@ pub fn base_context(
 /// Parses SQL as PostgreSQL clients write it: DataFusion's sqlparser (PostgreSQL dialect) plus
 /// `datafusion-pg-catalog`'s rewrites for catalog queries (`pg_catalog.`-qualified functions,
 /// `::regclass` casts, unqualified pg_catalog relations, ...).
+///
+/// Statements that read the catalogs (they mention `pg_` or `information_schema`) go through
+/// the full compatibility parser, whose last-resort rewrites are tuned to client
+/// introspection queries. Every other statement gets only the rewrites that keep its meaning:
+/// `RemoveSubqueryFromProjection`, which replaces correlated subqueries by NULL, would give
+/// wrong answers to user queries.
 pub fn parse_sql(
     sql: &str,
 ) -> Result<
     Vec<datafusion::sql::sqlparser::ast::Statement>,
     datafusion::sql::sqlparser::parser::ParserError,
 > {
-    static PARSER: std::sync::LazyLock<datafusion_pg_catalog::sql::PostgresCompatibilityParser> =
-        std::sync::LazyLock::new(datafusion_pg_catalog::sql::PostgresCompatibilityParser::new);
-    let mut statements = PARSER.parse(sql)?;
+    use datafusion_pg_catalog::sql::rules::*;
+    use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
+    static CATALOG_PARSER: std::sync::LazyLock<PostgresCompatibilityParser> =
+        std::sync::LazyLock::new(PostgresCompatibilityParser::new);
+    static SAFE_RULES: std::sync::LazyLock<Vec<Box<dyn SqlStatementRewriteRule>>> =
+        std::sync::LazyLock::new(|| {
+            vec![
+                Box::new(AliasDuplicatedProjectionRewrite),
+                Box::new(ResolveUnqualifiedIdentifier),
+                Box::new(RewriteArrayAnyAllOperation),
+                Box::new(PrependUnqualifiedPgTableName),
+                Box::new(StripCallableQualifier),
+                Box::new(FixArrayLiteral),
+                Box::new(CurrentUserVariableToSessionUserFunctionCall),
+                Box::new(RewritePgCatalogOperator),
+                Box::new(RewriteRegCastToSubquery::new()),
+                Box::new(FixVersionColumnName),
+            ]
+        });
+    let lower = sql.to_ascii_lowercase();
+    let mut statements = if lower.contains("pg_") || lower.contains("information_schema") {
+        CATALOG_PARSER.parse(sql)?
+    } else {
+        datafusion::sql::sqlparser::parser::Parser::parse_sql(
+            &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+            sql,
+        )?
+        .into_iter()
+        .map(|s| SAFE_RULES.iter().fold(s, |s, rule| rule.rewrite(s)))
+        .collect()
+    };
     statements.iter_mut().for_each(naming::apply);
     Ok(statements)
 }

@@ -192,6 +192,7 @@ fn datafusion_state(e: &DataFusionError) -> &'static str {
             let text = d.to_string();
             match d {
                 _ if text.contains("is declared as non-nullable") => "23502",
+                _ if text.contains("does not support") || text.contains("not supported") => "0A000",
                 DataFusionError::SQL(..) => "42601",
                 DataFusionError::NotImplemented(_) => "0A000",
                 DataFusionError::ResourcesExhausted(_) => "53200",

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, BooleanArray, Int32Array, StringArray};
+use datafusion::arrow::array::{Array, AsArray, BooleanArray, Int64Array, StringArray};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::error::DataFusionError;
@@ -139,17 +139,17 @@ pub fn register_session_functions(ctx: &SessionContext, session: Arc<dyn Session
     let s = session.clone();
     ctx.register_udf(create_udf(
         "pg_cancel_backend",
-        vec![DataType::Int32],
+        vec![DataType::Int64],
         DataType::Boolean,
         Volatility::Volatile,
         Arc::new(move |args: &[ColumnarValue]| {
             let rows = rows_of(args);
             let pids = args[0].to_array(rows)?;
-            let pids = datafusion::arrow::compute::cast(&pids, &DataType::Int32)?;
-            let pids: &Int32Array = pids.as_primitive();
+            let pids = datafusion::arrow::compute::cast(&pids, &DataType::Int64)?;
+            let pids: &Int64Array = pids.as_primitive();
             let out: BooleanArray = pids
                 .iter()
-                .map(|p| p.map(|p| s.cancel_backend(p)))
+                .map(|p| p.map(|p| i32::try_from(p).is_ok_and(|p| s.cancel_backend(p))))
                 .collect();
             Ok(scalar_or_array(args, Arc::new(out)))
         }),

@@ -17,6 +17,7 @@ mod naming;
 mod pg_overlay;
 mod system;
 mod table;
+mod types;
 
 pub use catalog::{ShoalCatalog, DATABASE_NAME};
 pub use error::PlannerError;
@@ -66,6 +67,13 @@ pub fn base_context(
     )
     .map_err(|e| PlannerError::DataFusion(*e))?;
     pg_overlay::install(&ctx, activity)?;
+    {
+        let state = ctx.state_ref();
+        let existing = state.read().clone();
+        *state.write() = SessionStateBuilder::new_from_existing(existing)
+            .with_type_planner(Arc::new(types::ShoalTypePlanner))
+            .build();
+    }
     functions::register_static_functions(&ctx);
     ctx.register_udf(bytea::bytea_in_udf());
     ctx.add_analyzer_rule(Arc::new(bytea::ByteaInput::new()));

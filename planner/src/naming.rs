@@ -47,6 +47,9 @@ fn cast_name(sql_type: &str) -> Option<String> {
             "timestamp" => "timestamp",
             "timestamptz" | "timestamp with time zone" => "timestamptz",
             "bytea" => "bytea",
+            "json" => "json",
+            "jsonb" => "jsonb",
+            "uuid" => "uuid",
             _ => return None,
         }
         .to_string(),

@@ -225,6 +225,35 @@ async fn cancel_request_stops_a_running_query() {
 }
 
 #[tokio::test]
+async fn pg_cancel_backend_stops_another_session() {
+    let node = Node::start();
+    let victim = node.connect().await;
+    let admin = node.connect().await;
+    let pid: i32 = victim
+        .query_one("select pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let slow = tokio::spawn(async move {
+        victim
+            .simple_query(
+                "select count(*) from generate_series(1, 3000000000) a(x) where x % 7 = 3",
+            )
+            .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let sql = format!("select pg_cancel_backend({pid})");
+    let canceled: bool = admin.query_one(sql.as_str(), &[]).await.unwrap().get(0);
+    assert!(canceled);
+    let result = tokio::time::timeout(std::time::Duration::from_secs(20), slow)
+        .await
+        .expect("the query stops")
+        .unwrap();
+    let err = result.expect_err("canceled query must fail");
+    assert_eq!(err.code().map(|c| c.code()), Some("57014"), "{err}");
+}
+
+#[tokio::test]
 async fn statement_timeout_cancels_with_57014() {
     let node = Node::start();
     let c = node.connect().await;

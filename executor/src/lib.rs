@@ -21,4 +21,4 @@ pub use error::ExecError;
 pub use scan::{scan_totals, KeyLookup, PartitionScanExec, ROW_KEY_COLUMN};
 pub use table::{arrow_type_of, TableHandle, PG_TYPE_METADATA_KEY};
 pub use write::{ConflictAction, RowIdAllocator, TableWriter, WriteOutcome};
-pub use write_exec::{ReturningSink, TableWriteExec, WriteKind};
+pub use write_exec::{BulkSink, ReturningSink, TableWriteExec, WriteKind};

@@ -174,6 +174,28 @@ impl<'a> TableWriter<'a> {
         })
     }
 
+    /// Hands the rows of `batch` to a bulk load instead of the transaction (COPY outside a
+    /// transaction block). Uniqueness is checked when the load finishes.
+    pub fn insert_bulk(
+        &self,
+        batch: &RecordBatch,
+        load: &mut shoal_storage::BulkLoad,
+    ) -> Result<WriteOutcome, ExecError> {
+        self.check_not_null(batch)?;
+        let keys = self.keys_of(batch)?;
+        let encoder = RowEncoder::new(&self.table.layout, batch)?;
+        let mut value = Vec::with_capacity(64);
+        for (row, key) in keys.iter().enumerate() {
+            encoder.encode(row, &mut value)?;
+            load.add(key, &value)?;
+        }
+        Ok(WriteOutcome {
+            rows: batch.num_rows() as u64,
+            written: vec![batch.clone()],
+            conflicting: None,
+        })
+    }
+
     /// Deletes the rows with these storage keys (as produced by a scan with row keys).
     pub fn delete(&self, row_keys: &dyn Array) -> Result<u64, ExecError> {
         let row_keys = row_keys.as_binary::<i32>();

@@ -28,6 +28,8 @@ use crate::{ConflictAction, ExecError, RowIdAllocator, TableHandle, TableWriter}
 pub enum WriteKind {
     /// Input rows are new rows in the table's visible schema.
     Insert(ConflictAction),
+    /// Input rows are new rows handed to the statement's bulk load.
+    BulkInsert,
     /// Input rows are the old rows followed by their row key.
     Delete,
     /// Input rows are the new rows followed by the old row key.
@@ -36,6 +38,9 @@ pub enum WriteKind {
 
 /// Rows written by a statement, kept for its RETURNING clause.
 pub type ReturningSink = Arc<Mutex<Vec<RecordBatch>>>;
+
+/// The bulk load a COPY outside a transaction block feeds.
+pub type BulkSink = Arc<Mutex<Option<shoal_storage::BulkLoad>>>;
 
 pub struct TableWriteExec {
     input: Arc<dyn ExecutionPlan>,
@@ -46,6 +51,7 @@ pub struct TableWriteExec {
     kind: WriteKind,
     returning: Option<ReturningSink>,
     conflicts: Option<ReturningSink>,
+    bulk: Option<BulkSink>,
     properties: Arc<PlanProperties>,
 }
 
@@ -74,6 +80,7 @@ impl TableWriteExec {
         kind: WriteKind,
         returning: Option<ReturningSink>,
         conflicts: Option<ReturningSink>,
+        bulk: Option<BulkSink>,
     ) -> Self {
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(count_schema()),
@@ -90,6 +97,7 @@ impl TableWriteExec {
             kind,
             returning,
             conflicts,
+            bulk,
             properties,
         }
     }
@@ -143,6 +151,7 @@ impl ExecutionPlan for TableWriteExec {
             self.kind,
             self.returning.clone(),
             self.conflicts.clone(),
+            self.bulk.clone(),
         )))
     }
 
@@ -169,6 +178,7 @@ impl ExecutionPlan for TableWriteExec {
         let kind = self.kind;
         let returning = self.returning.clone();
         let conflicts = self.conflicts.clone();
+        let bulk = self.bulk.clone();
         let fut = async move {
             // Read every input row before writing, so that an UPDATE never sees its own output.
             let mut batches = Vec::new();
@@ -189,6 +199,17 @@ impl ExecutionPlan for TableWriteExec {
                     let rows = RecordBatch::try_new(relaxed.clone(), rows.columns().to_vec())?;
                     let written = match kind {
                         WriteKind::Insert(action) => writer.insert(&rows, action)?,
+                        WriteKind::BulkInsert => {
+                            let mut guard = bulk.as_ref().map(|b| b.lock());
+                            match guard.as_mut().and_then(|g| g.as_mut()) {
+                                Some(load) => writer.insert_bulk(&rows, load)?,
+                                None => {
+                                    return Err(ExecError::TaskFailed(
+                                        "bulk insert without a bulk load".into(),
+                                    ))
+                                }
+                            }
+                        }
                         WriteKind::Delete => {
                             let n = writer.delete(batch.column(visible).as_ref())?;
                             crate::WriteOutcome {

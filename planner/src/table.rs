@@ -24,8 +24,8 @@ use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::ExecutionPlan;
 use shoal_coord::TableDef;
 use shoal_executor::{
-    ConflictAction, KeyLookup, PartitionScanExec, ReturningSink, RowIdAllocator, TableHandle,
-    TableWriteExec, WriteKind, ROW_KEY_COLUMN,
+    BulkSink, ConflictAction, KeyLookup, PartitionScanExec, ReturningSink, RowIdAllocator,
+    TableHandle, TableWriteExec, WriteKind, ROW_KEY_COLUMN,
 };
 use shoal_storage::{keys, Store, Txn};
 
@@ -49,6 +49,8 @@ pub struct DmlOptions {
     pub returning: Option<ReturningSink>,
     /// `ON CONFLICT DO UPDATE`: proposed rows whose key exists are collected here.
     pub conflicts: Option<ReturningSink>,
+    /// COPY outside a transaction block: inserted rows go to this bulk load.
+    pub bulk: Option<BulkSink>,
 }
 
 #[derive(Debug)]
@@ -364,6 +366,9 @@ impl TableProvider for ShoalTable {
             )));
         }
         let options = dml_options(state);
+        if options.bulk.is_some() {
+            return self.writer(state, input, WriteKind::BulkInsert);
+        }
         let action = if options.conflicts.is_some() {
             ConflictAction::SetAside
         } else if options.on_conflict_do_nothing {
@@ -469,6 +474,7 @@ impl ShoalTable {
             kind,
             options.returning,
             options.conflicts,
+            options.bulk,
         )))
     }
 }

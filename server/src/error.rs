@@ -281,6 +281,7 @@ fn exec_state(e: &ExecError) -> &'static str {
 fn storage_state(s: &StorageError) -> &'static str {
     match s {
         StorageError::WriteConflict => "40001",
+        StorageError::DuplicateKey => "23505",
         StorageError::UnsupportedType(_) | StorageError::UnsupportedKeyType(_) => "0A000",
         StorageError::CorruptRow(_) => "XX001",
         StorageError::TransactionFinished => "25P01",

@@ -17,6 +17,9 @@ pub enum StorageError {
     UnsupportedType(String),
     #[error("type {0} cannot be part of a primary key")]
     UnsupportedKeyType(String),
+    /// A bulk load met a key twice, or a key that is already stored.
+    #[error("duplicate key value in bulk load")]
+    DuplicateKey,
     #[error("transaction is already finished")]
     TransactionFinished,
 }

@@ -14,6 +14,15 @@ pub const ROW_PREFIX: u8 = b'r';
 /// Partition log entries: `'l' | table | partition | position (u64 BE)`.
 pub const LOG_PREFIX: u8 = b'l';
 
+/// The per-table fence: every transaction that writes a table reads it (for conflict
+/// checking), and a bulk load writes it, so that transactions racing a bulk load fail with a
+/// write conflict instead of overwriting loaded rows.
+pub fn fence_key(table: u32) -> Vec<u8> {
+    let mut k = vec![b'f'];
+    k.extend_from_slice(&table.to_be_bytes());
+    k
+}
+
 /// The (table, partition) a row key belongs to.
 pub fn partition_of_key(key: &[u8]) -> Option<(u32, u32)> {
     if key.len() < 9 || key[0] != ROW_PREFIX {

@@ -10,11 +10,13 @@
 //! compact positional format (see [`row`]). Nothing outside this crate sees a RocksDB type; it must
 //! not depend on any other Shoal crate.
 
+mod bulk;
 mod error;
 pub mod keys;
 pub mod row;
 mod store;
 
+pub use bulk::BulkLoad;
 pub use error::StorageError;
 pub use row::{RowDecoder, RowEncoder, RowLayout};
 pub use store::{ScanControl, Store, StoreOptions, Txn};

@@ -5,12 +5,12 @@
 //! [`StorageError::WriteConflict`] if any key it wrote was committed by someone else after the
 //! snapshot. Commits are fsynced unless [`StoreOptions::sync_commits`] is off.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use std::collections::{BTreeSet, HashMap};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use rocksdb::{
     OptimisticTransactionDB, OptimisticTransactionOptions, Options, ReadOptions, Transaction,
     WriteOptions,
@@ -34,11 +34,18 @@ impl Default for StoreOptions {
 
 type Db = OptimisticTransactionDB;
 
+/// Folder (inside the RocksDB directory) for a bulk load's sorted runs and files to ingest.
+const BULK_DIR: &str = "shoal-bulk";
+
 /// Log entries kept per partition; older ones are trimmed as new ones are written.
 const LOG_ENTRIES_KEPT: u64 = 1024;
 
 /// The next log position of each partition touched since the store was opened.
 type Positions = Arc<Mutex<HashMap<(u32, u32), u64>>>;
+
+/// Per-table barriers: commits that write a table hold it shared, a bulk load's final
+/// check-and-ingest holds it exclusively.
+type Barriers = Arc<Mutex<HashMap<u32, Arc<RwLock<()>>>>>;
 
 /// An open data directory. Cheap to clone.
 #[derive(Clone)]
@@ -46,6 +53,8 @@ pub struct Store {
     db: Arc<Db>,
     options: StoreOptions,
     positions: Positions,
+    barriers: Barriers,
+    path: PathBuf,
 }
 
 impl std::fmt::Debug for Store {
@@ -70,11 +79,31 @@ impl Store {
                 StorageError::Engine(text)
             }
         })?;
+        // Leftovers of bulk loads interrupted by a crash were never ingested: drop them.
+        let _ = std::fs::remove_dir_all(path.join(BULK_DIR));
         Ok(Store {
             db: Arc::new(db),
             options,
             positions: Arc::new(Mutex::new(HashMap::new())),
+            barriers: Arc::new(Mutex::new(HashMap::new())),
+            path: path.to_path_buf(),
         })
+    }
+
+    pub(crate) fn barrier(&self, table: u32) -> Arc<RwLock<()>> {
+        self.barriers
+            .lock()
+            .entry(table)
+            .or_insert_with(|| Arc::new(RwLock::new(())))
+            .clone()
+    }
+
+    pub(crate) fn db(&self) -> &Db {
+        &self.db
+    }
+
+    pub(crate) fn bulk_dir(&self) -> PathBuf {
+        self.path.join(BULK_DIR)
     }
 
     /// Starts a transaction whose reads see the database as of now.
@@ -95,6 +124,7 @@ impl Store {
                 wrote: false,
                 touched: BTreeSet::new(),
                 store: self.clone(),
+                holds_barrier: false,
             })),
         }
     }
@@ -201,6 +231,22 @@ struct TxnInner {
     /// Partitions this transaction wrote, for their log entries at commit.
     touched: BTreeSet<(u32, u32)>,
     store: Store,
+    /// Set for a bulk load's own commit, which already holds its table's barrier.
+    holds_barrier: bool,
+}
+
+impl TxnInner {
+    /// Notes a write to `key`; the first write to a table also reads its fence.
+    fn touch(&mut self, key: &[u8]) -> Result<()> {
+        self.wrote = true;
+        if let Some((table, partition)) = keys::partition_of_key(key) {
+            if !self.touched.iter().any(|(t, _)| *t == table) {
+                self.txn.get_for_update(keys::fence_key(table), false)?;
+            }
+            self.touched.insert((table, partition));
+        }
+        Ok(())
+    }
 }
 
 impl TxnInner {
@@ -236,16 +282,14 @@ impl Txn {
 
     pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
         self.with(|t| {
-            t.wrote = true;
-            t.touched.extend(keys::partition_of_key(key));
+            t.touch(key)?;
             Ok(t.txn.put(key, value)?)
         })
     }
 
     pub fn delete(&self, key: &[u8]) -> Result<()> {
         self.with(|t| {
-            t.wrote = true;
-            t.touched.extend(keys::partition_of_key(key));
+            t.touch(key)?;
             Ok(t.txn.delete(key)?)
         })
     }
@@ -341,8 +385,28 @@ impl Txn {
                 ))?;
             }
         }
+        // Hold the written tables' barriers (in table order) so that a bulk load's final
+        // check-and-ingest never interleaves with this commit.
+        let mut tables: Vec<u32> = inner.touched.iter().map(|(t, _)| *t).collect();
+        tables.dedup();
+        if inner.holds_barrier {
+            tables.clear();
+        }
+        let barriers: Vec<_> = tables.iter().map(|t| inner.store.barrier(*t)).collect();
+        let _guards: Vec<_> = barriers.iter().map(|b| b.read()).collect();
         inner.txn.commit()?;
         Ok(())
+    }
+
+    /// Records that this transaction wrote a partition by other means (a bulk load), so that
+    /// its commit appends the partition's log entry.
+    pub(crate) fn mark_written(&self, table: u32, partition: u32) -> Result<()> {
+        self.with(|t| {
+            t.wrote = true;
+            t.holds_barrier = true;
+            t.touched.insert((table, partition));
+            Ok(())
+        })
     }
 
     pub fn rollback(&self) {

@@ -1,8 +1,11 @@
 //! COPY FROM STDIN and COPY TO STDOUT in text and CSV formats.
 //!
 //! COPY FROM parses the incoming stream record by record (keeping only an unfinished record
-//! between CopyData messages) and inserts every 4096 rows through the ordinary INSERT path,
-//! all in one transaction: the load applies completely or not at all.
+//! between CopyData messages) and inserts every 4096 rows through the ordinary INSERT path
+//! (casts, defaults, NOT NULL). Outside a transaction block the rows feed a bulk load
+//! (`shoal_storage::BulkLoad`: sorted runs on disk, one atomic ingestion at the end), so memory
+//! stays flat whatever the input size; inside a block they join the block's transaction.
+//! Either way the load applies completely or not at all.
 
 use std::sync::Arc;
 
@@ -16,9 +19,10 @@ use datafusion::sql::sqlparser::ast::{
 };
 use futures::StreamExt;
 use pgwire::api::portal::Format;
+use shoal_executor::{BulkSink, ExecError};
 use shoal_planner::ddl::{ident_name, object_name};
 use shoal_planner::DmlOptions;
-use shoal_storage::Txn;
+use shoal_storage::{StorageError, Txn};
 
 use super::{Outcome, Session};
 use crate::error::{ServerError, ServerResult};
@@ -60,6 +64,9 @@ pub struct CopyIn {
     skip_header: bool,
     txn: Arc<Txn>,
     implicit: bool,
+    /// Outside a transaction block: the bulk load the rows go to.
+    bulk: Option<BulkSink>,
+    table_name: String,
     pub count: u64,
     finished: bool,
 }
@@ -171,6 +178,17 @@ impl Session {
             columns.iter().map(ident_name).collect()
         };
         let (txn, implicit) = self.statement_txn();
+        let bulk = if implicit {
+            let store = self.node.store.clone();
+            let (id, check) = (def.id, !def.primary_key.is_empty());
+            let load = tokio::task::spawn_blocking(move || store.bulk_load(id, check))
+                .await
+                .map_err(|e| ServerError::Internal(e.to_string()))??;
+            Some(Arc::new(parking_lot::Mutex::new(Some(load))))
+        } else {
+            None
+        };
+        let table_name = def.name.clone();
         let columns = names.len();
         *self.copy_in.lock().await = Some(CopyIn {
             columns: names.len(),
@@ -186,6 +204,8 @@ impl Session {
             rows: Vec::new(),
             txn,
             implicit,
+            bulk,
+            table_name,
             count: 0,
             finished: false,
         });
@@ -265,6 +285,19 @@ impl Session {
             }
         }
         self.copy_flush(copy).await?;
+        if let Some(load) = copy.bulk.as_ref().and_then(|b| b.lock().take()) {
+            let table = copy.table_name.clone();
+            return tokio::task::spawn_blocking(move || load.finish())
+                .await
+                .map_err(|e| ServerError::Internal(e.to_string()))?
+                .map_err(|e| match e {
+                    StorageError::DuplicateKey => ExecError::UniqueViolation {
+                        constraint: format!("{table}_pkey"),
+                    }
+                    .into(),
+                    other => other.into(),
+                });
+        }
         if copy.implicit {
             self.commit_implicit(copy.txn.clone()).await?;
         }
@@ -272,6 +305,9 @@ impl Session {
     }
 
     pub fn copy_abort(&self, copy: &CopyIn) {
+        if let Some(load) = copy.bulk.as_ref().and_then(|b| b.lock().take()) {
+            load.abort();
+        }
         if copy.implicit {
             copy.txn.rollback();
         } else {
@@ -294,7 +330,13 @@ impl Session {
             columns.push(Arc::new(values));
         }
         let batch = RecordBatch::try_new(schema.clone(), columns)?;
-        let state = self.statement_state(copy.txn.clone(), DmlOptions::default());
+        let state = self.statement_state(
+            copy.txn.clone(),
+            DmlOptions {
+                bulk: copy.bulk.clone(),
+                ..DmlOptions::default()
+            },
+        );
         let rows = Arc::new(MemTable::try_new(schema, vec![vec![batch]])?);
         let ctx = super::dml::scratch_context(state, rows)?;
         let sql = format!(

@@ -100,6 +100,7 @@ impl Session {
                 on_conflict_do_nothing: extras.do_nothing,
                 returning: sink.clone(),
                 conflicts: conflicts.clone(),
+                bulk: None,
             },
         );
         let plan = state

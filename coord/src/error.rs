@@ -19,6 +19,12 @@ pub enum CoordError {
     ColumnExists { table: String, column: String },
     #[error("{0}")]
     InvalidDefinition(String),
+    /// Another session changed the catalog while this transaction block held DDL.
+    #[error("could not serialize access: the catalog changed during this transaction")]
+    CatalogChanged,
+    /// The data of a transaction with DDL could not be committed.
+    #[error("{0}")]
+    DataCommitFailed(String),
     #[error("metadata file {path}: {source}")]
     Io {
         path: String,

@@ -12,11 +12,13 @@
 //! cluster mode puts an etcd-backed implementation behind the same [`MetaStore`] trait. This crate
 //! must not depend on any other Shoal crate nor on the storage engine.
 
+mod block;
 mod catalog;
 mod embedded;
 mod error;
 mod types;
 
+pub use block::SessionMetaStore;
 pub use catalog::{Catalog, ColumnDef, PartitionDef, SchemaDef, TableDef, UserDef, ViewDef};
 pub use embedded::EmbeddedMetaStore;
 pub use error::CoordError;

@@ -37,6 +37,18 @@ impl std::fmt::Debug for ShoalCatalog {
 }
 
 impl ShoalCatalog {
+    /// The same catalog seen through another metadata view (a session's, which keeps the DDL
+    /// of its open transaction block private).
+    pub fn with_meta(&self, meta: Arc<dyn MetaStore>) -> ShoalCatalog {
+        ShoalCatalog {
+            meta,
+            store: self.store.clone(),
+            row_ids: self.row_ids.clone(),
+            view_planner: self.view_planner.clone(),
+            extra: self.extra.clone(),
+        }
+    }
+
     pub fn new(
         meta: Arc<dyn MetaStore>,
         store: Store,

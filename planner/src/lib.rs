@@ -80,6 +80,30 @@ pub fn base_context(
     Ok(ctx)
 }
 
+/// A context for one session: the base context's functions and schemas, with the Shoal
+/// catalog read through `meta` (the session's view of the metadata).
+pub fn session_context(base: &SessionContext, meta: Arc<dyn MetaStore>) -> SessionContext {
+    use datafusion::catalog::{CatalogProviderList, MemoryCatalogProviderList};
+    let state = base.state();
+    let list = Arc::new(MemoryCatalogProviderList::new());
+    let existing = state.catalog_list().clone();
+    for name in existing.catalog_names() {
+        let Some(catalog) = existing.catalog(&name) else {
+            continue;
+        };
+        let any: &dyn std::any::Any = catalog.as_ref();
+        let catalog = match any.downcast_ref::<ShoalCatalog>() {
+            Some(shoal) => Arc::new(shoal.with_meta(meta.clone())),
+            None => catalog,
+        };
+        list.register_catalog(name, catalog);
+    }
+    let state = SessionStateBuilder::new_from_existing(state)
+        .with_catalog_list(list)
+        .build();
+    SessionContext::new_with_state(state)
+}
+
 /// Parses SQL as PostgreSQL clients write it: DataFusion's sqlparser (PostgreSQL dialect) plus
 /// `datafusion-pg-catalog`'s rewrites for catalog queries (`pg_catalog.`-qualified functions,
 /// `::regclass` casts, unqualified pg_catalog relations, ...).

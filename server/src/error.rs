@@ -263,6 +263,8 @@ fn catalog_state(c: &CoordError) -> &'static str {
         CoordError::ColumnNotFound { .. } => "42703",
         CoordError::ColumnExists { .. } => "42701",
         CoordError::InvalidDefinition(_) => "42P16",
+        CoordError::CatalogChanged => "40001",
+        CoordError::DataCommitFailed(_) => "40001",
         CoordError::Io { .. } | CoordError::Corrupt { .. } => "58030",
     }
 }

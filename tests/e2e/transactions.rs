@@ -200,3 +200,72 @@ async fn serializable_is_refused_not_faked() {
         .unwrap_err();
     assert_eq!(code(&err), Some("0A000"));
 }
+
+async fn count(c: &tokio_postgres::Client, table: &str) -> Result<i64, tokio_postgres::Error> {
+    let sql = format!("select count(*) from {table}");
+    c.query_one(sql.as_str(), &[]).await.map(|r| r.get(0))
+}
+
+#[tokio::test]
+async fn ddl_in_a_block_is_private_until_commit_and_undone_by_rollback() {
+    let node = Node::start();
+    let a = node.connect().await;
+    let b = node.connect().await;
+    a.batch_execute("begin; create table x (id int primary key); insert into x values (1), (2)")
+        .await
+        .unwrap();
+    assert_eq!(count(&a, "x").await.unwrap(), 2);
+    let err = count(&b, "x").await.unwrap_err();
+    assert_eq!(
+        code(&err),
+        Some("42P01"),
+        "other sessions do not see the new table"
+    );
+    a.batch_execute("rollback").await.unwrap();
+    assert_eq!(code(&count(&a, "x").await.unwrap_err()), Some("42P01"));
+
+    a.batch_execute("begin; create table y (id int primary key); insert into y values (1); commit")
+        .await
+        .unwrap();
+    assert_eq!(count(&b, "y").await.unwrap(), 1);
+
+    b.batch_execute("begin; drop table y; rollback")
+        .await
+        .unwrap();
+    assert_eq!(
+        count(&a, "y").await.unwrap(),
+        1,
+        "a rolled-back DROP keeps the rows"
+    );
+    b.batch_execute("begin; alter table y add column note text default 'n'; rollback")
+        .await
+        .unwrap();
+    let cols = a.query("select * from y", &[]).await.unwrap();
+    assert_eq!(
+        cols[0].len(),
+        1,
+        "a rolled-back ADD COLUMN leaves no column"
+    );
+    b.batch_execute("begin; drop table y; commit")
+        .await
+        .unwrap();
+    assert_eq!(code(&count(&a, "y").await.unwrap_err()), Some("42P01"));
+}
+
+#[tokio::test]
+async fn concurrent_ddl_makes_a_ddl_block_fail_with_40001() {
+    let node = Node::start();
+    let a = node.connect().await;
+    let b = node.connect().await;
+    a.batch_execute("begin; create table mine (id int primary key); insert into mine values (1)")
+        .await
+        .unwrap();
+    b.batch_execute("create table theirs (id int primary key)")
+        .await
+        .unwrap();
+    let err = a.batch_execute("commit").await.unwrap_err();
+    assert_eq!(code(&err), Some("40001"), "{err}");
+    let err = a.simple_query("select * from mine").await.unwrap_err();
+    assert_eq!(code(&err), Some("42P01"));
+    b.simple_query("select * from theirs").await.unwrap();
+}

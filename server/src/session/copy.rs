@@ -19,6 +19,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 use futures::StreamExt;
 use pgwire::api::portal::Format;
+use shoal_coord::MetaStore;
 use shoal_executor::{BulkSink, ExecError};
 use shoal_planner::ddl::{ident_name, object_name};
 use shoal_planner::DmlOptions;
@@ -168,7 +169,7 @@ impl Session {
             return Err(ServerError::Syntax("COPY FROM needs a table".into()));
         };
         let (schema, table) = object_name(&table_name)?;
-        let catalog = self.node.meta.catalog();
+        let catalog = self.meta.catalog();
         let def = catalog
             .table(&schema, &table)
             .ok_or_else(|| shoal_coord::CoordError::RelationNotFound(table.clone()))?;

@@ -1,6 +1,7 @@
-//! DDL: schemas, tables, views, ALTER TABLE and TRUNCATE. Catalog changes take effect (and are
-//! durable) when the statement returns, also inside a transaction block: DDL is not
-//! transactional yet, and ROLLBACK does not undo it.
+//! DDL: schemas, tables, views, ALTER TABLE and TRUNCATE. Outside a transaction block a catalog
+//! change is durable when the statement returns. Inside a block it goes to the session's
+//! pending catalog (`SessionMetaStore`), seen by this session only, and is published at COMMIT
+//! together with the block's rows, or dropped by ROLLBACK.
 
 use datafusion::sql::sqlparser::ast::{
     AlterTable, AlterTableOperation, CreateTable, CreateView, ObjectName, ObjectType, SchemaName,
@@ -8,7 +9,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
-use shoal_coord::{ColumnDef, CoordError, ViewDef};
+use shoal_coord::{ColumnDef, CoordError, MetaStore, ViewDef};
 use shoal_planner::ddl::{ident_name, object_name, sql_type, table_from_create};
 
 use super::{Outcome, Session};
@@ -22,7 +23,7 @@ impl Session {
         }
         let if_not_exists = create.if_not_exists;
         let leader = 1;
-        let result = self.node.meta.update(&mut |c| {
+        let result = self.meta.update(&mut |c| {
             c.create_table(table.clone(), partitions, leader)
                 .map(|_| ())
         });
@@ -42,7 +43,7 @@ impl Session {
             SchemaName::Simple(n) | SchemaName::NamedAuthorization(n, _) => object_name(n)?.1,
             SchemaName::UnnamedAuthorization(i) => ident_name(i),
         };
-        match self.node.meta.update(&mut |c| c.create_schema(&name)) {
+        match self.meta.update(&mut |c| c.create_schema(&name)) {
             Ok(_) => Ok(Outcome::tag("CREATE SCHEMA")),
             Err(CoordError::SchemaExists(_)) if if_not_exists => Ok(Outcome::tag("CREATE SCHEMA")),
             Err(e) => Err(e.into()),
@@ -90,18 +91,18 @@ impl Session {
             let result = match object_type {
                 ObjectType::Table => {
                     let (schema, table) = object_name(name)?;
-                    self.node.meta.update(&mut |c| {
+                    self.meta.update(&mut |c| {
                         dropped_tables = vec![c.drop_table(&schema, &table)?];
                         Ok(())
                     })
                 }
                 ObjectType::View => {
                     let (schema, view) = object_name(name)?;
-                    self.node.meta.update(&mut |c| c.drop_view(&schema, &view))
+                    self.meta.update(&mut |c| c.drop_view(&schema, &view))
                 }
                 _ => {
                     let schema = object_name(name)?.1;
-                    self.node.meta.update(&mut |c| {
+                    self.meta.update(&mut |c| {
                         dropped_tables = c.drop_schema(&schema, cascade)?;
                         Ok(())
                     })
@@ -113,23 +114,31 @@ impl Session {
                     if if_exists => {}
                 Err(e) => return Err(e.into()),
             }
-            let store = self.node.store.clone();
-            for id in dropped_tables {
-                // Space is reclaimed in the background; the rows are already unreachable.
-                let store = store.clone();
-                tokio::task::spawn_blocking(move || {
-                    if let Err(e) = store.drop_table_data(id) {
-                        tracing::warn!(table = id, error = %e, "reclaiming a dropped table failed");
-                    }
-                });
+            if self.in_block() {
+                // The drop may still roll back: keep the rows until COMMIT.
+                self.dropped_in_block.lock().extend(dropped_tables);
+            } else {
+                self.reclaim(dropped_tables);
             }
         }
         Ok(Outcome::tag(tag))
     }
 
+    /// Reclaims the rows of dropped tables in the background (they are already unreachable).
+    pub(super) fn reclaim(&self, tables: Vec<u32>) {
+        for id in tables {
+            let store = self.node.store.clone();
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = store.drop_table_data(id) {
+                    tracing::warn!(table = id, error = %e, "reclaiming a dropped table failed");
+                }
+            });
+        }
+    }
+
     pub(super) async fn alter_table(&self, alter: AlterTable) -> ServerResult<Outcome> {
         let (schema, table) = object_name(&alter.name)?;
-        let exists = self.node.meta.catalog().table(&schema, &table).is_some();
+        let exists = self.meta.catalog().table(&schema, &table).is_some();
         if !exists {
             if alter.if_exists {
                 return Ok(Outcome::tag("ALTER TABLE"));
@@ -170,7 +179,7 @@ impl Session {
                         }
                         .into());
                     }
-                    let result = self.node.meta.update(&mut |c| {
+                    let result = self.meta.update(&mut |c| {
                         let t_def = c.table_mut(&schema, &table)?;
                         if t_def.column(&name).is_some() {
                             return Err(CoordError::ColumnExists {
@@ -201,7 +210,7 @@ impl Session {
                         self.run_sql_internal(&sql).await?;
                     }
                     if !nullable {
-                        self.node.meta.update(&mut |c| {
+                        self.meta.update(&mut |c| {
                             let t_def = c.table_mut(&schema, &table)?;
                             if let Some(col) = t_def
                                 .columns
@@ -221,7 +230,7 @@ impl Session {
                 } => {
                     for column in column_names {
                         let column = ident_name(&column);
-                        let result = self.node.meta.update(&mut |c| {
+                        let result = self.meta.update(&mut |c| {
                             let t_def = c.table_mut(&schema, &table)?;
                             let col = t_def
                                 .columns
@@ -256,7 +265,7 @@ impl Session {
                     new_column_name,
                 } => {
                     let (old, new) = (ident_name(&old_column_name), ident_name(&new_column_name));
-                    self.node.meta.update(&mut |c| {
+                    self.meta.update(&mut |c| {
                         let t_def = c.table_mut(&schema, &table)?;
                         if t_def.column(&new).is_some() {
                             return Err(CoordError::ColumnExists {
@@ -283,7 +292,7 @@ impl Session {
                             object_name(n)?.1
                         }
                     };
-                    self.node.meta.update(&mut |c| {
+                    self.meta.update(&mut |c| {
                         if c.table(&schema, &new_name).is_some()
                             || c.view(&schema, &new_name).is_some()
                         {
@@ -326,7 +335,7 @@ impl Session {
     pub(super) async fn truncate(&self, t: Truncate) -> ServerResult<Outcome> {
         for target in &t.table_names {
             let (schema, table) = object_name(&target.name)?;
-            if self.node.meta.catalog().table(&schema, &table).is_none() {
+            if self.meta.catalog().table(&schema, &table).is_none() {
                 return Err(CoordError::RelationNotFound(table).into());
             }
             self.run_sql_internal(&format!("DELETE FROM \"{schema}\".\"{table}\""))

@@ -19,6 +19,7 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::Statement;
 use parking_lot::Mutex;
+use shoal_coord::SessionMetaStore;
 use shoal_planner::SessionInfo;
 use shoal_storage::Txn;
 
@@ -68,6 +69,10 @@ pub struct Session {
     pub node: Arc<Node>,
     pub entry: Arc<SessionEntry>,
     pub settings: Arc<Settings>,
+    /// The catalog as this session sees it: DDL inside a block stays here until COMMIT.
+    pub meta: Arc<SessionMetaStore>,
+    /// Tables dropped inside the open block; their rows are reclaimed after COMMIT.
+    dropped_in_block: Mutex<Vec<u32>>,
     ctx: SessionContext,
     txn: Mutex<TxnState>,
     /// An unfinished COPY FROM STDIN.
@@ -133,7 +138,8 @@ fn kind_of(stmt: &Statement) -> &'static str {
 impl Session {
     pub fn new(node: Arc<Node>, entry: Arc<SessionEntry>) -> Self {
         let settings = Arc::new(Settings::new(&entry.user));
-        let ctx = SessionContext::new_with_state(node.base.state());
+        let meta = Arc::new(SessionMetaStore::new(node.meta.clone()));
+        let ctx = shoal_planner::session_context(&node.base, meta.clone());
         shoal_planner::register_session_functions(
             &ctx,
             Arc::new(FunctionView {
@@ -146,6 +152,8 @@ impl Session {
             node,
             entry,
             settings,
+            meta,
+            dropped_in_block: Mutex::new(Vec::new()),
             ctx,
             txn: Mutex::new(TxnState::Idle),
             copy_in: tokio::sync::Mutex::new(None),

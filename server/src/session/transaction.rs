@@ -58,6 +58,7 @@ impl Session {
         }
         let mut state = self.txn.lock();
         if matches!(*state, TxnState::Idle) {
+            self.meta.begin_block();
             *state = TxnState::Block {
                 txn: Arc::new(self.node.store.begin()),
                 savepoints: Vec::new(),
@@ -76,21 +77,52 @@ impl Session {
                 txn, failed: true, ..
             } => {
                 txn.rollback();
+                self.end_block_ddl(false);
                 Ok(Outcome::TxnEnd("ROLLBACK".into()))
             }
             TxnState::Block { txn, .. } => {
                 let t = txn.clone();
-                let result = tokio::task::spawn_blocking(move || t.commit())
-                    .await
-                    .map_err(|e| ServerError::Internal(e.to_string()))?;
+                let meta = self.meta.clone();
+                // The rows commit while the shared catalog is locked and unchanged, then the
+                // block's DDL (if any) is published: both or neither.
+                let result = tokio::task::spawn_blocking(move || {
+                    let mut data_error = None;
+                    let published = meta.publish(&mut || {
+                        t.commit().map_err(|e| {
+                            let text = e.to_string();
+                            data_error = Some(e);
+                            shoal_coord::CoordError::DataCommitFailed(text)
+                        })
+                    });
+                    match (published, data_error) {
+                        (_, Some(e)) => Err(ServerError::from(e)),
+                        (Err(e), None) => Err(ServerError::from(e)),
+                        (Ok(()), None) => Ok(()),
+                    }
+                })
+                .await
+                .map_err(|e| ServerError::Internal(e.to_string()))?;
                 match result {
-                    Ok(()) => Ok(Outcome::TxnEnd("COMMIT".into())),
+                    Ok(()) => {
+                        self.end_block_ddl(true);
+                        Ok(Outcome::TxnEnd("COMMIT".into()))
+                    }
                     Err(e) => {
                         txn.rollback();
-                        Err(e.into())
+                        self.end_block_ddl(false);
+                        Err(e)
                     }
                 }
             }
+        }
+    }
+
+    /// After a block: reclaim tables it dropped if it committed, forget them otherwise.
+    fn end_block_ddl(&self, committed: bool) {
+        self.meta.discard();
+        let dropped = std::mem::take(&mut *self.dropped_in_block.lock());
+        if committed {
+            self.reclaim(dropped);
         }
     }
 
@@ -99,6 +131,7 @@ impl Session {
             std::mem::replace(&mut *self.txn.lock(), TxnState::Idle)
         {
             txn.rollback();
+            self.end_block_ddl(false);
         }
         Outcome::TxnEnd("ROLLBACK".into())
     }

@@ -11,6 +11,7 @@ use datafusion::datasource::MemTable;
 use datafusion::sql::sqlparser::ast::{
     AssignmentTarget, ConflictTarget, DoUpdate, Expr, Insert, TableObject,
 };
+use shoal_coord::MetaStore;
 use shoal_executor::{ExecError, TableHandle, TableWriter};
 use shoal_planner::ddl::{ident_name, object_name};
 use shoal_planner::{DmlOptions, DML_TABLE_PREFIX};
@@ -92,7 +93,7 @@ impl Session {
         proposed: Vec<RecordBatch>,
         txn: Arc<Txn>,
     ) -> ServerResult<(u64, Vec<RecordBatch>)> {
-        let catalog = self.node.meta.catalog();
+        let catalog = self.meta.catalog();
         let def = catalog
             .table(&upsert.schema, &upsert.table)
             .ok_or_else(|| shoal_coord::CoordError::RelationNotFound(upsert.table.clone()))?;

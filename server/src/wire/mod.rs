@@ -320,6 +320,11 @@ impl Connection {
         session: &Session,
         p: &Prepared,
     ) -> Result<LogicalPlan, ServerError> {
+        // Plans made against a block's private catalog are not cached: its version numbers
+        // are not the shared catalog's.
+        if session.meta.has_pending() {
+            return session.plan_only(&p.stmt).await;
+        }
         let version = self.node.meta.catalog().version;
         if let Some((v, plan)) = &*p.plan.lock() {
             if *v == version {

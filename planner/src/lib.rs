@@ -10,6 +10,7 @@
 
 pub mod bytea;
 mod catalog;
+mod computed;
 pub mod ddl;
 mod error;
 mod functions;

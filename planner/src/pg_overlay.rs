@@ -7,13 +7,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::array::{Int32Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use datafusion::catalog::{SchemaProvider, Session, TableProvider};
-use datafusion::datasource::memory::MemorySourceConfig;
-use datafusion::datasource::TableType;
+use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::error::Result as DfResult;
-use datafusion::logical_expr::Expr;
-use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
+
+use crate::computed::ComputedTable;
 
 use crate::{PlannerError, DATABASE_NAME};
 
@@ -51,10 +49,11 @@ pub(crate) fn install(
     let mut extra: HashMap<String, Arc<dyn TableProvider>> = HashMap::new();
     extra.insert(
         "pg_stat_activity".into(),
-        Arc::new(ActivityTable {
-            source: activity,
-            schema: activity_schema(),
-        }),
+        Arc::new(ComputedTable::new(
+            "pg_stat_activity",
+            activity_schema(),
+            Arc::new(move |schema| activity_batch(activity.as_ref(), schema)),
+        )),
     );
     catalog.register_schema("pg_catalog", Arc::new(Overlay { inner, extra }))?;
     Ok(())
@@ -108,65 +107,36 @@ fn activity_schema() -> SchemaRef {
     ]))
 }
 
-struct ActivityTable {
-    source: Arc<dyn ActivitySource>,
-    schema: SchemaRef,
-}
-
-impl std::fmt::Debug for ActivityTable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("pg_stat_activity")
-    }
-}
-
-#[async_trait]
-impl TableProvider for ActivityTable {
-    fn schema(&self) -> SchemaRef {
-        self.schema.clone()
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::View
-    }
-
-    async fn scan(
-        &self,
-        _state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let rows = self.source.sessions();
-        let text = |f: &dyn Fn(&ActivityRow) -> Option<String>| {
-            Arc::new(StringArray::from(rows.iter().map(f).collect::<Vec<_>>()))
-        };
-        let ts = |f: &dyn Fn(&ActivityRow) -> Option<i64>| {
-            Arc::new(
-                TimestampMicrosecondArray::from(rows.iter().map(f).collect::<Vec<_>>())
-                    .with_timezone("+00:00"),
-            )
-        };
-        let batch = RecordBatch::try_new(
-            self.schema.clone(),
-            vec![
-                text(&|_| Some(DATABASE_NAME.to_string())),
-                Arc::new(Int32Array::from(
-                    rows.iter().map(|r| r.pid).collect::<Vec<_>>(),
-                )),
-                text(&|r| Some(r.user.clone())),
-                text(&|r| Some(r.application_name.clone())),
-                text(&|r| Some(r.client_addr.clone())),
-                Arc::new(Int32Array::from(
-                    rows.iter().map(|r| Some(r.client_port)).collect::<Vec<_>>(),
-                )),
-                ts(&|r| Some(r.backend_start)),
-                ts(&|r| r.query_start),
-                text(&|r| Some(r.state.clone())),
-                text(&|r| Some(r.query.clone())),
-                text(&|_| Some("client backend".to_string())),
-            ],
-        )?;
-        MemorySourceConfig::try_new_exec(&[vec![batch]], self.schema.clone(), projection.cloned())
-            .map(|e| e as Arc<dyn ExecutionPlan>)
-    }
+fn activity_batch(source: &dyn ActivitySource, schema: SchemaRef) -> DfResult<RecordBatch> {
+    let rows = source.sessions();
+    let text = |f: &dyn Fn(&ActivityRow) -> Option<String>| {
+        Arc::new(StringArray::from(rows.iter().map(f).collect::<Vec<_>>()))
+    };
+    let ts = |f: &dyn Fn(&ActivityRow) -> Option<i64>| {
+        Arc::new(
+            TimestampMicrosecondArray::from(rows.iter().map(f).collect::<Vec<_>>())
+                .with_timezone("+00:00"),
+        )
+    };
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            text(&|_| Some(DATABASE_NAME.to_string())),
+            Arc::new(Int32Array::from(
+                rows.iter().map(|r| r.pid).collect::<Vec<_>>(),
+            )),
+            text(&|r| Some(r.user.clone())),
+            text(&|r| Some(r.application_name.clone())),
+            text(&|r| Some(r.client_addr.clone())),
+            Arc::new(Int32Array::from(
+                rows.iter().map(|r| Some(r.client_port)).collect::<Vec<_>>(),
+            )),
+            ts(&|r| Some(r.backend_start)),
+            ts(&|r| r.query_start),
+            text(&|r| Some(r.state.clone())),
+            text(&|r| Some(r.query.clone())),
+            text(&|_| Some("client backend".to_string())),
+        ],
+    )?;
+    Ok(batch)
 }

@@ -3,19 +3,15 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::catalog::{MemorySchemaProvider, SchemaProvider, Session, TableProvider};
-use datafusion::datasource::memory::MemorySourceConfig;
-use datafusion::datasource::TableType;
+use datafusion::catalog::{MemorySchemaProvider, SchemaProvider};
 use datafusion::error::{DataFusionError, Result as DfResult};
-use datafusion::logical_expr::Expr;
-use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 use shoal_coord::MetaStore;
 use shoal_storage::Store;
 
+use crate::computed::ComputedTable;
 use crate::{PlannerError, DATABASE_NAME};
 
 pub(crate) fn install(
@@ -26,11 +22,11 @@ pub(crate) fn install(
     let schema = Arc::new(MemorySchemaProvider::new());
     schema.register_table(
         "partitions".into(),
-        Arc::new(PartitionsTable {
-            meta,
-            store,
-            schema: partitions_schema(),
-        }),
+        Arc::new(ComputedTable::new(
+            "shoal.partitions",
+            partitions_schema(),
+            Arc::new(move |schema| partitions_batch(meta.as_ref(), &store, schema)),
+        )),
     )?;
     let catalog = ctx
         .catalog(DATABASE_NAME)
@@ -51,83 +47,45 @@ fn partitions_schema() -> SchemaRef {
     ]))
 }
 
-struct PartitionsTable {
-    meta: Arc<dyn MetaStore>,
-    store: Store,
+fn partitions_batch(
+    meta: &dyn MetaStore,
+    store: &Store,
     schema: SchemaRef,
-}
-
-impl std::fmt::Debug for PartitionsTable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("shoal.partitions")
+) -> DfResult<RecordBatch> {
+    let catalog = meta.catalog();
+    let mut rows = Vec::new();
+    for t in catalog.tables.values() {
+        for p in &t.partitions {
+            let position = store
+                .partition_log_position(t.id, p.index)
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            rows.push((t.schema.as_str(), t.name.as_str(), p, position));
+        }
     }
-}
-
-#[async_trait]
-impl TableProvider for PartitionsTable {
-    fn schema(&self) -> SchemaRef {
-        self.schema.clone()
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::View
-    }
-
-    async fn scan(
-        &self,
-        _state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let catalog = self.meta.catalog();
-        let store = self.store.clone();
-        let tables: Vec<_> = catalog.tables.values().cloned().collect();
-        // Log positions may need a RocksDB read each: off the async runtime.
-        let rows = tokio::task::spawn_blocking(move || {
-            let mut rows = Vec::new();
-            for t in tables {
-                for p in &t.partitions {
-                    let position = store.partition_log_position(t.id, p.index)?;
-                    rows.push((t.schema.clone(), t.name.clone(), p.clone(), position));
-                }
-            }
-            Ok::<_, shoal_storage::StorageError>(rows)
-        })
-        .await
-        .map_err(|e| DataFusionError::External(Box::new(e)))?
-        .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        let batch = RecordBatch::try_new(
-            self.schema.clone(),
-            vec![
-                Arc::new(StringArray::from_iter_values(
-                    rows.iter().map(|r| r.0.as_str()),
-                )),
-                Arc::new(StringArray::from_iter_values(
-                    rows.iter().map(|r| r.1.as_str()),
-                )),
-                Arc::new(Int64Array::from_iter_values(
-                    rows.iter().map(|r| r.2.index as i64),
-                )),
-                Arc::new(Int64Array::from_iter_values(
-                    rows.iter().map(|r| r.2.leader as i64),
-                )),
-                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| {
-                    r.2.followers
-                        .iter()
-                        .map(|f| f.to_string())
-                        .collect::<Vec<_>>()
-                        .join(",")
-                }))),
-                Arc::new(Int64Array::from_iter_values(
-                    rows.iter().map(|r| r.2.epoch as i64),
-                )),
-                Arc::new(Int64Array::from_iter_values(
-                    rows.iter().map(|r| r.3 as i64),
-                )),
-            ],
-        )?;
-        MemorySourceConfig::try_new_exec(&[vec![batch]], self.schema.clone(), projection.cloned())
-            .map(|e| e as Arc<dyn ExecutionPlan>)
-    }
+    Ok(RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+            Arc::new(Int64Array::from_iter_values(
+                rows.iter().map(|r| r.2.index as i64),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                rows.iter().map(|r| r.2.leader as i64),
+            )),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| {
+                r.2.followers
+                    .iter()
+                    .map(|f| f.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            }))),
+            Arc::new(Int64Array::from_iter_values(
+                rows.iter().map(|r| r.2.epoch as i64),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                rows.iter().map(|r| r.3 as i64),
+            )),
+        ],
+    )?)
 }

@@ -139,3 +139,82 @@ async fn a_thousand_connections_at_once() {
     assert_eq!(accepted + refused, 1000, "every client got an answer");
     still_serves(&node).await;
 }
+
+/// Splits a server byte stream into (type, body) messages.
+fn messages(bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + 5 <= bytes.len() {
+        let len = u32::from_be_bytes([bytes[at + 1], bytes[at + 2], bytes[at + 3], bytes[at + 4]])
+            as usize;
+        if at + 1 + len > bytes.len() {
+            break;
+        }
+        out.push((bytes[at], bytes[at + 5..at + 1 + len].to_vec()));
+        at += 1 + len;
+    }
+    out
+}
+
+#[tokio::test]
+async fn startup_parameters_and_empty_queries() {
+    let node = Node::start_with(&["--auth", "trust"]);
+    let mut s = TcpStream::connect(("127.0.0.1", node.port)).await.unwrap();
+    s.write_all(&startup_message("shoal")).await.unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !seen.windows(6).any(|w| w == [b'Z', 0, 0, 0, 5, b'I']) {
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0);
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let params: std::collections::HashMap<String, String> = messages(&seen)
+        .into_iter()
+        .filter(|(t, _)| *t == b'S')
+        .map(|(_, body)| {
+            let mut parts = body
+                .split(|b| *b == 0)
+                .map(|p| String::from_utf8_lossy(p).into_owned());
+            (
+                parts.next().unwrap_or_default(),
+                parts.next().unwrap_or_default(),
+            )
+        })
+        .collect();
+    for (name, value) in [
+        ("server_version", "15.8"),
+        ("server_version_num", "150008"),
+        ("client_encoding", "UTF8"),
+        ("DateStyle", "ISO, MDY"),
+        ("integer_datetimes", "on"),
+        ("standard_conforming_strings", "on"),
+        ("TimeZone", "UTC"),
+        ("IntervalStyle", "postgres"),
+        ("is_superuser", "on"),
+        ("session_authorization", "shoal"),
+    ] {
+        assert_eq!(
+            params.get(name).map(String::as_str),
+            Some(value),
+            "{name}: {params:?}"
+        );
+    }
+    assert!(params.contains_key("application_name"));
+
+    // An empty and a comment-only query each get EmptyQueryResponse ('I'), then ReadyForQuery.
+    for q in ["", "-- just a comment", " ; "] {
+        let mut msg = vec![b'Q'];
+        msg.extend_from_slice(&((q.len() + 5) as u32).to_be_bytes());
+        msg.extend_from_slice(q.as_bytes());
+        msg.push(0);
+        s.write_all(&msg).await.unwrap();
+        let mut got = Vec::new();
+        while !got.windows(6).any(|w| w == [b'Z', 0, 0, 0, 5, b'I']) {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0);
+            got.extend_from_slice(&buf[..n]);
+        }
+        let types: Vec<u8> = messages(&got).into_iter().map(|(t, _)| t).collect();
+        assert_eq!(types, vec![b'I', b'Z'], "query {q:?}");
+    }
+}

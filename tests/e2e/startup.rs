@@ -132,3 +132,23 @@ async fn startup_options_become_session_settings() {
         .unwrap();
     assert_eq!(rows[0].get::<_, String>(0), "tester");
 }
+
+#[test]
+fn a_taken_port_is_a_clear_error() {
+    let node = Node::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(shoal_tests::shoal_bin())
+        .args(["start", "--metrics-listen", "off", "--listen"])
+        .arg(format!("127.0.0.1:{}", node.port))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("SHOAL_PASSWORD", PASSWORD)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot listen on") && err.contains("in use"),
+        "{err}"
+    );
+}

@@ -8,13 +8,13 @@
 //! The planner decides *what* runs where; it never writes rows itself and must not depend on
 //! the server crate.
 
-pub mod bytea;
 mod catalog;
 mod computed;
 pub mod ddl;
 mod error;
 mod functions;
 mod naming;
+pub mod pg_input;
 mod pg_overlay;
 mod system;
 mod table;
@@ -76,8 +76,9 @@ pub fn base_context(
             .build();
     }
     functions::register_static_functions(&ctx);
-    ctx.register_udf(bytea::bytea_in_udf());
-    ctx.add_analyzer_rule(Arc::new(bytea::ByteaInput::new()));
+    ctx.register_udf(pg_input::bytea_in_udf());
+    ctx.register_udf(pg_input::interval_in_udf());
+    ctx.add_analyzer_rule(Arc::new(pg_input::PgTextInput::new()));
     Ok(ctx)
 }
 

@@ -147,6 +147,12 @@ fn scalar(ty: &Type, b: &[u8]) -> String {
             let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
             format!("\\x{hex}")
         }
+        Type::INTERVAL => {
+            let micros = i64::from_be_bytes(be(b));
+            let days = i32::from_be_bytes(be(&b[8..]));
+            let months = i32::from_be_bytes(be(&b[12..]));
+            interval(months, days, micros)
+        }
         Type::JSONB => String::from_utf8_lossy(&b[1..]).into_owned(),
         Type::UUID if b.len() == 16 => {
             let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
@@ -161,6 +167,38 @@ fn scalar(ty: &Type, b: &[u8]) -> String {
         }
         _ => String::from_utf8_lossy(b).into_owned(),
     }
+}
+
+/// PostgreSQL's `postgres` IntervalStyle: `1 year 2 mons 3 days 04:05:06.5`.
+fn interval(months: i32, days: i32, micros: i64) -> String {
+    let mut parts = Vec::new();
+    let plural = |n: i64, unit: &str| format!("{n} {unit}{}", if n.abs() == 1 { "" } else { "s" });
+    let (years, months) = (months / 12, months % 12);
+    if years != 0 {
+        parts.push(plural(years as i64, "year"));
+    }
+    if months != 0 {
+        parts.push(plural(months as i64, "mon"));
+    }
+    if days != 0 {
+        parts.push(plural(days as i64, "day"));
+    }
+    if micros != 0 || parts.is_empty() {
+        let sign = if micros < 0 { "-" } else { "" };
+        let m = micros.unsigned_abs();
+        let mut t = format!(
+            "{sign}{:02}:{:02}:{:02}",
+            m / 3_600_000_000,
+            m / 60_000_000 % 60,
+            m / 1_000_000 % 60
+        );
+        if m % 1_000_000 > 0 {
+            t.push('.');
+            t.push_str(format!("{:06}", m % 1_000_000).trim_end_matches('0'));
+        }
+        parts.push(t);
+    }
+    parts.join(" ")
 }
 
 /// One-dimensional arrays: `{1,2,NULL}`.

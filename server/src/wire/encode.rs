@@ -56,8 +56,40 @@ pub fn encode(
     fields: Arc<Vec<FieldInfo>>,
     batch: RecordBatch,
 ) -> Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send + Sync> {
-    let batch = with_postgres_time_text(&fields, batch);
+    let batch = with_postgres_encodings(&fields, batch);
     encode_recordbatch(fields, batch)
+}
+
+/// An interval in PostgreSQL's default `postgres` style: `1 year 2 mons 3 days 04:05:06.5`.
+fn interval_text(months: i32, days: i32, micros: i64) -> String {
+    let plural = |n: i64, unit: &str| format!("{n} {unit}{}", if n.abs() == 1 { "" } else { "s" });
+    let mut parts = Vec::new();
+    let (years, months) = (months / 12, months % 12);
+    if years != 0 {
+        parts.push(plural(years as i64, "year"));
+    }
+    if months != 0 {
+        parts.push(plural(months as i64, "mon"));
+    }
+    if days != 0 {
+        parts.push(plural(days as i64, "day"));
+    }
+    if micros != 0 || parts.is_empty() {
+        let m = micros.unsigned_abs();
+        let mut t = format!(
+            "{}{:02}:{:02}:{:02}",
+            if micros < 0 { "-" } else { "" },
+            m / 3_600_000_000,
+            m / 60_000_000 % 60,
+            m / 1_000_000 % 60
+        );
+        if m % 1_000_000 > 0 {
+            t.push('.');
+            t.push_str(format!("{:06}", m % 1_000_000).trim_end_matches('0'));
+        }
+        parts.push(t);
+    }
+    parts.join(" ")
 }
 
 /// `12:34:56.5` as PostgreSQL prints it: seconds, then the fraction without trailing zeros.
@@ -72,20 +104,24 @@ fn push_time(out: &mut String, t: chrono::NaiveTime) {
     }
 }
 
-/// Text-format time and timestamp columns are rendered here, since PostgreSQL trims trailing
-/// zeros of fractional seconds (arrow-pg always prints six digits).
-fn with_postgres_time_text(fields: &[FieldInfo], batch: RecordBatch) -> RecordBatch {
-    use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
+/// Columns whose encoding arrow-pg gets wrong are encoded here: text-format time, timestamp and
+/// interval (PostgreSQL trims trailing zeros of fractional seconds; arrow-pg prints six digits
+/// and turns NULL intervals into zero), and binary-format intervals (NULLs again).
+fn with_postgres_encodings(fields: &[FieldInfo], batch: RecordBatch) -> RecordBatch {
+    use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryBuilder, StringBuilder};
     use datafusion::arrow::datatypes::{
-        DataType, Field, Time64MicrosecondType, TimeUnit, TimestampMicrosecondType,
+        DataType, Field, IntervalMonthDayNanoType, IntervalUnit, Time64MicrosecondType, TimeUnit,
+        TimestampMicrosecondType,
     };
     let needs = batch.schema().fields().iter().enumerate().any(|(i, f)| {
-        fields.get(i).map(|x| x.format()) == Some(pgwire::api::results::FieldFormat::Text)
-            && matches!(
-                f.data_type(),
-                DataType::Time64(TimeUnit::Microsecond)
-                    | DataType::Timestamp(TimeUnit::Microsecond, _)
-            )
+        let text =
+            fields.get(i).map(|x| x.format()) == Some(pgwire::api::results::FieldFormat::Text);
+        match f.data_type() {
+            DataType::Time64(TimeUnit::Microsecond)
+            | DataType::Timestamp(TimeUnit::Microsecond, _) => text,
+            DataType::Interval(IntervalUnit::MonthDayNano) => true,
+            _ => false,
+        }
     });
     if !needs {
         return batch;
@@ -143,11 +179,43 @@ fn with_postgres_time_text(fields: &[FieldInfo], batch: RecordBatch) -> RecordBa
                 }
                 Some(Arc::new(b.finish()))
             }
+            (true, DataType::Interval(IntervalUnit::MonthDayNano)) => {
+                let a = column.as_primitive::<IntervalMonthDayNanoType>();
+                let mut b = StringBuilder::new();
+                for i in 0..a.len() {
+                    if a.is_null(i) {
+                        b.append_null();
+                    } else {
+                        let v = a.value(i);
+                        b.append_value(interval_text(v.months, v.days, v.nanoseconds / 1000));
+                    }
+                }
+                Some(Arc::new(b.finish()))
+            }
+            // arrow-pg encodes a NULL interval as a zero interval: send PostgreSQL's binary
+            // form (microseconds, days, months) ourselves, NULLs kept.
+            (false, DataType::Interval(IntervalUnit::MonthDayNano)) => {
+                let a = column.as_primitive::<IntervalMonthDayNanoType>();
+                let mut b = BinaryBuilder::new();
+                for i in 0..a.len() {
+                    if a.is_null(i) {
+                        b.append_null();
+                    } else {
+                        let v = a.value(i);
+                        let mut bytes = Vec::with_capacity(16);
+                        bytes.extend_from_slice(&(v.nanoseconds / 1000).to_be_bytes());
+                        bytes.extend_from_slice(&v.days.to_be_bytes());
+                        bytes.extend_from_slice(&v.months.to_be_bytes());
+                        b.append_value(bytes);
+                    }
+                }
+                Some(Arc::new(b.finish()))
+            }
             _ => None,
         };
         match rendered {
             Some(r) => {
-                schema_fields.push(Field::new(field.name(), DataType::Utf8, true));
+                schema_fields.push(Field::new(field.name(), r.data_type().clone(), true));
                 columns.push(r);
             }
             None => {

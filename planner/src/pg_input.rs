@@ -1,0 +1,273 @@
+//! PostgreSQL's input syntax for types whose text form Arrow reads differently. An analyzer
+//! rule turns text-to-bytea casts into `pg_bytea_in` (`'\x0102'` means the bytes 0x01 0x02, where
+//! Arrow's cast keeps the text's own bytes) and text-to-interval casts into `pg_interval_in`
+//! (`'1 day 02:00:00'`, `'3 mons 4 days'`, `'@ 1 hour ago'`, which Arrow's parser refuses).
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray, BinaryBuilder, IntervalMonthDayNanoBuilder};
+use datafusion::arrow::datatypes::{DataType, IntervalMonthDayNano, IntervalUnit};
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{DFSchema, ScalarValue};
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::logical_expr::expr_rewriter::NamePreserver;
+use datafusion::logical_expr::{
+    create_udf, ColumnarValue, Expr, ExprSchemable, LogicalPlan, ScalarUDF, Volatility,
+};
+use datafusion::optimizer::AnalyzerRule;
+
+/// Decodes one bytea literal in PostgreSQL's input syntax.
+pub fn decode_bytea(text: &str) -> Result<Vec<u8>, String> {
+    if let Some(hex) = text
+        .strip_prefix("\\x")
+        .or_else(|| text.strip_prefix("\\X"))
+    {
+        let digits: Vec<u8> = hex.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+        if !digits.len().is_multiple_of(2) {
+            return Err(format!(
+                "invalid hexadecimal data: odd number of digits: \"{text}\""
+            ));
+        }
+        return digits
+            .chunks(2)
+            .map(|p| {
+                std::str::from_utf8(p)
+                    .ok()
+                    .and_then(|s| u8::from_str_radix(s, 16).ok())
+                    .ok_or_else(|| format!("invalid hexadecimal digit in \"{text}\""))
+            })
+            .collect();
+    }
+    let b = text.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'\\' {
+            out.push(b[i]);
+            i += 1;
+        } else if b.get(i + 1) == Some(&b'\\') {
+            out.push(b'\\');
+            i += 2;
+        } else if i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            let v = (b[i + 1] - b'0') as u32 * 64
+                + (b[i + 2] - b'0') as u32 * 8
+                + (b[i + 3] - b'0') as u32;
+            out.push(v as u8);
+            i += 4;
+        } else {
+            return Err("invalid input syntax for type bytea".into());
+        }
+    }
+    Ok(out)
+}
+
+/// Parses an interval in PostgreSQL's input syntax: `[@] {N unit}... [[-]HH:MM[:SS[.f]]] [ago]`.
+pub fn parse_interval(text: &str) -> Result<IntervalMonthDayNano, String> {
+    let bad = || format!("invalid input syntax for type interval: \"{text}\"");
+    let (mut months, mut days, mut micros) = (0i64, 0i64, 0f64);
+    let lower = text.trim().to_lowercase();
+    let mut words: Vec<&str> = lower.split_whitespace().filter(|w| *w != "@").collect();
+    let ago = words.last() == Some(&"ago");
+    if ago {
+        words.pop();
+    }
+    let mut i = 0;
+    while i < words.len() {
+        let w = words[i];
+        if w.contains(':') {
+            let (sign, rest) = match w.strip_prefix('-') {
+                Some(r) => (-1.0, r),
+                None => (1.0, w.strip_prefix('+').unwrap_or(w)),
+            };
+            let parts: Vec<&str> = rest.split(':').collect();
+            let num = |s: &str| s.parse::<f64>().map_err(|_| bad());
+            let (h, m, sec) = match parts.as_slice() {
+                [h, m] => (num(h)?, num(m)?, 0.0),
+                [h, m, s] => (num(h)?, num(m)?, num(s)?),
+                _ => return Err(bad()),
+            };
+            micros += sign * ((h * 3600.0 + m * 60.0 + sec) * 1e6);
+            i += 1;
+            continue;
+        }
+        let n: f64 = w.parse().map_err(|_| bad())?;
+        let unit = words.get(i + 1).ok_or_else(bad)?.trim_end_matches(',');
+        match unit {
+            "ms" | "msec" | "msecs" | "millisecond" | "milliseconds" => micros += n * 1e3,
+            "us" | "usec" | "usecs" | "microsecond" | "microseconds" => micros += n,
+            _ => match unit.trim_end_matches('s') {
+                "year" | "yr" | "y" => months += (n * 12.0) as i64,
+                "mon" | "month" => months += n as i64,
+                "week" | "w" => days += (n * 7.0) as i64,
+                "day" | "d" => days += n as i64,
+                "hour" | "hr" | "h" => micros += n * 3.6e9,
+                "minute" | "min" | "m" => micros += n * 6e7,
+                "second" | "sec" => micros += n * 1e6,
+                _ => return Err(bad()),
+            },
+        }
+        i += 2;
+    }
+    let sign = if ago { -1 } else { 1 };
+    Ok(IntervalMonthDayNano {
+        months: (sign * months) as i32,
+        days: (sign * days) as i32,
+        nanoseconds: sign * (micros.round() as i64) * 1000,
+    })
+}
+
+pub(crate) fn interval_in_udf() -> ScalarUDF {
+    let t = DataType::Interval(IntervalUnit::MonthDayNano);
+    create_udf(
+        "pg_interval_in",
+        vec![DataType::Utf8],
+        t.clone(),
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let parse = |s: &str| parse_interval(s).map_err(DataFusionError::Execution);
+            match &args[0] {
+                ColumnarValue::Scalar(ScalarValue::Utf8(v)) => Ok(ColumnarValue::Scalar(
+                    ScalarValue::IntervalMonthDayNano(v.as_deref().map(parse).transpose()?),
+                )),
+                other => {
+                    let array = other.to_array(1)?;
+                    let array = datafusion::arrow::compute::cast(&array, &DataType::Utf8)?;
+                    let strings = array.as_string::<i32>();
+                    let mut b = IntervalMonthDayNanoBuilder::new();
+                    for i in 0..strings.len() {
+                        if strings.is_null(i) {
+                            b.append_null();
+                        } else {
+                            b.append_value(parse(strings.value(i))?);
+                        }
+                    }
+                    Ok(ColumnarValue::Array(Arc::new(b.finish())))
+                }
+            }
+        }),
+    )
+}
+
+pub(crate) fn bytea_in_udf() -> ScalarUDF {
+    create_udf(
+        "pg_bytea_in",
+        vec![DataType::Utf8],
+        DataType::Binary,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let decode = |s: &str| decode_bytea(s).map_err(DataFusionError::Execution);
+            match &args[0] {
+                ColumnarValue::Scalar(ScalarValue::Utf8(v)) => Ok(ColumnarValue::Scalar(
+                    ScalarValue::Binary(v.as_deref().map(decode).transpose()?),
+                )),
+                other => {
+                    let array = other.to_array(1)?;
+                    let array = datafusion::arrow::compute::cast(&array, &DataType::Utf8)?;
+                    let strings = array.as_string::<i32>();
+                    let mut b = BinaryBuilder::new();
+                    for i in 0..strings.len() {
+                        if strings.is_null(i) {
+                            b.append_null();
+                        } else {
+                            b.append_value(decode(strings.value(i))?);
+                        }
+                    }
+                    Ok(ColumnarValue::Array(Arc::new(b.finish())))
+                }
+            }
+        }),
+    )
+}
+
+/// Rewrites `CAST(<text> AS bytea)` into `pg_bytea_in(<text>)` and `CAST(<text> AS interval)`
+/// into `pg_interval_in(<text>)`.
+#[derive(Debug)]
+pub(crate) struct PgTextInput {
+    bytea: Arc<ScalarUDF>,
+    interval: Arc<ScalarUDF>,
+}
+
+impl PgTextInput {
+    pub(crate) fn new() -> Self {
+        PgTextInput {
+            bytea: Arc::new(bytea_in_udf()),
+            interval: Arc::new(interval_in_udf()),
+        }
+    }
+}
+
+impl AnalyzerRule for PgTextInput {
+    fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> DfResult<LogicalPlan> {
+        plan.transform_up_with_subqueries(|node| {
+            // VALUES rows have no input: their expressions are literals and casts of them.
+            let schema: Arc<DFSchema> = match node.inputs().first() {
+                Some(input) => input.schema().clone(),
+                None => Arc::new(DFSchema::empty()),
+            };
+            let names = NamePreserver::new(&node);
+            node.map_expressions(|e| {
+                let saved = names.save(&e);
+                let rewritten = e.transform_up(|e| match e {
+                    Expr::Cast(c)
+                        if matches!(
+                            c.expr.get_type(schema.as_ref()),
+                            Ok(DataType::Utf8 | DataType::Utf8View)
+                        ) =>
+                    {
+                        match c.field.data_type() {
+                            DataType::Binary => {
+                                Ok(Transformed::yes(self.bytea.call(vec![*c.expr])))
+                            }
+                            DataType::Interval(IntervalUnit::MonthDayNano) => {
+                                Ok(Transformed::yes(self.interval.call(vec![*c.expr])))
+                            }
+                            _ => Ok(Transformed::no(Expr::Cast(c))),
+                        }
+                    }
+                    other => Ok(Transformed::no(other)),
+                })?;
+                // The column keeps the name it had before the rewrite.
+                Ok(if rewritten.transformed {
+                    Transformed::yes(saved.restore(rewritten.data))
+                } else {
+                    rewritten
+                })
+            })
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "shoal_pg_text_input"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interval_formats() {
+        let i = parse_interval("3 mons 4 days 00:00:01.5").unwrap();
+        assert_eq!((i.months, i.days, i.nanoseconds), (3, 4, 1_500_000_000));
+        let i = parse_interval("1 year 2 months").unwrap();
+        assert_eq!(i.months, 14);
+        let i = parse_interval("@ 1 hour ago").unwrap();
+        assert_eq!(i.nanoseconds, -3_600_000_000_000);
+        let i = parse_interval("-01:30").unwrap();
+        assert_eq!(i.nanoseconds, -5_400_000_000_000);
+        assert!(parse_interval("1 fortnight").is_err());
+    }
+
+    #[test]
+    fn hex_and_escape_formats() {
+        assert_eq!(decode_bytea("\\x0102ff").unwrap(), vec![1, 2, 255]);
+        assert_eq!(
+            decode_bytea("a\\\\b\\001").unwrap(),
+            vec![b'a', b'\\', b'b', 1]
+        );
+        assert!(decode_bytea("\\x123").is_err());
+        assert_eq!(decode_bytea("plain").unwrap(), b"plain".to_vec());
+    }
+}

@@ -192,7 +192,7 @@ fn interval(months: i32, days: i32, micros: i64) -> String {
             m / 60_000_000 % 60,
             m / 1_000_000 % 60
         );
-        if m % 1_000_000 > 0 {
+        if !m.is_multiple_of(1_000_000) {
             t.push('.');
             t.push_str(format!("{:06}", m % 1_000_000).trim_end_matches('0'));
         }

@@ -1,7 +1,46 @@
-//! PostgreSQL's names for unaliased result columns: `SELECT count(*)` yields a column named
-//! `count`, not DataFusion's `count(*)`. Applied to the outermost SELECT list only.
+//! PostgreSQL's names for result columns where DataFusion's differ: `SELECT count(*)` yields a
+//! column named `count` (not `count(*)`; outermost SELECT list only), and a single-column table
+//! function aliased without a column list, `generate_series(1, 3) AS n`, has one column `n`.
 
-use datafusion::sql::sqlparser::ast::{Expr, Ident, Query, SelectItem, SetExpr, Statement};
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{
+    Expr, Ident, Query, SelectItem, SetExpr, Statement, TableAliasColumnDef, TableFactor, VisitMut,
+    VisitorMut,
+};
+
+/// Table functions with one output column.
+const SINGLE_COLUMN_FUNCTIONS: &[&str] = &["generate_series", "unnest", "range"];
+
+struct FunctionAliases;
+
+impl VisitorMut for FunctionAliases {
+    type Break = ();
+
+    fn post_visit_table_factor(&mut self, t: &mut TableFactor) -> ControlFlow<()> {
+        if let TableFactor::Table {
+            name,
+            args: Some(_),
+            alias: Some(alias),
+            ..
+        } = t
+        {
+            let function = name
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .map(|i| i.value.to_lowercase())
+                .unwrap_or_default();
+            if alias.columns.is_empty() && SINGLE_COLUMN_FUNCTIONS.contains(&function.as_str()) {
+                alias.columns = vec![TableAliasColumnDef {
+                    name: alias.name.clone(),
+                    data_type: None,
+                }];
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
 
 /// The name PostgreSQL gives an unaliased select-list expression; None where DataFusion's
 /// name is already right (column references).
@@ -85,6 +124,7 @@ fn name_query(q: &mut Query) {
 }
 
 pub(crate) fn apply(stmt: &mut Statement) {
+    let _ = stmt.visit(&mut FunctionAliases);
     if let Statement::Query(q) = stmt {
         name_query(q);
     }

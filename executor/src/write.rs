@@ -9,6 +9,7 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Arra
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::record_batch::RecordBatch;
 use parking_lot::Mutex;
+use shoal_coord::SqlType;
 use shoal_storage::{keys, RowEncoder, Store, Txn};
 
 use crate::{ExecError, TableHandle};
@@ -88,12 +89,31 @@ impl<'a> TableWriter<'a> {
         }
     }
 
+    /// NOT NULL, and the length limit of `varchar(n)` / `char(n)` columns.
     fn check_not_null(&self, batch: &RecordBatch) -> Result<(), ExecError> {
         for (i, field) in self.table.schema.fields().iter().enumerate() {
             if !field.is_nullable() && batch.column(i).null_count() > 0 {
                 return Err(ExecError::NotNullViolation {
                     table: self.table.def.name.clone(),
                     column: field.name().clone(),
+                });
+            }
+        }
+        for (i, column) in self.table.def.visible_columns().enumerate() {
+            let limit = match column.sql_type {
+                SqlType::Varchar(Some(n)) | SqlType::Char(n) => n as usize,
+                _ => continue,
+            };
+            let Some(values) = batch.column(i).as_string_opt::<i32>() else {
+                continue;
+            };
+            // PostgreSQL accepts a longer value when the excess is only spaces.
+            let too_long = values.iter().flatten().any(|v| {
+                v.chars().count() > limit && v.trim_end_matches(' ').chars().count() > limit
+            });
+            if too_long {
+                return Err(ExecError::StringTooLong {
+                    type_name: column.sql_type.pg_name(),
                 });
             }
         }

@@ -192,3 +192,25 @@ async fn ddl_and_dml_round_trip() {
         .unwrap_err();
     assert_eq!(err.code().map(|c| c.code()), Some("0A000"));
 }
+
+#[tokio::test]
+async fn too_long_strings_are_refused_with_22001() {
+    let node = Node::start();
+    let c = node.connect().await;
+    c.batch_execute("create table codes (id int primary key, code varchar(3))")
+        .await
+        .unwrap();
+    let err = c
+        .simple_query("insert into codes values (1, 'abcd')")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("22001"), "{err}");
+    let message = err
+        .as_db_error()
+        .map(|e| e.message().to_string())
+        .unwrap_or_default();
+    assert_eq!(message, "value too long for type character varying(3)");
+    c.batch_execute("insert into codes values (1, 'abc')")
+        .await
+        .unwrap();
+}

@@ -121,10 +121,6 @@ impl PartitionScanExec {
             metrics: ExecutionPlanMetricsSet::new(),
         }
     }
-
-    pub fn table(&self) -> &TableHandle {
-        &self.table
-    }
 }
 
 impl DisplayAs for PartitionScanExec {

@@ -132,10 +132,6 @@ impl ShoalTable {
         Ok(self)
     }
 
-    pub fn handle(&self) -> &TableHandle {
-        &self.handle
-    }
-
     /// Values each primary-key column is restricted to by `filters` (`k = v` or `k IN (..)`).
     fn key_values(&self, filters: &[Expr]) -> Option<Vec<Vec<ScalarValue>>> {
         if self.handle.key_columns.is_empty() {

@@ -104,10 +104,6 @@ impl BulkLoad {
         Ok(())
     }
 
-    pub fn rows(&self) -> u64 {
-        self.rows
-    }
-
     fn spill(&mut self) -> Result<()> {
         if self.buffer.is_empty() {
             return Ok(());

@@ -385,10 +385,6 @@ impl RowDecoder {
         RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)
             .map_err(|e| StorageError::CorruptRow(e.to_string()))
     }
-
-    pub fn schema(&self) -> SchemaRef {
-        self.schema.clone()
-    }
 }
 
 fn append_null(t: &DataType, b: &mut dyn ArrayBuilder) -> Result<()> {

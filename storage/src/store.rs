@@ -209,18 +209,6 @@ impl Store {
         it.status()?;
         Ok(None)
     }
-
-    /// Approximate bytes stored in a key range (from RocksDB's size estimates).
-    pub fn approximate_size(&self, start: &[u8], end: &[u8]) -> u64 {
-        let live = self
-            .db
-            .property_int_value("rocksdb.estimate-live-data-size")
-            .ok()
-            .flatten()
-            .unwrap_or(0);
-        let _ = (start, end);
-        live
-    }
 }
 
 struct TxnInner {
@@ -292,11 +280,6 @@ impl Txn {
             t.touch(key)?;
             Ok(t.txn.delete(key)?)
         })
-    }
-
-    /// Whether this transaction has written anything.
-    pub fn has_writes(&self) -> bool {
-        self.with(|t| Ok(t.wrote)).unwrap_or(false)
     }
 
     /// Calls `f` for each key in `[start, end)` in order, starting after `after` when given, until
@@ -413,10 +396,6 @@ impl Txn {
         if let Some(inner) = self.inner.lock().take() {
             let _ = inner.txn.rollback();
         }
-    }
-
-    pub fn is_finished(&self) -> bool {
-        self.inner.lock().is_none()
     }
 }
 

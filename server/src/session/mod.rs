@@ -161,10 +161,6 @@ impl Session {
         }
     }
 
-    pub fn context(&self) -> &SessionContext {
-        &self.ctx
-    }
-
     pub fn in_block(&self) -> bool {
         !matches!(*self.txn.lock(), TxnState::Idle)
     }

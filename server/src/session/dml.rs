@@ -1,6 +1,7 @@
 //! Queries and INSERT/UPDATE/DELETE: planned by DataFusion against Shoal's table providers,
-//! run in the statement's transaction. ON CONFLICT (DO NOTHING / DO UPDATE) and RETURNING are taken off the
-//! statement before planning and carried to the write fragment through [`DmlOptions`].
+//! run in the statement's transaction. ON CONFLICT (DO NOTHING / DO UPDATE) and RETURNING are
+//! taken off the statement before planning and carried to the write fragment through
+//! [`DmlOptions`].
 
 use std::sync::Arc;
 

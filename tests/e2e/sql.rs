@@ -30,7 +30,7 @@ async fn explain_shows_fragments_and_pruning() {
     let plan = texts(&c, "explain select g, count(*) from f group by g").await;
     let text: String = plan
         .iter()
-        .map(|r| r[1].clone().unwrap_or_default())
+        .map(|r| r[0].clone().unwrap_or_default())
         .collect();
     assert!(text.contains("fragments=8 of 8"), "{text}");
     assert!(
@@ -40,15 +40,26 @@ async fn explain_shows_fragments_and_pruning() {
     let plan = texts(&c, "explain select * from f where id = 42").await;
     let text: String = plan
         .iter()
-        .map(|r| r[1].clone().unwrap_or_default())
+        .map(|r| r[0].clone().unwrap_or_default())
         .collect();
     assert!(text.contains("point_lookup keys=1"), "{text}");
     let plan = texts(&c, "explain select * from f where id in (1, 2, 3)").await;
     let text: String = plan
         .iter()
-        .map(|r| r[1].clone().unwrap_or_default())
+        .map(|r| r[0].clone().unwrap_or_default())
         .collect();
     assert!(text.contains("point_lookup keys=3"), "{text}");
+    // Through the extended protocol too: Describe announces the one QUERY PLAN column.
+    let rows = c
+        .query("explain select * from f where id = 7", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows[0].columns()[0].name(), "QUERY PLAN");
+    let plan: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert!(
+        plan.iter().any(|l| l.contains("point_lookup keys=1")),
+        "{plan:?}"
+    );
     let rows = texts(&c, "select g, count(*) from f group by g order by g").await;
     assert_eq!(
         rows,

@@ -291,6 +291,14 @@ impl Session {
                 legacy_options,
                 ..
             } => self.copy(source, to, target, options, legacy_options).await,
+            Statement::Explain {
+                verbose: false,
+                format: None,
+                ..
+            } => {
+                let outcome = self.run_dml_or_query(stmt, params).await?;
+                explain_as_query_plan(outcome).await
+            }
             stmt @ (Statement::Query(_)
             | Statement::Insert(_)
             | Statement::Update(_)
@@ -341,6 +349,49 @@ impl Session {
             .map_err(|e| ServerError::Internal(e.to_string()))??;
         Ok(())
     }
+}
+
+/// EXPLAIN as PostgreSQL prints it: one `QUERY PLAN` column, one row per line of the physical
+/// plan (EXPLAIN VERBOSE keeps DataFusion's logical and physical plans).
+async fn explain_as_query_plan(outcome: Outcome) -> ServerResult<Outcome> {
+    use datafusion::arrow::array::{Array, AsArray, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    let Outcome::Rows { stream, .. } = outcome else {
+        return Ok(outcome);
+    };
+    let batches: Vec<datafusion::arrow::record_batch::RecordBatch> =
+        futures::TryStreamExt::try_collect(stream).await?;
+    let mut lines = Vec::new();
+    for b in &batches {
+        if b.num_columns() < 2 {
+            continue;
+        }
+        let kinds = datafusion::arrow::compute::cast(b.column(0), &DataType::Utf8)?;
+        let plans = datafusion::arrow::compute::cast(b.column(1), &DataType::Utf8)?;
+        let (kinds, plans) = (kinds.as_string::<i32>(), plans.as_string::<i32>());
+        for i in 0..b.num_rows() {
+            if kinds.is_null(i) || plans.is_null(i) || kinds.value(i) == "logical_plan" {
+                continue;
+            }
+            lines.extend(
+                plans
+                    .value(i)
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .map(str::to_string),
+            );
+        }
+    }
+    let schema = Arc::new(Schema::new(vec![Field::new(
+        "QUERY PLAN",
+        DataType::Utf8,
+        false,
+    )]));
+    let batch = datafusion::arrow::record_batch::RecordBatch::try_new(
+        schema.clone(),
+        vec![Arc::new(StringArray::from(lines))],
+    )?;
+    Ok(transaction::rows_outcome(schema, vec![batch], "EXPLAIN"))
 }
 
 impl Drop for Session {

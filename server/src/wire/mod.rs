@@ -357,6 +357,20 @@ impl Connection {
         if !plannable(&p.stmt) {
             return Ok(None);
         }
+        if matches!(
+            p.stmt,
+            Statement::Explain {
+                verbose: false,
+                format: None,
+                ..
+            }
+        ) {
+            return Ok(Some(Schema::new(vec![Field::new(
+                "QUERY PLAN",
+                DataType::Utf8,
+                false,
+            )])));
+        }
         if has_returning(&p.stmt) {
             return Ok(Some(session.returning_schema(&p.stmt).await?));
         }

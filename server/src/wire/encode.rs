@@ -4,10 +4,14 @@
 use std::sync::Arc;
 
 use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch};
-use datafusion::arrow::datatypes::Schema;
+use datafusion::arrow::array::{ArrayRef, AsArray, BinaryArray, StringArray};
+use datafusion::arrow::datatypes::{
+    DataType, Field, IntervalMonthDayNanoType, IntervalUnit, Schema, Time64MicrosecondType,
+    TimeUnit, TimestampMicrosecondType,
+};
 use datafusion::arrow::record_batch::RecordBatch;
 use pgwire::api::portal::Format;
-use pgwire::api::results::FieldInfo;
+use pgwire::api::results::{FieldFormat, FieldInfo};
 use pgwire::api::Type;
 use pgwire::error::PgWireResult;
 use pgwire::messages::data::DataRow;
@@ -108,111 +112,22 @@ fn push_time(out: &mut String, t: chrono::NaiveTime) {
 /// interval (PostgreSQL trims trailing zeros of fractional seconds; arrow-pg prints six digits
 /// and turns NULL intervals into zero), and binary-format intervals (NULLs again).
 fn with_postgres_encodings(fields: &[FieldInfo], batch: RecordBatch) -> RecordBatch {
-    use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryBuilder, StringBuilder};
-    use datafusion::arrow::datatypes::{
-        DataType, Field, IntervalMonthDayNanoType, IntervalUnit, Time64MicrosecondType, TimeUnit,
-        TimestampMicrosecondType,
-    };
-    let needs = batch.schema().fields().iter().enumerate().any(|(i, f)| {
-        let text =
-            fields.get(i).map(|x| x.format()) == Some(pgwire::api::results::FieldFormat::Text);
-        match f.data_type() {
-            DataType::Time64(TimeUnit::Microsecond)
-            | DataType::Timestamp(TimeUnit::Microsecond, _) => text,
-            DataType::Interval(IntervalUnit::MonthDayNano) => true,
-            _ => false,
-        }
-    });
-    if !needs {
-        return batch;
-    }
-    let mut columns: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns());
-    let mut schema_fields = Vec::with_capacity(batch.num_columns());
-    for (i, (column, field)) in batch
+    let schema = batch.schema();
+    let rendered: Vec<Option<ArrayRef>> = batch
         .columns()
         .iter()
-        .zip(batch.schema().fields())
         .enumerate()
-    {
-        let text =
-            fields.get(i).map(|x| x.format()) == Some(pgwire::api::results::FieldFormat::Text);
-        let rendered: Option<ArrayRef> = match (text, field.data_type()) {
-            (true, DataType::Time64(TimeUnit::Microsecond)) => {
-                let a = column.as_primitive::<Time64MicrosecondType>();
-                let mut b = StringBuilder::new();
-                for i in 0..a.len() {
-                    let v = a.value(i);
-                    let t = chrono::NaiveTime::from_num_seconds_from_midnight_opt(
-                        (v / 1_000_000) as u32,
-                        ((v % 1_000_000) * 1000) as u32,
-                    );
-                    match t.filter(|_| !a.is_null(i)) {
-                        Some(t) => {
-                            let mut s = String::new();
-                            push_time(&mut s, t);
-                            b.append_value(s);
-                        }
-                        None => b.append_null(),
-                    }
-                }
-                Some(Arc::new(b.finish()))
-            }
-            (true, DataType::Timestamp(TimeUnit::Microsecond, tz)) => {
-                let a = column.as_primitive::<TimestampMicrosecondType>();
-                let mut b = StringBuilder::new();
-                for i in 0..a.len() {
-                    let value = (!a.is_null(i))
-                        .then(|| chrono::DateTime::from_timestamp_micros(a.value(i)))
-                        .flatten();
-                    match value {
-                        Some(dt) => {
-                            let dt = dt.naive_utc();
-                            let mut s = dt.format("%Y-%m-%d ").to_string();
-                            push_time(&mut s, dt.time());
-                            if tz.is_some() {
-                                s.push_str("+00");
-                            }
-                            b.append_value(s);
-                        }
-                        None => b.append_null(),
-                    }
-                }
-                Some(Arc::new(b.finish()))
-            }
-            (true, DataType::Interval(IntervalUnit::MonthDayNano)) => {
-                let a = column.as_primitive::<IntervalMonthDayNanoType>();
-                let mut b = StringBuilder::new();
-                for i in 0..a.len() {
-                    if a.is_null(i) {
-                        b.append_null();
-                    } else {
-                        let v = a.value(i);
-                        b.append_value(interval_text(v.months, v.days, v.nanoseconds / 1000));
-                    }
-                }
-                Some(Arc::new(b.finish()))
-            }
-            // arrow-pg encodes a NULL interval as a zero interval: send PostgreSQL's binary
-            // form (microseconds, days, months) ourselves, NULLs kept.
-            (false, DataType::Interval(IntervalUnit::MonthDayNano)) => {
-                let a = column.as_primitive::<IntervalMonthDayNanoType>();
-                let mut b = BinaryBuilder::new();
-                for i in 0..a.len() {
-                    if a.is_null(i) {
-                        b.append_null();
-                    } else {
-                        let v = a.value(i);
-                        let mut bytes = Vec::with_capacity(16);
-                        bytes.extend_from_slice(&(v.nanoseconds / 1000).to_be_bytes());
-                        bytes.extend_from_slice(&v.days.to_be_bytes());
-                        bytes.extend_from_slice(&v.months.to_be_bytes());
-                        b.append_value(bytes);
-                    }
-                }
-                Some(Arc::new(b.finish()))
-            }
-            _ => None,
-        };
+        .map(|(i, column)| {
+            let text = fields.get(i).map(|x| x.format()) == Some(FieldFormat::Text);
+            render_column(text, column)
+        })
+        .collect();
+    if rendered.iter().all(Option::is_none) {
+        return batch;
+    }
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    let mut schema_fields = Vec::with_capacity(batch.num_columns());
+    for ((column, field), rendered) in batch.columns().iter().zip(schema.fields()).zip(rendered) {
         match rendered {
             Some(r) => {
                 schema_fields.push(Field::new(field.name(), r.data_type().clone(), true));
@@ -224,8 +139,72 @@ fn with_postgres_encodings(fields: &[FieldInfo], batch: RecordBatch) -> RecordBa
             }
         }
     }
-    let schema = Arc::new(Schema::new(schema_fields));
-    RecordBatch::try_new(schema, columns).unwrap_or(batch)
+    RecordBatch::try_new(Arc::new(Schema::new(schema_fields)), columns).unwrap_or(batch)
+}
+
+/// The column as the server encodes it, or None when arrow-pg's encoding is right.
+fn render_column(text: bool, column: &ArrayRef) -> Option<ArrayRef> {
+    let time = |v: i64| {
+        chrono::NaiveTime::from_num_seconds_from_midnight_opt(
+            (v / 1_000_000) as u32,
+            ((v % 1_000_000) * 1000) as u32,
+        )
+        .map(|t| {
+            let mut s = String::new();
+            push_time(&mut s, t);
+            s
+        })
+    };
+    let rendered: ArrayRef = match (text, column.data_type()) {
+        (true, DataType::Time64(TimeUnit::Microsecond)) => Arc::new(
+            column
+                .as_primitive::<Time64MicrosecondType>()
+                .iter()
+                .map(|v| v.and_then(time))
+                .collect::<StringArray>(),
+        ),
+        (true, DataType::Timestamp(TimeUnit::Microsecond, tz)) => {
+            let suffix = if tz.is_some() { "+00" } else { "" };
+            Arc::new(
+                column
+                    .as_primitive::<TimestampMicrosecondType>()
+                    .iter()
+                    .map(|v| {
+                        let dt = chrono::DateTime::from_timestamp_micros(v?)?.naive_utc();
+                        let mut s = dt.format("%Y-%m-%d ").to_string();
+                        push_time(&mut s, dt.time());
+                        s.push_str(suffix);
+                        Some(s)
+                    })
+                    .collect::<StringArray>(),
+            )
+        }
+        (true, DataType::Interval(IntervalUnit::MonthDayNano)) => Arc::new(
+            column
+                .as_primitive::<IntervalMonthDayNanoType>()
+                .iter()
+                .map(|v| v.map(|v| interval_text(v.months, v.days, v.nanoseconds / 1000)))
+                .collect::<StringArray>(),
+        ),
+        // PostgreSQL's binary interval: microseconds, days, months.
+        (false, DataType::Interval(IntervalUnit::MonthDayNano)) => Arc::new(
+            column
+                .as_primitive::<IntervalMonthDayNanoType>()
+                .iter()
+                .map(|v| {
+                    v.map(|v| {
+                        let mut bytes = Vec::with_capacity(16);
+                        bytes.extend_from_slice(&(v.nanoseconds / 1000).to_be_bytes());
+                        bytes.extend_from_slice(&v.days.to_be_bytes());
+                        bytes.extend_from_slice(&v.months.to_be_bytes());
+                        bytes
+                    })
+                })
+                .collect::<BinaryArray>(),
+        ),
+        _ => return None,
+    };
+    Some(rendered)
 }
 
 /// The text form of each field of an encoded text-format row (None for NULL).

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, BinaryBuilder, IntervalMonthDayNanoBuilder};
+use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::{DataType, IntervalMonthDayNano, IntervalUnit};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode};
@@ -117,67 +117,61 @@ pub fn parse_interval(text: &str) -> Result<IntervalMonthDayNano, String> {
     })
 }
 
-pub(crate) fn interval_in_udf() -> ScalarUDF {
-    let t = DataType::Interval(IntervalUnit::MonthDayNano);
+/// A function from text to `output`, parsing each non-NULL value with `parse`.
+fn text_input_udf(
+    name: &str,
+    output: DataType,
+    parse: fn(&str) -> Result<ScalarValue, String>,
+) -> ScalarUDF {
+    let null = ScalarValue::try_from(&output).unwrap_or(ScalarValue::Null);
+    let empty = datafusion::arrow::array::new_empty_array(&output);
     create_udf(
-        "pg_interval_in",
+        name,
         vec![DataType::Utf8],
-        t.clone(),
+        output,
         Volatility::Immutable,
-        Arc::new(|args: &[ColumnarValue]| {
-            let parse = |s: &str| parse_interval(s).map_err(DataFusionError::Execution);
+        Arc::new(move |args: &[ColumnarValue]| {
+            let parse = |v: Option<&str>| match v {
+                Some(s) => parse(s).map_err(DataFusionError::Execution),
+                None => Ok(null.clone()),
+            };
             match &args[0] {
-                ColumnarValue::Scalar(ScalarValue::Utf8(v)) => Ok(ColumnarValue::Scalar(
-                    ScalarValue::IntervalMonthDayNano(v.as_deref().map(parse).transpose()?),
-                )),
+                ColumnarValue::Scalar(ScalarValue::Utf8(v)) => {
+                    Ok(ColumnarValue::Scalar(parse(v.as_deref())?))
+                }
                 other => {
                     let array = other.to_array(1)?;
                     let array = datafusion::arrow::compute::cast(&array, &DataType::Utf8)?;
-                    let strings = array.as_string::<i32>();
-                    let mut b = IntervalMonthDayNanoBuilder::new();
-                    for i in 0..strings.len() {
-                        if strings.is_null(i) {
-                            b.append_null();
-                        } else {
-                            b.append_value(parse(strings.value(i))?);
-                        }
-                    }
-                    Ok(ColumnarValue::Array(Arc::new(b.finish())))
+                    let values = array
+                        .as_string::<i32>()
+                        .iter()
+                        .map(parse)
+                        .collect::<DfResult<Vec<_>>>()?;
+                    // iter_to_array needs at least one value to know the type.
+                    let array = if values.is_empty() {
+                        empty.clone()
+                    } else {
+                        ScalarValue::iter_to_array(values)?
+                    };
+                    Ok(ColumnarValue::Array(array))
                 }
             }
         }),
     )
 }
 
-pub(crate) fn bytea_in_udf() -> ScalarUDF {
-    create_udf(
-        "pg_bytea_in",
-        vec![DataType::Utf8],
-        DataType::Binary,
-        Volatility::Immutable,
-        Arc::new(|args: &[ColumnarValue]| {
-            let decode = |s: &str| decode_bytea(s).map_err(DataFusionError::Execution);
-            match &args[0] {
-                ColumnarValue::Scalar(ScalarValue::Utf8(v)) => Ok(ColumnarValue::Scalar(
-                    ScalarValue::Binary(v.as_deref().map(decode).transpose()?),
-                )),
-                other => {
-                    let array = other.to_array(1)?;
-                    let array = datafusion::arrow::compute::cast(&array, &DataType::Utf8)?;
-                    let strings = array.as_string::<i32>();
-                    let mut b = BinaryBuilder::new();
-                    for i in 0..strings.len() {
-                        if strings.is_null(i) {
-                            b.append_null();
-                        } else {
-                            b.append_value(decode(strings.value(i))?);
-                        }
-                    }
-                    Ok(ColumnarValue::Array(Arc::new(b.finish())))
-                }
-            }
-        }),
+pub(crate) fn interval_in_udf() -> ScalarUDF {
+    text_input_udf(
+        "pg_interval_in",
+        DataType::Interval(IntervalUnit::MonthDayNano),
+        |s| parse_interval(s).map(|v| ScalarValue::IntervalMonthDayNano(Some(v))),
     )
+}
+
+pub(crate) fn bytea_in_udf() -> ScalarUDF {
+    text_input_udf("pg_bytea_in", DataType::Binary, |s| {
+        decode_bytea(s).map(|v| ScalarValue::Binary(Some(v)))
+    })
 }
 
 /// Rewrites `CAST(<text> AS bytea)` into `pg_bytea_in(<text>)` and `CAST(<text> AS interval)`

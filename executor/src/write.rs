@@ -90,7 +90,7 @@ impl<'a> TableWriter<'a> {
     }
 
     /// NOT NULL, and the length limit of `varchar(n)` / `char(n)` columns.
-    fn check_not_null(&self, batch: &RecordBatch) -> Result<(), ExecError> {
+    fn check_constraints(&self, batch: &RecordBatch) -> Result<(), ExecError> {
         for (i, field) in self.table.schema.fields().iter().enumerate() {
             if !field.is_nullable() && batch.column(i).null_count() > 0 {
                 return Err(ExecError::NotNullViolation {
@@ -156,7 +156,7 @@ impl<'a> TableWriter<'a> {
         batch: &RecordBatch,
         on_conflict: ConflictAction,
     ) -> Result<WriteOutcome, ExecError> {
-        self.check_not_null(batch)?;
+        self.check_constraints(batch)?;
         let keys = self.keys_of(batch)?;
         let encoder = RowEncoder::new(&self.table.layout, batch)?;
         let mut value = Vec::with_capacity(64);
@@ -201,7 +201,7 @@ impl<'a> TableWriter<'a> {
         batch: &RecordBatch,
         load: &mut shoal_storage::BulkLoad,
     ) -> Result<WriteOutcome, ExecError> {
-        self.check_not_null(batch)?;
+        self.check_constraints(batch)?;
         let keys = self.keys_of(batch)?;
         let encoder = RowEncoder::new(&self.table.layout, batch)?;
         let mut value = Vec::with_capacity(64);
@@ -232,7 +232,7 @@ impl<'a> TableWriter<'a> {
         row_keys: &dyn Array,
         new_rows: &RecordBatch,
     ) -> Result<WriteOutcome, ExecError> {
-        self.check_not_null(new_rows)?;
+        self.check_constraints(new_rows)?;
         let row_keys = row_keys.as_binary::<i32>();
         let new_keys = if self.table.has_hidden_row_id() {
             row_keys

@@ -12,6 +12,26 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// Startup packets are small; PostgreSQL caps them at 10000 bytes.
 const MAX_STARTUP_LEN: usize = 10_000;
 
+/// An ErrorResponse frame, for refusing a client outside pgwire's message handling.
+pub(crate) fn error_frame(severity: &str, code: &str, message: &str) -> Vec<u8> {
+    let mut fields = Vec::new();
+    for (tag, value) in [
+        (b'S', severity),
+        (b'V', severity),
+        (b'C', code),
+        (b'M', message),
+    ] {
+        fields.push(tag);
+        fields.extend_from_slice(value.as_bytes());
+        fields.push(0);
+    }
+    fields.push(0);
+    let mut frame = vec![b'E'];
+    frame.extend_from_slice(&((fields.len() + 4) as i32).to_be_bytes());
+    frame.extend_from_slice(&fields);
+    frame
+}
+
 enum Phase {
     /// Reading a message header; `have` bytes of it so far.
     Header { have: usize },
@@ -130,21 +150,8 @@ impl<S> FrameGuard<S> {
     }
 
     fn reject(&mut self, message: String) {
-        let mut fields = Vec::new();
-        for (tag, value) in [(b'S', "FATAL"), (b'V', "FATAL"), (b'C', "08P01")] {
-            fields.push(tag);
-            fields.extend_from_slice(value.as_bytes());
-            fields.push(0);
-        }
-        fields.push(b'M');
-        fields.extend_from_slice(message.as_bytes());
-        fields.push(0);
-        fields.push(0);
-        let mut frame = vec![b'E'];
-        frame.extend_from_slice(&((fields.len() + 4) as i32).to_be_bytes());
-        frame.extend_from_slice(&fields);
         tracing::warn!(%message, "closing connection on a malformed frame");
-        self.rejection = Some((frame, 0));
+        self.rejection = Some((error_frame("FATAL", "08P01", &message), 0));
     }
 }
 

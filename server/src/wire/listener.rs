@@ -18,7 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Framed;
 
 use super::auth::{RegistryPids, Startup, TrustStartup};
-use super::guard::FrameGuard;
+use super::guard::{error_frame, FrameGuard};
 use super::Connection;
 use crate::config::AuthMode;
 use crate::node::Node;
@@ -39,26 +39,6 @@ pub fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> io::Result
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     config.alpn_protocols = vec![b"postgresql".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
-}
-
-/// An ErrorResponse frame, for refusing a client before pgwire takes over.
-fn error_frame(severity: &str, code: &str, message: &str) -> Vec<u8> {
-    let mut fields = Vec::new();
-    for (tag, value) in [
-        (b'S', severity),
-        (b'V', severity),
-        (b'C', code),
-        (b'M', message),
-    ] {
-        fields.push(tag);
-        fields.extend_from_slice(value.as_bytes());
-        fields.push(0);
-    }
-    fields.push(0);
-    let mut frame = vec![b'E'];
-    frame.extend_from_slice(&((fields.len() + 4) as i32).to_be_bytes());
-    frame.extend_from_slice(&fields);
-    frame
 }
 
 pub async fn serve(node: Arc<Node>, listener: TcpListener, tls: Option<TlsAcceptor>) {

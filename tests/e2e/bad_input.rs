@@ -26,17 +26,23 @@ fn startup_message(user: &str) -> Vec<u8> {
 async fn started(port: u16) -> TcpStream {
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     s.write_all(&startup_message("shoal")).await.unwrap();
+    read_until_ready(&mut s).await;
+    s
+}
+
+/// Reads until an idle ReadyForQuery; returns everything the server sent up to it.
+async fn read_until_ready(s: &mut TcpStream) -> Vec<u8> {
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
     while !seen.windows(6).any(|w| w == [b'Z', 0, 0, 0, 5, b'I']) {
         let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
             .await
-            .expect("startup answers")
+            .expect("the server answers")
             .unwrap();
-        assert!(n > 0, "server closed during startup");
+        assert!(n > 0, "server closed the connection");
         seen.extend_from_slice(&buf[..n]);
     }
-    s
+    seen
 }
 
 /// Reads until the server closes; returns everything it sent.
@@ -161,13 +167,7 @@ async fn startup_parameters_and_empty_queries() {
     let node = Node::start_with(&["--auth", "trust"]);
     let mut s = TcpStream::connect(("127.0.0.1", node.port)).await.unwrap();
     s.write_all(&startup_message("shoal")).await.unwrap();
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !seen.windows(6).any(|w| w == [b'Z', 0, 0, 0, 5, b'I']) {
-        let n = s.read(&mut buf).await.unwrap();
-        assert!(n > 0);
-        seen.extend_from_slice(&buf[..n]);
-    }
+    let seen = read_until_ready(&mut s).await;
     let params: std::collections::HashMap<String, String> = messages(&seen)
         .into_iter()
         .filter(|(t, _)| *t == b'S')
@@ -208,12 +208,7 @@ async fn startup_parameters_and_empty_queries() {
         msg.extend_from_slice(q.as_bytes());
         msg.push(0);
         s.write_all(&msg).await.unwrap();
-        let mut got = Vec::new();
-        while !got.windows(6).any(|w| w == [b'Z', 0, 0, 0, 5, b'I']) {
-            let n = s.read(&mut buf).await.unwrap();
-            assert!(n > 0);
-            got.extend_from_slice(&buf[..n]);
-        }
+        let got = read_until_ready(&mut s).await;
         let types: Vec<u8> = messages(&got).into_iter().map(|(t, _)| t).collect();
         assert_eq!(types, vec![b'I', b'Z'], "query {q:?}");
     }

@@ -4,7 +4,7 @@
 # PostgreSQL 15 (psql and the reference server of the differential tests).
 set -euo pipefail
 
-packages=(libclang-dev protobuf-compiler clang openssl postgresql-15 postgresql-client-15)
+packages=(libclang-dev protobuf-compiler clang openssl procps postgresql-15 postgresql-client-15)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -26,4 +26,10 @@ fi
 if ! command -v cargo >/dev/null; then
     echo "cargo is missing: install Rust 1.89 or later (https://rustup.rs)" >&2
     exit 1
+fi
+# The test command runs rustfmt and clippy.
+if command -v rustup >/dev/null; then
+    for c in rustfmt clippy; do
+        rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"
+    done
 fi

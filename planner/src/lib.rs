@@ -9,6 +9,7 @@
 //! the server crate.
 
 mod catalog;
+mod catalog_functions;
 mod computed;
 pub mod ddl;
 mod error;
@@ -76,6 +77,7 @@ pub fn base_context(
             .build();
     }
     functions::register_static_functions(&ctx);
+    catalog_functions::register(&ctx);
     ctx.register_udf(pg_input::bytea_in_udf());
     ctx.register_udf(pg_input::interval_in_udf());
     ctx.add_analyzer_rule(Arc::new(pg_input::PgTextInput::new()));

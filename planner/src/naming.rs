@@ -56,7 +56,9 @@ fn postgres_name(e: &Expr) -> Option<String> {
         Expr::Cast {
             expr, data_type, ..
         } => match expr.as_ref() {
-            Expr::Identifier(_) | Expr::CompoundIdentifier(_) => None,
+            // `c.oid::regclass` keeps the column's bare name.
+            Expr::Identifier(i) => Some(column_name(i)),
+            Expr::CompoundIdentifier(parts) => parts.last().map(column_name),
             inner => postgres_name(inner)
                 .filter(|n| n != "?column?")
                 .or_else(|| cast_name(&data_type.to_string())),
@@ -64,6 +66,14 @@ fn postgres_name(e: &Expr) -> Option<String> {
         Expr::Nested(inner) => postgres_name(inner),
         Expr::Case { .. } => Some("case".into()),
         _ => Some("?column?".into()),
+    }
+}
+
+/// An identifier as PostgreSQL resolves it: unquoted names fold to lower case.
+fn column_name(i: &Ident) -> String {
+    match i.quote_style {
+        Some(_) => i.value.clone(),
+        None => i.value.to_lowercase(),
     }
 }
 

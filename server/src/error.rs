@@ -30,8 +30,10 @@ pub enum ServerError {
     NotSupported(String),
     #[error("current transaction is aborted, commands ignored until end of transaction block")]
     InFailedTransaction,
-    #[error("there is no transaction in progress")]
-    NoTransaction,
+    #[error("SET TRANSACTION ISOLATION LEVEL must be called before any query")]
+    IsolationAfterQuery,
+    #[error("{0} can only be used in transaction blocks")]
+    OutsideBlock(&'static str),
     #[error("savepoint \"{0}\" does not exist")]
     NoSuchSavepoint(String),
     #[error("unrecognized configuration parameter \"{0}\"")]
@@ -70,7 +72,8 @@ impl ServerError {
             ServerError::Syntax(_) => "42601",
             ServerError::NotSupported(_) => "0A000",
             ServerError::InFailedTransaction => "25P02",
-            ServerError::NoTransaction => "25P01",
+            ServerError::OutsideBlock(_) => "25P01",
+            ServerError::IsolationAfterQuery => "25001",
             ServerError::NoSuchSavepoint(_) => "3B001",
             ServerError::UnknownSetting(_) => "42704",
             ServerError::InvalidSetting { .. } => "22023",
@@ -79,6 +82,22 @@ impl ServerError {
             ServerError::Protocol(_) => "08P01",
             ServerError::Internal(_) => "XX000",
         }
+    }
+
+    /// READ COMMITTED: a row the statement writes changed after its snapshot, so the
+    /// statement must run again on a new one (see `shoal_storage::Isolation`).
+    pub fn needs_statement_restart(&self) -> bool {
+        let storage = match self {
+            ServerError::Storage(s) | ServerError::Exec(ExecError::Storage(s)) => Some(s),
+            ServerError::DataFusion(d) | ServerError::Planner(PlannerError::DataFusion(d)) => {
+                match innermost(d) {
+                    Inner::Storage(s) | Inner::Exec(ExecError::Storage(s)) => Some(s),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        matches!(storage, Some(StorageError::RowChangedSinceStatementStart))
     }
 
     pub fn to_pgwire(&self) -> PgWireError {
@@ -282,7 +301,9 @@ fn exec_state(e: &ExecError) -> &'static str {
 
 fn storage_state(s: &StorageError) -> &'static str {
     match s {
-        StorageError::WriteConflict => "40001",
+        StorageError::WriteConflict | StorageError::RowChangedSinceStatementStart => "40001",
+        StorageError::Deadlock => "40P01",
+        StorageError::Interrupted => "57014",
         StorageError::DuplicateKey => "23505",
         StorageError::UnsupportedType(_) | StorageError::UnsupportedKeyType(_) => "0A000",
         StorageError::CorruptRow(_) => "XX001",

@@ -14,6 +14,7 @@ pub struct Metrics {
     pub queries: IntCounterVec,
     pub errors: IntCounterVec,
     pub latency: HistogramVec,
+    pub statement_restarts: IntCounter,
     pub rows_scanned: IntCounter,
     pub bytes_scanned: IntCounter,
 }
@@ -41,6 +42,11 @@ impl Metrics {
             &["kind"],
         )
         .expect("static");
+        let statement_restarts = IntCounter::new(
+            "statement_restarts_total",
+            "READ COMMITTED writes run again because a row changed after their snapshot",
+        )
+        .expect("static");
         let rows_scanned =
             IntCounter::new("rows_scanned_total", "Rows read by scan fragments").expect("static");
         let bytes_scanned =
@@ -51,6 +57,7 @@ impl Metrics {
             Box::new(queries.clone()),
             Box::new(errors.clone()),
             Box::new(latency.clone()),
+            Box::new(statement_restarts.clone()),
             Box::new(rows_scanned.clone()),
             Box::new(bytes_scanned.clone()),
         ] {
@@ -63,6 +70,7 @@ impl Metrics {
             queries,
             errors,
             latency,
+            statement_restarts,
             rows_scanned,
             bytes_scanned,
         }

@@ -7,6 +7,17 @@ pub enum StorageError {
     /// transaction's snapshot was taken (snapshot isolation's first-committer-wins rule).
     #[error("could not serialize access due to concurrent update")]
     WriteConflict,
+    /// READ COMMITTED: a row this statement is about to write was changed and committed by
+    /// another transaction after the statement's snapshot. The caller runs the statement again
+    /// on a new snapshot (PostgreSQL re-checks the row; a restart gives the same answer).
+    #[error("could not serialize access due to concurrent update")]
+    RowChangedSinceStatementStart,
+    /// Two transactions wait for each other's row locks; the one that closed the cycle fails.
+    #[error("deadlock detected")]
+    Deadlock,
+    /// The statement waiting for a row lock was cancelled or timed out.
+    #[error("canceling statement while it waited for a row lock")]
+    Interrupted,
     #[error("storage engine error: {0}")]
     Engine(String),
     #[error("data directory {path} is locked by another process")]

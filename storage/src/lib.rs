@@ -1,9 +1,9 @@
 //! Storage for Shoal: RocksDB behind a small, Shoal-shaped API.
 //!
 //! In: Arrow record batches to write (with the table's [`RowLayout`]) and key ranges to read.
-//! Out: Arrow record batches decoded straight from the stored rows, and transactions with
-//! snapshot isolation ([`Txn`]) that fail with [`StorageError::WriteConflict`] when another
-//! transaction wrote the same row first.
+//! Out: Arrow record batches decoded straight from the stored rows, and transactions ([`Txn`])
+//! at READ COMMITTED or REPEATABLE READ whose writers of the same row wait for each other
+//! through row locks ([`locks`]).
 //!
 //! Keys are order-preserving: `'r' | table id | partition | primary key` (see [`keys`]), so every
 //! partition is one contiguous key range and a primary-key lookup is one point read. Rows use a
@@ -13,12 +13,13 @@
 mod bulk;
 mod error;
 pub mod keys;
+mod locks;
 pub mod row;
 mod store;
 
 pub use bulk::BulkLoad;
 pub use error::StorageError;
 pub use row::{RowDecoder, RowEncoder, RowLayout};
-pub use store::{ScanControl, Store, StoreOptions, Txn};
+pub use store::{Isolation, ScanControl, Store, StoreOptions, Txn};
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;

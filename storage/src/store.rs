@@ -1,22 +1,32 @@
-//! The RocksDB-backed store and its snapshot-isolated transactions.
+//! The RocksDB-backed store and its transactions.
 //!
-//! Transactions are RocksDB optimistic transactions with a snapshot taken at begin: reads see the
-//! snapshot plus the transaction's own writes, and commit fails with
-//! [`StorageError::WriteConflict`] if any key it wrote was committed by someone else after the
-//! snapshot. Commits are fsynced unless [`StoreOptions::sync_commits`] is off.
-
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+//! Transactions are RocksDB optimistic transactions plus Shoal's row locks ([`crate::locks`]).
+//! Two isolation levels, as PostgreSQL names them:
+//! - READ COMMITTED: every statement reads a new snapshot ([`Txn::new_statement_snapshot`]).
+//!   Writing a row that exists first takes the row's lock (waiting for its other writer to
+//!   finish), then checks that the row is still what the statement saw; if not, the write
+//!   fails with [`StorageError::RowChangedSinceStatementStart`] and the caller runs the
+//!   statement again on a fresh snapshot.
+//! - REPEATABLE READ (snapshot isolation): one snapshot for the whole transaction; a row
+//!   changed by someone else after it fails the write with [`StorageError::WriteConflict`],
+//!   after waiting for the row's lock like PostgreSQL does.
+//!
+//! Commit validation by RocksDB stays as the last line: a key written by someone else after it
+//! was tracked fails the commit. Commits are fsynced unless [`StoreOptions::sync_commits`] is off.
 
 use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 use rocksdb::{
-    OptimisticTransactionDB, OptimisticTransactionOptions, Options, ReadOptions, Transaction,
-    WriteOptions,
+    OptimisticTransactionDB, OptimisticTransactionOptions, Options, ReadOptions,
+    SnapshotWithThreadMode, Transaction, WriteOptions,
 };
 
 use crate::keys;
+use crate::locks::LockTable;
 use crate::{Result, StorageError};
 
 #[derive(Debug, Clone)]
@@ -47,6 +57,13 @@ type Positions = Arc<Mutex<HashMap<(u32, u32), u64>>>;
 /// check-and-ingest holds it exclusively.
 type Barriers = Arc<Mutex<HashMap<u32, Arc<RwLock<()>>>>>;
 
+/// The isolation level of a transaction (see the module comment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    ReadCommitted,
+    RepeatableRead,
+}
+
 /// An open data directory. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -54,6 +71,8 @@ pub struct Store {
     options: StoreOptions,
     positions: Positions,
     barriers: Barriers,
+    locks: Arc<LockTable>,
+    next_txn_id: Arc<AtomicU64>,
     path: PathBuf,
 }
 
@@ -86,6 +105,8 @@ impl Store {
             options,
             positions: Arc::new(Mutex::new(HashMap::new())),
             barriers: Arc::new(Mutex::new(HashMap::new())),
+            locks: Arc::new(LockTable::default()),
+            next_txn_id: Arc::new(AtomicU64::new(1)),
             path: path.to_path_buf(),
         })
     }
@@ -106,27 +127,48 @@ impl Store {
         self.path.join(BULK_DIR)
     }
 
-    /// Starts a transaction whose reads see the database as of now.
+    /// Starts a snapshot-isolated (REPEATABLE READ) transaction.
     pub fn begin(&self) -> Txn {
+        self.begin_with(Isolation::RepeatableRead)
+    }
+
+    pub fn begin_with(&self, isolation: Isolation) -> Txn {
         let mut write_options = WriteOptions::default();
         write_options.set_sync(self.options.sync_commits);
         let mut txn_options = OptimisticTransactionOptions::default();
-        txn_options.set_snapshot(true);
+        // READ COMMITTED tracks each written key from the moment it is written (after its lock).
+        txn_options.set_snapshot(isolation == Isolation::RepeatableRead);
         let txn = self.db.transaction_opt(&write_options, &txn_options);
-        // SAFETY: the transaction borrows the database; `TxnInner` keeps an `Arc` of the same
-        // database and declares `txn` before `_db`, so the transaction is dropped first.
+        // SAFETY: the transaction and the snapshot borrow the database; `TxnInner` keeps an
+        // `Arc` of the same database and declares both before `_db`, so they are dropped first.
         let txn: Transaction<'static, Db> = unsafe { std::mem::transmute(txn) };
+        let statement_snapshot = (isolation == Isolation::ReadCommitted).then(|| self.snapshot());
+        let id = self.next_txn_id.fetch_add(1, Ordering::Relaxed);
         Txn {
             inner: Mutex::new(Some(TxnInner {
                 txn,
+                statement_snapshot,
                 _db: self.db.clone(),
+                isolation,
+                locks: HeldLocks {
+                    table: self.locks.clone(),
+                    txn: id,
+                    keys: Vec::new(),
+                },
                 savepoints: 0,
                 wrote: false,
                 touched: BTreeSet::new(),
                 store: self.clone(),
                 holds_barrier: false,
             })),
+            interrupted: AtomicBool::new(false),
         }
+    }
+
+    fn snapshot(&self) -> SnapshotWithThreadMode<'static, Db> {
+        let snapshot = self.db.snapshot();
+        // SAFETY: as in `begin_with`: only stored in `TxnInner` ahead of its `Arc` of the db.
+        unsafe { std::mem::transmute(snapshot) }
     }
 
     /// The last log position of a partition: how many committed transactions have written
@@ -213,7 +255,12 @@ impl Store {
 
 struct TxnInner {
     txn: Transaction<'static, Db>,
+    /// READ COMMITTED: the current statement's snapshot.
+    statement_snapshot: Option<SnapshotWithThreadMode<'static, Db>>,
     _db: Arc<Db>,
+    isolation: Isolation,
+    /// Released when the transaction ends, whichever way (after the commit when it commits).
+    locks: HeldLocks,
     savepoints: usize,
     wrote: bool,
     /// Partitions this transaction wrote, for their log entries at commit.
@@ -223,32 +270,68 @@ struct TxnInner {
     holds_barrier: bool,
 }
 
+/// The row locks a transaction holds.
+struct HeldLocks {
+    table: Arc<LockTable>,
+    txn: u64,
+    keys: Vec<Vec<u8>>,
+}
+
+impl Drop for HeldLocks {
+    fn drop(&mut self) {
+        self.table.release(self.txn, &self.keys);
+    }
+}
+
 impl TxnInner {
-    /// Notes a write to `key`; the first write to a table also reads its fence.
-    fn touch(&mut self, key: &[u8]) -> Result<()> {
+    /// Notes a write to `key`; the first write to a table also reads its fence. A row key is
+    /// locked and checked against what the statement saw first.
+    fn touch(&mut self, key: &[u8], interrupted: &AtomicBool) -> Result<()> {
         self.wrote = true;
         if let Some((table, partition)) = keys::partition_of_key(key) {
             if !self.touched.iter().any(|(t, _)| *t == table) {
                 self.txn.get_for_update(keys::fence_key(table), false)?;
             }
             self.touched.insert((table, partition));
+            self.check_row_unchanged(key, interrupted)?;
         }
         Ok(())
     }
-}
 
-impl TxnInner {
+    /// Before writing a row: wait for its lock if it exists, then make sure nobody committed a
+    /// change to it after this statement's (READ COMMITTED) or transaction's snapshot.
+    fn check_row_unchanged(&mut self, key: &[u8], interrupted: &AtomicBool) -> Result<()> {
+        let seen = self.txn.get_opt(key, &self.read_options())?;
+        if seen.is_some() && self.locks.table.lock(self.locks.txn, key, interrupted)? {
+            self.locks.keys.push(key.to_vec());
+        }
+        let latest = self.txn.get_for_update(key, true)?;
+        if latest == seen {
+            return Ok(());
+        }
+        Err(match self.isolation {
+            Isolation::ReadCommitted => StorageError::RowChangedSinceStatementStart,
+            Isolation::RepeatableRead => StorageError::WriteConflict,
+        })
+    }
+
     fn read_options(&self) -> ReadOptions {
         let mut ro = ReadOptions::default();
-        ro.set_snapshot(&self.txn.snapshot());
+        match &self.statement_snapshot {
+            Some(snapshot) => ro.set_snapshot(snapshot),
+            None => ro.set_snapshot(&self.txn.snapshot()),
+        }
         ro
     }
 }
 
-/// A snapshot-isolated transaction. Shared between the session and the scans of its statements,
-/// hence the interior lock; every method is short and blocking (call from a blocking thread).
+/// A transaction. Shared between the session and the scans of its statements, hence the
+/// interior lock; every method is blocking (call from a blocking thread) and short, except a
+/// write that waits for a row lock.
 pub struct Txn {
     inner: Mutex<Option<TxnInner>>,
+    /// Set by [`Txn::interrupt`]; outside the lock, which a waiting writer holds.
+    interrupted: AtomicBool,
 }
 
 /// What a scan callback wants next.
@@ -264,20 +347,41 @@ impl Txn {
         f(inner)
     }
 
+    /// Makes a write that waits for a row lock give up with [`StorageError::Interrupted`]
+    /// (the statement was cancelled or timed out). The transaction is of no further use.
+    pub fn interrupt(&self) {
+        self.interrupted.store(true, Ordering::Relaxed);
+    }
+
+    pub fn isolation(&self) -> Result<Isolation> {
+        self.with(|t| Ok(t.isolation))
+    }
+
+    /// READ COMMITTED: the next reads see every commit made until now. A no-op for REPEATABLE
+    /// READ, whose snapshot is the transaction's.
+    pub fn new_statement_snapshot(&self) -> Result<()> {
+        self.with(|t| {
+            if t.isolation == Isolation::ReadCommitted {
+                t.statement_snapshot = Some(t.store.snapshot());
+            }
+            Ok(())
+        })
+    }
+
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.with(|t| Ok(t.txn.get_opt(key, &t.read_options())?))
     }
 
     pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
         self.with(|t| {
-            t.touch(key)?;
+            t.touch(key, &self.interrupted)?;
             Ok(t.txn.put(key, value)?)
         })
     }
 
     pub fn delete(&self, key: &[u8]) -> Result<()> {
         self.with(|t| {
-            t.touch(key)?;
+            t.touch(key, &self.interrupted)?;
             Ok(t.txn.delete(key)?)
         })
     }
@@ -403,7 +507,7 @@ impl Txn {
 mod tests {
     use super::*;
 
-    fn store() -> (tempfile::TempDir, Store) {
+    pub(super) fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(
             dir.path(),
@@ -527,5 +631,126 @@ mod tests {
         c.delete(&key(1)).unwrap();
         c.commit().unwrap();
         assert_eq!(s.partition_log_position(7, 0).unwrap(), 3);
+    }
+}
+
+#[cfg(test)]
+mod isolation_tests {
+    use super::tests::store;
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// Two transactions at `isolation` write the same existing row; returns what the second
+    /// one's write reported once the first committed, and how long it waited.
+    struct SecondWriter {
+        _dir: tempfile::TempDir,
+        store: Store,
+        result: Result<()>,
+        waited: Duration,
+        txn: Arc<Txn>,
+    }
+
+    fn second_writer_of_a_row(isolation: Isolation) -> SecondWriter {
+        let (dir, s) = store();
+        let row = keys::row_key(3, 0, b"k");
+        let setup = s.begin();
+        setup.put(&row, b"0").unwrap();
+        setup.commit().unwrap();
+        let first = s.begin_with(isolation);
+        let second = Arc::new(s.begin_with(isolation));
+        first.put(&row, b"1").unwrap();
+        let (waiter, r) = (second.clone(), row.clone());
+        let started = Instant::now();
+        let handle = std::thread::spawn(move || waiter.put(&r, b"2"));
+        std::thread::sleep(Duration::from_millis(150));
+        first.commit().unwrap();
+        let result = handle.join().unwrap();
+        SecondWriter {
+            _dir: dir,
+            store: s,
+            result,
+            waited: started.elapsed(),
+            txn: second,
+        }
+    }
+
+    #[test]
+    fn read_committed_writer_waits_then_restarts_on_the_new_row() {
+        let w = second_writer_of_a_row(Isolation::ReadCommitted);
+        let (s, second) = (&w.store, &w.txn);
+        assert!(w.waited >= Duration::from_millis(150));
+        assert!(matches!(
+            w.result,
+            Err(StorageError::RowChangedSinceStatementStart)
+        ));
+        // The statement runs again on a new snapshot: it sees the first writer's row.
+        let row = keys::row_key(3, 0, b"k");
+        second.new_statement_snapshot().unwrap();
+        assert_eq!(second.get(&row).unwrap().unwrap(), b"1");
+        second.put(&row, b"12").unwrap();
+        second.commit().unwrap();
+        assert_eq!(s.begin().get(&row).unwrap().unwrap(), b"12");
+    }
+
+    #[test]
+    fn repeatable_read_writer_waits_then_fails() {
+        let w = second_writer_of_a_row(Isolation::RepeatableRead);
+        assert!(w.waited >= Duration::from_millis(150));
+        assert!(matches!(w.result, Err(StorageError::WriteConflict)));
+    }
+
+    #[test]
+    fn read_committed_statements_see_commits_made_between_them() {
+        let (_d, s) = store();
+        let row = keys::row_key(3, 0, b"k");
+        let reader = s.begin_with(Isolation::ReadCommitted);
+        assert!(reader.get(&row).unwrap().is_none());
+        let writer = s.begin();
+        writer.put(&row, b"v").unwrap();
+        writer.commit().unwrap();
+        assert!(reader.get(&row).unwrap().is_none());
+        reader.new_statement_snapshot().unwrap();
+        assert_eq!(reader.get(&row).unwrap().unwrap(), b"v");
+    }
+
+    #[test]
+    fn crossed_row_writes_end_in_one_deadlock_error() {
+        let (_d, s) = store();
+        let (a, b) = (keys::row_key(3, 0, b"a"), keys::row_key(3, 0, b"b"));
+        let setup = s.begin();
+        setup.put(&a, b"0").unwrap();
+        setup.put(&b, b"0").unwrap();
+        setup.commit().unwrap();
+        let one = Arc::new(s.begin_with(Isolation::ReadCommitted));
+        let two = s.begin_with(Isolation::ReadCommitted);
+        one.put(&a, b"1").unwrap();
+        two.put(&b, b"2").unwrap();
+        let (t, k) = (one.clone(), b.clone());
+        let handle = std::thread::spawn(move || t.put(&k, b"1"));
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(matches!(two.put(&a, b"2"), Err(StorageError::Deadlock)));
+        two.rollback();
+        handle.join().unwrap().unwrap();
+        one.commit().unwrap();
+    }
+
+    #[test]
+    fn an_interrupted_lock_wait_gives_up() {
+        let (_d, s) = store();
+        let row = keys::row_key(3, 0, b"k");
+        let setup = s.begin();
+        setup.put(&row, b"0").unwrap();
+        setup.commit().unwrap();
+        let holder = s.begin_with(Isolation::ReadCommitted);
+        holder.put(&row, b"1").unwrap();
+        let waiter = Arc::new(s.begin_with(Isolation::ReadCommitted));
+        let (w, r) = (waiter.clone(), row.clone());
+        let handle = std::thread::spawn(move || w.put(&r, b"2"));
+        std::thread::sleep(Duration::from_millis(80));
+        waiter.interrupt();
+        assert!(matches!(
+            handle.join().unwrap(),
+            Err(StorageError::Interrupted)
+        ));
     }
 }

@@ -1,7 +1,9 @@
 //! End-to-end tests: real `shoal` processes, real clients. One binary for all of them.
 
 mod bad_input;
+mod compat;
 mod crash;
+mod pgbench;
 mod psql;
 mod slt_files;
 mod sql;

@@ -8,7 +8,7 @@ use shoal_tests::slt::{connect, SimpleDb};
 use shoal_tests::slt_extended::ExtendedDb;
 use shoal_tests::{pg::Postgres, Node};
 
-fn slt_files() -> Vec<PathBuf> {
+pub(crate) fn slt_files() -> Vec<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("slt");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
@@ -20,12 +20,12 @@ fn slt_files() -> Vec<PathBuf> {
     files
 }
 
-async fn run_file(conn: String, file: &PathBuf) -> Result<(), String> {
+pub(crate) async fn run_file(conn: String, file: &PathBuf) -> Result<(), String> {
     run_or_bless(conn, file, false).await
 }
 
 /// The same file through the extended protocol (binary results).
-async fn run_file_extended(conn: String, file: &PathBuf) -> Result<(), String> {
+pub(crate) async fn run_file_extended(conn: String, file: &PathBuf) -> Result<(), String> {
     let mut runner = sqllogictest::Runner::new(move || {
         let conn = conn.clone();
         async move {

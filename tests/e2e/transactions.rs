@@ -1,5 +1,8 @@
-//! Transactions: atomicity, snapshot isolation, write conflicts (40001), the failed state
-//! (25P02), savepoints, and constraint violations that change nothing.
+//! Transactions: atomicity, READ COMMITTED and REPEATABLE READ, writers of the same row waiting
+//! for each other, write conflicts (40001) and deadlocks (40P01), the failed state (25P02),
+//! savepoints, and constraint violations that change nothing.
+
+use std::time::Duration;
 
 use shoal_tests::Node;
 
@@ -19,7 +22,9 @@ async fn commit_rollback_and_snapshot_reads() {
         .await
         .unwrap();
 
-    b.batch_execute("begin").await.unwrap();
+    b.batch_execute("begin isolation level repeatable read")
+        .await
+        .unwrap();
     let before: i64 = b
         .query_one("select sum(balance) from acct", &[])
         .await
@@ -55,37 +60,183 @@ async fn commit_rollback_and_snapshot_reads() {
     assert_eq!(total, 200);
 }
 
-#[tokio::test]
-async fn write_write_conflict_is_a_serialization_failure() {
-    let node = Node::start();
+/// A table `k` with the row (1, 0), and two connections.
+async fn one_row(node: &Node) -> (tokio_postgres::Client, tokio_postgres::Client) {
     let a = node.connect().await;
     let b = node.connect().await;
-    a.batch_execute("create table k (id int primary key, v int)")
+    a.batch_execute("create table k (id int primary key, v int); insert into k values (1, 0)")
         .await
         .unwrap();
-    a.batch_execute("insert into k values (1, 0)")
-        .await
-        .unwrap();
-    a.batch_execute("begin").await.unwrap();
-    b.batch_execute("begin").await.unwrap();
-    a.batch_execute("update k set v = 1 where id = 1")
-        .await
-        .unwrap();
-    b.batch_execute("update k set v = 2 where id = 1")
-        .await
-        .unwrap();
-    a.batch_execute("commit").await.unwrap();
-    let err = b
-        .batch_execute("commit")
-        .await
-        .expect_err("second writer must fail");
-    assert_eq!(code(&err), Some("40001"), "{err}");
-    let v: i32 = a
-        .query_one("select v from k where id = 1", &[])
+    (a, b)
+}
+
+async fn value(c: &tokio_postgres::Client) -> i32 {
+    c.query_one("select v from k where id = 1", &[])
         .await
         .unwrap()
-        .get(0);
-    assert_eq!(v, 1);
+        .get(0)
+}
+
+/// `a` updates the row in an open block; `b` runs `b_sql` in the background. Returns `b`'s
+/// result once `a` has committed, after checking that `b` waited for it.
+async fn second_writer(
+    a: &tokio_postgres::Client,
+    b: tokio_postgres::Client,
+    b_sql: &'static str,
+) -> (tokio_postgres::Client, Result<(), tokio_postgres::Error>) {
+    a.batch_execute("begin; update k set v = v + 1 where id = 1")
+        .await
+        .unwrap();
+    let second = tokio::spawn(async move {
+        let r = b.batch_execute(b_sql).await;
+        (b, r)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!second.is_finished(), "the second writer must wait");
+    a.batch_execute("commit").await.unwrap();
+    second.await.unwrap()
+}
+
+#[tokio::test]
+async fn read_committed_writer_waits_and_updates_the_committed_row() {
+    let node = Node::start();
+    let (a, b) = one_row(&node).await;
+    let (_b, r) = second_writer(&a, b, "begin; update k set v = v + 10 where id = 1; commit").await;
+    r.unwrap();
+    // Neither update is lost: the second one applied to the first one's committed row.
+    assert_eq!(value(&a).await, 11);
+}
+
+#[tokio::test]
+async fn repeatable_read_writer_waits_then_fails_with_40001() {
+    let node = Node::start();
+    let (a, b) = one_row(&node).await;
+    let (b, r) = second_writer(
+        &a,
+        b,
+        "begin isolation level repeatable read; select 1; update k set v = v + 10 where id = 1",
+    )
+    .await;
+    let err = r.expect_err("the second writer must fail");
+    assert_eq!(code(&err), Some("40001"), "{err}");
+    b.batch_execute("rollback").await.unwrap();
+    assert_eq!(value(&a).await, 1);
+}
+
+#[tokio::test]
+async fn concurrent_increments_lose_nothing() {
+    let node = Node::start();
+    let (a, _) = one_row(&node).await;
+    let mut workers = Vec::new();
+    for i in 0..4 {
+        let c = node.connect().await;
+        workers.push(tokio::spawn(async move {
+            for _ in 0..25 {
+                // Half the clients in explicit blocks, half in autocommit.
+                let sql = if i % 2 == 0 {
+                    "begin; update k set v = v + 1 where id = 1; commit"
+                } else {
+                    "update k set v = v + 1 where id = 1"
+                };
+                c.batch_execute(sql).await?;
+            }
+            Ok::<_, tokio_postgres::Error>(())
+        }));
+    }
+    for w in workers {
+        w.await.unwrap().unwrap();
+    }
+    assert_eq!(value(&a).await, 100);
+}
+
+#[tokio::test]
+async fn crossed_updates_end_in_one_deadlock_error() {
+    let node = Node::start();
+    let (a, b) = one_row(&node).await;
+    a.batch_execute("insert into k values (2, 0)")
+        .await
+        .unwrap();
+    a.batch_execute("begin; update k set v = 1 where id = 1")
+        .await
+        .unwrap();
+    b.batch_execute("begin; update k set v = 2 where id = 2")
+        .await
+        .unwrap();
+    let first = tokio::spawn(async move {
+        let r = a.batch_execute("update k set v = 1 where id = 2").await;
+        (a, r)
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let err = b
+        .batch_execute("update k set v = 2 where id = 1")
+        .await
+        .expect_err("closing the cycle must fail");
+    assert_eq!(code(&err), Some("40P01"), "{err}");
+    b.batch_execute("rollback").await.unwrap();
+    let (a, r) = first.await.unwrap();
+    r.unwrap();
+    a.batch_execute("commit").await.unwrap();
+    let rows = a.query("select v from k order by id", &[]).await.unwrap();
+    let v: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(v, vec![1, 1]);
+}
+
+#[tokio::test]
+async fn statement_timeout_ends_a_lock_wait() {
+    let node = Node::start();
+    let (a, b) = one_row(&node).await;
+    a.batch_execute("begin; update k set v = 5 where id = 1")
+        .await
+        .unwrap();
+    b.batch_execute("set statement_timeout = 200")
+        .await
+        .unwrap();
+    let err = b
+        .batch_execute("update k set v = 6 where id = 1")
+        .await
+        .expect_err("the wait must time out");
+    assert_eq!(code(&err), Some("57014"), "{err}");
+    // The abandoned waiter holds nothing: the holder commits, the row is writable again.
+    a.batch_execute("commit").await.unwrap();
+    b.batch_execute("update k set v = 7 where id = 1")
+        .await
+        .unwrap();
+    assert_eq!(value(&a).await, 7);
+}
+
+#[tokio::test]
+async fn set_transaction_isolation_applies_before_the_first_query() {
+    let node = Node::start();
+    let c = node.connect().await;
+    let level = |rows: Vec<tokio_postgres::SimpleQueryMessage>| {
+        rows.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+    };
+    let show = "show transaction_isolation";
+    assert_eq!(
+        level(c.simple_query(show).await.unwrap()).as_deref(),
+        Some("read committed")
+    );
+    c.batch_execute("begin; set transaction isolation level repeatable read")
+        .await
+        .unwrap();
+    assert_eq!(
+        level(c.simple_query(show).await.unwrap()).as_deref(),
+        Some("repeatable read")
+    );
+    c.batch_execute("select 1").await.unwrap();
+    let err = c
+        .batch_execute("set transaction isolation level read committed")
+        .await
+        .expect_err("after a query the level is fixed");
+    assert_eq!(code(&err), Some("25001"), "{err}");
+    c.batch_execute("rollback").await.unwrap();
+    assert_eq!(
+        level(c.simple_query(show).await.unwrap()).as_deref(),
+        Some("read committed")
+    );
 }
 
 #[tokio::test]

@@ -21,7 +21,7 @@ async fn startup_reports_postgres_parameters_and_version() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(iso, "repeatable read");
+    assert_eq!(iso, "read committed");
 }
 
 #[tokio::test]

@@ -178,7 +178,7 @@ impl Session {
         } else {
             columns.iter().map(ident_name).collect()
         };
-        let (txn, implicit) = self.statement_txn();
+        let (txn, implicit) = self.statement_txn()?;
         let bulk = if implicit {
             let store = self.node.store.clone();
             let (id, check) = (def.id, !def.primary_key.is_empty());

@@ -94,7 +94,7 @@ impl Session {
             .upsert
             .as_ref()
             .map(|_| Arc::new(Mutex::new(Vec::new())));
-        let (txn, implicit) = self.statement_txn();
+        let (txn, implicit) = self.statement_txn()?;
         let state = self.statement_state(
             txn.clone(),
             DmlOptions {

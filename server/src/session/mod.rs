@@ -75,6 +75,9 @@ pub struct Session {
     dropped_in_block: Mutex<Vec<u32>>,
     ctx: SessionContext,
     txn: Mutex<TxnState>,
+    /// The transaction of the statement running now: interrupted when the statement is
+    /// cancelled or times out, so that a write waiting for a row lock gives up.
+    running: Mutex<Option<Arc<Txn>>>,
     /// An unfinished COPY FROM STDIN.
     pub copy_in: tokio::sync::Mutex<Option<CopyIn>>,
     /// The error that ended a COPY FROM early; reported when the client finishes sending.
@@ -156,6 +159,7 @@ impl Session {
             dropped_in_block: Mutex::new(Vec::new()),
             ctx,
             txn: Mutex::new(TxnState::Idle),
+            running: Mutex::new(None),
             copy_in: tokio::sync::Mutex::new(None),
             copy_error: Mutex::new(None),
         }
@@ -198,19 +202,8 @@ impl Session {
             .unwrap_or(0);
         // Results are gathered inside the timeout (and inside pgwire's cancel window), so
         // statement_timeout and CancelRequest also stop a query while it produces rows.
-        let fut = async {
-            match self.dispatch(stmt, params).await? {
-                Outcome::Rows {
-                    schema,
-                    stream,
-                    tag,
-                } => {
-                    let batches: Vec<_> = futures::TryStreamExt::try_collect(stream).await?;
-                    Ok(transaction::rows_outcome(schema, batches, tag))
-                }
-                other => Ok(other),
-            }
-        };
+        let interrupt_on_drop = InterruptOnDrop(&self.running);
+        let fut = self.run_to_completion(stmt, params);
         let result = if timeout_ms > 0 {
             match tokio::time::timeout(Duration::from_millis(timeout_ms), fut).await {
                 Ok(r) => r,
@@ -219,6 +212,10 @@ impl Session {
         } else {
             fut.await
         };
+        if !matches!(result, Err(ServerError::StatementTimeout)) {
+            *self.running.lock() = None;
+        }
+        drop(interrupt_on_drop);
         let metrics = &self.node.metrics;
         metrics.queries.with_label_values(&[kind]).inc();
         metrics
@@ -231,6 +228,67 @@ impl Session {
         }
         self.set_activity(self.idle_state(), None);
         result
+    }
+
+    /// Runs a statement and gathers its rows. A write that met a row changed after its READ
+    /// COMMITTED snapshot runs again (in a block, after undoing its own partial writes), as
+    /// PostgreSQL re-checks such rows instead of failing.
+    async fn run_to_completion(
+        &self,
+        stmt: Statement,
+        params: Option<ParamValues>,
+    ) -> ServerResult<Outcome> {
+        let restartable = matches!(
+            stmt,
+            Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_)
+        );
+        if !restartable {
+            return self.dispatch_gathered(stmt, params).await;
+        }
+        let mut restarts = 0;
+        loop {
+            let savepoint = self.block_savepoint()?;
+            match self.dispatch_gathered(stmt.clone(), params.clone()).await {
+                Err(e) if e.needs_statement_restart() && restarts < MAX_STATEMENT_RESTARTS => {
+                    restarts += 1;
+                    self.node.metrics.statement_restarts.inc();
+                    if let Some((txn, depth)) = savepoint {
+                        tokio::task::spawn_blocking(move || txn.rollback_to_savepoint(depth))
+                            .await
+                            .map_err(|e| ServerError::Internal(e.to_string()))??;
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// In a block, a savepoint that a restarted statement returns to.
+    fn block_savepoint(&self) -> ServerResult<Option<(Arc<Txn>, usize)>> {
+        let txn = match &*self.txn.lock() {
+            TxnState::Block { txn, .. } => txn.clone(),
+            TxnState::Idle => return Ok(None),
+        };
+        let depth = txn.savepoint()?;
+        Ok(Some((txn, depth)))
+    }
+
+    async fn dispatch_gathered(
+        &self,
+        stmt: Statement,
+        params: Option<ParamValues>,
+    ) -> ServerResult<Outcome> {
+        match self.dispatch(stmt, params).await? {
+            Outcome::Rows {
+                schema,
+                stream,
+                tag,
+            } => {
+                let batches: Vec<_> = futures::TryStreamExt::try_collect(stream).await?;
+                Ok(transaction::rows_outcome(schema, batches, tag))
+            }
+            other => Ok(other),
+        }
     }
 
     async fn dispatch(
@@ -334,12 +392,22 @@ impl Session {
         self.copy_error.lock().take()
     }
 
-    /// The transaction a data statement runs in: the open block's, or a fresh implicit one.
-    fn statement_txn(&self) -> (Arc<Txn>, bool) {
-        match &*self.txn.lock() {
-            TxnState::Block { txn, .. } => (txn.clone(), false),
-            TxnState::Idle => (Arc::new(self.node.store.begin()), true),
-        }
+    /// The transaction a data statement runs in: the open block's (with a new READ COMMITTED
+    /// snapshot), or a fresh implicit one.
+    fn statement_txn(&self) -> ServerResult<(Arc<Txn>, bool)> {
+        let (txn, implicit) = match &mut *self.txn.lock() {
+            TxnState::Block { txn, used, .. } => {
+                *used = true;
+                txn.new_statement_snapshot()?;
+                (txn.clone(), false)
+            }
+            TxnState::Idle => (
+                Arc::new(self.node.store.begin_with(self.default_isolation())),
+                true,
+            ),
+        };
+        *self.running.lock() = Some(txn.clone());
+        Ok((txn, implicit))
     }
 
     /// Commits an implicit transaction off the async runtime.
@@ -392,6 +460,22 @@ async fn explain_as_query_plan(outcome: Outcome) -> ServerResult<Outcome> {
         vec![Arc::new(StringArray::from(lines))],
     )?;
     Ok(transaction::rows_outcome(schema, vec![batch], "EXPLAIN"))
+}
+
+/// Restarts of one statement before its READ COMMITTED conflict is reported (40001). Each
+/// restart follows a wait for the row's writer, so reaching this takes heavy, steady contention.
+const MAX_STATEMENT_RESTARTS: usize = 100;
+
+/// Interrupts the running statement's transaction unless the statement finished: its future
+/// was dropped (CancelRequest, a closed connection) or it timed out.
+struct InterruptOnDrop<'a>(&'a Mutex<Option<Arc<Txn>>>);
+
+impl Drop for InterruptOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(txn) = self.0.lock().take() {
+            txn.interrupt();
+        }
+    }
 }
 
 impl Drop for Session {

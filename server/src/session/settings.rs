@@ -16,7 +16,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("client_encoding", "UTF8"),
     ("client_min_messages", "notice"),
     ("DateStyle", "ISO, MDY"),
-    ("default_transaction_isolation", "repeatable read"),
+    ("default_transaction_isolation", "read committed"),
     ("default_transaction_read_only", "off"),
     ("extra_float_digits", "1"),
     ("idle_in_transaction_session_timeout", "0"),
@@ -41,7 +41,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("statement_timeout", "0"),
     ("synchronous_commit", "on"),
     ("TimeZone", "UTC"),
-    ("transaction_isolation", "repeatable read"),
+    ("transaction_isolation", "read committed"),
     ("transaction_read_only", "off"),
     ("work_mem", "4MB"),
     ("row_security", "on"),
@@ -153,12 +153,11 @@ fn normalize(key: &str, value: &str) -> ServerResult<String> {
     match key {
         "transaction_isolation" | "default_transaction_isolation" => {
             match value.to_lowercase().as_str() {
-                // Snapshot isolation is stronger than both, which the standard allows.
-                "read committed" | "read uncommitted" | "repeatable read" => {
-                    Ok("repeatable read".into())
-                }
+                // READ UNCOMMITTED behaves as READ COMMITTED, as in PostgreSQL.
+                "read committed" | "read uncommitted" => Ok("read committed".into()),
+                "repeatable read" => Ok("repeatable read".into()),
                 "serializable" => Err(ServerError::NotSupported(
-                    "SERIALIZABLE isolation (Shoal provides snapshot isolation, reported as REPEATABLE READ)"
+                    "SERIALIZABLE isolation (Shoal offers READ COMMITTED and REPEATABLE READ)"
                         .into(),
                 )),
                 _ => Err(bad()),

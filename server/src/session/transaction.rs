@@ -10,7 +10,7 @@ use datafusion::sql::sqlparser::ast::{
     Expr, Ident, Reset, ResetStatement, Set, Statement, TransactionIsolationLevel, TransactionMode,
     Value,
 };
-use shoal_storage::Txn;
+use shoal_storage::{Isolation, Txn};
 
 use super::{Outcome, Session};
 use crate::error::{ServerError, ServerResult};
@@ -19,6 +19,8 @@ pub(crate) enum TxnState {
     Idle,
     Block {
         txn: Arc<Txn>,
+        /// Whether a data statement ran: SET TRANSACTION ISOLATION LEVEL must come before.
+        used: bool,
         /// Savepoint names with their storage depth, innermost last.
         savepoints: Vec<(String, usize)>,
         failed: bool,
@@ -43,27 +45,18 @@ impl Session {
     }
 
     pub(super) fn begin(&self, modes: &[TransactionMode]) -> ServerResult<Outcome> {
-        for m in modes {
-            match m {
-                TransactionMode::IsolationLevel(TransactionIsolationLevel::Serializable) => {
-                    return Err(ServerError::NotSupported(
-                        "SERIALIZABLE isolation (Shoal provides snapshot isolation, reported as REPEATABLE READ)".into(),
-                    ))
-                }
-                TransactionMode::AccessMode(a) if a.to_string().contains("ONLY") => {
-                    return Err(ServerError::NotSupported("read-only transactions".into()))
-                }
-                _ => {}
-            }
-        }
+        let isolation = requested_isolation(modes)?.unwrap_or_else(|| self.default_isolation());
         let mut state = self.txn.lock();
         if matches!(*state, TxnState::Idle) {
             self.meta.begin_block();
             *state = TxnState::Block {
-                txn: Arc::new(self.node.store.begin()),
+                txn: Arc::new(self.node.store.begin_with(isolation)),
+                used: false,
                 savepoints: Vec::new(),
                 failed: false,
             };
+            self.settings
+                .set("transaction_isolation", isolation_name(isolation))?;
         }
         // PostgreSQL only warns about BEGIN inside a block.
         Ok(Outcome::TxnStart("BEGIN".into()))
@@ -77,7 +70,7 @@ impl Session {
                 txn, failed: true, ..
             } => {
                 txn.rollback();
-                self.end_block_ddl(false);
+                self.end_block(false);
                 Ok(Outcome::TxnEnd("ROLLBACK".into()))
             }
             TxnState::Block { txn, .. } => {
@@ -104,12 +97,12 @@ impl Session {
                 .map_err(|e| ServerError::Internal(e.to_string()))?;
                 match result {
                     Ok(()) => {
-                        self.end_block_ddl(true);
+                        self.end_block(true);
                         Ok(Outcome::TxnEnd("COMMIT".into()))
                     }
                     Err(e) => {
                         txn.rollback();
-                        self.end_block_ddl(false);
+                        self.end_block(false);
                         Err(e)
                     }
                 }
@@ -117,8 +110,11 @@ impl Session {
         }
     }
 
-    /// After a block: reclaim tables it dropped if it committed, forget them otherwise.
-    fn end_block_ddl(&self, committed: bool) {
+    /// After a block: reclaim tables it dropped if it committed, forget them otherwise; the
+    /// next transaction's isolation is the default again.
+    fn end_block(&self, committed: bool) {
+        let default = isolation_name(self.default_isolation());
+        let _ = self.settings.set("transaction_isolation", default);
         self.meta.discard();
         let dropped = std::mem::take(&mut *self.dropped_in_block.lock());
         if committed {
@@ -131,7 +127,7 @@ impl Session {
             std::mem::replace(&mut *self.txn.lock(), TxnState::Idle)
         {
             txn.rollback();
-            self.end_block_ddl(false);
+            self.end_block(false);
         }
         Outcome::TxnEnd("ROLLBACK".into())
     }
@@ -142,9 +138,7 @@ impl Session {
             txn, savepoints, ..
         } = &mut *state
         else {
-            return Err(ServerError::NotSupported(
-                "SAVEPOINT outside a transaction block".into(),
-            ));
+            return Err(ServerError::OutsideBlock("SAVEPOINT"));
         };
         let depth = txn.savepoint()?;
         savepoints.push((name.to_lowercase(), depth));
@@ -154,7 +148,7 @@ impl Session {
     pub(super) fn release(&self, name: &str) -> ServerResult<Outcome> {
         let mut state = self.txn.lock();
         let TxnState::Block { savepoints, .. } = &mut *state else {
-            return Err(ServerError::NoTransaction);
+            return Err(ServerError::OutsideBlock("RELEASE SAVEPOINT"));
         };
         let name = name.to_lowercase();
         let pos = savepoints
@@ -171,9 +165,10 @@ impl Session {
             txn,
             savepoints,
             failed,
+            ..
         } = &mut *state
         else {
-            return Err(ServerError::NoTransaction);
+            return Err(ServerError::OutsideBlock("ROLLBACK TO SAVEPOINT"));
         };
         let name = name.to_lowercase();
         let pos = savepoints
@@ -210,14 +205,22 @@ impl Session {
             Set::SetTimeZone { value, .. } => {
                 self.settings.set("TimeZone", &setting_value(&value))?
             }
-            Set::SetTransaction { modes, .. } => {
-                for m in modes {
-                    if let TransactionMode::IsolationLevel(level) = m {
+            Set::SetTransaction {
+                modes,
+                session: true,
+                ..
+            } => {
+                if let Some(level) = requested_isolation(&modes)? {
+                    self.settings
+                        .set("default_transaction_isolation", isolation_name(level))?;
+                    if !self.in_block() {
                         self.settings
-                            .set("transaction_isolation", &level.to_string())?;
+                            .set("transaction_isolation", isolation_name(level))?;
                     }
                 }
             }
+            // Outside a block PostgreSQL only warns that SET TRANSACTION has no effect.
+            Set::SetTransaction { modes, .. } => self.set_block_isolation(&modes)?,
             Set::SetSessionParam(_) | Set::SetRole { .. } | Set::SetNames { .. } => {}
             other => {
                 return Err(ServerError::NotSupported(format!("{other}")));
@@ -259,7 +262,7 @@ impl Session {
                 .settings
                 .get(&name)
                 .ok_or_else(|| ServerError::UnknownSetting(name.clone()))?;
-            let header = self.settings.display_name(&name).to_lowercase();
+            let header = self.settings.display_name(&name);
             return single_column(&header, vec![value]);
         };
         let schema = Arc::new(Schema::new(
@@ -309,4 +312,75 @@ fn single_column(name: &str, values: Vec<String>) -> ServerResult<Outcome> {
     let schema = Arc::new(Schema::new(vec![Field::new(name, DataType::Utf8, true)]));
     let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(values))])?;
     Ok(rows_outcome(schema, vec![batch], "SHOW"))
+}
+
+impl Session {
+    /// The isolation level of transactions that do not name one.
+    pub(super) fn default_isolation(&self) -> Isolation {
+        match self
+            .settings
+            .get("default_transaction_isolation")
+            .as_deref()
+        {
+            Some(name) if name == isolation_name(Isolation::RepeatableRead) => {
+                Isolation::RepeatableRead
+            }
+            _ => Isolation::ReadCommitted,
+        }
+    }
+
+    /// SET TRANSACTION ISOLATION LEVEL inside a block, before its first data statement: the
+    /// block's (still unused) transaction is replaced by one at the new level.
+    fn set_block_isolation(&self, modes: &[TransactionMode]) -> ServerResult<()> {
+        let Some(level) = requested_isolation(modes)? else {
+            return Ok(());
+        };
+        let mut state = self.txn.lock();
+        let TxnState::Block { txn, used, .. } = &mut *state else {
+            return Ok(());
+        };
+        if *used {
+            return Err(ServerError::IsolationAfterQuery);
+        }
+        if txn.isolation()? != level {
+            txn.rollback();
+            *txn = Arc::new(self.node.store.begin_with(level));
+        }
+        self.settings
+            .set("transaction_isolation", isolation_name(level))?;
+        Ok(())
+    }
+}
+
+/// The isolation level named among BEGIN's or SET TRANSACTION's modes. READ UNCOMMITTED is
+/// READ COMMITTED, as in PostgreSQL; SERIALIZABLE is refused. Read-only is refused too.
+fn requested_isolation(modes: &[TransactionMode]) -> ServerResult<Option<Isolation>> {
+    let mut level = None;
+    for m in modes {
+        match m {
+            TransactionMode::IsolationLevel(TransactionIsolationLevel::Serializable)
+            | TransactionMode::IsolationLevel(TransactionIsolationLevel::Snapshot) => {
+                return Err(ServerError::NotSupported(
+                    "SERIALIZABLE isolation (Shoal offers READ COMMITTED and REPEATABLE READ)"
+                        .into(),
+                ))
+            }
+            TransactionMode::IsolationLevel(TransactionIsolationLevel::RepeatableRead) => {
+                level = Some(Isolation::RepeatableRead)
+            }
+            TransactionMode::IsolationLevel(_) => level = Some(Isolation::ReadCommitted),
+            TransactionMode::AccessMode(a) if a.to_string().contains("ONLY") => {
+                return Err(ServerError::NotSupported("read-only transactions".into()))
+            }
+            TransactionMode::AccessMode(_) => {}
+        }
+    }
+    Ok(level)
+}
+
+fn isolation_name(level: Isolation) -> &'static str {
+    match level {
+        Isolation::ReadCommitted => "read committed",
+        Isolation::RepeatableRead => "repeatable read",
+    }
 }

@@ -1,0 +1,160 @@
+//! Catalog functions whose true answer in Shoal is fixed: Shoal has no sequences, comments,
+//! triggers, rules or advisory locks, so `pg_get_serial_sequence`, `col_description`,
+//! `obj_description`, `pg_get_triggerdef`, `pg_get_ruledef` answer NULL and
+//! `pg_advisory_unlock_all` has nothing to release. `to_regtype` resolves built-in type names
+//! to their canonical OIDs. Clients call these while introspecting (psql `\d+`, SQLAlchemy,
+//! psycopg, asyncpg's pool reset); a missing function would fail the whole query.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray, Int32Array};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::ScalarValue;
+use datafusion::error::Result as DfResult;
+use datafusion::execution::context::SessionContext;
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+
+/// A function that returns one value whatever its arguments.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct ConstantFunction {
+    name: &'static str,
+    signature: Signature,
+    value: ScalarValue,
+}
+
+impl ScalarUDFImpl for ConstantFunction {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _args: &[DataType]) -> DfResult<DataType> {
+        Ok(self.value.data_type())
+    }
+    fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        Ok(ColumnarValue::Scalar(self.value.clone()))
+    }
+}
+
+/// `to_regtype(name)`: the OID of a built-in type, NULL for an unknown name.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct ToRegtype {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for ToRegtype {
+    fn name(&self) -> &str {
+        "to_regtype"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _args: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Int32)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let scalar = matches!(args.args[0], ColumnarValue::Scalar(_));
+        let names = args.args[0].to_array(args.number_rows)?;
+        let names = datafusion::arrow::compute::cast(&names, &DataType::Utf8)?;
+        let names = names.as_string::<i32>();
+        let oids: Int32Array = (0..names.len())
+            .map(|i| {
+                if names.is_null(i) {
+                    None
+                } else {
+                    builtin_type_oid(names.value(i))
+                }
+            })
+            .collect();
+        if scalar {
+            return Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
+                &oids, 0,
+            )?));
+        }
+        Ok(ColumnarValue::Array(Arc::new(oids)))
+    }
+}
+
+/// Canonical OIDs of the built-in types Shoal stores, under their SQL and internal names.
+fn builtin_type_oid(name: &str) -> Option<i32> {
+    let name = name.trim().trim_start_matches("pg_catalog.").to_lowercase();
+    let oid = match name.as_str() {
+        "bool" | "boolean" => 16,
+        "bytea" => 17,
+        "char" | "\"char\"" => 18,
+        "name" => 19,
+        "int8" | "bigint" => 20,
+        "int2" | "smallint" => 21,
+        "int4" | "integer" | "int" => 23,
+        "text" => 25,
+        "oid" => 26,
+        "json" => 114,
+        "float4" | "real" => 700,
+        "float8" | "double precision" => 701,
+        "bpchar" | "character" => 1042,
+        "varchar" | "character varying" => 1043,
+        "date" => 1082,
+        "time" | "time without time zone" => 1083,
+        "timestamp" | "timestamp without time zone" => 1114,
+        "timestamptz" | "timestamp with time zone" => 1184,
+        "interval" => 1186,
+        "numeric" | "decimal" => 1700,
+        "uuid" => 2950,
+        "jsonb" => 3802,
+        "int4[]" | "integer[]" | "_int4" => 1007,
+        "int8[]" | "bigint[]" | "_int8" => 1016,
+        "text[]" | "_text" => 1009,
+        _ => return None,
+    };
+    Some(oid)
+}
+
+pub(crate) fn register(ctx: &SessionContext) {
+    let constant = |name: &'static str, signature: Signature, value: ScalarValue| {
+        ScalarUDF::new_from_impl(ConstantFunction {
+            name,
+            signature,
+            value,
+        })
+    };
+    let any_args = || Signature::variadic_any(Volatility::Stable);
+    for name in [
+        "pg_get_serial_sequence",
+        "col_description",
+        "obj_description",
+        "shobj_description",
+        "pg_get_triggerdef",
+        "pg_get_ruledef",
+    ] {
+        ctx.register_udf(constant(name, any_args(), ScalarValue::Utf8(None)));
+    }
+    ctx.register_udf(constant(
+        "pg_function_is_visible",
+        any_args(),
+        ScalarValue::Boolean(Some(true)),
+    ));
+    ctx.register_udf(constant(
+        "pg_advisory_unlock_all",
+        Signature::nullary(Volatility::Volatile),
+        ScalarValue::Null,
+    ));
+    ctx.register_udf(ScalarUDF::new_from_impl(ToRegtype {
+        signature: Signature::any(1, Volatility::Stable),
+    }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_names_and_aliases_resolve_to_canonical_oids() {
+        assert_eq!(builtin_type_oid("integer"), Some(23));
+        assert_eq!(builtin_type_oid("pg_catalog.int4"), Some(23));
+        assert_eq!(builtin_type_oid("Character Varying"), Some(1043));
+        assert_eq!(builtin_type_oid("hstore"), None);
+    }
+}

@@ -46,7 +46,10 @@ pub async fn start(args: StartArgs) -> Result<(), String> {
                     node.args.metrics_listen
                 )
             })?;
-        tracing::info!(address = %metrics.local_addr().map_err(|e| e.to_string())?, "metrics at /metrics");
+        let metrics_addr = metrics.local_addr().map_err(|e| e.to_string())?;
+        tracing::info!(address = %metrics_addr, "metrics at /metrics");
+        // Printed before the readiness line so that a caller who asked for port 0 learns both.
+        println!("shoal metrics on {metrics_addr}");
         tokio::spawn(metrics::serve(metrics, node.metrics.clone()));
     }
     tracing::info!(
@@ -56,7 +59,7 @@ pub async fn start(args: StartArgs) -> Result<(), String> {
         tls = tls.is_some(),
         "shoal is listening for PostgreSQL clients"
     );
-    // A line for scripts and tests that wait for readiness.
+    // A line for scripts and tests that wait for readiness (and passed port 0 to learn the port).
     println!("shoal listening on {local}");
     wire::listener::serve(Arc::clone(&node), listener, tls).await;
     Ok(())

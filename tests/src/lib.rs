@@ -27,6 +27,15 @@ pub fn free_port() -> u16 {
         .expect("loopback is available")
 }
 
+/// The port of a printed `host:port` address (0 when it does not parse).
+fn port_of(addr: &str) -> u16 {
+    addr.trim()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0)
+}
+
 /// The `shoal` binary next to this test binary (target/debug/shoal), or `SHOAL_BIN`.
 pub fn shoal_bin() -> PathBuf {
     if let Ok(p) = std::env::var("SHOAL_BIN") {
@@ -77,15 +86,12 @@ impl Node {
         node
     }
 
+    /// Starts the process on ports the kernel picks (port 0), so that parallel tests never race
+    /// for a port someone else took between "is it free?" and "bind".
     fn spawn(&mut self) {
-        self.port = free_port();
-        self.metrics_port = free_port();
         let mut cmd = Command::new(shoal_bin());
         cmd.arg("start")
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{}", self.port))
-            .arg("--metrics-listen")
-            .arg(format!("127.0.0.1:{}", self.metrics_port))
+            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(&self.extra)
@@ -97,15 +103,24 @@ impl Node {
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            let mut metrics_port = 0;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.starts_with("shoal listening on") {
-                    let _ = tx.send(());
+                if let Some(addr) = line.strip_prefix("shoal metrics on ") {
+                    metrics_port = port_of(addr);
+                } else if let Some(addr) = line.strip_prefix("shoal listening on ") {
+                    let _ = tx.send((port_of(addr), metrics_port));
                 }
             }
         });
-        if rx.recv_timeout(Duration::from_secs(60)).is_err() {
-            let _ = child.kill();
-            panic!("shoal did not start listening within 60 s");
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok((port, metrics_port)) => {
+                self.port = port;
+                self.metrics_port = metrics_port;
+            }
+            Err(_) => {
+                let _ = child.kill();
+                panic!("shoal did not start listening within 60 s");
+            }
         }
         self.child = Some(child);
     }

@@ -67,29 +67,40 @@ impl Postgres {
             .status()
             .ok()?;
         assert!(status.success(), "initdb failed");
-        let port = free_port();
-        let child = command(&bin.join("postgres"), root)
-            .arg("-D")
-            .arg(&data)
-            .arg("-p")
-            .arg(port.to_string())
-            .arg("-k")
-            .arg(dir.path())
-            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start postgres");
-        let ready = crate::wait_until(Duration::from_secs(30), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        assert!(ready, "postgres did not start");
-        std::thread::sleep(Duration::from_millis(300));
-        Some(Postgres {
-            port,
-            child,
-            _dir: dir,
-        })
+        // A port picked free can be taken by a parallel test before postgres binds it; then
+        // postgres exits and we try another.
+        for _ in 0..5 {
+            let port = free_port();
+            let mut child = command(&bin.join("postgres"), root)
+                .arg("-D")
+                .arg(&data)
+                .arg("-p")
+                .arg(port.to_string())
+                .arg("-k")
+                .arg(dir.path())
+                .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start postgres");
+            let mut exited = false;
+            // postmaster.pid's status line says "ready" once connections are accepted, which
+            // a connect() alone cannot tell apart from someone else listening on the port.
+            let ready = crate::wait_until(Duration::from_secs(30), || {
+                exited = matches!(child.try_wait(), Ok(Some(_)));
+                exited || is_ready(&data)
+            });
+            if ready && !exited {
+                return Some(Postgres {
+                    port,
+                    child,
+                    _dir: dir,
+                });
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("postgres did not start");
     }
 
     pub fn conn_string(&self, db: &str) -> String {
@@ -112,6 +123,13 @@ impl Postgres {
             .await
             .expect("create database");
     }
+}
+
+/// Whether the server in `data` accepts connections (postmaster.pid's last line).
+fn is_ready(data: &Path) -> bool {
+    std::fs::read_to_string(data.join("postmaster.pid"))
+        .map(|pid| pid.lines().any(|l| l.trim() == "ready"))
+        .unwrap_or(false)
 }
 
 impl Drop for Postgres {

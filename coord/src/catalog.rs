@@ -55,6 +55,23 @@ pub struct TableDef {
     /// Column ids of the primary key, in key order. Empty: rows are keyed by a hidden row id.
     pub primary_key: Vec<u32>,
     pub partitions: Vec<PartitionDef>,
+    /// The table's indexes as clients see them in pg_index: today only the primary key's,
+    /// whose entries are the row keys themselves.
+    #[serde(default)]
+    pub indexes: Vec<IndexDef>,
+}
+
+/// An index of a table. Its name lives in the schema's relation namespace, as in PostgreSQL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexDef {
+    pub oid: u32,
+    pub name: String,
+    /// Column ids, in key order.
+    pub columns: Vec<u32>,
+    pub unique: bool,
+    pub primary: bool,
+    /// The OID of the constraint the index enforces (PRIMARY KEY), if any.
+    pub constraint_oid: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -130,7 +147,17 @@ impl Catalog {
     }
 
     fn relation_exists(&self, schema: &str, name: &str) -> bool {
-        self.table(schema, name).is_some() || self.view(schema, name).is_some()
+        self.table(schema, name).is_some()
+            || self.view(schema, name).is_some()
+            || self.index(schema, name).is_some()
+    }
+
+    /// The index called `name` in `schema`, with its table.
+    pub fn index(&self, schema: &str, name: &str) -> Option<(&TableDef, &IndexDef)> {
+        self.tables
+            .values()
+            .filter(|t| t.schema == schema)
+            .find_map(|t| t.indexes.iter().find(|i| i.name == name).map(|i| (t, i)))
     }
 
     pub fn create_schema(&mut self, name: &str) -> Result<(), CoordError> {
@@ -201,6 +228,21 @@ impl Catalog {
             ));
         }
         table.id = self.allocate_oid();
+        if !table.primary_key.is_empty() && !table.indexes.iter().any(|i| i.primary) {
+            let name = format!("{}_pkey", table.name);
+            if self.relation_exists(&table.schema, &name) {
+                return Err(CoordError::RelationExists(name));
+            }
+            let index = IndexDef {
+                oid: self.allocate_oid(),
+                name,
+                columns: table.primary_key.clone(),
+                unique: true,
+                primary: true,
+                constraint_oid: Some(self.allocate_oid()),
+            };
+            table.indexes.push(index);
+        }
         table.partitions = (0..partition_count)
             .map(|index| PartitionDef {
                 index,
@@ -234,7 +276,9 @@ impl Catalog {
         if !self.schemas.contains_key(&view.schema) {
             return Err(CoordError::SchemaNotFound(view.schema.clone()));
         }
-        if self.table(&view.schema, &view.name).is_some() {
+        if self.table(&view.schema, &view.name).is_some()
+            || self.index(&view.schema, &view.name).is_some()
+        {
             return Err(CoordError::RelationExists(view.name.clone()));
         }
         let key = qualified(&view.schema, &view.name);
@@ -265,6 +309,11 @@ impl TableDef {
         self.visible_columns().find(|c| c.name == name)
     }
 
+    /// The primary key's index (and constraint), if the table has a primary key.
+    pub fn primary_index(&self) -> Option<&IndexDef> {
+        self.indexes.iter().find(|i| i.primary)
+    }
+
     pub fn next_column_id(&self) -> u32 {
         self.columns.iter().map(|c| c.id + 1).max().unwrap_or(0)
     }
@@ -289,6 +338,7 @@ mod tests {
             }],
             primary_key: vec![0],
             partitions: vec![],
+            indexes: vec![],
         }
     }
 
@@ -297,9 +347,21 @@ mod tests {
         let mut c = Catalog::default();
         let id = c.create_table(table("t"), 4, 1).unwrap();
         assert!(id >= FIRST_USER_OID);
-        assert_eq!(c.table("public", "t").unwrap().partitions.len(), 4);
+        let t = c.table("public", "t").unwrap();
+        assert_eq!(t.partitions.len(), 4);
+        let pk = t.primary_index().unwrap();
+        assert_eq!(
+            (pk.name.as_str(), pk.columns.as_slice()),
+            ("t_pkey", &[0][..])
+        );
+        assert!(pk.oid > id && pk.constraint_oid > Some(pk.oid));
         assert!(matches!(
             c.create_table(table("t"), 4, 1),
+            Err(CoordError::RelationExists(_))
+        ));
+        // An index name takes its place among the schema's relations.
+        assert!(matches!(
+            c.create_table(table("t_pkey"), 4, 1),
             Err(CoordError::RelationExists(_))
         ));
     }

@@ -19,7 +19,9 @@ mod error;
 mod types;
 
 pub use block::SessionMetaStore;
-pub use catalog::{Catalog, ColumnDef, PartitionDef, SchemaDef, TableDef, UserDef, ViewDef};
+pub use catalog::{
+    Catalog, ColumnDef, IndexDef, PartitionDef, SchemaDef, TableDef, UserDef, ViewDef,
+};
 pub use embedded::EmbeddedMetaStore;
 pub use error::CoordError;
 pub use types::SqlType;

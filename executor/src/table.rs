@@ -106,6 +106,9 @@ impl TableHandle {
 
     /// The name of the primary key constraint, as PostgreSQL would name it.
     pub fn primary_key_name(&self) -> String {
-        format!("{}_pkey", self.def.name)
+        match self.def.primary_index() {
+            Some(index) => index.name.clone(),
+            None => format!("{}_pkey", self.def.name),
+        }
     }
 }

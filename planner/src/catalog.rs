@@ -15,6 +15,7 @@ use shoal_coord::MetaStore;
 use shoal_executor::RowIdAllocator;
 use shoal_storage::Store;
 
+use crate::pg_relations::LiveCatalogSchema;
 use crate::table::{ShoalTable, DML_TABLE_PREFIX};
 
 /// The single database every connection sees (current_database()).
@@ -49,6 +50,25 @@ impl ShoalCatalog {
         }
     }
 
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The catalog snapshot this view of the metadata shows now.
+    pub(crate) fn meta_snapshot(&self) -> Arc<shoal_coord::Catalog> {
+        self.meta.catalog()
+    }
+
+    /// pg_catalog with its relation catalogs (pg_class, pg_attribute, ...) computed from this
+    /// catalog's metadata.
+    fn pg_catalog(&self) -> Option<Arc<dyn SchemaProvider>> {
+        let inner = self.extra.read().get("pg_catalog").cloned()?;
+        Some(Arc::new(LiveCatalogSchema::new(
+            inner,
+            self.with_meta(self.meta.clone()),
+        )))
+    }
+
     pub fn new(
         meta: Arc<dyn MetaStore>,
         store: Store,
@@ -73,6 +93,9 @@ impl CatalogProvider for ShoalCatalog {
     }
 
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        if name == "pg_catalog" {
+            return self.pg_catalog();
+        }
         if let Some(s) = self.extra.read().get(name) {
             return Some(s.clone());
         }
@@ -81,11 +104,7 @@ impl CatalogProvider for ShoalCatalog {
         }
         Some(Arc::new(ShoalSchema {
             name: name.to_string(),
-            meta: self.meta.clone(),
-            store: self.store.clone(),
-            row_ids: self.row_ids.clone(),
-            view_planner: self.view_planner.clone(),
-            extra: self.extra.clone(),
+            catalog: self.with_meta(self.meta.clone()),
         }))
     }
 
@@ -100,11 +119,7 @@ impl CatalogProvider for ShoalCatalog {
 
 struct ShoalSchema {
     name: String,
-    meta: Arc<dyn MetaStore>,
-    store: Store,
-    row_ids: Arc<RowIdAllocator>,
-    view_planner: SessionContext,
-    extra: Arc<RwLock<HashMap<String, Arc<dyn SchemaProvider>>>>,
+    catalog: ShoalCatalog,
 }
 
 impl std::fmt::Debug for ShoalSchema {
@@ -116,7 +131,7 @@ impl std::fmt::Debug for ShoalSchema {
 #[async_trait]
 impl SchemaProvider for ShoalSchema {
     fn table_names(&self) -> Vec<String> {
-        let catalog = self.meta.catalog();
+        let catalog = self.catalog.meta.catalog();
         let tables = catalog
             .tables
             .values()
@@ -131,7 +146,7 @@ impl SchemaProvider for ShoalSchema {
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        let catalog = self.meta.catalog();
+        let catalog = self.catalog.meta.catalog();
         if let Some(id) = name.strip_prefix(DML_TABLE_PREFIX) {
             let id: u32 = id
                 .parse()
@@ -139,8 +154,8 @@ impl SchemaProvider for ShoalSchema {
             return Ok(catalog.table_by_id(id).map(|t| {
                 Arc::new(ShoalTable::new(
                     Arc::new(t.clone()),
-                    self.store.clone(),
-                    self.row_ids.clone(),
+                    self.catalog.store.clone(),
+                    self.catalog.row_ids.clone(),
                     true,
                 )) as Arc<dyn TableProvider>
             }));
@@ -149,22 +164,23 @@ impl SchemaProvider for ShoalSchema {
             return Ok(Some(Arc::new(
                 ShoalTable::new(
                     Arc::new(t.clone()),
-                    self.store.clone(),
-                    self.row_ids.clone(),
+                    self.catalog.store.clone(),
+                    self.catalog.row_ids.clone(),
                     false,
                 )
-                .with_defaults(&self.view_planner)?,
+                .with_defaults(&self.catalog.view_planner)?,
             )));
         }
         let Some(view) = catalog.view(&self.name, name) else {
             // pg_catalog is implicitly first on PostgreSQL's search path.
-            let pg_catalog = self.extra.read().get("pg_catalog").cloned();
+            let pg_catalog = self.catalog.pg_catalog();
             return match pg_catalog {
                 Some(p) if self.name == "public" => p.table(name).await,
                 _ => Ok(None),
             };
         };
         let mut plan = self
+            .catalog
             .view_planner
             .sql(&view.query)
             .await?
@@ -186,7 +202,7 @@ impl SchemaProvider for ShoalSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        let catalog = self.meta.catalog();
+        let catalog = self.catalog.meta.catalog();
         catalog.table(&self.name, name).is_some() || catalog.view(&self.name, name).is_some()
     }
 }

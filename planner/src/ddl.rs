@@ -248,6 +248,7 @@ pub fn table_from_create(create: &CreateTable) -> Result<(TableDef, u32), Planne
             columns,
             primary_key: key_ids,
             partitions: Vec::new(),
+            indexes: Vec::new(),
         },
         partitions,
     ))

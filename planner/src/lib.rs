@@ -17,6 +17,9 @@ mod functions;
 mod naming;
 pub mod pg_input;
 mod pg_overlay;
+mod pg_relations;
+mod pg_system_oids;
+mod relation_functions;
 mod system;
 mod table;
 mod types;
@@ -91,13 +94,17 @@ pub fn session_context(base: &SessionContext, meta: Arc<dyn MetaStore>) -> Sessi
     let state = base.state();
     let list = Arc::new(MemoryCatalogProviderList::new());
     let existing = state.catalog_list().clone();
+    let mut store = None;
     for name in existing.catalog_names() {
         let Some(catalog) = existing.catalog(&name) else {
             continue;
         };
         let any: &dyn std::any::Any = catalog.as_ref();
         let catalog = match any.downcast_ref::<ShoalCatalog>() {
-            Some(shoal) => Arc::new(shoal.with_meta(meta.clone())),
+            Some(shoal) => {
+                store = Some(shoal.store().clone());
+                Arc::new(shoal.with_meta(meta.clone()))
+            }
             None => catalog,
         };
         list.register_catalog(name, catalog);
@@ -105,7 +112,11 @@ pub fn session_context(base: &SessionContext, meta: Arc<dyn MetaStore>) -> Sessi
     let state = SessionStateBuilder::new_from_existing(state)
         .with_catalog_list(list)
         .build();
-    SessionContext::new_with_state(state)
+    let ctx = SessionContext::new_with_state(state);
+    if let Some(store) = store {
+        relation_functions::register(&ctx, meta, store);
+    }
+    ctx
 }
 
 /// Parses SQL as PostgreSQL clients write it: DataFusion's sqlparser (PostgreSQL dialect) plus

@@ -64,6 +64,13 @@ pub enum Isolation {
     RepeatableRead,
 }
 
+/// A table's row count and stored size, as `Store::table_footprint` counts them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableFootprint {
+    pub rows: u64,
+    pub bytes: u64,
+}
+
 /// An open data directory. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -233,6 +240,27 @@ impl Store {
             }
             self.db.write_opt(batch, &opts)?;
         }
+    }
+
+    /// How many rows a table has and how many bytes its keys and values take, counted over
+    /// the latest committed state. It reads every row (the engine behind optimistic
+    /// transactions offers no size estimate), so callers keep it off the async runtime.
+    pub fn table_footprint(&self, table: u32) -> Result<TableFootprint> {
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_upper_bound(keys::table_end(table));
+        ro.fill_cache(false);
+        let mut it = self.db.raw_iterator_opt(ro);
+        it.seek(keys::table_start(table));
+        let mut footprint = TableFootprint::default();
+        while it.valid() {
+            if let (Some(k), Some(v)) = (it.key(), it.value()) {
+                footprint.rows += 1;
+                footprint.bytes += (k.len() + v.len()) as u64;
+            }
+            it.next();
+        }
+        it.status()?;
+        Ok(footprint)
     }
 
     /// The last key of a key range, for recovering counters such as the hidden row id.

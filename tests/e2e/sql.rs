@@ -1,21 +1,7 @@
 //! SQL surface and storage behaviour: DDL, types, views, partition pruning in EXPLAIN, and a
 //! restart that finds the catalog and the rows again.
 
-use shoal_tests::Node;
-
-async fn texts(c: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Option<String>>> {
-    c.simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .into_iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => {
-                Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
-            }
-            _ => None,
-        })
-        .collect()
-}
+use shoal_tests::{texts, Node};
 
 #[tokio::test]
 async fn explain_shows_fragments_and_pruning() {

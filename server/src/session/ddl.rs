@@ -295,6 +295,7 @@ impl Session {
                     self.meta.update(&mut |c| {
                         if c.table(&schema, &new_name).is_some()
                             || c.view(&schema, &new_name).is_some()
+                            || c.index(&schema, &new_name).is_some()
                         {
                             return Err(CoordError::RelationExists(new_name.clone()));
                         }

@@ -1,0 +1,295 @@
+//! Catalog functions that answer from a session's view of the metadata: `pg_get_indexdef`,
+//! `pg_get_constraintdef`, `pg_get_userbyid`, `pg_table_is_visible`, and the size functions
+//! `pg_relation_size` / `pg_total_relation_size` / `pg_table_size` / `pg_indexes_size`, which
+//! ask storage how many bytes a table's rows take.
+//!
+//! They replace `datafusion-pg-catalog`'s placeholders of the same names (which answer a fixed
+//! value), and are registered per session so that they see the session's uncommitted DDL.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, StringArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Int64Type};
+use datafusion::error::Result as DfResult;
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
+    Volatility,
+};
+use datafusion::prelude::SessionContext;
+use shoal_coord::{Catalog, MetaStore};
+use shoal_storage::Store;
+
+use crate::pg_relations::{constraint_definition, index_definition, quote_ident, OWNER_OID};
+use crate::pg_system_oids::SYSTEM_RELATIONS;
+
+/// What a lookup needs besides its arguments.
+struct Sources {
+    meta: Arc<dyn MetaStore>,
+    store: Store,
+}
+
+/// Answers one row: the catalog snapshot, the relation OID, and the row's other arguments.
+type Lookup = fn(&Sources, &Catalog, i64, &[ArrayRef], usize) -> Option<Answer>;
+
+enum Answer {
+    Text(String),
+    Bool(bool),
+    Int(i64),
+}
+
+/// A function of an OID (and optional further arguments) answered from the catalog.
+struct CatalogLookup {
+    name: &'static str,
+    signature: Signature,
+    returns: DataType,
+    sources: Arc<Sources>,
+    lookup: Lookup,
+}
+
+impl std::fmt::Debug for CatalogLookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+impl PartialEq for CatalogLookup {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for CatalogLookup {}
+
+impl std::hash::Hash for CatalogLookup {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name.hash(state)
+    }
+}
+
+impl ScalarUDFImpl for CatalogLookup {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _args: &[DataType]) -> DfResult<DataType> {
+        Ok(self.returns.clone())
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let rows = args.number_rows;
+        let scalar = args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let arrays = args
+            .args
+            .iter()
+            .map(|a| a.to_array(rows))
+            .collect::<DfResult<Vec<_>>>()?;
+        let catalog = self.sources.meta.catalog();
+        let oids: ArrayRef = match arrays[0].data_type() {
+            // `pg_relation_size('t')`: PostgreSQL reads the text as a regclass.
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+                let names = cast(&arrays[0], &DataType::Utf8)?;
+                Arc::new(Int64Array::from_iter(
+                    names
+                        .as_string::<i32>()
+                        .iter()
+                        .map(|n| n.and_then(|n| relation_oid(&catalog, n))),
+                ))
+            }
+            _ => cast(&arrays[0], &DataType::Int64)?,
+        };
+        let oids = oids.as_primitive::<Int64Type>();
+        let answers: Vec<Option<Answer>> = (0..rows)
+            .map(|row| {
+                if oids.is_null(row) {
+                    return None;
+                }
+                (self.lookup)(&self.sources, &catalog, oids.value(row), &arrays[1..], row)
+            })
+            .collect();
+        let array: ArrayRef = match self.returns {
+            DataType::Boolean => {
+                Arc::new(BooleanArray::from_iter(answers.into_iter().map(
+                    |a| match a {
+                        Some(Answer::Bool(b)) => Some(b),
+                        _ => None,
+                    },
+                )))
+            }
+            DataType::Int64 => Arc::new(Int64Array::from_iter(answers.into_iter().map(
+                |a| match a {
+                    Some(Answer::Int(i)) => Some(i),
+                    _ => None,
+                },
+            ))),
+            _ => Arc::new(StringArray::from_iter(answers.into_iter().map(
+                |a| match a {
+                    Some(Answer::Text(s)) => Some(s),
+                    _ => None,
+                },
+            ))),
+        };
+        if scalar {
+            Ok(ColumnarValue::Scalar(
+                datafusion::common::ScalarValue::try_from_array(&array, 0)?,
+            ))
+        } else {
+            Ok(ColumnarValue::Array(array))
+        }
+    }
+}
+
+/// The OID of a relation named as `name` or `schema.name` (unqualified: public).
+fn relation_oid(c: &Catalog, name: &str) -> Option<i64> {
+    let (schema, name) = name.split_once('.').unwrap_or(("public", name));
+    let unquote = |s: &str| s.trim_matches('"').to_string();
+    let (schema, name) = (unquote(schema), unquote(name));
+    if let Some(t) = c.table(&schema, &name) {
+        return Some(t.id.into());
+    }
+    if let Some((_, index)) = c.index(&schema, &name) {
+        return Some(index.oid.into());
+    }
+    c.view(&schema, &name).map(|v| v.oid.into())
+}
+
+/// Registers the functions on a session's context, reading `meta` (the session's metadata).
+pub(crate) fn register(ctx: &SessionContext, meta: Arc<dyn MetaStore>, store: Store) {
+    let sources = Arc::new(Sources { meta, store });
+    let arities = |n: &[usize]| {
+        Signature::one_of(
+            n.iter().map(|n| TypeSignature::Any(*n)).collect(),
+            Volatility::Stable,
+        )
+    };
+    let functions: [(&'static str, &[usize], DataType, Lookup); 8] = [
+        ("pg_get_indexdef", &[1, 3], DataType::Utf8, index_def),
+        (
+            "pg_get_constraintdef",
+            &[1, 2],
+            DataType::Utf8,
+            constraint_def,
+        ),
+        ("pg_get_userbyid", &[1], DataType::Utf8, user_name),
+        ("pg_table_is_visible", &[1], DataType::Boolean, visible),
+        ("pg_relation_size", &[1, 2], DataType::Int64, table_bytes),
+        ("pg_table_size", &[1], DataType::Int64, table_bytes),
+        ("pg_total_relation_size", &[1], DataType::Int64, table_bytes),
+        ("pg_indexes_size", &[1], DataType::Int64, no_bytes),
+    ];
+    for (name, n, returns, lookup) in functions {
+        ctx.register_udf(ScalarUDF::new_from_impl(CatalogLookup {
+            name,
+            signature: arities(n),
+            returns,
+            sources: sources.clone(),
+            lookup,
+        }));
+    }
+}
+
+fn index_def(_: &Sources, c: &Catalog, oid: i64, rest: &[ArrayRef], row: usize) -> Option<Answer> {
+    let (table, index) = c.tables.values().find_map(|t| {
+        t.indexes
+            .iter()
+            .find(|i| i.oid as i64 == oid)
+            .map(|i| (t, i))
+    })?;
+    // pg_get_indexdef(index, column, pretty): column > 0 asks for that key column alone.
+    let column = rest
+        .first()
+        .and_then(|a| cast(a, &DataType::Int64).ok())
+        .map(|a| a.as_primitive::<Int64Type>().value(row))
+        .unwrap_or(0);
+    if column > 0 {
+        let id = index.columns.get(column as usize - 1)?;
+        let name = &table.columns.iter().find(|c| c.id == *id)?.name;
+        return Some(Answer::Text(quote_ident(name)));
+    }
+    Some(Answer::Text(index_definition(table, index)))
+}
+
+fn constraint_def(_: &Sources, c: &Catalog, oid: i64, _: &[ArrayRef], _: usize) -> Option<Answer> {
+    c.tables.values().find_map(|t| {
+        t.indexes
+            .iter()
+            .find(|i| i.constraint_oid.map(i64::from) == Some(oid))
+            .map(|i| Answer::Text(constraint_definition(t, i)))
+    })
+}
+
+/// Every object is owned by the bootstrap superuser (OID 10 in pg_class and friends), which is
+/// the first superuser the node created.
+fn user_name(_: &Sources, c: &Catalog, oid: i64, _: &[ArrayRef], _: usize) -> Option<Answer> {
+    let user = if oid == OWNER_OID as i64 {
+        c.users
+            .values()
+            .filter(|u| u.superuser)
+            .min_by_key(|u| u.oid)
+    } else {
+        c.users.values().find(|u| u.oid as i64 == oid)
+    };
+    let name = match user {
+        Some(u) => u.name.clone(),
+        None => format!("unknown (OID={oid})"),
+    };
+    Some(Answer::Text(name))
+}
+
+/// Whether an unqualified name finds the relation: PostgreSQL's default search path is
+/// `"$user", public` after the implicit pg_catalog.
+fn visible(_: &Sources, c: &Catalog, oid: i64, _: &[ArrayRef], _: usize) -> Option<Answer> {
+    if let Some((schema, ..)) = SYSTEM_RELATIONS.iter().find(|r| r.2 as i64 == oid) {
+        return Some(Answer::Bool(*schema == "pg_catalog"));
+    }
+    let schema = c
+        .tables
+        .values()
+        .find_map(|t| {
+            (t.id as i64 == oid || t.indexes.iter().any(|i| i.oid as i64 == oid))
+                .then_some(&t.schema)
+        })
+        .or_else(|| {
+            c.views
+                .values()
+                .find(|v| v.oid as i64 == oid)
+                .map(|v| &v.schema)
+        })?;
+    Some(Answer::Bool(schema == "public"))
+}
+
+/// The bytes a table's rows take in storage (RocksDB's estimate over the table's key range,
+/// which counts flushed files and the memtable). Indexes have no entries of their own yet:
+/// a primary key is the row key itself.
+fn table_bytes(s: &Sources, c: &Catalog, oid: i64, _: &[ArrayRef], _: usize) -> Option<Answer> {
+    let Some(table) = c.tables.values().find(|t| t.id as i64 == oid) else {
+        return no_bytes(s, c, oid, &[], 0);
+    };
+    let id = table.id;
+    let footprint = off_the_runtime(|| s.store.table_footprint(id)).ok()?;
+    Some(Answer::Int(footprint.bytes as i64))
+}
+
+/// Runs storage work that may take a while without stalling the runtime's other tasks.
+pub(crate) fn off_the_runtime<T>(work: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    }
+}
+
+/// Zero for a table's indexes or an index (they have no storage apart from the rows), NULL
+/// for an OID that names neither.
+fn no_bytes(_: &Sources, c: &Catalog, oid: i64, _: &[ArrayRef], _: usize) -> Option<Answer> {
+    c.tables
+        .values()
+        .any(|t| t.id as i64 == oid || t.indexes.iter().any(|i| i.oid as i64 == oid))
+        .then_some(Answer::Int(0))
+}

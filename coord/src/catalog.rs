@@ -72,6 +72,10 @@ pub struct IndexDef {
     pub primary: bool,
     /// The OID of the constraint the index enforces (PRIMARY KEY), if any.
     pub constraint_oid: Option<u32>,
+    /// Per column: declared DESC. Entries are stored ascending either way; it is kept for
+    /// pg_index and pg_get_indexdef.
+    #[serde(default)]
+    pub descending: Vec<bool>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -240,6 +244,7 @@ impl Catalog {
                 unique: true,
                 primary: true,
                 constraint_oid: Some(self.allocate_oid()),
+                descending: Vec::new(),
             };
             table.indexes.push(index);
         }
@@ -270,6 +275,59 @@ impl Catalog {
             .values_mut()
             .find(|t| t.schema == schema && t.name == name)
             .ok_or_else(|| CoordError::RelationNotFound(name.into()))
+    }
+
+    /// Adds a secondary index to a table; `index.name` empty asks for PostgreSQL's default
+    /// name (`<table>_<columns>_idx`, with a number appended while it is taken). Returns the
+    /// index with its OID and name.
+    pub fn create_index(
+        &mut self,
+        schema: &str,
+        table: &str,
+        mut index: IndexDef,
+    ) -> Result<IndexDef, CoordError> {
+        let def = self
+            .table(schema, table)
+            .ok_or_else(|| CoordError::RelationNotFound(table.into()))?;
+        if index.name.is_empty() {
+            let columns: Vec<&str> = index
+                .columns
+                .iter()
+                .filter_map(|id| def.columns.iter().find(|c| c.id == *id))
+                .map(|c| c.name.as_str())
+                .collect();
+            let base = format!("{}_{}_idx", def.name, columns.join("_"));
+            index.name = base.clone();
+            let mut n = 0;
+            while self.relation_exists(schema, &index.name) {
+                n += 1;
+                index.name = format!("{base}{n}");
+            }
+        } else if self.relation_exists(schema, &index.name) {
+            return Err(CoordError::RelationExists(index.name));
+        }
+        index.oid = self.allocate_oid();
+        let def = self.table_mut(schema, table)?;
+        def.indexes.push(index.clone());
+        Ok(index)
+    }
+
+    /// Removes a secondary index; returns its table's id and its OID so that storage can
+    /// reclaim the entries. A primary key's index goes only with its table.
+    pub fn drop_index(&mut self, schema: &str, name: &str) -> Result<(u32, u32), CoordError> {
+        let (table, index) = self
+            .index(schema, name)
+            .map(|(t, i)| (t.id, i.clone()))
+            .ok_or_else(|| CoordError::RelationNotFound(name.into()))?;
+        if index.primary {
+            return Err(CoordError::InvalidDefinition(format!(
+                "cannot drop index {name} because constraint {name} on its table requires it"
+            )));
+        }
+        if let Some(t) = self.tables.get_mut(&table) {
+            t.indexes.retain(|i| i.oid != index.oid);
+        }
+        Ok((table, index.oid))
     }
 
     pub fn create_view(&mut self, mut view: ViewDef, or_replace: bool) -> Result<(), CoordError> {
@@ -364,6 +422,41 @@ mod tests {
             c.create_table(table("t_pkey"), 4, 1),
             Err(CoordError::RelationExists(_))
         ));
+    }
+
+    #[test]
+    fn unnamed_indexes_get_postgres_default_names() {
+        let mut c = Catalog::default();
+        c.create_table(table("t"), 1, 1).unwrap();
+        let index = |name: &str| IndexDef {
+            oid: 0,
+            name: name.into(),
+            columns: vec![0],
+            unique: false,
+            primary: false,
+            constraint_oid: None,
+            descending: vec![false],
+        };
+        assert_eq!(
+            c.create_index("public", "t", index("")).unwrap().name,
+            "t_a_idx"
+        );
+        assert_eq!(
+            c.create_index("public", "t", index("")).unwrap().name,
+            "t_a_idx1"
+        );
+        assert!(matches!(
+            c.create_index("public", "t", index("t")),
+            Err(CoordError::RelationExists(_))
+        ));
+        assert!(c.drop_index("public", "t_pkey").is_err());
+        let (table, oid) = c.drop_index("public", "t_a_idx").unwrap();
+        assert!(c
+            .table_by_id(table)
+            .unwrap()
+            .indexes
+            .iter()
+            .all(|i| i.oid != oid));
     }
 
     #[test]

@@ -12,13 +12,15 @@
 //! [`ExecutionPlan`]: datafusion::physical_plan::ExecutionPlan
 
 mod error;
+mod index_entries;
 mod scan;
 mod table;
 mod write;
 mod write_exec;
 
 pub use error::ExecError;
-pub use scan::{scan_totals, KeyLookup, PartitionScanExec, ROW_KEY_COLUMN};
-pub use table::{arrow_type_of, TableHandle, PG_TYPE_METADATA_KEY};
+pub use index_entries::{build_index, remove_index_entries};
+pub use scan::{scan_totals, IndexLookup, KeyLookup, PartitionScanExec, ROW_KEY_COLUMN};
+pub use table::{arrow_type_of, SecondaryIndex, TableHandle, PG_TYPE_METADATA_KEY};
 pub use write::{ConflictAction, RowIdAllocator, TableWriter, WriteOutcome};
 pub use write_exec::{BulkSink, ReturningSink, TableWriteExec, WriteKind};

@@ -52,11 +52,20 @@ pub struct KeyLookup {
     pub keys: Vec<Vec<u8>>,
 }
 
+/// Rows to fetch through a secondary index: the entries in `ranges` (one per combination of
+/// looked-up values) hold the storage keys of the rows.
+#[derive(Debug, Clone)]
+pub struct IndexLookup {
+    pub index: String,
+    pub ranges: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
 pub struct PartitionScanExec {
     table: TableHandle,
     txn: Arc<Txn>,
     partitions: Vec<u32>,
     lookups: Option<Vec<KeyLookup>>,
+    index_lookup: Option<IndexLookup>,
     projection: Vec<usize>,
     with_row_key: bool,
     limit: Option<usize>,
@@ -113,6 +122,7 @@ impl PartitionScanExec {
             txn,
             partitions,
             lookups,
+            index_lookup: None,
             projection,
             with_row_key,
             limit,
@@ -120,6 +130,20 @@ impl PartitionScanExec {
             properties,
             metrics: ExecutionPlanMetricsSet::new(),
         }
+    }
+
+    /// Reads the rows a secondary index points at instead of whole partitions, in one output
+    /// partition (the index spans every partition).
+    pub fn with_index_lookup(mut self, lookup: IndexLookup) -> Self {
+        self.lookups = None;
+        self.index_lookup = Some(lookup);
+        self.properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(self.schema.clone()),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        self
     }
 }
 
@@ -135,13 +159,19 @@ impl DisplayAs for PartitionScanExec {
             "PartitionScanExec: table={}.{}, ",
             self.table.def.schema, self.table.def.name
         )?;
-        match &self.lookups {
-            Some(l) => {
+        match (&self.index_lookup, &self.lookups) {
+            (Some(i), _) => write!(
+                f,
+                "index_lookup index={} values={}",
+                i.index,
+                i.ranges.len()
+            )?,
+            (None, Some(l)) => {
                 let parts: Vec<u32> = l.iter().map(|k| k.partition).collect();
                 let n: usize = l.iter().map(|k| k.keys.len()).sum();
                 write!(f, "point_lookup keys={n} partitions={parts:?}")?;
             }
-            None => write!(
+            (None, None) => write!(
                 f,
                 "fragments={} of {} partitions={:?}",
                 self.partitions.len(),
@@ -160,8 +190,13 @@ impl DisplayAs for PartitionScanExec {
 /// Where one output partition reads from.
 #[derive(Clone)]
 enum Source {
-    Range { start: Vec<u8>, end: Vec<u8> },
+    Range {
+        start: Vec<u8>,
+        end: Vec<u8>,
+    },
     Keys(Vec<Vec<u8>>),
+    /// Index entry ranges whose values are row keys.
+    IndexEntries(Vec<(Vec<u8>, Vec<u8>)>),
     Nothing,
 }
 
@@ -213,12 +248,14 @@ impl ExecutionPlan for PartitionScanExec {
         _context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
         let table_id = self.table.id();
-        let source = match &self.lookups {
-            Some(l) => l
+        let source = match (&self.index_lookup, &self.lookups) {
+            (Some(i), _) if partition == 0 => Source::IndexEntries(i.ranges.clone()),
+            (Some(_), _) => Source::Nothing,
+            (None, Some(l)) => l
                 .get(partition)
                 .map(|k| Source::Keys(k.keys.clone()))
                 .unwrap_or(Source::Nothing),
-            None => match self.partitions.get(partition) {
+            (None, None) => match self.partitions.get(partition) {
                 Some(p) => Source::Range {
                     start: keys::partition_start(table_id, *p),
                     end: keys::partition_end(table_id, *p),
@@ -290,8 +327,19 @@ impl ScanState {
     fn next_batch(&mut self) -> Result<Option<RecordBatch>, ExecError> {
         let want = BATCH_ROWS.min(self.remaining);
         let mut bytes = 0usize;
+        if let Source::IndexEntries(ranges) = &self.source {
+            let mut row_keys = Vec::new();
+            for (start, end) in ranges {
+                self.txn.scan(start, end, None, |k, v| {
+                    bytes += k.len() + v.len();
+                    row_keys.push(v.to_vec());
+                    Ok(ScanControl::Continue)
+                })?;
+            }
+            self.source = Source::Keys(row_keys);
+        }
         match &mut self.source {
-            Source::Nothing => self.done = true,
+            Source::Nothing | Source::IndexEntries(_) => self.done = true,
             Source::Keys(list) => {
                 for key in list.drain(..) {
                     if let Some(v) = self.txn.get(&key)? {

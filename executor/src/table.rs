@@ -46,6 +46,18 @@ pub struct TableHandle {
     pub layout: Arc<RowLayout>,
     /// Visible-column indices of the primary key; empty when rows use a hidden row id.
     pub key_columns: Vec<usize>,
+    /// The indexes whose entries writers maintain (every index but the primary key's).
+    pub secondary_indexes: Vec<SecondaryIndex>,
+}
+
+/// A secondary index as writers see it.
+#[derive(Debug, Clone)]
+pub struct SecondaryIndex {
+    pub oid: u32,
+    pub name: String,
+    pub unique: bool,
+    /// Visible-column indices of the indexed columns, in key order.
+    pub columns: Vec<usize>,
 }
 
 impl TableHandle {
@@ -71,12 +83,28 @@ impl TableHandle {
             .iter()
             .filter_map(|id| visible.iter().position(|slot| *slot == *id as usize))
             .collect();
+        let secondary_indexes = def
+            .indexes
+            .iter()
+            .filter(|i| !i.primary)
+            .map(|i| SecondaryIndex {
+                oid: i.oid,
+                name: i.name.clone(),
+                unique: i.unique,
+                columns: i
+                    .columns
+                    .iter()
+                    .filter_map(|id| visible.iter().position(|slot| *slot == *id as usize))
+                    .collect(),
+            })
+            .collect();
         let layout = Arc::new(RowLayout::new(slots, visible, schema.clone()));
         TableHandle {
             def,
             schema,
             layout,
             key_columns,
+            secondary_indexes,
         }
     }
 

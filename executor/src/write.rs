@@ -1,8 +1,9 @@
-//! Writing rows of one table inside a transaction: inserts (with primary-key uniqueness and
-//! `ON CONFLICT DO NOTHING`), deletes and updates by storage key. All methods block on RocksDB:
-//! call them from a blocking thread.
+//! Writing rows of one table inside a transaction: inserts (with primary-key and unique-index
+//! uniqueness and `ON CONFLICT DO NOTHING`), deletes and updates by storage key, each keeping
+//! the table's secondary index entries in step. All methods block on RocksDB: call them from a
+//! blocking thread.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array};
@@ -12,6 +13,7 @@ use parking_lot::Mutex;
 use shoal_coord::SqlType;
 use shoal_storage::{keys, RowEncoder, Store, Txn};
 
+use crate::index_entries::{entries_of, first_taken, put_entries, stored_entries_of};
 use crate::{ExecError, TableHandle};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,6 +160,8 @@ impl<'a> TableWriter<'a> {
     ) -> Result<WriteOutcome, ExecError> {
         self.check_constraints(batch)?;
         let keys = self.keys_of(batch)?;
+        let entries = entries_of(self.table, batch, &keys)?;
+        let none = HashSet::new();
         let encoder = RowEncoder::new(&self.table.layout, batch)?;
         let mut value = Vec::with_capacity(64);
         let mut kept = Vec::with_capacity(batch.num_rows());
@@ -171,8 +175,17 @@ impl<'a> TableWriter<'a> {
                     }
                 }
             }
+            // DO NOTHING skips a row that any unique index refuses, as PostgreSQL does when
+            // no conflict target is named.
+            if on_conflict == ConflictAction::DoNothing
+                && first_taken(self.table, self.txn, &entries[row], &none)?.is_some()
+            {
+                kept.push(false);
+                continue;
+            }
             encoder.encode(row, &mut value)?;
             self.txn.put(key, &value)?;
+            put_entries(self.table, self.txn, &entries[row], &none)?;
             kept.push(true);
         }
         let rows = kept.iter().filter(|k| **k).count() as u64;
@@ -219,8 +232,14 @@ impl<'a> TableWriter<'a> {
     /// Deletes the rows with these storage keys (as produced by a scan with row keys).
     pub fn delete(&self, row_keys: &dyn Array) -> Result<u64, ExecError> {
         let row_keys = row_keys.as_binary::<i32>();
-        for key in row_keys.iter().flatten() {
+        let keys: Vec<Vec<u8>> = row_keys.iter().flatten().map(<[u8]>::to_vec).collect();
+        // Read before deleting: the delete checks that what was read is still current.
+        let stale_entries = stored_entries_of(self.table, self.txn, &keys)?;
+        for key in &keys {
             self.txn.delete(key)?;
+        }
+        for e in &stale_entries {
+            self.txn.delete(&e.key)?;
         }
         Ok(row_keys.len() as u64)
     }
@@ -243,14 +262,26 @@ impl<'a> TableWriter<'a> {
             self.keys_of(new_rows)?
         };
         let encoder = RowEncoder::new(&self.table.layout, new_rows)?;
-        // Delete every moved row first so that rows may trade keys within one statement.
+        let old_keys: Vec<Vec<u8>> = row_keys
+            .iter()
+            .map(|k| k.unwrap_or_default().to_vec())
+            .collect();
+        let old_entries: HashSet<_> = stored_entries_of(self.table, self.txn, &old_keys)?
+            .into_iter()
+            .collect();
+        let new_entries = entries_of(self.table, new_rows, &new_keys)?;
+        // Delete every moved row and every entry that changes first, so that rows may trade
+        // keys or unique values within one statement.
         let mut moved = Vec::new();
-        for (row, old) in row_keys.iter().enumerate() {
-            let old = old.unwrap_or_default();
-            if old != new_keys[row].as_slice() {
+        for (row, old) in old_keys.iter().enumerate() {
+            if *old != new_keys[row] {
                 self.txn.delete(old)?;
                 moved.push(row);
             }
+        }
+        let kept: HashSet<_> = new_entries.iter().flatten().cloned().collect();
+        for e in old_entries.iter().filter(|e| !kept.contains(*e)) {
+            self.txn.delete(&e.key)?;
         }
         let mut value = Vec::with_capacity(64);
         for (row, key) in new_keys.iter().enumerate() {
@@ -259,6 +290,7 @@ impl<'a> TableWriter<'a> {
             }
             encoder.encode(row, &mut value)?;
             self.txn.put(key, &value)?;
+            put_entries(self.table, self.txn, &new_entries[row], &old_entries)?;
         }
         Ok(WriteOutcome {
             rows: new_rows.num_rows() as u64,

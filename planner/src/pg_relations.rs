@@ -538,9 +538,20 @@ impl<'a> Objects<'a> {
                     .collect::<Vec<_>>(),
             )
         });
-        let options = rows
-            .iter()
-            .map(|(_, i)| Some(vec![Some(0i16); i.columns.len()]));
+        // PostgreSQL's INDOPTION_DESC (1), with INDOPTION_NULLS_FIRST (2) that DESC implies.
+        let options = rows.iter().map(|(_, i)| {
+            Some(
+                (0..i.columns.len())
+                    .map(|k| {
+                        Some(if i.descending.get(k) == Some(&true) {
+                            3i16
+                        } else {
+                            0
+                        })
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        });
         batch(
             schema,
             vec![
@@ -786,7 +797,11 @@ pub(crate) fn constraint_definition(table: &TableDef, index: &IndexDef) -> Strin
 
 fn key_column_list(table: &TableDef, index: &IndexDef) -> String {
     key_columns(table, index)
-        .map(|c| quote_ident(&c.name))
+        .enumerate()
+        .map(|(k, c)| match index.descending.get(k) {
+            Some(true) => format!("{} DESC", quote_ident(&c.name)),
+            _ => quote_ident(&c.name),
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }

@@ -24,8 +24,8 @@ use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::ExecutionPlan;
 use shoal_coord::TableDef;
 use shoal_executor::{
-    BulkSink, ConflictAction, KeyLookup, PartitionScanExec, ReturningSink, RowIdAllocator,
-    TableHandle, TableWriteExec, WriteKind, ROW_KEY_COLUMN,
+    BulkSink, ConflictAction, IndexLookup, KeyLookup, PartitionScanExec, ReturningSink,
+    RowIdAllocator, TableHandle, TableWriteExec, WriteKind, ROW_KEY_COLUMN,
 };
 use shoal_storage::{keys, Store, Txn};
 
@@ -132,28 +132,86 @@ impl ShoalTable {
         Ok(self)
     }
 
-    /// Values each primary-key column is restricted to by `filters` (`k = v` or `k IN (..)`).
-    fn key_values(&self, filters: &[Expr]) -> Option<Vec<Vec<ScalarValue>>> {
-        if self.handle.key_columns.is_empty() {
-            return None;
-        }
+    /// Values columns are restricted to by `filters` (`c = v` or `c IN (..)`), by column index.
+    fn equalities(&self, filters: &[Expr]) -> BTreeMap<usize, Vec<ScalarValue>> {
         let mut per_column: BTreeMap<usize, Vec<ScalarValue>> = BTreeMap::new();
         for f in filters {
             for conjunct in split_conjunction(f) {
                 if let Some((name, values)) = equality_values(conjunct) {
                     if let Ok(idx) = self.handle.schema.index_of(&name) {
-                        if self.handle.key_columns.contains(&idx) {
-                            per_column.insert(idx, values);
-                        }
+                        per_column.insert(idx, values);
                     }
                 }
             }
         }
+        per_column
+    }
+
+    /// Values each primary-key column is restricted to by `filters`, when all of them are.
+    fn key_values(&self, filters: &[Expr]) -> Option<Vec<Vec<ScalarValue>>> {
+        if self.handle.key_columns.is_empty() {
+            return None;
+        }
+        let per_column = self.equalities(filters);
         self.handle
             .key_columns
             .iter()
             .map(|c| per_column.get(c).cloned())
             .collect()
+    }
+
+    /// Entry ranges of the secondary index whose leading columns `filters` restrict the most
+    /// (at least the first), one range per combination of values.
+    fn index_lookup(&self, filters: &[Expr]) -> Option<IndexLookup> {
+        let per_column = self.equalities(filters);
+        let (index, values) = self
+            .handle
+            .secondary_indexes
+            .iter()
+            .map(|i| {
+                let values: Vec<&Vec<ScalarValue>> =
+                    i.columns.iter().map_while(|c| per_column.get(c)).collect();
+                (i, values)
+            })
+            .filter(|(_, values)| !values.is_empty())
+            .max_by_key(|(_, values)| values.len())?;
+        let combos: usize = values.iter().map(|v| v.len()).product();
+        if combos > MAX_LOOKUP_KEYS {
+            return None;
+        }
+        let mut ranges = Vec::with_capacity(combos);
+        let mut at = vec![0usize; values.len()];
+        'combos: loop {
+            let mut prefix = keys::index_start(self.handle.id(), index.oid);
+            let mut matchable = true;
+            for (pos, (k, v)) in at.iter().zip(&values).enumerate() {
+                let field = self.handle.schema.field(index.columns[pos]);
+                match exact_cast(&v[*k], field.data_type()) {
+                    Some(array) => {
+                        prefix.push(0x01);
+                        keys::encode_key_value(&array, 0, &mut prefix).ok()?;
+                    }
+                    None => matchable = false,
+                }
+            }
+            if matchable {
+                let mut end = prefix.clone();
+                end.push(0xFF);
+                ranges.push((prefix, end));
+            }
+            for pos in (0..at.len()).rev() {
+                at[pos] += 1;
+                if at[pos] < values[pos].len() {
+                    continue 'combos;
+                }
+                at[pos] = 0;
+            }
+            break;
+        }
+        Some(IndexLookup {
+            index: index.name.clone(),
+            ranges,
+        })
     }
 
     /// Storage keys for every combination of key values, grouped by partition.
@@ -174,16 +232,9 @@ impl ShoalTable {
             let mut arrays: Vec<ArrayRef> = Vec::with_capacity(values.len());
             let mut skip = false;
             for (c, v) in index.iter().zip(&values) {
-                let value = &v[*c];
-                match value.cast_to(key_types[arrays.len()]) {
-                    // A literal that does not survive the cast exactly cannot match any key.
-                    Ok(cast)
-                        if !cast.is_null()
-                            && cast.cast_to(&value.data_type()).ok() == Some(value.clone()) =>
-                    {
-                        arrays.push(cast.to_array().ok()?)
-                    }
-                    _ => {
+                match exact_cast(&v[*c], key_types[arrays.len()]) {
+                    Some(array) => arrays.push(array),
+                    None => {
                         skip = true;
                         arrays.push(
                             ScalarValue::try_from(key_types[arrays.len()])
@@ -218,6 +269,16 @@ impl ShoalTable {
                 .collect(),
         )
     }
+}
+
+/// `value` as type `t`, when the cast keeps it exactly: a literal that does not survive the cast
+/// (or is NULL) cannot equal any stored key.
+fn exact_cast(value: &ScalarValue, t: &DataType) -> Option<ArrayRef> {
+    let cast = value.cast_to(t).ok()?;
+    if cast.is_null() || cast.cast_to(&value.data_type()).ok().as_ref() != Some(value) {
+        return None;
+    }
+    cast.to_array().ok()
 }
 
 fn split_conjunction(e: &Expr) -> Vec<&Expr> {
@@ -314,8 +375,12 @@ impl TableProvider for ShoalTable {
         let with_row_key = self.with_row_key && requested.contains(&visible);
         let columns: Vec<usize> = requested.iter().copied().filter(|i| *i < visible).collect();
         let lookups = self.key_values(filters).and_then(|v| self.lookups(v));
+        let index_lookup = match lookups {
+            None => self.index_lookup(filters),
+            Some(_) => None,
+        };
         let limit = if filters.is_empty() { limit } else { None };
-        let scan = PartitionScanExec::new(
+        let mut scan = PartitionScanExec::new(
             self.handle.clone(),
             txn,
             (0..self.handle.partition_count()).collect(),
@@ -324,6 +389,9 @@ impl TableProvider for ShoalTable {
             with_row_key,
             limit,
         );
+        if let Some(lookup) = index_lookup {
+            scan = scan.with_index_lookup(lookup);
+        }
         // The scan emits the requested visible columns then the key; reorder if asked otherwise.
         let natural: Vec<usize> = columns
             .iter()

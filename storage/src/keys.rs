@@ -11,6 +11,9 @@ use datafusion::arrow::datatypes::*;
 use crate::{Result, StorageError};
 
 pub const ROW_PREFIX: u8 = b'r';
+/// Secondary index entries: `'x' | table | index oid | key columns | row key`, see
+/// [`index_entry`].
+pub const INDEX_PREFIX: u8 = b'x';
 /// Partition log entries: `'l' | table | partition | position (u64 BE)`.
 pub const LOG_PREFIX: u8 = b'l';
 
@@ -138,6 +141,64 @@ fn sortable_f64(v: f64) -> u64 {
     }
 }
 
+/// The first key of an index (inclusive); with `table_indexes_end(table)`, or the next
+/// index's start, it bounds the index's entries.
+pub fn index_start(table: u32, index: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9);
+    k.push(INDEX_PREFIX);
+    k.extend_from_slice(&table.to_be_bytes());
+    k.extend_from_slice(&index.to_be_bytes());
+    k
+}
+
+pub fn index_end(table: u32, index: u32) -> Vec<u8> {
+    match index.checked_add(1) {
+        Some(next) => index_start(table, next),
+        None => table_indexes_end(table),
+    }
+}
+
+/// The range of every index entry of a table.
+pub fn table_indexes_start(table: u32) -> Vec<u8> {
+    let mut k = vec![INDEX_PREFIX];
+    k.extend_from_slice(&table.to_be_bytes());
+    k
+}
+
+pub fn table_indexes_end(table: u32) -> Vec<u8> {
+    table_indexes_start(table.wrapping_add(1))
+}
+
+/// The key of one row's entry in an index. Each column is `0x01` and its memcomparable value,
+/// or `0x02` for NULL (so NULLs sort last, as in a PostgreSQL btree). The row key follows,
+/// except in a unique index when no column is NULL: then the key is the indexed values alone,
+/// so two rows with the same values write the same key and cannot both commit. (NULLs are
+/// distinct, as in PostgreSQL, so they keep the row key.) The entry's value is the row key.
+pub fn index_entry(
+    table: u32,
+    index: u32,
+    unique: bool,
+    columns: &[ArrayRef],
+    row: usize,
+    row_key: &[u8],
+) -> Result<Vec<u8>> {
+    let mut k = index_start(table, index);
+    let mut has_null = false;
+    for c in columns {
+        if c.is_null(row) {
+            has_null = true;
+            k.push(0x02);
+        } else {
+            k.push(0x01);
+            encode_key_value(c, row, &mut k)?;
+        }
+    }
+    if !unique || has_null {
+        k.extend_from_slice(row_key);
+    }
+    Ok(k)
+}
+
 /// Encodes the key columns of one row (without the table/partition prefix).
 pub fn encode_primary_key(columns: &[ArrayRef], row: usize) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(16);
@@ -213,6 +274,28 @@ mod tests {
             "", "a", "a\0", "a\0b", "ab", "b",
         ])));
         assert!(keys.windows(2).all(|w| w[0] < w[1]), "{keys:?}");
+    }
+
+    #[test]
+    fn unique_entries_collide_on_equal_values_but_not_on_nulls() {
+        let values: ArrayRef = Arc::new(Int64Array::from(vec![Some(1), Some(1), None, None]));
+        let entry = |row: usize, unique| {
+            index_entry(
+                7,
+                9,
+                unique,
+                std::slice::from_ref(&values),
+                row,
+                &[row as u8],
+            )
+            .unwrap()
+        };
+        assert_eq!(entry(0, true), entry(1, true));
+        assert_ne!(entry(2, true), entry(3, true));
+        assert_ne!(entry(0, false), entry(1, false));
+        assert!(entry(0, true).starts_with(&index_start(7, 9)));
+        assert!(entry(3, false) < index_end(7, 9));
+        assert!(entry(0, false) < entry(2, false), "NULL sorts last");
     }
 
     #[test]

@@ -206,15 +206,28 @@ impl Store {
         Ok(next)
     }
 
-    /// Removes every row and log entry of a table (after DROP TABLE), outside any transaction.
+    /// Removes every row, index entry and log entry of a table (after DROP TABLE), outside any
+    /// transaction.
     pub fn drop_table_data(&self, table: u32) -> Result<()> {
         self.positions.lock().retain(|(t, _), _| *t != table);
         self.delete_range(&keys::table_start(table), &keys::table_end(table))?;
+        self.delete_range(
+            &keys::table_indexes_start(table),
+            &keys::table_indexes_end(table),
+        )?;
         let (log_start, log_end) = (
             keys::log_start(table, 0),
             keys::log_start(table.wrapping_add(1), 0),
         );
         self.delete_range(&log_start, &log_end)
+    }
+
+    /// Removes the entries of a dropped index, outside any transaction.
+    pub fn drop_index_data(&self, table: u32, index: u32) -> Result<()> {
+        self.delete_range(
+            &keys::index_start(table, index),
+            &keys::index_end(table, index),
+        )
     }
 
     fn delete_range(&self, start: &[u8], end: &[u8]) -> Result<()> {

@@ -179,7 +179,10 @@ impl Session {
             columns.iter().map(ident_name).collect()
         };
         let (txn, implicit) = self.statement_txn()?;
-        let bulk = if implicit {
+        // A bulk load writes rows only; a table with secondary indexes takes the transactional
+        // path, which maintains their entries.
+        let has_secondary_indexes = def.indexes.iter().any(|i| !i.primary);
+        let bulk = if implicit && !has_secondary_indexes {
             let store = self.node.store.clone();
             let (id, check) = (def.id, !def.primary_key.is_empty());
             let load = tokio::task::spawn_blocking(move || store.bulk_load(id, check))

@@ -1,4 +1,4 @@
-//! DDL: schemas, tables, views, ALTER TABLE and TRUNCATE. Outside a transaction block a catalog
+//! DDL: schemas, tables, views, ALTER TABLE and TRUNCATE (indexes are in `index.rs`). Outside a transaction block a catalog
 //! change is durable when the statement returns. Inside a block it goes to the session's
 //! pending catalog (`SessionMetaStore`), seen by this session only, and is published at COMMIT
 //! together with the block's rows, or dropped by ROLLBACK.
@@ -230,6 +230,7 @@ impl Session {
                 } => {
                     for column in column_names {
                         let column = ident_name(&column);
+                        let mut dropped_indexes = Vec::new();
                         let result = self.meta.update(&mut |c| {
                             let t_def = c.table_mut(&schema, &table)?;
                             let col = t_def
@@ -250,6 +251,15 @@ impl Session {
                                 c.dropped = true;
                                 c.name = format!("........pg.dropped.{col}........");
                             }
+                            // As in PostgreSQL, the indexes on the column go with it.
+                            let table_id = t_def.id;
+                            dropped_indexes = t_def
+                                .indexes
+                                .iter()
+                                .filter(|i| i.columns.contains(&col))
+                                .map(|i| (table_id, i.oid))
+                                .collect();
+                            t_def.indexes.retain(|i| !i.columns.contains(&col));
                             Ok(())
                         });
                         match result {
@@ -257,6 +267,9 @@ impl Session {
                             other => {
                                 other?;
                             }
+                        }
+                        for (table_id, index) in dropped_indexes {
+                            self.discard_entries(table_id, index).await?;
                         }
                     }
                 }

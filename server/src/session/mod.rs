@@ -6,6 +6,7 @@
 mod copy;
 mod ddl;
 mod dml;
+mod index;
 pub mod settings;
 mod transaction;
 mod upsert;
@@ -17,7 +18,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::ParamValues;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::prelude::SessionContext;
-use datafusion::sql::sqlparser::ast::Statement;
+use datafusion::sql::sqlparser::ast::{ObjectType, Statement};
 use parking_lot::Mutex;
 use shoal_coord::SessionMetaStore;
 use shoal_planner::SessionInfo;
@@ -332,6 +333,13 @@ impl Session {
                 ..
             } => self.create_schema(&schema_name, if_not_exists),
             Statement::CreateView(view) => self.create_view(view).await,
+            Statement::CreateIndex(create) => self.create_index(create).await,
+            Statement::Drop {
+                object_type: ObjectType::Index,
+                if_exists,
+                names,
+                ..
+            } => self.drop_indexes(if_exists, &names).await,
             Statement::Drop {
                 object_type,
                 if_exists,

@@ -1,6 +1,9 @@
 use clap::Parser;
 use shoal_server::config::{Cli, Command};
 
+/// Stack of every runtime thread (workers and the blocking pool).
+const WORKER_STACK_BYTES: usize = 32 * 1024 * 1024;
+
 fn main() {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -14,8 +17,11 @@ fn main() {
         Some(Command::Start(args)) => args,
         None => cli.start,
     };
+    // Planning recurses over expression trees: a client's long AND/OR chain or deeply nested
+    // subquery must not overflow a 2 MiB worker stack and abort the whole node.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_stack_size(WORKER_STACK_BYTES)
         .build()
     {
         Ok(r) => r,

@@ -213,3 +213,36 @@ async fn startup_parameters_and_empty_queries() {
         assert_eq!(types, vec![b'I', b'Z'], "query {q:?}");
     }
 }
+
+/// Long expression chains make DataFusion's planner recurse deeply; the node answers them (or
+/// refuses them with an error) instead of overflowing a thread stack and aborting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deeply_nested_expressions_do_not_abort_the_node() {
+    let node = Node::start();
+    let c = node.connect().await;
+    c.batch_execute("create table tab0 (pk int primary key, col0 int)")
+        .await
+        .unwrap();
+    let ors: Vec<String> = (0..300)
+        .map(|i| format!("(col0 > {i} and col0 < {})", i + 5))
+        .collect();
+    let queries = [
+        format!("select pk from tab0 where {}", ors.join(" or ")),
+        format!("select {}", vec!["1"; 2000].join(" + ")),
+        format!("select {}1{}", "(".repeat(40), ")".repeat(40)),
+    ];
+    for q in &queries {
+        let _ = c.simple_query(q).await;
+    }
+    let alive = node.connect().await;
+    let rows = alive
+        .simple_query("select 1")
+        .await
+        .expect("the node is still up");
+    assert!(!rows.is_empty());
+    let sum = c
+        .query_one(&format!("select {}", vec!["1::int8"; 500].join(" + ")), &[])
+        .await
+        .unwrap();
+    assert_eq!(sum.get::<_, i64>(0), 500);
+}

@@ -34,6 +34,8 @@ pub enum ServerError {
     IsolationAfterQuery,
     #[error("{0} can only be used in transaction blocks")]
     OutsideBlock(&'static str),
+    #[error("{0} cannot run inside a transaction block")]
+    InsideBlock(&'static str),
     #[error("savepoint \"{0}\" does not exist")]
     NoSuchSavepoint(String),
     #[error("unrecognized configuration parameter \"{0}\"")]
@@ -73,7 +75,7 @@ impl ServerError {
             ServerError::NotSupported(_) => "0A000",
             ServerError::InFailedTransaction => "25P02",
             ServerError::OutsideBlock(_) => "25P01",
-            ServerError::IsolationAfterQuery => "25001",
+            ServerError::IsolationAfterQuery | ServerError::InsideBlock(_) => "25001",
             ServerError::NoSuchSavepoint(_) => "3B001",
             ServerError::UnknownSetting(_) => "42704",
             ServerError::InvalidSetting { .. } => "22023",

@@ -19,6 +19,10 @@ impl Session {
     pub(super) async fn create_index(&self, create: CreateIndex) -> ServerResult<Outcome> {
         let (schema, table) = object_name(&create.table_name)?;
         refuse_unsupported(&create)?;
+        // CONCURRENTLY builds the same index; like PostgreSQL, it refuses to run in a block.
+        if create.concurrently && self.in_block() {
+            return Err(ServerError::InsideBlock("CREATE INDEX CONCURRENTLY"));
+        }
         let catalog = self.meta.catalog();
         let def = catalog
             .table(&schema, &table)

@@ -179,34 +179,21 @@ impl ShoalTable {
         if combos > MAX_LOOKUP_KEYS {
             return None;
         }
+        let types: Vec<&DataType> = index
+            .columns
+            .iter()
+            .map(|c| self.handle.schema.field(*c).data_type())
+            .collect();
         let mut ranges = Vec::with_capacity(combos);
-        let mut at = vec![0usize; values.len()];
-        'combos: loop {
-            let mut prefix = keys::index_start(self.handle.id(), index.oid);
-            let mut matchable = true;
-            for (pos, (k, v)) in at.iter().zip(&values).enumerate() {
-                let field = self.handle.schema.field(index.columns[pos]);
-                match exact_cast(&v[*k], field.data_type()) {
-                    Some(array) => {
-                        prefix.push(0x01);
-                        keys::encode_key_value(&array, 0, &mut prefix).ok()?;
-                    }
-                    None => matchable = false,
-                }
+        for arrays in exact_combinations(&values, &types) {
+            let mut start = keys::index_start(self.handle.id(), index.oid);
+            for array in &arrays {
+                start.push(0x01);
+                keys::encode_key_value(array, 0, &mut start).ok()?;
             }
-            if matchable {
-                let mut end = prefix.clone();
-                end.push(0xFF);
-                ranges.push((prefix, end));
-            }
-            for pos in (0..at.len()).rev() {
-                at[pos] += 1;
-                if at[pos] < values[pos].len() {
-                    continue 'combos;
-                }
-                at[pos] = 0;
-            }
-            break;
+            let mut end = start.clone();
+            end.push(0xFF);
+            ranges.push((start, end));
         }
         Some(IndexLookup {
             index: index.name.clone(),
@@ -226,41 +213,15 @@ impl ShoalTable {
             .iter()
             .map(|i| self.handle.schema.field(*i).data_type())
             .collect();
+        let values: Vec<&Vec<ScalarValue>> = values.iter().collect();
         let mut by_partition: BTreeMap<u32, Vec<Vec<u8>>> = BTreeMap::new();
-        let mut index = vec![0usize; values.len()];
-        'combos: loop {
-            let mut arrays: Vec<ArrayRef> = Vec::with_capacity(values.len());
-            let mut skip = false;
-            for (c, v) in index.iter().zip(&values) {
-                match exact_cast(&v[*c], key_types[arrays.len()]) {
-                    Some(array) => arrays.push(array),
-                    None => {
-                        skip = true;
-                        arrays.push(
-                            ScalarValue::try_from(key_types[arrays.len()])
-                                .ok()?
-                                .to_array()
-                                .ok()?,
-                        );
-                    }
-                }
-            }
-            if !skip {
-                let pk = keys::encode_primary_key(&arrays, 0).ok()?;
-                let partition = keys::partition_of(&pk, self.handle.partition_count());
-                by_partition
-                    .entry(partition)
-                    .or_default()
-                    .push(keys::row_key(self.handle.id(), partition, &pk));
-            }
-            for pos in (0..index.len()).rev() {
-                index[pos] += 1;
-                if index[pos] < values[pos].len() {
-                    continue 'combos;
-                }
-                index[pos] = 0;
-            }
-            break;
+        for arrays in exact_combinations(&values, &key_types) {
+            let pk = keys::encode_primary_key(&arrays, 0).ok()?;
+            let partition = keys::partition_of(&pk, self.handle.partition_count());
+            by_partition
+                .entry(partition)
+                .or_default()
+                .push(keys::row_key(self.handle.id(), partition, &pk));
         }
         Some(
             by_partition
@@ -279,6 +240,26 @@ fn exact_cast(value: &ScalarValue, t: &DataType) -> Option<ArrayRef> {
         return None;
     }
     cast.to_array().ok()
+}
+
+/// Every combination of one value per column, each cast exactly to its column's type.
+/// Combinations holding a value that cannot match (see [`exact_cast`]) are left out.
+fn exact_combinations(values: &[&Vec<ScalarValue>], types: &[&DataType]) -> Vec<Vec<ArrayRef>> {
+    let mut combinations: Vec<Vec<ArrayRef>> = vec![Vec::new()];
+    for (column, t) in values.iter().zip(types) {
+        let cast: Vec<ArrayRef> = column.iter().filter_map(|v| exact_cast(v, t)).collect();
+        combinations = combinations
+            .into_iter()
+            .flat_map(|prefix| {
+                cast.iter().map(move |a| {
+                    let mut next = prefix.clone();
+                    next.push(a.clone());
+                    next
+                })
+            })
+            .collect();
+    }
+    combinations
 }
 
 fn split_conjunction(e: &Expr) -> Vec<&Expr> {

@@ -146,6 +146,13 @@ impl Catalog {
         self.tables.get(&id)
     }
 
+    /// The index with this OID, with its table.
+    pub fn index_by_oid(&self, oid: u32) -> Option<(&TableDef, &IndexDef)> {
+        self.tables
+            .values()
+            .find_map(|t| t.indexes.iter().find(|i| i.oid == oid).map(|i| (t, i)))
+    }
+
     pub fn view(&self, schema: &str, name: &str) -> Option<&ViewDef> {
         self.views.get(&qualified(schema, name))
     }

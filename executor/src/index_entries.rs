@@ -118,14 +118,28 @@ pub(crate) fn put_entries(
     unchanged: &HashSet<IndexEntry>,
 ) -> Result<(), ExecError> {
     if let Some(taken) = first_taken(table, txn, entries, unchanged)? {
-        return Err(ExecError::UniqueViolation {
-            constraint: table.secondary_indexes[taken].name.clone(),
-        });
+        return Err(unique_violation(table, taken));
     }
+    write_entries(txn, entries, unchanged)
+}
+
+/// Writes entries already checked with [`first_taken`] (those in `unchanged` are left alone).
+pub(crate) fn write_entries(
+    txn: &Txn,
+    entries: &[IndexEntry],
+    unchanged: &HashSet<IndexEntry>,
+) -> Result<(), ExecError> {
     for e in entries.iter().filter(|e| !unchanged.contains(*e)) {
         txn.put(&e.key, &e.row_key)?;
     }
     Ok(())
+}
+
+/// The error for a value already taken in the secondary index at `position`.
+pub(crate) fn unique_violation(table: &TableHandle, position: usize) -> ExecError {
+    ExecError::UniqueViolation {
+        constraint: table.secondary_indexes[position].name.clone(),
+    }
 }
 
 /// The first unique index (by position) where one of `entries` is already taken.

@@ -13,7 +13,9 @@ use parking_lot::Mutex;
 use shoal_coord::SqlType;
 use shoal_storage::{keys, RowEncoder, Store, Txn};
 
-use crate::index_entries::{entries_of, first_taken, put_entries, stored_entries_of};
+use crate::index_entries::{
+    entries_of, first_taken, put_entries, stored_entries_of, unique_violation, write_entries,
+};
 use crate::{ExecError, TableHandle};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,17 +177,18 @@ impl<'a> TableWriter<'a> {
                     }
                 }
             }
-            // DO NOTHING skips a row that any unique index refuses, as PostgreSQL does when
-            // no conflict target is named.
-            if on_conflict == ConflictAction::DoNothing
-                && first_taken(self.table, self.txn, &entries[row], &none)?.is_some()
-            {
+            if let Some(taken) = first_taken(self.table, self.txn, &entries[row], &none)? {
+                // DO NOTHING skips a row that any unique index refuses, as PostgreSQL does
+                // when no conflict target is named.
+                if on_conflict != ConflictAction::DoNothing {
+                    return Err(unique_violation(self.table, taken));
+                }
                 kept.push(false);
                 continue;
             }
             encoder.encode(row, &mut value)?;
             self.txn.put(key, &value)?;
-            put_entries(self.table, self.txn, &entries[row], &none)?;
+            write_entries(self.txn, &entries[row], &none)?;
             kept.push(true);
         }
         let rows = kept.iter().filter(|k| **k).count() as u64;

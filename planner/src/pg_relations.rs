@@ -152,6 +152,7 @@ impl SchemaProvider for LiveCatalogSchema {
 }
 
 /// One relation as `pg_class` lists it.
+#[derive(Clone)]
 struct Relation {
     oid: u32,
     name: String,
@@ -277,14 +278,7 @@ impl<'a> Objects<'a> {
             columns: view_widths.get(&v.oid).copied().unwrap_or(0),
             has_index: false,
         }));
-        out.extend(self.system.iter().map(|r| Relation {
-            oid: r.oid,
-            name: r.name.clone(),
-            namespace: r.namespace,
-            kind: r.kind,
-            columns: r.columns,
-            has_index: r.has_index,
-        }));
+        out.extend(self.system.iter().cloned());
         out
     }
 

@@ -193,12 +193,7 @@ pub(crate) fn register(ctx: &SessionContext, meta: Arc<dyn MetaStore>, store: St
 }
 
 fn index_def(_: &Sources, c: &Catalog, oid: i64, rest: &[ArrayRef], row: usize) -> Option<Answer> {
-    let (table, index) = c.tables.values().find_map(|t| {
-        t.indexes
-            .iter()
-            .find(|i| i.oid as i64 == oid)
-            .map(|i| (t, i))
-    })?;
+    let (table, index) = c.index_by_oid(u32::try_from(oid).ok()?)?;
     // pg_get_indexdef(index, column, pretty): column > 0 asks for that key column alone.
     let column = rest
         .first()
@@ -246,19 +241,12 @@ fn visible(_: &Sources, c: &Catalog, oid: i64, _: &[ArrayRef], _: usize) -> Opti
     if let Some((schema, ..)) = SYSTEM_RELATIONS.iter().find(|r| r.2 as i64 == oid) {
         return Some(Answer::Bool(*schema == "pg_catalog"));
     }
+    let oid = u32::try_from(oid).ok()?;
     let schema = c
-        .tables
-        .values()
-        .find_map(|t| {
-            (t.id as i64 == oid || t.indexes.iter().any(|i| i.oid as i64 == oid))
-                .then_some(&t.schema)
-        })
-        .or_else(|| {
-            c.views
-                .values()
-                .find(|v| v.oid as i64 == oid)
-                .map(|v| &v.schema)
-        })?;
+        .table_by_id(oid)
+        .or_else(|| c.index_by_oid(oid).map(|(t, _)| t))
+        .map(|t| &t.schema)
+        .or_else(|| c.views.values().find(|v| v.oid == oid).map(|v| &v.schema))?;
     Some(Answer::Bool(schema == "public"))
 }
 
@@ -275,7 +263,7 @@ fn table_bytes(s: &Sources, c: &Catalog, oid: i64, _: &[ArrayRef], _: usize) -> 
 }
 
 /// Runs storage work that may take a while without stalling the runtime's other tasks.
-pub(crate) fn off_the_runtime<T>(work: impl FnOnce() -> T) -> T {
+fn off_the_runtime<T>(work: impl FnOnce() -> T) -> T {
     use tokio::runtime::{Handle, RuntimeFlavor};
     match Handle::try_current() {
         Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {

@@ -2,17 +2,13 @@
 //! restart, primary keys in pg_index and pg_constraint, column types with their modifiers,
 //! sizes and row counts from storage, and a transaction block's private DDL.
 
-use shoal_tests::{texts, Node};
+use shoal_tests::{row, texts, Node};
 
 /// The single value of a one-row, one-column query.
 async fn value(c: &tokio_postgres::Client, sql: &str) -> Option<String> {
     let rows = texts(c, sql).await;
     assert_eq!(rows.len(), 1, "{sql}: {rows:?}");
     rows[0][0].clone()
-}
-
-fn row(values: &[&str]) -> Vec<Option<String>> {
-    values.iter().map(|v| Some(v.to_string())).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

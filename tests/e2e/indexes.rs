@@ -2,11 +2,7 @@
 //! equality predicates answered through an index (EXPLAIN shows `index_lookup`) with the same
 //! rows a full scan finds.
 
-use shoal_tests::{texts, Node};
-
-fn row(values: &[&str]) -> Vec<Option<String>> {
-    values.iter().map(|v| Some(v.to_string())).collect()
-}
+use shoal_tests::{row, texts, Node};
 
 async fn plan(c: &tokio_postgres::Client, sql: &str) -> String {
     texts(c, &format!("explain {sql}"))

@@ -187,6 +187,11 @@ pub async fn texts(c: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Option<Stri
         .collect()
 }
 
+/// An expected row of [`texts`]: every value present.
+pub fn row(values: &[&str]) -> Vec<Option<String>> {
+    values.iter().map(|v| Some(v.to_string())).collect()
+}
+
 /// Polls `f` until it returns true or `timeout` passes.
 pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let start = Instant::now();

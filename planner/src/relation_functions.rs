@@ -1,7 +1,7 @@
 //! Catalog functions that answer from a session's view of the metadata: `pg_get_indexdef`,
 //! `pg_get_constraintdef`, `pg_get_userbyid`, `pg_table_is_visible`, and the size functions
 //! `pg_relation_size` / `pg_total_relation_size` / `pg_table_size` / `pg_indexes_size`, which
-//! ask storage how many bytes a table's rows take.
+//! ask storage how many bytes a table's rows and its index entries take.
 //!
 //! They replace `datafusion-pg-catalog`'s placeholders of the same names (which answer a fixed
 //! value), and are registered per session so that they see the session's uncommitted DDL.
@@ -18,7 +18,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::prelude::SessionContext;
 use shoal_coord::{Catalog, MetaStore};
-use shoal_storage::Store;
+use shoal_storage::{keys, Store};
 
 use crate::pg_relations::{constraint_definition, index_definition, quote_ident, OWNER_OID};
 use crate::pg_system_oids::SYSTEM_RELATIONS;
@@ -176,10 +176,10 @@ pub(crate) fn register(ctx: &SessionContext, meta: Arc<dyn MetaStore>, store: St
         ),
         ("pg_get_userbyid", &[1], DataType::Utf8, user_name),
         ("pg_table_is_visible", &[1], DataType::Boolean, visible),
-        ("pg_relation_size", &[1, 2], DataType::Int64, table_bytes),
-        ("pg_table_size", &[1], DataType::Int64, table_bytes),
-        ("pg_total_relation_size", &[1], DataType::Int64, table_bytes),
-        ("pg_indexes_size", &[1], DataType::Int64, no_bytes),
+        ("pg_relation_size", &[1, 2], DataType::Int64, relation_bytes),
+        ("pg_table_size", &[1], DataType::Int64, relation_bytes),
+        ("pg_total_relation_size", &[1], DataType::Int64, total_bytes),
+        ("pg_indexes_size", &[1], DataType::Int64, index_bytes),
     ];
     for (name, n, returns, lookup) in functions {
         ctx.register_udf(ScalarUDF::new_from_impl(CatalogLookup {
@@ -250,15 +250,51 @@ fn visible(_: &Sources, c: &Catalog, oid: i64, _: &[ArrayRef], _: usize) -> Opti
     Some(Answer::Bool(schema == "public"))
 }
 
-/// The bytes a table's rows take in storage (RocksDB's estimate over the table's key range,
-/// which counts flushed files and the memtable). Indexes have no entries of their own yet:
-/// a primary key is the row key itself.
-fn table_bytes(s: &Sources, c: &Catalog, oid: i64, _: &[ArrayRef], _: usize) -> Option<Answer> {
-    let Some(table) = c.tables.values().find(|t| t.id as i64 == oid) else {
-        return no_bytes(s, c, oid, &[], 0);
+/// The bytes a table's rows, or a secondary index's entries, take in storage (keys and values
+/// counted by reading them). A primary key's index has no entries apart from the rows: 0.
+fn relation_bytes(s: &Sources, c: &Catalog, oid: i64, _: &[ArrayRef], _: usize) -> Option<Answer> {
+    let oid = u32::try_from(oid).ok()?;
+    let (start, end) = match (c.table_by_id(oid), c.index_by_oid(oid)) {
+        (Some(t), _) => (keys::table_start(t.id), keys::table_end(t.id)),
+        (None, Some((_, index))) if index.primary => return Some(Answer::Int(0)),
+        (None, Some((t, index))) => (
+            keys::index_start(t.id, index.oid),
+            keys::index_end(t.id, index.oid),
+        ),
+        (None, None) => return None,
     };
-    let id = table.id;
-    let footprint = off_the_runtime(|| s.store.table_footprint(id)).ok()?;
+    bytes_in(s, &start, &end)
+}
+
+/// A table's rows and the entries of all its indexes.
+fn total_bytes(
+    s: &Sources,
+    c: &Catalog,
+    oid: i64,
+    rest: &[ArrayRef],
+    row: usize,
+) -> Option<Answer> {
+    let Some(Answer::Int(rows)) = relation_bytes(s, c, oid, rest, row) else {
+        return None;
+    };
+    match index_bytes(s, c, oid, rest, row) {
+        Some(Answer::Int(indexes)) => Some(Answer::Int(rows + indexes)),
+        _ => Some(Answer::Int(rows)),
+    }
+}
+
+/// The entries of all a table's indexes.
+fn index_bytes(s: &Sources, c: &Catalog, oid: i64, _: &[ArrayRef], _: usize) -> Option<Answer> {
+    let table = c.table_by_id(u32::try_from(oid).ok()?)?;
+    let (start, end) = (
+        keys::table_indexes_start(table.id),
+        keys::table_indexes_end(table.id),
+    );
+    bytes_in(s, &start, &end)
+}
+
+fn bytes_in(s: &Sources, start: &[u8], end: &[u8]) -> Option<Answer> {
+    let footprint = off_the_runtime(|| s.store.footprint(start, end)).ok()?;
     Some(Answer::Int(footprint.bytes as i64))
 }
 
@@ -271,13 +307,4 @@ fn off_the_runtime<T>(work: impl FnOnce() -> T) -> T {
         }
         _ => work(),
     }
-}
-
-/// Zero for a table's indexes or an index (they have no storage apart from the rows), NULL
-/// for an OID that names neither.
-fn no_bytes(_: &Sources, c: &Catalog, oid: i64, _: &[ArrayRef], _: usize) -> Option<Answer> {
-    c.tables
-        .values()
-        .any(|t| t.id as i64 == oid || t.indexes.iter().any(|i| i.oid as i64 == oid))
-        .then_some(Answer::Int(0))
 }

@@ -20,6 +20,6 @@ mod store;
 pub use bulk::BulkLoad;
 pub use error::StorageError;
 pub use row::{RowDecoder, RowEncoder, RowLayout};
-pub use store::{Isolation, ScanControl, Store, StoreOptions, TableFootprint, Txn};
+pub use store::{Footprint, Isolation, ScanControl, Store, StoreOptions, Txn};
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;

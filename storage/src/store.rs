@@ -64,9 +64,10 @@ pub enum Isolation {
     RepeatableRead,
 }
 
-/// A table's row count and stored size, as `Store::table_footprint` counts them.
+/// The entries of a key range (a table's rows, an index's entries) and their stored size, as
+/// `Store::footprint` counts them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TableFootprint {
+pub struct Footprint {
     pub rows: u64,
     pub bytes: u64,
 }
@@ -255,16 +256,22 @@ impl Store {
         }
     }
 
-    /// How many rows a table has and how many bytes its keys and values take, counted over
-    /// the latest committed state. It reads every row (the engine behind optimistic
-    /// transactions offers no size estimate), so callers keep it off the async runtime.
-    pub fn table_footprint(&self, table: u32) -> Result<TableFootprint> {
+    /// How many rows a table has and how many bytes its keys and values take.
+    pub fn table_footprint(&self, table: u32) -> Result<Footprint> {
+        self.footprint(&keys::table_start(table), &keys::table_end(table))
+    }
+
+    /// How many entries `[start, end)` holds and how many bytes their keys and values take,
+    /// counted over the latest committed state. It reads every entry (the engine behind
+    /// optimistic transactions offers no size estimate), so callers keep it off the async
+    /// runtime.
+    pub fn footprint(&self, start: &[u8], end: &[u8]) -> Result<Footprint> {
         let mut ro = ReadOptions::default();
-        ro.set_iterate_upper_bound(keys::table_end(table));
+        ro.set_iterate_upper_bound(end.to_vec());
         ro.fill_cache(false);
         let mut it = self.db.raw_iterator_opt(ro);
-        it.seek(keys::table_start(table));
-        let mut footprint = TableFootprint::default();
+        it.seek(start);
+        let mut footprint = Footprint::default();
         while it.valid() {
             if let (Some(k), Some(v)) = (it.key(), it.value()) {
                 footprint.rows += 1;

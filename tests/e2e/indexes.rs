@@ -59,6 +59,17 @@ async fn equality_predicates_read_through_indexes() {
         assert!(!want.is_empty(), "{sql}");
         assert_eq!(got, want, "{sql}");
     }
+    // Index entries count in the sizes; the primary key's index is the rows themselves.
+    assert_eq!(
+        texts(
+            &c,
+            "select pg_indexes_size('items') > 0, pg_relation_size('items_sku') > 0, \
+             pg_total_relation_size('items') = pg_relation_size('items') + pg_indexes_size('items'), \
+             pg_relation_size('items_pkey')"
+        )
+        .await,
+        vec![row(&["t", "t", "t", "0"])]
+    );
     // Entries follow updates and deletes.
     c.batch_execute(
         "update items set sku = 'moved' where id = 42; delete from items where id = 43",

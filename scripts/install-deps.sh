@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Installs the system packages Shoal needs to build and test, when they are missing:
 # libclang-dev (RocksDB bindings), protobuf-compiler (etcd-client, cluster mode),
-# PostgreSQL 15 (psql and the reference server of the differential tests).
+# PostgreSQL 15 (psql and the reference server of the differential tests), pgJDBC and a JDK,
+# and Python's venv (the driver tests install the Python drivers from PyPI themselves).
 set -euo pipefail
 
-packages=(libclang-dev protobuf-compiler clang openssl procps postgresql-15 postgresql-client-15)
+packages=(libclang-dev protobuf-compiler clang openssl procps postgresql-15 postgresql-client-15
+    libpostgresql-jdbc-java)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+command -v javac >/dev/null || missing+=(default-jdk-headless)
+python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
 
 if ((${#missing[@]})); then
     echo "installing: ${missing[*]}"

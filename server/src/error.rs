@@ -38,6 +38,10 @@ pub enum ServerError {
     InsideBlock(&'static str),
     #[error("savepoint \"{0}\" does not exist")]
     NoSuchSavepoint(String),
+    #[error("cursor \"{0}\" does not exist")]
+    NoSuchCursor(String),
+    #[error("cursor \"{0}\" already exists")]
+    DuplicateCursor(String),
     #[error("unrecognized configuration parameter \"{0}\"")]
     UnknownSetting(String),
     #[error("invalid value for parameter \"{name}\": \"{value}\"")]
@@ -77,6 +81,8 @@ impl ServerError {
             ServerError::OutsideBlock(_) => "25P01",
             ServerError::IsolationAfterQuery | ServerError::InsideBlock(_) => "25001",
             ServerError::NoSuchSavepoint(_) => "3B001",
+            ServerError::NoSuchCursor(_) => "34000",
+            ServerError::DuplicateCursor(_) => "42P03",
             ServerError::UnknownSetting(_) => "42704",
             ServerError::InvalidSetting { .. } => "22023",
             ServerError::Canceled | ServerError::StatementTimeout => "57014",

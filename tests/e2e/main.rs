@@ -4,6 +4,7 @@ mod bad_input;
 mod catalog;
 mod compat;
 mod crash;
+mod drivers;
 mod indexes;
 mod pgbench;
 mod psql;

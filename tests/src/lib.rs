@@ -5,6 +5,7 @@
 //! the `shoal` binary built first (`cargo build --bin shoal`); set `SHOAL_BIN` to use another.
 
 pub mod compat;
+pub mod drivers;
 pub mod pg;
 pub mod slt;
 pub mod slt_extended;

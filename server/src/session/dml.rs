@@ -66,7 +66,8 @@ impl Session {
 
     /// Plans a statement without running it (Describe in the extended protocol).
     pub async fn plan_only(&self, stmt: &Statement) -> ServerResult<LogicalPlan> {
-        let (stmt, _, _) = strip_dml_extras(stmt.clone())?;
+        let stmt = super::cursor::declared_query(stmt).unwrap_or_else(|| stmt.clone());
+        let (stmt, _, _) = strip_dml_extras(stmt)?;
         let txn = Arc::new(self.node.store.begin());
         let state = self.statement_state(txn, DmlOptions::default());
         Ok(state

@@ -4,6 +4,7 @@
 //! block failed (25P02) until ROLLBACK, as in PostgreSQL.
 
 mod copy;
+pub mod cursor;
 mod ddl;
 mod dml;
 mod index;
@@ -83,6 +84,8 @@ pub struct Session {
     pub copy_in: tokio::sync::Mutex<Option<CopyIn>>,
     /// The error that ended a COPY FROM early; reported when the client finishes sending.
     copy_error: Mutex<Option<ServerError>>,
+    /// Open SQL cursors by name.
+    cursors: Mutex<cursor::Cursors>,
 }
 
 /// The session as SQL functions see it.
@@ -135,6 +138,7 @@ fn kind_of(stmt: &Statement) -> &'static str {
         | Statement::Savepoint { .. }
         | Statement::ReleaseSavepoint { .. } => "transaction",
         Statement::Set(_) | Statement::ShowVariable { .. } | Statement::Reset(_) => "setting",
+        Statement::Declare { .. } | Statement::Fetch { .. } | Statement::Close { .. } => "cursor",
         _ => "ddl",
     }
 }
@@ -163,6 +167,7 @@ impl Session {
             running: Mutex::new(None),
             copy_in: tokio::sync::Mutex::new(None),
             copy_error: Mutex::new(None),
+            cursors: Mutex::new(cursor::Cursors::new()),
         }
     }
 
@@ -318,9 +323,17 @@ impl Session {
                     ));
                 }
                 self.settings.reset_all(&self.entry.user);
+                self.cursors.lock().clear();
                 Ok(Outcome::tag("DISCARD ALL"))
             }
-            Statement::Close { .. } => Ok(Outcome::tag("CLOSE CURSOR")),
+            Statement::Declare { stmts } => self.declare_cursor(stmts, params).await,
+            Statement::Fetch {
+                name,
+                direction,
+                into: None,
+                ..
+            } => self.fetch(&name, &direction),
+            Statement::Close { cursor } => self.close_cursor(&cursor),
             Statement::UNLISTEN { .. } => Ok(Outcome::tag("UNLISTEN")),
             Statement::Deallocate { .. } => Ok(Outcome::tag("DEALLOCATE")),
             // PostgreSQL's heap maintenance has nothing to do here; accepted for tools like pgbench.

@@ -116,6 +116,7 @@ impl Session {
         let default = isolation_name(self.default_isolation());
         let _ = self.settings.set("transaction_isolation", default);
         self.meta.discard();
+        self.end_cursors(committed);
         let dropped = std::mem::take(&mut *self.dropped_in_block.lock());
         if committed {
             self.reclaim(dropped);

@@ -17,21 +17,23 @@ use futures::{stream, Sink, SinkExt, StreamExt};
 use parking_lot::Mutex;
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal};
-use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::query::{send_describe_response, ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{
     CopyResponse, DescribePortalResponse, DescribeStatementResponse, FieldInfo, QueryResponse,
     Response, Tag,
 };
 use pgwire::api::stmt::{QueryParser, StoredStatement};
-use pgwire::api::store::PortalStore;
-use pgwire::api::{ClientInfo, ClientPortalStore, Type};
+use pgwire::api::store::{Entry, PortalStore};
+use pgwire::api::{ClientInfo, ClientPortalStore, Type, DEFAULT_NAME};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
+use pgwire::messages::data::{NoData, ParameterDescription};
+use pgwire::messages::extendedquery::{Describe, Parse, TARGET_TYPE_BYTE_STATEMENT};
 use pgwire::messages::PgWireBackendMessage;
 
 use crate::error::ServerError;
 use crate::node::{now_micros, Node, SessionEntry};
-use crate::session::{Outcome, Session};
+use crate::session::{cursor, Outcome, Session};
 
 /// A statement prepared with Parse, with its plan cached for reuse until the catalog changes.
 #[derive(Clone)]
@@ -293,6 +295,8 @@ fn param_types_of(plan: &LogicalPlan) -> Vec<Option<DataType>> {
     out
 }
 
+/// Statements planned by DataFusion, whose parameter types the plan infers. A DECLARE is
+/// planned as its query.
 fn plannable(stmt: &Statement) -> bool {
     matches!(
         stmt,
@@ -301,7 +305,7 @@ fn plannable(stmt: &Statement) -> bool {
             | Statement::Update(_)
             | Statement::Delete(_)
             | Statement::Explain { .. }
-    )
+    ) || cursor::declared_query(stmt).is_some()
 }
 
 fn has_returning(stmt: &Statement) -> bool {
@@ -354,7 +358,10 @@ impl Connection {
                 true,
             )])));
         }
-        if !plannable(&p.stmt) {
+        if let Some(name) = cursor::fetched_cursor(&p.stmt) {
+            return Ok(Some(session.cursor_schema(&name)?.as_ref().clone()));
+        }
+        if !plannable(&p.stmt) || matches!(p.stmt, Statement::Declare { .. }) {
             return Ok(None);
         }
         if matches!(
@@ -385,6 +392,24 @@ impl Connection {
     }
 }
 
+/// PostgreSQL also exposes a DECLAREd cursor as a protocol portal of the same name: psycopg 3
+/// learns the columns of its server-side cursors by describing that portal. Executing it
+/// fetches the rest of the cursor.
+async fn register_cursor_portal<C>(client: &mut C, name: String) -> PgWireResult<()>
+where
+    C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+    C::PortalStore: PortalStore<Statement = Prepared>,
+{
+    let sql = format!("FETCH ALL FROM \"{}\"", name.replace('"', "\"\""));
+    let parse = Parse::new(None, sql, vec![]);
+    if let Some(statement) = StoredStatement::parse(client, &parse, ShoalParser).await? {
+        client
+            .portal_store()
+            .put_portal(Arc::new(Portal::new_cursor(name, Arc::new(statement))));
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl ExtendedQueryHandler for Connection {
     type Statement = Prepared;
@@ -392,6 +417,38 @@ impl ExtendedQueryHandler for Connection {
 
     fn query_parser(&self) -> Arc<ShoalParser> {
         self.parser.clone()
+    }
+
+    /// pgwire answers Describe of a statement that has parameters but returns no rows (an
+    /// INSERT) with an empty RowDescription; PostgreSQL sends NoData, and pgJDBC's
+    /// executeUpdate fails on the former ("A result was returned when none was expected").
+    async fn on_describe<C>(&self, client: &mut C, message: Describe) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if message.target_type == TARGET_TYPE_BYTE_STATEMENT {
+            let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+            if let Some(Entry::Value(stmt)) = client.portal_store().get_statement(name) {
+                let described = self.do_describe_statement(client, &stmt).await?;
+                if described.fields.is_empty() {
+                    let oids = described.parameters.iter().map(|t| t.oid()).collect();
+                    client
+                        .send(PgWireBackendMessage::ParameterDescription(
+                            ParameterDescription::new(oids),
+                        ))
+                        .await?;
+                    client
+                        .send(PgWireBackendMessage::NoData(NoData::new()))
+                        .await?;
+                    return Ok(());
+                }
+                return send_describe_response(client, &described).await;
+            }
+        }
+        self._on_describe(client, message).await
     }
 
     async fn do_describe_statement<C>(
@@ -490,6 +547,9 @@ impl ExtendedQueryHandler for Connection {
             .execute(p.stmt.clone(), params)
             .await
             .map_err(to_pg)?;
+        if let Some(name) = cursor::declared_name(&p.stmt) {
+            register_cursor_portal(client, name).await?;
+        }
         respond(outcome, &portal.result_column_format).await
     }
 }

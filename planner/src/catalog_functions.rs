@@ -131,11 +131,15 @@ pub(crate) fn register(ctx: &SessionContext) {
     ] {
         ctx.register_udf(constant(name, any_args(), ScalarValue::Utf8(None)));
     }
-    ctx.register_udf(constant(
+    // Every function, type and collation lives in pg_catalog (there is no CREATE FUNCTION,
+    // TYPE or COLLATION), which is always on the search path.
+    for name in [
         "pg_function_is_visible",
-        any_args(),
-        ScalarValue::Boolean(Some(true)),
-    ));
+        "pg_type_is_visible",
+        "pg_collation_is_visible",
+    ] {
+        ctx.register_udf(constant(name, any_args(), ScalarValue::Boolean(Some(true))));
+    }
     ctx.register_udf(constant(
         "pg_advisory_unlock_all",
         Signature::nullary(Volatility::Volatile),

@@ -14,6 +14,7 @@ mod computed;
 pub mod ddl;
 mod error;
 mod functions;
+mod json_functions;
 mod naming;
 pub mod pg_input;
 mod pg_overlay;
@@ -83,6 +84,7 @@ pub fn base_context(
     catalog_functions::register(&ctx);
     ctx.register_udf(pg_input::bytea_in_udf());
     ctx.register_udf(pg_input::interval_in_udf());
+    ctx.register_udf(json_functions::json_build_object_udf());
     ctx.add_analyzer_rule(Arc::new(pg_input::PgTextInput::new()));
     Ok(ctx)
 }

@@ -41,6 +41,7 @@ public class JdbcChecks {
         run("jdbc_transactions_and_sqlstates", JdbcChecks::transactions);
         run("jdbc_fetch_size_cursor", JdbcChecks::fetchSizeCursor);
         run("jdbc_database_metadata", JdbcChecks::metadata);
+        run("jdbc_primary_keys_and_index_info", JdbcChecks::keysAndIndexes);
     }
 
     static void run(String name, Check check) {
@@ -208,18 +209,26 @@ public class JdbcChecks {
                         + rs.getInt("NULLABLE") + " " + rs.getInt("ORDINAL_POSITION"));
             }
         }
-        try (ResultSet rs = md.getPrimaryKeys(null, "public", "jd_items")) {
+        expect(out.contains("column price numeric 2 10 1 3"), true, "a column listed");
+        return out;
+    }
+
+    /** Reads the keys and indexes of the table that jdbc_database_metadata created. */
+    static List<String> keysAndIndexes(Connection c) throws Exception {
+        List<String> out = new ArrayList<>();
+        try (ResultSet rs = c.getMetaData().getPrimaryKeys(null, "public", "jd_items")) {
             while (rs.next()) {
                 out.add("pk " + rs.getString("COLUMN_NAME") + " " + rs.getInt("KEY_SEQ") + " " + rs.getString("PK_NAME"));
             }
         }
-        try (ResultSet rs = md.getIndexInfo(null, "public", "jd_items", false, false)) {
+        expect(out.contains("pk id 1 jd_items_pkey"), true, "primary key listed");
+        try (ResultSet rs = c.getMetaData().getIndexInfo(null, "public", "jd_items", false, false)) {
             while (rs.next()) {
                 out.add("index " + rs.getString("INDEX_NAME") + " " + rs.getBoolean("NON_UNIQUE") + " "
                         + rs.getString("COLUMN_NAME") + " " + rs.getInt("ORDINAL_POSITION"));
             }
         }
-        expect(out.contains("pk id 1 jd_items_pkey"), true, "primary key listed");
+        expect(out.size(), 3, "primary key and indexes listed");
         return out;
     }
 }

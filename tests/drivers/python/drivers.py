@@ -107,6 +107,20 @@ def psycopg2_types_round_trip():
 
 
 @check
+def psycopg2_unconstrained_numeric_keeps_its_scale():
+    conn = psycopg2_connect()
+    cur = conn.cursor()
+    cur.execute("CREATE TABLE p2_numeric (id int primary key, n numeric)")
+    cur.execute("INSERT INTO p2_numeric VALUES (1, 3.25), (2, 10), (3, 0.125)")
+    cur.execute("SELECT n FROM p2_numeric ORDER BY id")
+    values = [r[0] for r in cur.fetchall()]
+    expect(values, [decimal.Decimal("3.25"), decimal.Decimal("10"), decimal.Decimal("0.125")], "scales")
+    conn.commit()
+    conn.close()
+    return values
+
+
+@check
 def psycopg2_transactions_and_errors():
     import psycopg2
     import psycopg2.errors
@@ -249,17 +263,17 @@ def psycopg3_server_side_cursor():
 @check
 def psycopg3_copy():
     conn = psycopg3_connect()
-    conn.execute("CREATE TABLE p3_copy (id int primary key, v text, n numeric)")
+    conn.execute("CREATE TABLE p3_copy (id int primary key, v text, n numeric(8,2))")
     rows = [(i, f"row {i}" if i % 3 else None, decimal.Decimal(i) / 4) for i in range(50)]
     with conn.cursor() as cur:
         with cur.copy("COPY p3_copy (id, v, n) FROM STDIN") as copy:
             for r in rows:
                 copy.write_row(r)
-        with cur.copy("COPY p3_copy TO STDOUT") as copy:
+        with cur.copy("COPY (SELECT * FROM p3_copy ORDER BY id) TO STDOUT") as copy:
             back = [tuple(r) for r in copy.rows()]
     conn.commit()
     expect(len(back), 50, "rows copied out")
-    expect(back[2], ("2", "row 2", "0.5"), "a row copied out")
+    expect(back[2], ("2", "row 2", "0.50"), "a row copied out")
     conn.close()
     return back[:5]
 
@@ -285,6 +299,16 @@ def asyncpg_binary_types():
         )
         row = await conn.fetchrow(f"SELECT {TYPED_NAMES} FROM ap_types WHERE id = $1", 1)
         expect(tuple(row), TYPED_ROW, "row read back")
+        await conn.close()
+        return tuple(row)
+
+    return asyncio.run(run())
+
+
+@check
+def asyncpg_uuid_interval_array_json_types():
+    async def run():
+        conn = await asyncpg_connect()
         extra = await conn.fetchrow(
             "SELECT $1::uuid AS u, $2::interval AS i, $3::int[] AS a, $4::text[] AS t, "
             "$5::jsonb AS j",
@@ -295,7 +319,7 @@ def asyncpg_binary_types():
             '{"k": [1, 2]}',
         )
         await conn.close()
-        return {"row": tuple(row), "extra": tuple(extra)}
+        return tuple(extra)
 
     return asyncio.run(run())
 
@@ -388,7 +412,7 @@ def pg8000_untyped_parameters():
         USER, host=HOST, port=PORT, password=PASSWORD, database=DBNAME
     )
     conn.run("SET TimeZone = 'UTC'")
-    conn.run("CREATE TABLE p8_types (id int primary key, n numeric, t text, d date, b bool)")
+    conn.run("CREATE TABLE p8_types (id int primary key, n numeric(6,2), t text, d date, b bool)")
     conn.run(
         "INSERT INTO p8_types VALUES (:id, :n, :t, :d, :b)",
         id=1,
@@ -453,13 +477,17 @@ def sqlalchemy_inspect(conn):
     }
 
 
-@check
-def sqlalchemy_core_and_inspect_psycopg2():
-    from sqlalchemy import MetaData, create_engine, delete, select, update
+def sqlalchemy_psycopg2_engine():
+    from sqlalchemy import create_engine
 
-    engine = create_engine(
-        f"postgresql+psycopg2://{USER}:{PASSWORD}@{HOST}:{PORT}/{DBNAME}"
-    )
+    return create_engine(f"postgresql+psycopg2://{USER}:{PASSWORD}@{HOST}:{PORT}/{DBNAME}")
+
+
+@check
+def sqlalchemy_core_psycopg2():
+    from sqlalchemy import MetaData, delete, select, update
+
+    engine = sqlalchemy_psycopg2_engine()
     metadata = MetaData()
     items = sqlalchemy_schema(metadata)
     metadata.create_all(engine)
@@ -479,11 +507,20 @@ def sqlalchemy_core_and_inspect_psycopg2():
         rows = conn.execute(
             select(items.c.id, items.c.price, items.c.note).where(items.c.active).order_by(items.c.id)
         ).all()
-        shape = sqlalchemy_inspect(conn)
     engine.dispose()
     expect([r[0] for r in rows], [2, 4], "active items")
+    return [tuple(r) for r in rows]
+
+
+@check
+def sqlalchemy_inspect_psycopg2():
+    """Reads the schema that sqlalchemy_core_psycopg2 created."""
+    engine = sqlalchemy_psycopg2_engine()
+    with engine.connect() as conn:
+        shape = sqlalchemy_inspect(conn)
+    engine.dispose()
     expect(shape["pk"], ["id"], "primary key")
-    return {"rows": [tuple(r) for r in rows], "inspect": shape}
+    return shape
 
 
 @check
@@ -536,7 +573,7 @@ def sqlalchemy_orm_round_trip():
 
 @check
 def sqlalchemy_inspect_asyncpg():
-    """Reads the schema that sqlalchemy_core_and_inspect_psycopg2 created."""
+    """Reads the schema that sqlalchemy_core_psycopg2 created."""
     from sqlalchemy.ext.asyncio import create_async_engine
 
     async def run():

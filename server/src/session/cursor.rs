@@ -65,27 +65,21 @@ impl Cursor {
                     .collect();
                 (rows, pos.saturating_sub(count))
             }
-            Movement::Absolute(k) => {
-                let target = if k >= 0 { k } else { n as i64 + 1 + k };
-                if target >= 1 && target <= n as i64 {
-                    (vec![target as u64 - 1], target as usize)
-                } else if target <= 0 {
-                    (vec![], 0)
-                } else {
-                    (vec![], n + 1)
-                }
-            }
-            Movement::Relative(k) => {
-                let target = (pos as i64).saturating_add(k);
-                if target >= 1 && target <= n as i64 {
-                    (vec![target as u64 - 1], target as usize)
-                } else if target <= 0 {
-                    (vec![], 0)
-                } else {
-                    (vec![], n + 1)
-                }
-            }
+            Movement::Absolute(k) => land_on(if k >= 0 { k } else { n as i64 + 1 + k }, n),
+            Movement::Relative(k) => land_on((pos as i64).saturating_add(k), n),
         }
+    }
+}
+
+/// The row at 1-based `target` of `n`, or no row and the position before the first or after
+/// the last row when `target` is off either end.
+fn land_on(target: i64, n: usize) -> (Vec<u64>, usize) {
+    if target >= 1 && target <= n as i64 {
+        (vec![target as u64 - 1], target as usize)
+    } else if target <= 0 {
+        (vec![], 0)
+    } else {
+        (vec![], n + 1)
     }
 }
 

@@ -62,7 +62,8 @@ fn rows_of(args: &[ColumnarValue]) -> usize {
         .unwrap_or(1)
 }
 
-fn scalar_or_array(args: &[ColumnarValue], array: Arc<dyn Array>) -> ColumnarValue {
+/// The result of a function over `args`: a scalar when every argument was one.
+pub(crate) fn scalar_or_array(args: &[ColumnarValue], array: Arc<dyn Array>) -> ColumnarValue {
     if args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
         match ScalarValue::try_from_array(&array, 0) {
             Ok(v) => ColumnarValue::Scalar(v),

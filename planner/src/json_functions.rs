@@ -96,17 +96,6 @@ impl ScalarUDFImpl for JsonBuildObject {
             builder.append_value(&text);
         }
         let array: ArrayRef = Arc::new(builder.finish());
-        Ok(
-            if rows == 1
-                && args
-                    .args
-                    .iter()
-                    .all(|a| matches!(a, ColumnarValue::Scalar(_)))
-            {
-                ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&array, 0)?)
-            } else {
-                ColumnarValue::Array(array)
-            },
-        )
+        Ok(crate::functions::scalar_or_array(&args.args, array))
     }
 }

@@ -79,10 +79,6 @@ impl ScalarUDFImpl for CatalogLookup {
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
         let rows = args.number_rows;
-        let scalar = args
-            .args
-            .iter()
-            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
         let arrays = args
             .args
             .iter()
@@ -133,13 +129,7 @@ impl ScalarUDFImpl for CatalogLookup {
                 },
             ))),
         };
-        if scalar {
-            Ok(ColumnarValue::Scalar(
-                datafusion::common::ScalarValue::try_from_array(&array, 0)?,
-            ))
-        } else {
-            Ok(ColumnarValue::Array(array))
-        }
+        Ok(crate::functions::scalar_or_array(&args.args, array))
     }
 }
 

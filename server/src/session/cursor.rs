@@ -112,14 +112,7 @@ fn movement_of(direction: &FetchDirection) -> ServerResult<Movement> {
         FetchDirection::Forward { limit: Some(l) } => forward(count_of(l)?),
         FetchDirection::All | FetchDirection::ForwardAll => Movement::Forward(usize::MAX),
         FetchDirection::Backward { limit: None } => Movement::Backward(1),
-        FetchDirection::Backward { limit: Some(l) } => {
-            let count = count_of(l)?;
-            if count >= 0 {
-                Movement::Backward(count as usize)
-            } else {
-                Movement::Forward(count.unsigned_abs() as usize)
-            }
-        }
+        FetchDirection::Backward { limit: Some(l) } => forward(count_of(l)?.saturating_neg()),
         FetchDirection::BackwardAll => Movement::Backward(usize::MAX),
         FetchDirection::Absolute { limit } => Movement::Absolute(count_of(limit)?),
         FetchDirection::Relative { limit } => Movement::Relative(count_of(limit)?),
@@ -174,11 +167,8 @@ impl Session {
             hold,
             declared_in_block: in_block,
         };
-        let mut cursors = self.cursors.lock();
-        if cursors.contains_key(&name) {
-            return Err(ServerError::DuplicateCursor(name));
-        }
-        cursors.insert(name, cursor);
+        // A session runs one statement at a time, so the name checked above is still free.
+        self.cursors.lock().insert(name, cursor);
         Ok(Outcome::tag("DECLARE CURSOR"))
     }
 

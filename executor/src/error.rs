@@ -14,6 +14,10 @@ pub enum ExecError {
     NotNullViolation { table: String, column: String },
     #[error("value too long for type {type_name}")]
     StringTooLong { type_name: String },
+    #[error("invalid input syntax for type {type_name}: \"{value}\"")]
+    InvalidInput { type_name: String, value: String },
+    #[error("invalid input syntax for type {type_name}")]
+    InvalidJson { type_name: String },
     #[error("{0}")]
     Arrow(#[from] datafusion::arrow::error::ArrowError),
     #[error("background task failed: {0}")]

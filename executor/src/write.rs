@@ -104,21 +104,41 @@ impl<'a> TableWriter<'a> {
             }
         }
         for (i, column) in self.table.def.visible_columns().enumerate() {
-            let limit = match column.sql_type {
-                SqlType::Varchar(Some(n)) | SqlType::Char(n) => n as usize,
-                _ => continue,
-            };
             let Some(values) = batch.column(i).as_string_opt::<i32>() else {
                 continue;
             };
-            // PostgreSQL accepts a longer value when the excess is only spaces.
-            let too_long = values.iter().flatten().any(|v| {
-                v.chars().count() > limit && v.trim_end_matches(' ').chars().count() > limit
-            });
-            if too_long {
-                return Err(ExecError::StringTooLong {
-                    type_name: column.sql_type.pg_name(),
-                });
+            let invalid = |value: &str| ExecError::InvalidInput {
+                type_name: column.sql_type.pg_name(),
+                value: value.to_string(),
+            };
+            match column.sql_type {
+                SqlType::Varchar(Some(n)) | SqlType::Char(n) => {
+                    let limit = n as usize;
+                    // PostgreSQL accepts a longer value when the excess is only spaces.
+                    let too_long = values.iter().flatten().any(|v| {
+                        v.chars().count() > limit && v.trim_end_matches(' ').chars().count() > limit
+                    });
+                    if too_long {
+                        return Err(ExecError::StringTooLong {
+                            type_name: column.sql_type.pg_name(),
+                        });
+                    }
+                }
+                // Held as text, so checked here: the binary wire form of a uuid needs one.
+                SqlType::Uuid => {
+                    if let Some(bad) = values.iter().flatten().find(|v| !is_uuid(v)) {
+                        return Err(invalid(bad));
+                    }
+                }
+                SqlType::Json | SqlType::Jsonb => {
+                    let not_json = |v: &&str| serde_json::from_str::<serde_json::Value>(v).is_err();
+                    if values.iter().flatten().any(|v| not_json(&v)) {
+                        return Err(ExecError::InvalidJson {
+                            type_name: column.sql_type.pg_name(),
+                        });
+                    }
+                }
+                _ => {}
             }
         }
         Ok(())
@@ -301,4 +321,19 @@ impl<'a> TableWriter<'a> {
             conflicting: None,
         })
     }
+}
+
+/// The forms PostgreSQL's uuid input accepts: 32 hex digits, optionally hyphenated after any
+/// group of four and optionally in braces.
+fn is_uuid(text: &str) -> bool {
+    let inner = text
+        .strip_prefix('{')
+        .and_then(|t| t.strip_suffix('}'))
+        .unwrap_or(text);
+    let digits: Vec<char> = inner.chars().filter(|c| *c != '-').collect();
+    digits.len() == 32
+        && digits.iter().all(char::is_ascii_hexdigit)
+        && !inner.starts_with('-')
+        && !inner.ends_with('-')
+        && !inner.contains("--")
 }

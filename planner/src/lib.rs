@@ -16,6 +16,7 @@ mod error;
 mod functions;
 mod json_functions;
 mod naming;
+mod per_row_subquery;
 pub mod pg_input;
 mod pg_overlay;
 mod pg_relations;
@@ -23,6 +24,7 @@ mod pg_system_oids;
 mod relation_functions;
 mod system;
 mod table;
+mod typed_array_agg;
 mod types;
 
 pub use catalog::{ShoalCatalog, DATABASE_NAME};
@@ -76,16 +78,21 @@ pub fn base_context(
     {
         let state = ctx.state_ref();
         let existing = state.read().clone();
-        *state.write() = SessionStateBuilder::new_from_existing(existing)
-            .with_type_planner(Arc::new(types::ShoalTypePlanner))
-            .build();
+        *state.write() = per_row_subquery::install(
+            SessionStateBuilder::new_from_existing(existing)
+                .with_type_planner(Arc::new(types::ShoalTypePlanner)),
+        )
+        .build();
     }
     functions::register_static_functions(&ctx);
     catalog_functions::register(&ctx);
     ctx.register_udf(pg_input::bytea_in_udf());
     ctx.register_udf(pg_input::interval_in_udf());
     ctx.register_udf(json_functions::json_build_object_udf());
+    ctx.register_udaf(typed_array_agg::typed_array_agg_udaf());
     ctx.add_analyzer_rule(Arc::new(pg_input::PgTextInput::new()));
+    ctx.add_analyzer_rule(per_row_subquery::analyzer_rule());
+    ctx.add_optimizer_rule(per_row_subquery::optimizer_rule());
     Ok(ctx)
 }
 

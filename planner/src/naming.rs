@@ -1,13 +1,17 @@
 //! PostgreSQL's names for result columns where DataFusion's differ: `SELECT count(*)` yields a
 //! column named `count` (not `count(*)`; outermost SELECT list only), and a single-column table
 //! function aliased without a column list, `generate_series(1, 3) AS n`, has one column `n`.
+//! Also where a PostgreSQL function is better written in DataFusion's terms at the SQL level
+//! (`generate_subscripts`).
 
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    Expr, Ident, Query, SelectItem, SetExpr, Statement, TableAliasColumnDef, TableFactor, VisitMut,
-    VisitorMut,
+    Expr, FunctionArguments, Ident, Query, SelectItem, SetExpr, Statement, TableAliasColumnDef,
+    TableFactor, VisitMut, VisitorMut,
 };
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
 
 /// Table functions with one output column.
 const SINGLE_COLUMN_FUNCTIONS: &[&str] = &["generate_series", "unnest", "range"];
@@ -16,6 +20,32 @@ struct FunctionAliases;
 
 impl VisitorMut for FunctionAliases {
     type Break = ();
+
+    /// `generate_subscripts(a, d)`, which DataFusion lacks, as the unnest of the subscripts it
+    /// generates; beside `unnest(a)` in a select list, the two zip row by row as in PostgreSQL.
+    fn post_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+        let Expr::Function(f) = e else {
+            return ControlFlow::Continue(());
+        };
+        let name = f.name.to_string().to_lowercase();
+        if name != "generate_subscripts" && name != "pg_catalog.generate_subscripts" {
+            return ControlFlow::Continue(());
+        }
+        let FunctionArguments::List(list) = &f.args else {
+            return ControlFlow::Continue(());
+        };
+        let [array, dimension] = list.args.as_slice() else {
+            return ControlFlow::Continue(());
+        };
+        let sql = format!("unnest(generate_series(1, array_length({array}, {dimension})))");
+        let parsed = Parser::new(&PostgreSqlDialect {})
+            .try_with_sql(&sql)
+            .and_then(|mut p| p.parse_expr());
+        if let Ok(rewritten) = parsed {
+            *e = rewritten;
+        }
+        ControlFlow::Continue(())
+    }
 
     fn post_visit_table_factor(&mut self, t: &mut TableFactor) -> ControlFlow<()> {
         if let TableFactor::Table {

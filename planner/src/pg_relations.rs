@@ -291,9 +291,9 @@ impl<'a> Objects<'a> {
         let schema = Arc::new(Schema::new(vec![
             oid_field("oid", kind::OID, false),
             text("relname"),
-            oid_field("relnamespace", kind::REGNAMESPACE, false),
-            oid_field("reltype", kind::REGTYPE, false),
-            oid_field("reloftype", kind::REGTYPE, false),
+            oid_field("relnamespace", kind::OID, false),
+            oid_field("reltype", kind::OID, false),
+            oid_field("reloftype", kind::OID, false),
             oid_field("relowner", kind::OID, false),
             oid_field("relam", kind::OID, false),
             oid_field("relfilenode", kind::OID, false),
@@ -301,7 +301,7 @@ impl<'a> Objects<'a> {
             int("relpages"),
             Field::new("reltuples", DataType::Float64, false),
             int("relallvisible"),
-            oid_field("reltoastrelid", kind::REGCLASS, false),
+            oid_field("reltoastrelid", kind::OID, false),
             flag("relhasindex"),
             flag("relisshared"),
             text("relpersistence"),
@@ -401,9 +401,9 @@ impl<'a> Objects<'a> {
         }
         let n = rows.len();
         let schema = Arc::new(Schema::new(vec![
-            oid_field("attrelid", kind::REGCLASS, false),
+            oid_field("attrelid", kind::OID, false),
             Field::new("attname", DataType::Utf8, false),
-            oid_field("atttypid", kind::REGTYPE, false),
+            oid_field("atttypid", kind::OID, false),
             Field::new("attstattarget", DataType::Int32, false),
             Field::new("attlen", DataType::Int16, false),
             Field::new("attnum", DataType::Int16, false),
@@ -485,8 +485,8 @@ impl<'a> Objects<'a> {
         let n = rows.len();
         let flag = |name: &str| Field::new(name, DataType::Boolean, false);
         let schema = Arc::new(Schema::new(vec![
-            oid_field("indexrelid", kind::REGCLASS, false),
-            oid_field("indrelid", kind::REGCLASS, false),
+            oid_field("indexrelid", kind::OID, false),
+            oid_field("indrelid", kind::OID, false),
             Field::new("indnatts", DataType::Int16, false),
             Field::new("indnkeyatts", DataType::Int16, false),
             flag("indisunique"),
@@ -500,10 +500,10 @@ impl<'a> Objects<'a> {
             flag("indisready"),
             flag("indislive"),
             flag("indisreplident"),
-            Field::new("indkey", int16_list(), false),
-            Field::new("indcollation", int32_list(), false),
-            Field::new("indclass", int32_list(), false),
-            Field::new("indoption", int16_list(), false),
+            vector_field("indkey", int16_list(), "int2vector"),
+            vector_field("indcollation", int32_list(), "oidvector"),
+            vector_field("indclass", int32_list(), "oidvector"),
+            vector_field("indoption", int16_list(), "int2vector"),
             Field::new("indexprs", DataType::Utf8, true),
             Field::new("indpred", DataType::Utf8, true),
         ]));
@@ -588,16 +588,16 @@ impl<'a> Objects<'a> {
         let schema = Arc::new(Schema::new(vec![
             oid_field("oid", kind::OID, false),
             text("conname"),
-            oid_field("connamespace", kind::REGNAMESPACE, false),
+            oid_field("connamespace", kind::OID, false),
             text("contype"),
             flag("condeferrable"),
             flag("condeferred"),
             flag("convalidated"),
-            oid_field("conrelid", kind::REGCLASS, false),
-            oid_field("contypid", kind::REGTYPE, false),
-            oid_field("conindid", kind::REGCLASS, false),
+            oid_field("conrelid", kind::OID, false),
+            oid_field("contypid", kind::OID, false),
+            oid_field("conindid", kind::OID, false),
             oid_field("conparentid", kind::OID, false),
-            oid_field("confrelid", kind::REGCLASS, false),
+            oid_field("confrelid", kind::OID, false),
             text("confupdtype"),
             text("confdeltype"),
             text("confmatchtype"),
@@ -1030,6 +1030,13 @@ fn strings<'s>(values: impl Iterator<Item = &'s str>) -> ArrayRef {
 
 fn text_list() -> DataType {
     DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true)))
+}
+
+/// An `int2vector` or `oidvector` column: a list that PostgreSQL prints space-separated.
+fn vector_field(name: &str, list: DataType, pg_type: &str) -> Field {
+    let meta =
+        std::collections::HashMap::from([(PG_TYPE_METADATA_KEY.to_string(), pg_type.to_string())]);
+    Field::new(name, list, false).with_metadata(meta)
 }
 
 fn int16_list() -> DataType {

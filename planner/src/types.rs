@@ -5,10 +5,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, TimeUnit};
 use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::planner::TypePlanner;
-use datafusion::sql::sqlparser::ast::DataType as SqlDataType;
+use datafusion::sql::sqlparser::ast::{DataType as SqlDataType, TimezoneInfo};
 use datafusion_pg_catalog::pg_catalog::oid_type_planner::PgOidTypePlanner;
 use shoal_executor::PG_TYPE_METADATA_KEY;
 
@@ -26,6 +26,15 @@ impl TypePlanner for ShoalTypePlanner {
             SqlDataType::JSON => Ok(Some(text_field("json"))),
             SqlDataType::JSONB => Ok(Some(text_field("jsonb"))),
             SqlDataType::Uuid => Ok(Some(text_field("uuid"))),
+            // As `timestamptz` columns are held: microseconds, UTC. (DataFusion would drop the
+            // zone, as its session has none, and clients would see `timestamp`.)
+            SqlDataType::Timestamp(_, TimezoneInfo::Tz | TimezoneInfo::WithTimeZone) => {
+                Ok(Some(Arc::new(Field::new(
+                    "",
+                    DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+                    true,
+                ))))
+            }
             other => PgOidTypePlanner.plan_type_field(other),
         }
     }

@@ -302,6 +302,7 @@ fn exec_state(e: &ExecError) -> &'static str {
         ExecError::UniqueViolation { .. } => "23505",
         ExecError::NotNullViolation { .. } => "23502",
         ExecError::StringTooLong { .. } => "22001",
+        ExecError::InvalidInput { .. } | ExecError::InvalidJson { .. } => "22P02",
         ExecError::Arrow(a) => arrow_state(&a.to_string()),
         ExecError::TaskFailed(_) => "XX000",
     }

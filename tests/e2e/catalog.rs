@@ -73,7 +73,7 @@ async fn catalog_relations_describe_tables_keys_and_columns() {
             "accounts_pkey",
             "t",
             "t",
-            "{1}",
+            "1",
             "CREATE UNIQUE INDEX accounts_pkey ON public.accounts USING btree (id)"
         ])]
     );

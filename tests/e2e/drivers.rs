@@ -1,14 +1,15 @@
 //! The drivers applications use, installed for real and run against Shoal and a real
 //! PostgreSQL 15: psycopg2, psycopg 3, asyncpg, pg8000 and SQLAlchemy (`drivers.py`), and
-//! pgJDBC (`JdbcChecks.java`). Every check must pass on both servers and return the same
-//! values, except the known gaps of `tests/drivers/known_gaps.txt`, which must differ exactly
-//! as listed. (tokio-postgres is the client of every other e2e test.)
+//! pgJDBC (`JdbcChecks.java`), and tokio-postgres (`shoal_tests::tokio_checks`). Every check
+//! must pass on both servers and return the same values, except the known gaps of
+//! `tests/drivers/known_gaps.txt`, which must differ exactly as listed.
 
 use std::path::Path;
 
 use shoal_tests::drivers::{
     differences, jdbc_classpath, known_gaps, python_venv, run_jdbc_checks, run_python_checks,
 };
+use shoal_tests::tokio_checks::run_tokio_postgres_checks;
 use shoal_tests::{pg::Postgres, Node, PASSWORD, USER};
 
 fn cache_dir() -> &'static Path {
@@ -50,6 +51,17 @@ async fn jdbc_behaves_as_on_postgres() {
     );
     let node = Node::start();
     let actual = run_jdbc_checks(&classpath, node.port, USER, PASSWORD, "shoal");
+    let diff = differences(&expected, &actual, &known_gaps());
+    assert!(diff.is_empty(), "{}", diff.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokio_postgres_behaves_as_on_postgres() {
+    let pg = reference_postgres();
+    pg.create_database("drivers").await;
+    let expected = run_tokio_postgres_checks(&pg.conn_string("drivers")).await;
+    let node = Node::start();
+    let actual = run_tokio_postgres_checks(&node.conn_string()).await;
     let diff = differences(&expected, &actual, &known_gaps());
     assert!(diff.is_empty(), "{}", diff.join("\n"));
 }

@@ -63,6 +63,8 @@ async fn extended_protocol_with_inferred_parameters_and_binary_results() {
     assert_eq!(insert.params()[0], Type::INT8);
     assert_eq!(insert.params()[1], Type::TEXT);
     assert_eq!(insert.params()[2], Type::INT4);
+    // A cast on the placeholder types it, as in PostgreSQL.
+    assert_eq!(insert.params()[5], Type::DATE);
     for i in 0..20i64 {
         c.execute(
             &insert,
@@ -72,7 +74,7 @@ async fn extended_protocol_with_inferred_parameters_and_binary_results() {
                 &(i as i32 * 2),
                 &(i % 2 == 0),
                 &(i as f64 / 4.0),
-                &format!("2024-01-{:02}", (i % 28) + 1),
+                &chrono::NaiveDate::from_ymd_opt(2024, 1, (i % 28) as u32 + 1).unwrap(),
             ],
         )
         .await

@@ -9,6 +9,8 @@ pub mod drivers;
 pub mod pg;
 pub mod slt;
 pub mod slt_extended;
+pub mod slt_tally;
+pub mod tokio_checks;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -37,23 +39,29 @@ fn port_of(addr: &str) -> u16 {
         .unwrap_or(0)
 }
 
-/// The `shoal` binary next to this test binary (target/debug/shoal), or `SHOAL_BIN`.
+/// The `shoal` binary of the same build as this executable (target/<profile>/shoal, beside a
+/// binary or one level above a test binary in deps/), or `SHOAL_BIN`.
 pub fn shoal_bin() -> PathBuf {
     if let Ok(p) = std::env::var("SHOAL_BIN") {
         return PathBuf::from(p);
     }
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps");
-    let bin = dir.join("shoal");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build --bin shoal` before the tests",
-        bin.display()
-    );
-    bin
+    let exe = std::env::current_exe().expect("executable path");
+    let candidates: Vec<PathBuf> = exe
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join("shoal"))
+        .collect();
+    candidates
+        .iter()
+        .find(|bin| bin.exists())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "{} is missing: run `cargo build --bin shoal` before the tests",
+                candidates[candidates.len() - 1].display()
+            )
+        })
 }
 
 /// A running `shoal` node; killed (SIGKILL) when dropped.

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch};
-use datafusion::arrow::array::{ArrayRef, AsArray, BinaryArray, StringArray};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryArray, ListArray, StringArray};
 use datafusion::arrow::datatypes::{
     DataType, Field, IntervalMonthDayNanoType, IntervalUnit, Schema, Time64MicrosecondType,
     TimeUnit, TimestampMicrosecondType,
@@ -25,13 +25,68 @@ fn declared_type(name: &str) -> Option<Type> {
         "json" => Type::JSON,
         "jsonb" => Type::JSONB,
         "uuid" => Type::UUID,
+        "int2vector" => Type::INT2_VECTOR,
+        "oidvector" => Type::OID_VECTOR,
         _ => return None,
     })
 }
 
+/// `int2vector` and `oidvector` as simple types in text results: they print space-separated,
+/// which the array kind would quote as one array element.
+fn text_only_kind(t: Type) -> Type {
+    match t {
+        Type::INT2_VECTOR | Type::OID_VECTOR => Type::new(
+            t.name().to_string(),
+            t.oid(),
+            postgres_types::Kind::Simple,
+            t.schema().to_string(),
+        ),
+        other => other,
+    }
+}
+
+/// `oid[]`, `regtype[]`, ... for a list of catalog oids (an `array_agg` of an oid column):
+/// arrow-pg knows the element's alias type but reports the list as `integer[]`.
+fn oid_alias_array(field: &Field) -> Option<Type> {
+    let DataType::List(item) = field.data_type() else {
+        return None;
+    };
+    let kind = item.metadata().get(arrow_pg::datatypes::PG_OID_ALIAS_KEY)?;
+    Some(match arrow_pg::datatypes::pg_type_for_alias_kind(kind)? {
+        Type::REGTYPE => Type::REGTYPE_ARRAY,
+        Type::REGCLASS => Type::REGCLASS_ARRAY,
+        Type::REGPROC => Type::REGPROC_ARRAY,
+        Type::REGNAMESPACE => Type::REGNAMESPACE_ARRAY,
+        Type::REGROLE => Type::REGROLE_ARRAY,
+        _ => Type::OID_ARRAY,
+    })
+}
+
+/// The schema without the oid-alias tags of columns that are no longer int4 oids: a cast of
+/// an oid column (`atttypid::regtype::text`) keeps its input's tag, which would describe text
+/// values as a binary oid.
+fn without_stale_oid_aliases(schema: &Schema) -> Schema {
+    let key = arrow_pg::datatypes::PG_OID_ALIAS_KEY;
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let stale = f.metadata().contains_key(key) && f.data_type() != &DataType::Int32;
+            let mut field = f.as_ref().clone();
+            if stale {
+                let mut metadata = f.metadata().clone();
+                metadata.remove(key);
+                field = field.with_metadata(metadata);
+            }
+            field
+        })
+        .collect();
+    Schema::new_with_metadata(fields, schema.metadata().clone())
+}
+
 /// Field descriptions for a result schema in the requested formats.
 pub fn fields_for(schema: &Schema, format: &Format) -> PgWireResult<Vec<FieldInfo>> {
-    let fields = arrow_schema_to_pg_fields(schema, format, None)?;
+    let fields = arrow_schema_to_pg_fields(&without_stale_oid_aliases(schema), format, None)?;
     Ok(fields
         .into_iter()
         .zip(schema.fields())
@@ -42,15 +97,21 @@ pub fn fields_for(schema: &Schema, format: &Format) -> PgWireResult<Vec<FieldInf
                 .get(PG_TYPE_METADATA_KEY)
                 .and_then(|t| declared_type(t))
             {
-                // Text-typed declared types share text's wire encoding in both formats, except
-                // uuid and jsonb in binary, which keep the text type so values stay readable.
-                Some(t)
-                    if format.format_for(i) == pgwire::api::results::FieldFormat::Text
-                        || matches!(t, Type::VARCHAR | Type::BPCHAR | Type::JSON) =>
-                {
+                // Declared types held as text: their text form is the stored text; the binary
+                // forms of uuid and jsonb are made by `render_column`.
+                Some(t) => {
+                    let t = match format.format_for(i) {
+                        FieldFormat::Text => text_only_kind(t),
+                        FieldFormat::Binary => t,
+                    };
                     FieldInfo::new(info.name().to_string(), None, None, t, format.format_for(i))
                 }
-                _ => info,
+                None => match oid_alias_array(field) {
+                    Some(t) => {
+                        FieldInfo::new(info.name().to_string(), None, None, t, format.format_for(i))
+                    }
+                    None => info,
+                },
             }
         })
         .collect())
@@ -119,7 +180,7 @@ fn with_postgres_encodings(fields: &[FieldInfo], batch: RecordBatch) -> RecordBa
         .enumerate()
         .map(|(i, column)| {
             let text = fields.get(i).map(|x| x.format()) == Some(FieldFormat::Text);
-            render_column(text, column)
+            render_column(text, fields.get(i).map(|x| x.datatype()), column)
         })
         .collect();
     if rendered.iter().all(Option::is_none) {
@@ -143,7 +204,16 @@ fn with_postgres_encodings(fields: &[FieldInfo], batch: RecordBatch) -> RecordBa
 }
 
 /// The column as the server encodes it, or None when arrow-pg's encoding is right.
-fn render_column(text: bool, column: &ArrayRef) -> Option<ArrayRef> {
+fn render_column(text: bool, pg_type: Option<&Type>, column: &ArrayRef) -> Option<ArrayRef> {
+    let vector = [Type::INT2_VECTOR.oid(), Type::OID_VECTOR.oid()];
+    if text && pg_type.is_some_and(|t| vector.contains(&t.oid())) {
+        return column.as_list_opt::<i32>().map(space_separated);
+    }
+    if !text && matches!(pg_type, Some(&Type::UUID | &Type::JSONB)) {
+        return column
+            .as_string_opt::<i32>()
+            .map(|values| binary_text_typed(pg_type == Some(&Type::UUID), values));
+    }
     let time = |v: i64| {
         chrono::NaiveTime::from_num_seconds_from_midnight_opt(
             (v / 1_000_000) as u32,
@@ -205,6 +275,46 @@ fn render_column(text: bool, column: &ArrayRef) -> Option<ArrayRef> {
         _ => return None,
     };
     Some(rendered)
+}
+
+/// The text form of `int2vector` and `oidvector`: `1 2 3`.
+fn space_separated(lists: &ListArray) -> ArrayRef {
+    let text = |values: ArrayRef| -> String {
+        (0..values.len())
+            .map(|i| {
+                datafusion::arrow::util::display::array_value_to_string(&values, i)
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    Arc::new(lists.iter().map(|l| l.map(text)).collect::<StringArray>())
+}
+
+/// The binary wire form of uuid (16 bytes) or jsonb (version 1, then the text) values. Writes
+/// check that uuid values parse; one that still does not (written before that check) goes out
+/// as 16 zero bytes rather than as bytes the client would misread.
+fn binary_text_typed(uuid: bool, values: &StringArray) -> ArrayRef {
+    Arc::new(
+        values
+            .iter()
+            .map(|v| {
+                v.map(|v| {
+                    if uuid {
+                        uuid::Uuid::parse_str(v)
+                            .unwrap_or_default()
+                            .as_bytes()
+                            .to_vec()
+                    } else {
+                        let mut bytes = Vec::with_capacity(v.len() + 1);
+                        bytes.push(1u8);
+                        bytes.extend_from_slice(v.as_bytes());
+                        bytes
+                    }
+                })
+            })
+            .collect::<BinaryArray>(),
+    )
 }
 
 /// The text form of each field of an encoded text-format row (None for NULL).

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod encode;
 pub mod guard;
 pub mod listener;
+pub mod params;
 
 use std::fmt::Debug;
 use std::sync::{Arc, OnceLock};
@@ -469,25 +470,11 @@ impl ExtendedQueryHandler for Connection {
         } else {
             vec![]
         };
-        let count = inferred.len().max(target.parameter_types.len());
-        let params = (0..count)
-            .map(|i| {
-                target
-                    .parameter_types
-                    .get(i)
-                    .cloned()
-                    .flatten()
-                    .filter(|t| *t != Type::UNKNOWN)
-                    .or_else(|| {
-                        inferred
-                            .get(i)
-                            .cloned()
-                            .flatten()
-                            .and_then(|t| arrow_pg::datatypes::into_pg_type(&t).ok())
-                    })
-                    .unwrap_or(Type::TEXT)
-            })
-            .collect();
+        let params = params::announced_types(
+            &target.parameter_types,
+            &params::cast_parameter_types(&p.stmt),
+            &inferred,
+        );
         let fields = match self.result_schema(&session, p).await.map_err(to_pg)? {
             Some(schema) => encode::fields_for(&schema, &Format::UnifiedText)?,
             None => vec![],
@@ -534,12 +521,9 @@ impl ExtendedQueryHandler for Connection {
         let p = &portal.statement.statement;
         let params = if portal.parameter_len() > 0 {
             let plan = self.cached_plan(&session, p).await.map_err(to_pg)?;
-            let types = param_types_of(&plan);
-            let refs: Vec<Option<&DataType>> = types.iter().map(|t| t.as_ref()).collect();
-            Some(
-                arrow_pg::datatypes::df::deserialize_parameters(portal, &refs)
-                    .map_err(|e| ServerError::InvalidText(e.to_string()).to_pgwire())?,
-            )
+            let inferred = param_types_of(&plan);
+            let cast = params::cast_parameter_types(&p.stmt);
+            Some(params::decode_parameters(portal, &cast, &inferred).map_err(to_pg)?)
         } else {
             None
         };

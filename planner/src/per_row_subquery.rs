@@ -1,0 +1,371 @@
+//! Correlated scalar subqueries that DataFusion cannot decorrelate, planned as
+//! [`PerRowSubqueryExec`] (the subquery run for each outer row) instead of failing.
+//!
+//! Two rules find them, with one rewrite: an analyzer rule takes those that DataFusion's
+//! invariant check would reject (not aggregated, so possibly more than one row: PostgreSQL
+//! allows them and fails only when a row does return two), and an optimizer rule, after
+//! DataFusion's own decorrelation, takes those still left (under a `CASE`, limited by
+//! `LIMIT 1`, with a recursive CTE). Each subquery of a projection or filter becomes a
+//! [`PerRowSubquery`] node below it that appends the subquery's value as a column, and the
+//! expression reads that column. A subquery under `CASE WHEN c THEN ...` is guarded by `c`,
+//! so that it runs only for the rows that use it.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::Field;
+use datafusion::catalog::Session;
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{Column, DFSchema, DFSchemaRef};
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::context::{QueryPlanner, SessionState};
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::logical_expr::{
+    and, col, Case, Expr, Extension, Filter, LogicalPlan, Projection, Subquery,
+    UserDefinedLogicalNode, UserDefinedLogicalNodeCore,
+};
+use datafusion::optimizer::analyzer::AnalyzerRule;
+use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
+use shoal_executor::PerRowSubqueryExec;
+
+/// Installs both rules and the physical planner of [`PerRowSubquery`] nodes.
+pub(crate) fn install(builder: SessionStateBuilder) -> SessionStateBuilder {
+    builder.with_query_planner(Arc::new(ShoalQueryPlanner))
+}
+
+pub(crate) fn analyzer_rule() -> Arc<dyn AnalyzerRule + Send + Sync> {
+    Arc::new(UndecorrelatableSubqueries)
+}
+
+pub(crate) fn optimizer_rule() -> Arc<dyn OptimizerRule + Send + Sync> {
+    Arc::new(LeftoverSubqueries)
+}
+
+/// A scalar subquery evaluated for each row of `input`, appended as column `name`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PerRowSubquery {
+    input: Arc<LogicalPlan>,
+    subquery: Subquery,
+    guard: Option<Expr>,
+    name: String,
+    schema: DFSchemaRef,
+}
+
+impl PartialOrd for PerRowSubquery {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        self.name.partial_cmp(&other.name)
+    }
+}
+
+impl PerRowSubquery {
+    fn try_new(
+        input: Arc<LogicalPlan>,
+        subquery: Subquery,
+        guard: Option<Expr>,
+        name: String,
+    ) -> DfResult<Self> {
+        let value = subquery.subquery.schema().field(0);
+        let field = Field::new(&name, value.data_type().clone(), true);
+        let appended =
+            DFSchema::new_with_metadata(vec![(None, Arc::new(field))], Default::default())?;
+        let mut schema = input.schema().as_ref().clone();
+        schema.merge(&appended);
+        Ok(PerRowSubquery {
+            input,
+            subquery,
+            guard,
+            name,
+            schema: Arc::new(schema),
+        })
+    }
+}
+
+impl UserDefinedLogicalNodeCore for PerRowSubquery {
+    fn name(&self) -> &str {
+        "PerRowSubquery"
+    }
+
+    fn inputs(&self) -> Vec<&LogicalPlan> {
+        vec![&self.input]
+    }
+
+    fn schema(&self) -> &DFSchemaRef {
+        &self.schema
+    }
+
+    fn expressions(&self) -> Vec<Expr> {
+        self.guard.iter().cloned().collect()
+    }
+
+    fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "PerRowSubquery: {}", self.name)?;
+        if let Some(g) = &self.guard {
+            write!(f, " where {g}")?;
+        }
+        Ok(())
+    }
+
+    fn with_exprs_and_inputs(&self, exprs: Vec<Expr>, inputs: Vec<LogicalPlan>) -> DfResult<Self> {
+        let input = inputs
+            .into_iter()
+            .next()
+            .ok_or_else(|| DataFusionError::Internal("PerRowSubquery needs an input".into()))?;
+        PerRowSubquery::try_new(
+            Arc::new(input),
+            self.subquery.clone(),
+            exprs.into_iter().next(),
+            self.name.clone(),
+        )
+    }
+}
+
+/// Correlated scalar subqueries that DataFusion's invariant check would reject.
+#[derive(Debug)]
+struct UndecorrelatableSubqueries;
+
+impl AnalyzerRule for UndecorrelatableSubqueries {
+    fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> DfResult<LogicalPlan> {
+        Ok(plan
+            .transform_up(|node| {
+                rewrite_node(node, &|_, s| {
+                    !s.outer_ref_columns.is_empty() && !at_most_one_row(&s.subquery)
+                })
+            })?
+            .data)
+    }
+
+    fn name(&self) -> &str {
+        "per_row_undecorrelatable_subqueries"
+    }
+}
+
+/// Whether DataFusion accepts `plan` as a correlated scalar subquery: topped by an aggregate
+/// (under projections and aliases, maybe with a HAVING filter), or at most one row.
+fn at_most_one_row(plan: &LogicalPlan) -> bool {
+    let mut inner = plan;
+    while let LogicalPlan::Projection(Projection { input, .. })
+    | LogicalPlan::SubqueryAlias(datafusion::logical_expr::SubqueryAlias {
+        input, ..
+    }) = inner
+    {
+        inner = input;
+    }
+    match inner {
+        LogicalPlan::Aggregate(_) => true,
+        LogicalPlan::Filter(f) => matches!(f.input.as_ref(), LogicalPlan::Aggregate(_)),
+        _ => plan.max_rows().is_some_and(|n| n <= 1),
+    }
+}
+
+/// Correlated scalar subqueries that DataFusion's decorrelation left in place.
+#[derive(Debug)]
+struct LeftoverSubqueries;
+
+impl OptimizerRule for LeftoverSubqueries {
+    fn name(&self) -> &str {
+        "per_row_leftover_subqueries"
+    }
+
+    fn supports_rewrite(&self) -> bool {
+        true
+    }
+
+    fn rewrite(
+        &self,
+        plan: LogicalPlan,
+        _config: &dyn OptimizerConfig,
+    ) -> DfResult<Transformed<LogicalPlan>> {
+        plan.transform_up(|node| rewrite_node(node, &|_, s| !s.outer_ref_columns.is_empty()))
+    }
+}
+
+type Wanted<'a> = &'a dyn Fn(&LogicalPlan, &Subquery) -> bool;
+
+/// Moves the wanted subqueries of a projection or filter into [`PerRowSubquery`] nodes.
+fn rewrite_node(node: LogicalPlan, wanted: Wanted) -> DfResult<Transformed<LogicalPlan>> {
+    let (mut exprs, input, is_filter) = match &node {
+        LogicalPlan::Projection(p) => (p.expr.clone(), p.input.clone(), false),
+        LogicalPlan::Filter(f) => (vec![f.predicate.clone()], f.input.clone(), true),
+        _ => return Ok(Transformed::no(node)),
+    };
+    let mut input = input;
+    let mut changed = false;
+    loop {
+        let found = exprs
+            .iter()
+            .find_map(|e| first_subquery(e, None, &|s| wanted(&node, s)));
+        let Some((subquery, guard)) = found else {
+            break;
+        };
+        let name = format!("__shoal_subquery_{}", input.schema().fields().len());
+        let target = Expr::ScalarSubquery(subquery.clone());
+        exprs = exprs
+            .into_iter()
+            .map(|e| {
+                e.transform_down(|e| match e == target {
+                    true => Ok(Transformed::yes(col(Column::new_unqualified(&name)))),
+                    false => Ok(Transformed::no(e)),
+                })
+                .map(|t| t.data)
+            })
+            .collect::<DfResult<_>>()?;
+        let layer = PerRowSubquery::try_new(input, subquery, guard, name)?;
+        input = Arc::new(LogicalPlan::Extension(Extension {
+            node: Arc::new(layer),
+        }));
+        changed = true;
+    }
+    if !changed {
+        return Ok(Transformed::no(node));
+    }
+    let rewritten = match (node, is_filter) {
+        (LogicalPlan::Projection(p), false) => {
+            // Keep the output names the subqueries gave the columns.
+            let named = exprs
+                .into_iter()
+                .zip(p.schema.iter())
+                .map(|(e, (qualifier, field))| e.alias_qualified(qualifier.cloned(), field.name()))
+                .collect();
+            LogicalPlan::Projection(Projection::try_new(named, input)?)
+        }
+        (LogicalPlan::Filter(f), _) => {
+            let predicate = exprs.into_iter().next().unwrap_or(f.predicate);
+            let filtered = LogicalPlan::Filter(Filter::try_new(predicate, input)?);
+            // The appended columns are not the filter's output.
+            let columns = f
+                .input
+                .schema()
+                .columns()
+                .into_iter()
+                .map(Expr::Column)
+                .collect();
+            LogicalPlan::Projection(Projection::try_new(columns, Arc::new(filtered))?)
+        }
+        (other, _) => other,
+    };
+    Ok(Transformed::yes(rewritten))
+}
+
+/// The first wanted scalar subquery in `expr` (conditions before results) and the condition
+/// under which its value is used.
+fn first_subquery(
+    expr: &Expr,
+    guard: Option<Expr>,
+    wanted: &dyn Fn(&Subquery) -> bool,
+) -> Option<(Subquery, Option<Expr>)> {
+    match expr {
+        Expr::ScalarSubquery(s) if wanted(s) => Some((s.clone(), guard)),
+        Expr::Case(Case {
+            expr: None,
+            when_then_expr,
+            else_expr,
+        }) => {
+            for (when, then) in when_then_expr {
+                if let Some(found) = first_subquery(when, guard.clone(), wanted) {
+                    return Some(found);
+                }
+                let under = match &guard {
+                    Some(g) => and(g.clone(), when.as_ref().clone()),
+                    None => when.as_ref().clone(),
+                };
+                if let Some(found) = first_subquery(then, Some(under), wanted) {
+                    return Some(found);
+                }
+            }
+            else_expr
+                .as_ref()
+                .and_then(|e| first_subquery(e, guard, wanted))
+        }
+        // Subqueries inside another subquery are its own business.
+        Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_) => None,
+        _ => {
+            let mut found = None;
+            let _ = expr.apply_children(|child| {
+                found = first_subquery(child, guard.clone(), wanted);
+                Ok(match found {
+                    Some(_) => TreeNodeRecursion::Stop,
+                    None => TreeNodeRecursion::Continue,
+                })
+            });
+            found
+        }
+    }
+}
+
+/// DataFusion's planner with the physical planning of [`PerRowSubquery`] nodes.
+#[derive(Debug)]
+struct ShoalQueryPlanner;
+
+#[async_trait]
+impl QueryPlanner for ShoalQueryPlanner {
+    async fn create_physical_plan(
+        &self,
+        logical_plan: &LogicalPlan,
+        session: &dyn Session,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(PerRowSubqueryPlanner)])
+            .create_physical_plan(logical_plan, session)
+            .await
+    }
+}
+
+struct PerRowSubqueryPlanner;
+
+#[async_trait]
+impl ExtensionPlanner for PerRowSubqueryPlanner {
+    async fn plan_extension(
+        &self,
+        planner: &dyn PhysicalPlanner,
+        node: &dyn UserDefinedLogicalNode,
+        logical_inputs: &[&LogicalPlan],
+        physical_inputs: &[Arc<dyn ExecutionPlan>],
+        session: &dyn Session,
+        planning_ctx: &PhysicalPlanningContext,
+    ) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
+        let Some(node) = node.as_any().downcast_ref::<PerRowSubquery>() else {
+            return Ok(None);
+        };
+        let (Some(logical), Some(physical)) = (logical_inputs.first(), physical_inputs.first())
+        else {
+            return Err(DataFusionError::Internal(
+                "PerRowSubquery needs an input".into(),
+            ));
+        };
+        let Some(state) = session.as_any().downcast_ref::<SessionState>() else {
+            return Err(DataFusionError::Internal("a SessionState is needed".into()));
+        };
+        let input_schema = logical.schema();
+        let outer = node
+            .subquery
+            .outer_ref_columns
+            .iter()
+            .filter_map(|e| match e {
+                Expr::OuterReferenceColumn(_, c) => Some(c.clone()),
+                _ => None,
+            })
+            .map(|c| {
+                let at = input_schema.index_of_column(&c)?;
+                Ok((c, at))
+            })
+            .collect::<DfResult<Vec<_>>>()?;
+        let guard = node
+            .guard
+            .as_ref()
+            .map(|g| planner.create_physical_expr(g, input_schema, session, planning_ctx))
+            .transpose()?;
+        let output = node.schema.fields()[node.schema.fields().len() - 1].clone();
+        Ok(Some(Arc::new(PerRowSubqueryExec::new(
+            physical.clone(),
+            node.subquery.subquery.clone(),
+            outer,
+            guard,
+            output,
+            state.clone(),
+        ))))
+    }
+}

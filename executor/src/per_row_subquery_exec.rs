@@ -65,15 +65,7 @@ impl PerRowSubqueryExec {
         output: FieldRef,
         state: SessionState,
     ) -> Self {
-        let mut fields: Vec<FieldRef> = input.schema().fields().iter().cloned().collect();
-        fields.push(output.clone());
-        let schema = Arc::new(Schema::new(fields));
-        let properties = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(schema.clone()),
-            input.properties().output_partitioning().clone(),
-            EmissionType::Incremental,
-            Boundedness::Bounded,
-        ));
+        let (schema, properties) = appended(&input, &output);
         PerRowSubqueryExec {
             input,
             runner: Arc::new(SubqueryRunner {
@@ -88,6 +80,20 @@ impl PerRowSubqueryExec {
             properties,
         }
     }
+}
+
+/// The schema and properties of `input` with the `output` column appended.
+fn appended(input: &Arc<dyn ExecutionPlan>, output: &FieldRef) -> (SchemaRef, Arc<PlanProperties>) {
+    let mut fields: Vec<FieldRef> = input.schema().fields().iter().cloned().collect();
+    fields.push(output.clone());
+    let schema = Arc::new(Schema::new(fields));
+    let properties = Arc::new(PlanProperties::new(
+        EquivalenceProperties::new(schema.clone()),
+        input.properties().output_partitioning().clone(),
+        EmissionType::Incremental,
+        Boundedness::Bounded,
+    ));
+    (schema, properties)
 }
 
 impl fmt::Debug for PerRowSubqueryExec {
@@ -150,15 +156,7 @@ impl ExecutionPlan for PerRowSubqueryExec {
                 "PerRowSubqueryExec needs one child".into(),
             ));
         };
-        let mut fields: Vec<FieldRef> = input.schema().fields().iter().cloned().collect();
-        fields.push(self.runner.output.clone());
-        let schema = Arc::new(Schema::new(fields));
-        let properties = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(schema.clone()),
-            input.properties().output_partitioning().clone(),
-            EmissionType::Incremental,
-            Boundedness::Bounded,
-        ));
+        let (schema, properties) = appended(&input, &self.runner.output);
         Ok(Arc::new(PerRowSubqueryExec {
             input,
             runner: self.runner.clone(),

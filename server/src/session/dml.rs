@@ -324,6 +324,16 @@ fn take_dml_extras(stmt: Statement) -> ServerResult<(Statement, DmlExtras)> {
             (Statement::Insert(insert), do_nothing, returning)
         }
         Statement::Update(mut update) => {
+            // DataFusion would keep one of the values; PostgreSQL refuses the statement.
+            let mut targets = std::collections::HashSet::new();
+            for a in &update.assignments {
+                let target = a.target.to_string().to_lowercase();
+                if !targets.insert(target.clone()) {
+                    return Err(ServerError::Syntax(format!(
+                        "multiple assignments to same column \"{target}\""
+                    )));
+                }
+            }
             let returning = update.returning.take().map(|items| Returning {
                 items,
                 names: table_names(&update.table.relation),

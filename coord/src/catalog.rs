@@ -157,7 +157,7 @@ impl Catalog {
         self.views.get(&qualified(schema, name))
     }
 
-    fn relation_exists(&self, schema: &str, name: &str) -> bool {
+    pub fn relation_exists(&self, schema: &str, name: &str) -> bool {
         self.table(schema, name).is_some()
             || self.view(schema, name).is_some()
             || self.index(schema, name).is_some()

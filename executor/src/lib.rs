@@ -21,7 +21,7 @@ mod write_exec;
 
 pub use error::ExecError;
 pub use index_entries::{build_index, remove_index_entries};
-pub use per_row_subquery_exec::PerRowSubqueryExec;
+pub use per_row_subquery_exec::{PerRowSubqueryExec, PerRowSubquerySpec, SubqueryValue};
 pub use scan::{scan_totals, IndexLookup, KeyLookup, PartitionScanExec, ROW_KEY_COLUMN};
 pub use table::{arrow_type_of, SecondaryIndex, TableHandle, PG_TYPE_METADATA_KEY};
 pub use write::{ConflictAction, RowIdAllocator, TableWriter, WriteOutcome};

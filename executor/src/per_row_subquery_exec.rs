@@ -40,39 +40,51 @@ pub struct PerRowSubqueryExec {
     properties: Arc<PlanProperties>,
 }
 
+/// What the appended column holds for a row.
+pub enum SubqueryValue {
+    /// The subquery's single value, NULL without rows, an error with two.
+    Scalar,
+    /// Whether the subquery returns a row.
+    Exists { negated: bool },
+    /// Whether `probe`'s value is among the subquery's, with SQL's NULL rules.
+    In {
+        probe: Arc<dyn PhysicalExpr>,
+        negated: bool,
+    },
+}
+
+/// The subquery of a [`PerRowSubqueryExec`] and how its result becomes the column.
+pub struct PerRowSubquerySpec {
+    /// The subquery, with `OuterReferenceColumn`s where the row's values go.
+    pub subquery: Arc<LogicalPlan>,
+    pub value: SubqueryValue,
+    /// The input column index of each outer reference.
+    pub outer: Vec<(Column, usize)>,
+    /// Only rows where this is true run the subquery; the others get NULL.
+    pub guard: Option<Arc<dyn PhysicalExpr>>,
+    /// The appended column.
+    pub output: FieldRef,
+}
+
 /// What running the subquery for one row needs; shared by the output partitions.
 struct SubqueryRunner {
-    /// The subquery, with `OuterReferenceColumn`s where the row's values go.
-    subquery: Arc<LogicalPlan>,
-    /// The input column index of each outer reference.
-    outer: Vec<(Column, usize)>,
-    /// Only rows where this is true run the subquery; the others get NULL.
-    guard: Option<Arc<dyn PhysicalExpr>>,
-    output: FieldRef,
+    spec: PerRowSubquerySpec,
     state: SessionState,
-    /// Values already computed, by outer values.
-    known: Mutex<HashMap<Vec<ScalarValue>, ScalarValue>>,
+    /// The subquery's rows (first column) already computed, by outer values.
+    known: Mutex<HashMap<Vec<ScalarValue>, Arc<Vec<ScalarValue>>>>,
 }
 
 impl PerRowSubqueryExec {
-    /// `outer` maps each column the subquery references in the outer query to its index in
-    /// `input`'s schema; `output` is the appended column.
     pub fn new(
         input: Arc<dyn ExecutionPlan>,
-        subquery: Arc<LogicalPlan>,
-        outer: Vec<(Column, usize)>,
-        guard: Option<Arc<dyn PhysicalExpr>>,
-        output: FieldRef,
+        spec: PerRowSubquerySpec,
         state: SessionState,
     ) -> Self {
-        let (schema, properties) = appended(&input, &output);
+        let (schema, properties) = appended(&input, &spec.output);
         PerRowSubqueryExec {
             input,
             runner: Arc::new(SubqueryRunner {
-                subquery,
-                outer,
-                guard,
-                output,
+                spec,
                 state,
                 known: Mutex::new(HashMap::new()),
             }),
@@ -98,7 +110,7 @@ fn appended(input: &Arc<dyn ExecutionPlan>, output: &FieldRef) -> (SchemaRef, Ar
 
 impl fmt::Debug for PerRowSubqueryExec {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "PerRowSubqueryExec({})", self.runner.output.name())
+        write!(f, "PerRowSubqueryExec({})", self.runner.spec.output.name())
     }
 }
 
@@ -106,6 +118,7 @@ impl DisplayAs for PerRowSubqueryExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         let outer: Vec<String> = self
             .runner
+            .spec
             .outer
             .iter()
             .map(|(c, _)| c.flat_name())
@@ -113,10 +126,10 @@ impl DisplayAs for PerRowSubqueryExec {
         write!(
             f,
             "PerRowSubqueryExec: {} per row of [{}]",
-            self.runner.output.name(),
+            self.runner.spec.output.name(),
             outer.join(", ")
         )?;
-        if let Some(g) = &self.runner.guard {
+        if let Some(g) = &self.runner.spec.guard {
             write!(f, " where {g}")?;
         }
         Ok(())
@@ -140,9 +153,14 @@ impl ExecutionPlan for PerRowSubqueryExec {
         &self,
         f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
     ) -> DfResult<TreeNodeRecursion> {
-        match &self.runner.guard {
-            Some(g) => f(g),
-            None => Ok(TreeNodeRecursion::Continue),
+        if let Some(g) = &self.runner.spec.guard {
+            if f(g)? == TreeNodeRecursion::Stop {
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        match &self.runner.spec.value {
+            SubqueryValue::In { probe, .. } => f(probe),
+            _ => Ok(TreeNodeRecursion::Continue),
         }
     }
 
@@ -156,7 +174,7 @@ impl ExecutionPlan for PerRowSubqueryExec {
                 "PerRowSubqueryExec needs one child".into(),
             ));
         };
-        let (schema, properties) = appended(&input, &self.runner.output);
+        let (schema, properties) = appended(&input, &self.runner.spec.output);
         Ok(Arc::new(PerRowSubqueryExec {
             input,
             runner: self.runner.clone(),
@@ -200,18 +218,24 @@ impl ExecutionPlan for PerRowSubqueryExec {
 }
 
 impl SubqueryRunner {
-    /// The subquery's value for each row of `batch`.
+    /// The column's value for each row of `batch`.
     async fn column_for(&self, batch: &RecordBatch) -> DfResult<ArrayRef> {
-        let data_type = self.output.data_type();
+        let spec = &self.spec;
+        let data_type = spec.output.data_type();
         if batch.num_rows() == 0 {
             return Ok(new_empty_array(data_type));
         }
-        let guard = match &self.guard {
-            Some(g) => Some(g.evaluate(batch)?.into_array(batch.num_rows())?),
+        let rows = batch.num_rows();
+        let guard = match &spec.guard {
+            Some(g) => Some(g.evaluate(batch)?.into_array(rows)?),
             None => None,
         };
-        let mut values = Vec::with_capacity(batch.num_rows());
-        for row in 0..batch.num_rows() {
+        let probe = match &spec.value {
+            SubqueryValue::In { probe, .. } => Some(probe.evaluate(batch)?.into_array(rows)?),
+            _ => None,
+        };
+        let mut values = Vec::with_capacity(rows);
+        for row in 0..rows {
             let wanted = guard
                 .as_ref()
                 .map(|g| g.as_boolean().is_valid(row) && g.as_boolean().value(row))
@@ -220,18 +244,25 @@ impl SubqueryRunner {
                 values.push(ScalarValue::try_from(data_type)?);
                 continue;
             }
-            let outer = self
-                .outer
-                .iter()
-                .map(|(_, i)| ScalarValue::try_from_array(batch.column(*i), row))
-                .collect::<DfResult<Vec<_>>>()?;
-            let known = self.known.lock().get(&outer).cloned();
-            let value = match known {
-                Some(v) => v,
-                None => {
-                    let v = self.run(&outer).await?;
-                    self.known.lock().insert(outer, v.clone());
-                    v
+            let found = self.rows_for(batch, row).await?;
+            let value = match &spec.value {
+                SubqueryValue::Scalar => match found.as_slice() {
+                    [] => ScalarValue::try_from(data_type)?,
+                    [one] => one.cast_to(data_type)?,
+                    _ => {
+                        return Err(DataFusionError::Execution(
+                            "more than one row returned by a subquery used as an expression".into(),
+                        ))
+                    }
+                },
+                SubqueryValue::Exists { negated } => {
+                    ScalarValue::Boolean(Some(found.is_empty() == *negated))
+                }
+                SubqueryValue::In { negated, .. } => {
+                    let probe = probe.as_ref().map(|p| ScalarValue::try_from_array(p, row));
+                    let probe = probe.transpose()?.unwrap_or(ScalarValue::Null);
+                    let is_in = member(&probe, &found)?;
+                    ScalarValue::Boolean(is_in.map(|b| b != *negated))
                 }
             };
             values.push(value);
@@ -239,9 +270,26 @@ impl SubqueryRunner {
         ScalarValue::iter_to_array(values)
     }
 
+    /// The subquery's rows (first column) for the outer values of `batch`'s `row`.
+    async fn rows_for(&self, batch: &RecordBatch, row: usize) -> DfResult<Arc<Vec<ScalarValue>>> {
+        let outer = self
+            .spec
+            .outer
+            .iter()
+            .map(|(_, i)| ScalarValue::try_from_array(batch.column(*i), row))
+            .collect::<DfResult<Vec<_>>>()?;
+        if let Some(known) = self.known.lock().get(&outer).cloned() {
+            return Ok(known);
+        }
+        let found = Arc::new(self.run(&outer).await?);
+        self.known.lock().insert(outer, found.clone());
+        Ok(found)
+    }
+
     /// Plans and runs the subquery with `outer` in place of its outer references.
-    async fn run(&self, outer: &[ScalarValue]) -> DfResult<ScalarValue> {
+    async fn run(&self, outer: &[ScalarValue]) -> DfResult<Vec<ScalarValue>> {
         let bound = self
+            .spec
             .subquery
             .as_ref()
             .clone()
@@ -249,7 +297,8 @@ impl SubqueryRunner {
                 node.map_expressions(|e| {
                     e.transform(|e| match &e {
                         Expr::OuterReferenceColumn(field, column) => {
-                            let Some(at) = self.outer.iter().position(|(c, _)| c == column) else {
+                            let at = self.spec.outer.iter().position(|(c, _)| c == column);
+                            let Some(at) = at else {
                                 return Ok(Transformed::no(e));
                             };
                             let value = outer[at].cast_to(field.data_type())?;
@@ -262,19 +311,32 @@ impl SubqueryRunner {
             .data;
         let plan = self.state.create_physical_plan(&bound).await?;
         let batches = collect(plan, self.state.task_ctx()).await?;
-        let mut rows = batches
-            .iter()
-            .filter(|b| b.num_rows() > 0)
-            .flat_map(|b| (0..b.num_rows()).map(move |i| (b, i)));
-        let value = match rows.next() {
-            None => ScalarValue::try_from(self.output.data_type())?,
-            Some((b, i)) => ScalarValue::try_from_array(b.column(0), i)?,
-        };
-        if rows.next().is_some() {
-            return Err(DataFusionError::Execution(
-                "more than one row returned by a subquery used as an expression".into(),
-            ));
+        let mut values = Vec::new();
+        for b in batches.iter().filter(|b| b.num_columns() > 0) {
+            for i in 0..b.num_rows() {
+                values.push(ScalarValue::try_from_array(b.column(0), i)?);
+            }
         }
-        value.cast_to(self.output.data_type())
+        Ok(values)
     }
+}
+
+/// `probe IN (values)` with SQL's NULLs: true when some value equals it; otherwise NULL when
+/// the probe or some value is NULL; otherwise false (also for no values at all).
+fn member(probe: &ScalarValue, values: &[ScalarValue]) -> DfResult<Option<bool>> {
+    if values.is_empty() {
+        return Ok(Some(false));
+    }
+    if probe.is_null() {
+        return Ok(None);
+    }
+    let mut saw_null = false;
+    for v in values {
+        if v.is_null() {
+            saw_null = true;
+        } else if v.cast_to(&probe.data_type())? == *probe {
+            return Ok(Some(true));
+        }
+    }
+    Ok(if saw_null { None } else { Some(false) })
 }

@@ -151,6 +151,41 @@ fn partitions_option(options: &CreateTableOptions) -> Result<u32, PlannerError> 
     Ok(DEFAULT_PARTITIONS)
 }
 
+/// The column lists of a `CREATE TABLE`'s UNIQUE constraints (column or table ones), except
+/// those that repeat the primary key. Each becomes a unique index named as PostgreSQL names
+/// the constraint's index (`<table>_<columns>_key`).
+pub fn unique_constraints(
+    create: &CreateTable,
+) -> Result<Vec<(String, Vec<String>)>, PlannerError> {
+    let (_, table) = object_name(&create.name)?;
+    let (def, _) = table_from_create(create)?;
+    let primary: Vec<String> = def
+        .primary_key
+        .iter()
+        .filter_map(|id| def.columns.iter().find(|c| c.id == *id))
+        .map(|c| c.name.clone())
+        .collect();
+    let mut lists: Vec<Vec<String>> = Vec::new();
+    for c in &create.columns {
+        if c.options
+            .iter()
+            .any(|o| matches!(o.option, ColumnOption::Unique(_)))
+        {
+            lists.push(vec![ident_name(&c.name)]);
+        }
+    }
+    for constraint in &create.constraints {
+        if let TableConstraint::Unique(u) = constraint {
+            lists.push(key_columns(&u.columns));
+        }
+    }
+    Ok(lists
+        .into_iter()
+        .filter(|columns| *columns != primary)
+        .map(|columns| (format!("{table}_{}_key", columns.join("_")), columns))
+        .collect())
+}
+
 /// Builds a table definition (id and partitions are assigned by the catalog) and its
 /// partition count from `CREATE TABLE`.
 pub fn table_from_create(create: &CreateTable) -> Result<(TableDef, u32), PlannerError> {
@@ -183,12 +218,8 @@ pub fn table_from_create(create: &CreateTable) -> Result<(TableDef, u32), Planne
                     }
                     primary_key.push(col_name.clone());
                 }
-                ColumnOption::Unique(_) if primary_key == [col_name.clone()] => {}
-                ColumnOption::Unique(_) => {
-                    return Err(PlannerError::NotSupported(
-                        "UNIQUE constraints on columns other than the primary key".into(),
-                    ))
-                }
+                // Built as unique indexes once the table exists (`unique_constraints`).
+                ColumnOption::Unique(_) => {}
                 ColumnOption::ForeignKey(_) => {
                     return Err(PlannerError::NotSupported("foreign keys".into()))
                 }
@@ -210,12 +241,7 @@ pub fn table_from_create(create: &CreateTable) -> Result<(TableDef, u32), Planne
                 }
                 primary_key = key_columns(&pk.columns);
             }
-            TableConstraint::Unique(u) if key_columns(&u.columns) == primary_key => {}
-            TableConstraint::Unique(_) => {
-                return Err(PlannerError::NotSupported(
-                    "UNIQUE constraints on columns other than the primary key".into(),
-                ))
-            }
+            TableConstraint::Unique(_) => {}
             TableConstraint::ForeignKey(_) => {
                 return Err(PlannerError::NotSupported("foreign keys".into()))
             }

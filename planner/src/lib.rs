@@ -30,6 +30,7 @@ mod types;
 pub use catalog::{ShoalCatalog, DATABASE_NAME};
 pub use error::PlannerError;
 pub use functions::{register_session_functions, SessionInfo};
+pub use naming::DUPLICATE_NAME_SUFFIX;
 pub use pg_overlay::{ActivityRow, ActivitySource};
 pub use table::{DmlOptions, ShoalTable, StatementTxn, DML_TABLE_PREFIX};
 

@@ -94,6 +94,20 @@ fn postgres_name(e: &Expr) -> Option<String> {
                 .or_else(|| cast_name(&data_type.to_string())),
         },
         Expr::Nested(inner) => postgres_name(inner),
+        // A scalar subquery is named after its own (first) column.
+        Expr::Subquery(q) => match q.body.as_ref() {
+            SetExpr::Select(select) => match select.projection.first() {
+                Some(SelectItem::ExprWithAlias { alias, .. }) => Some(column_name(alias)),
+                Some(SelectItem::UnnamedExpr(Expr::Identifier(i))) => Some(column_name(i)),
+                Some(SelectItem::UnnamedExpr(Expr::CompoundIdentifier(parts))) => {
+                    parts.last().map(column_name)
+                }
+                Some(SelectItem::UnnamedExpr(e)) => postgres_name(e),
+                _ => Some("?column?".into()),
+            },
+            _ => Some("?column?".into()),
+        },
+        Expr::Exists { .. } => Some("exists".into()),
         Expr::Case { .. } => Some("case".into()),
         _ => Some("?column?".into()),
     }
@@ -135,6 +149,11 @@ fn cast_name(sql_type: &str) -> Option<String> {
     )
 }
 
+/// Marks the part of an output column name that only keeps it distinct: PostgreSQL allows
+/// two result columns with one name (`SELECT a, a`), DataFusion does not, so the second is
+/// planned as `a` + this + its position, and the wire layer cuts the suffix off.
+pub const DUPLICATE_NAME_SUFFIX: char = '\u{1f}';
+
 fn name_query(q: &mut Query) {
     let SetExpr::Select(select) = q.body.as_mut() else {
         return;
@@ -147,18 +166,38 @@ fn name_query(q: &mut Query) {
             _ => None,
         })
         .collect();
+    // The name each column ends up with, to find the ones that would collide.
+    let shown: Vec<Option<String>> = select
+        .projection
+        .iter()
+        .zip(&names)
+        .map(|(item, name)| match item {
+            SelectItem::UnnamedExpr(e) => name.clone().or_else(|| match e {
+                Expr::Identifier(i) => Some(column_name(i)),
+                Expr::CompoundIdentifier(parts) => parts.last().map(column_name),
+                _ => None,
+            }),
+            SelectItem::ExprWithAlias { alias, .. } => Some(column_name(alias)),
+            _ => None,
+        })
+        .collect();
     for (i, item) in select.projection.iter_mut().enumerate() {
-        let Some(name) = &names[i] else { continue };
-        // DataFusion needs distinct output names; PostgreSQL allows duplicates. Keep
-        // DataFusion's names where PostgreSQL's would collide.
-        if names.iter().filter(|n| n.as_ref() == Some(name)).count() > 1 {
-            continue;
-        }
-        if let SelectItem::UnnamedExpr(e) = item {
-            *item = SelectItem::ExprWithAlias {
-                expr: e.clone(),
-                alias: Ident::with_quote('"', name.clone()),
-            };
+        let Some(name) = &shown[i] else { continue };
+        let repeated = shown[..i].iter().any(|n| n.as_ref() == Some(name));
+        let name = match repeated {
+            true => format!("{name}{DUPLICATE_NAME_SUFFIX}{i}"),
+            false if names[i].is_some() => name.clone(),
+            false => continue,
+        };
+        match item {
+            SelectItem::UnnamedExpr(e) => {
+                *item = SelectItem::ExprWithAlias {
+                    expr: e.clone(),
+                    alias: Ident::with_quote('"', name),
+                };
+            }
+            SelectItem::ExprWithAlias { alias, .. } => *alias = Ident::with_quote('"', name),
+            _ => {}
         }
     }
 }

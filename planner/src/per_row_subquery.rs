@@ -1,5 +1,6 @@
-//! Correlated scalar subqueries that DataFusion cannot decorrelate, planned as
-//! [`PerRowSubqueryExec`] (the subquery run for each outer row) instead of failing.
+//! Subqueries that DataFusion cannot turn into joins, planned as [`PerRowSubqueryExec`] (the
+//! subquery run for each outer row) instead of failing: correlated scalar subqueries, and
+//! `EXISTS` / `IN` subqueries in a select list or under an `OR`.
 //!
 //! Two rules find them, with one rewrite: an analyzer rule takes those that DataFusion's
 //! invariant check would reject (not aggregated, so possibly more than one row: PostgreSQL
@@ -14,7 +15,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::Field;
+use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::catalog::Session;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
@@ -31,7 +32,7 @@ use datafusion::optimizer::analyzer::AnalyzerRule;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
-use shoal_executor::PerRowSubqueryExec;
+use shoal_executor::{PerRowSubqueryExec, PerRowSubquerySpec, SubqueryValue};
 
 /// Installs both rules and the physical planner of [`PerRowSubquery`] nodes.
 pub(crate) fn install(builder: SessionStateBuilder) -> SessionStateBuilder {
@@ -46,14 +47,44 @@ pub(crate) fn optimizer_rule() -> Arc<dyn OptimizerRule + Send + Sync> {
     Arc::new(LeftoverSubqueries)
 }
 
-/// A scalar subquery evaluated for each row of `input`, appended as column `name`.
+/// A subquery evaluated for each row of `input`, appended as column `name`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PerRowSubquery {
     input: Arc<LogicalPlan>,
     subquery: Subquery,
+    kind: Kind,
     guard: Option<Expr>,
     name: String,
     schema: DFSchemaRef,
+}
+
+/// What the appended column holds.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Kind {
+    /// The subquery's single value (NULL without rows).
+    Scalar,
+    /// Whether it returns a row.
+    Exists { negated: bool },
+    /// Whether `probe` (an expression of the outer row) is among its values.
+    In { probe: Expr, negated: bool },
+}
+
+impl Kind {
+    /// The kind of a subquery expression, with its subquery; None for other expressions.
+    fn of(expr: &Expr) -> Option<(Subquery, Kind)> {
+        Some(match expr {
+            Expr::ScalarSubquery(s) => (s.clone(), Kind::Scalar),
+            Expr::Exists(e) => (e.subquery.clone(), Kind::Exists { negated: e.negated }),
+            Expr::InSubquery(i) => (
+                i.subquery.clone(),
+                Kind::In {
+                    probe: i.expr.as_ref().clone(),
+                    negated: i.negated,
+                },
+            ),
+            _ => return None,
+        })
+    }
 }
 
 impl PartialOrd for PerRowSubquery {
@@ -66,11 +97,15 @@ impl PerRowSubquery {
     fn try_new(
         input: Arc<LogicalPlan>,
         subquery: Subquery,
+        kind: Kind,
         guard: Option<Expr>,
         name: String,
     ) -> DfResult<Self> {
-        let value = subquery.subquery.schema().field(0);
-        let field = Field::new(&name, value.data_type().clone(), true);
+        let data_type = match kind {
+            Kind::Scalar => subquery.subquery.schema().field(0).data_type().clone(),
+            Kind::Exists { .. } | Kind::In { .. } => DataType::Boolean,
+        };
+        let field = Field::new(&name, data_type, true);
         let appended =
             DFSchema::new_with_metadata(vec![(None, Arc::new(field))], Default::default())?;
         let mut schema = input.schema().as_ref().clone();
@@ -78,6 +113,7 @@ impl PerRowSubquery {
         Ok(PerRowSubquery {
             input,
             subquery,
+            kind,
             guard,
             name,
             schema: Arc::new(schema),
@@ -98,8 +134,13 @@ impl UserDefinedLogicalNodeCore for PerRowSubquery {
         &self.schema
     }
 
+    /// The guard, then the probe of an IN.
     fn expressions(&self) -> Vec<Expr> {
-        self.guard.iter().cloned().collect()
+        let mut exprs: Vec<Expr> = self.guard.iter().cloned().collect();
+        if let Kind::In { probe, .. } = &self.kind {
+            exprs.push(probe.clone());
+        }
+        exprs
     }
 
     fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -115,10 +156,23 @@ impl UserDefinedLogicalNodeCore for PerRowSubquery {
             .into_iter()
             .next()
             .ok_or_else(|| DataFusionError::Internal("PerRowSubquery needs an input".into()))?;
+        let mut exprs = exprs.into_iter();
+        let guard = match self.guard {
+            Some(_) => exprs.next(),
+            None => None,
+        };
+        let kind = match &self.kind {
+            Kind::In { probe, negated } => Kind::In {
+                probe: exprs.next().unwrap_or_else(|| probe.clone()),
+                negated: *negated,
+            },
+            other => other.clone(),
+        };
         PerRowSubquery::try_new(
             Arc::new(input),
             self.subquery.clone(),
-            exprs.into_iter().next(),
+            kind,
+            guard,
             self.name.clone(),
         )
     }
@@ -132,8 +186,11 @@ impl AnalyzerRule for UndecorrelatableSubqueries {
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> DfResult<LogicalPlan> {
         Ok(plan
             .transform_up(|node| {
-                rewrite_node(node, &|_, s| {
-                    !s.outer_ref_columns.is_empty() && !at_most_one_row(&s.subquery)
+                rewrite_node(node, &|e| match e {
+                    Expr::ScalarSubquery(s) => {
+                        !s.outer_ref_columns.is_empty() && !at_most_one_row(&s.subquery)
+                    }
+                    _ => false,
                 })
             })?
             .data)
@@ -162,7 +219,8 @@ fn at_most_one_row(plan: &LogicalPlan) -> bool {
     }
 }
 
-/// Correlated scalar subqueries that DataFusion's decorrelation left in place.
+/// Correlated scalar subqueries, and any `EXISTS` or `IN` subquery, that DataFusion's
+/// decorrelation left in place.
 #[derive(Debug)]
 struct LeftoverSubqueries;
 
@@ -180,11 +238,19 @@ impl OptimizerRule for LeftoverSubqueries {
         plan: LogicalPlan,
         _config: &dyn OptimizerConfig,
     ) -> DfResult<Transformed<LogicalPlan>> {
-        plan.transform_up(|node| rewrite_node(node, &|_, s| !s.outer_ref_columns.is_empty()))
+        plan.transform_up(|node| {
+            rewrite_node(node, &|e| match e {
+                // Uncorrelated scalar subqueries DataFusion runs once itself.
+                Expr::ScalarSubquery(s) => !s.outer_ref_columns.is_empty(),
+                Expr::Exists(_) | Expr::InSubquery(_) => true,
+                _ => false,
+            })
+        })
     }
 }
 
-type Wanted<'a> = &'a dyn Fn(&LogicalPlan, &Subquery) -> bool;
+/// Which subquery expressions a rule takes.
+type Wanted<'a> = &'a dyn Fn(&Expr) -> bool;
 
 /// Moves the wanted subqueries of a projection or filter into [`PerRowSubquery`] nodes.
 fn rewrite_node(node: LogicalPlan, wanted: Wanted) -> DfResult<Transformed<LogicalPlan>> {
@@ -196,14 +262,14 @@ fn rewrite_node(node: LogicalPlan, wanted: Wanted) -> DfResult<Transformed<Logic
     let mut input = input;
     let mut changed = false;
     loop {
-        let found = exprs
-            .iter()
-            .find_map(|e| first_subquery(e, None, &|s| wanted(&node, s)));
-        let Some((subquery, guard)) = found else {
+        let found = exprs.iter().find_map(|e| first_subquery(e, None, wanted));
+        let Some((target, guard)) = found else {
+            break;
+        };
+        let Some((subquery, kind)) = Kind::of(&target) else {
             break;
         };
         let name = format!("__shoal_subquery_{}", input.schema().fields().len());
-        let target = Expr::ScalarSubquery(subquery.clone());
         exprs = exprs
             .into_iter()
             .map(|e| {
@@ -214,7 +280,7 @@ fn rewrite_node(node: LogicalPlan, wanted: Wanted) -> DfResult<Transformed<Logic
                 .map(|t| t.data)
             })
             .collect::<DfResult<_>>()?;
-        let layer = PerRowSubquery::try_new(input, subquery, guard, name)?;
+        let layer = PerRowSubquery::try_new(input, subquery, kind, guard, name)?;
         input = Arc::new(LogicalPlan::Extension(Extension {
             node: Arc::new(layer),
         }));
@@ -251,15 +317,15 @@ fn rewrite_node(node: LogicalPlan, wanted: Wanted) -> DfResult<Transformed<Logic
     Ok(Transformed::yes(rewritten))
 }
 
-/// The first wanted scalar subquery in `expr` (conditions before results) and the condition
-/// under which its value is used.
+/// The first wanted subquery expression in `expr` (conditions before results) and the
+/// condition under which its value is used.
 fn first_subquery(
     expr: &Expr,
     guard: Option<Expr>,
-    wanted: &dyn Fn(&Subquery) -> bool,
-) -> Option<(Subquery, Option<Expr>)> {
+    wanted: Wanted,
+) -> Option<(Expr, Option<Expr>)> {
     match expr {
-        Expr::ScalarSubquery(s) if wanted(s) => Some((s.clone(), guard)),
+        e if wanted(e) => Some((e.clone(), guard)),
         Expr::Case(Case {
             expr: None,
             when_then_expr,
@@ -358,13 +424,24 @@ impl ExtensionPlanner for PerRowSubqueryPlanner {
             .as_ref()
             .map(|g| planner.create_physical_expr(g, input_schema, session, planning_ctx))
             .transpose()?;
+        let value = match &node.kind {
+            Kind::Scalar => SubqueryValue::Scalar,
+            Kind::Exists { negated } => SubqueryValue::Exists { negated: *negated },
+            Kind::In { probe, negated } => SubqueryValue::In {
+                probe: planner.create_physical_expr(probe, input_schema, session, planning_ctx)?,
+                negated: *negated,
+            },
+        };
         let output = node.schema.fields()[node.schema.fields().len() - 1].clone();
         Ok(Some(Arc::new(PerRowSubqueryExec::new(
             physical.clone(),
-            node.subquery.subquery.clone(),
-            outer,
-            guard,
-            output,
+            PerRowSubquerySpec {
+                subquery: node.subquery.subquery.clone(),
+                value,
+                outer,
+                guard,
+                output,
+            },
             state.clone(),
         ))))
     }

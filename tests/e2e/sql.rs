@@ -184,7 +184,7 @@ async fn ddl_and_dml_round_trip() {
     let err = c.simple_query("selec 1").await.unwrap_err();
     assert_eq!(err.code().map(|c| c.code()), Some("42601"));
     let err = c
-        .simple_query("create table bad (a int unique, b int)")
+        .simple_query("create table bad (a int check (a > 0), b int)")
         .await
         .unwrap_err();
     assert_eq!(err.code().map(|c| c.code()), Some("0A000"));

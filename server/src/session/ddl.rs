@@ -9,8 +9,10 @@ use datafusion::sql::sqlparser::ast::{
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
-use shoal_coord::{ColumnDef, CoordError, MetaStore, ViewDef};
-use shoal_planner::ddl::{ident_name, object_name, sql_type, table_from_create};
+use shoal_coord::{Catalog, ColumnDef, CoordError, IndexDef, MetaStore, ViewDef};
+use shoal_planner::ddl::{
+    ident_name, object_name, sql_type, table_from_create, unique_constraints,
+};
 
 use super::{Outcome, Session};
 use crate::error::{ServerError, ServerResult};
@@ -18,14 +20,42 @@ use crate::error::{ServerError, ServerResult};
 impl Session {
     pub(super) fn create_table(&self, create: CreateTable) -> ServerResult<Outcome> {
         let (table, mut partitions) = table_from_create(&create)?;
+        let unique = unique_constraints(&create)?;
         if !has_partitions_option(&create) {
             partitions = self.node.args.default_partitions;
         }
         let if_not_exists = create.if_not_exists;
         let leader = 1;
         let result = self.meta.update(&mut |c| {
-            c.create_table(table.clone(), partitions, leader)
-                .map(|_| ())
+            c.create_table(table.clone(), partitions, leader)?;
+            // The table is empty: its unique indexes need no entries yet.
+            for (name, columns) in &unique {
+                let ids = columns
+                    .iter()
+                    .map(|name| {
+                        table
+                            .columns
+                            .iter()
+                            .find(|c| &c.name == name)
+                            .map(|c| c.id)
+                            .ok_or_else(|| CoordError::ColumnNotFound {
+                                table: table.name.clone(),
+                                column: name.clone(),
+                            })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let index = IndexDef {
+                    oid: 0,
+                    name: unused_name(c, &table.schema, name),
+                    columns: ids,
+                    unique: true,
+                    primary: false,
+                    constraint_oid: None,
+                    descending: Vec::new(),
+                };
+                c.create_index(&table.schema, &table.name, index)?;
+            }
+            Ok(())
         });
         match result {
             Ok(_) => Ok(Outcome::tag("CREATE TABLE")),
@@ -357,6 +387,18 @@ impl Session {
         }
         Ok(Outcome::tag("TRUNCATE TABLE"))
     }
+}
+
+/// `name`, or `name1`, `name2`, ... when a relation of the schema has it (as PostgreSQL names
+/// constraint indexes).
+fn unused_name(catalog: &Catalog, schema: &str, name: &str) -> String {
+    let mut candidate = name.to_string();
+    let mut n = 0;
+    while catalog.relation_exists(schema, &candidate) {
+        n += 1;
+        candidate = format!("{name}{n}");
+    }
+    candidate
 }
 
 fn has_partitions_option(create: &CreateTable) -> bool {

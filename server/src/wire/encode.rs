@@ -114,7 +114,24 @@ pub fn fields_for(schema: &Schema, format: &Format) -> PgWireResult<Vec<FieldInf
                 },
             }
         })
+        .map(shown_name)
         .collect())
+}
+
+/// The field under the name the client sees: a repeated output name was planned with a
+/// suffix that keeps it distinct (see `shoal_planner::DUPLICATE_NAME_SUFFIX`).
+fn shown_name(info: FieldInfo) -> FieldInfo {
+    let Some((name, _)) = info.name().split_once(shoal_planner::DUPLICATE_NAME_SUFFIX) else {
+        return info;
+    };
+    FieldInfo::new(
+        name.to_string(),
+        info.table_id(),
+        info.column_id(),
+        info.datatype().clone(),
+        info.format(),
+    )
+    .with_format_options(info.format_options().clone())
 }
 
 pub fn encode(

@@ -2,13 +2,13 @@
 //! column named `count` (not `count(*)`; outermost SELECT list only), and a single-column table
 //! function aliased without a column list, `generate_series(1, 3) AS n`, has one column `n`.
 //! Also where a PostgreSQL function is better written in DataFusion's terms at the SQL level
-//! (`generate_subscripts`).
+//! (`generate_subscripts`, pgJDBC's `information_schema._pg_expandarray`).
 
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    Expr, FunctionArguments, Ident, Query, SelectItem, SetExpr, Statement, TableAliasColumnDef,
-    TableFactor, VisitMut, VisitorMut,
+    AccessExpr, Expr, FunctionArg, FunctionArguments, Ident, Query, SelectItem, SetExpr, Statement,
+    TableAliasColumnDef, TableFactor, VisitMut, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -16,10 +16,67 @@ use datafusion::sql::sqlparser::parser::Parser;
 /// Table functions with one output column.
 const SINGLE_COLUMN_FUNCTIONS: &[&str] = &["generate_series", "unnest", "range"];
 
-struct FunctionAliases;
+struct FunctionAliases {
+    /// The statement calls `_pg_expandarray`, so `(alias).x` reads one of its records.
+    expands_arrays: bool,
+}
+
+/// The argument of an `information_schema._pg_expandarray(a)` call.
+fn expanded_array(e: &Expr) -> Option<&FunctionArg> {
+    let Expr::Function(f) = e else {
+        return None;
+    };
+    let name = f.name.0.last()?.as_ident()?.value.to_lowercase();
+    let FunctionArguments::List(list) = &f.args else {
+        return None;
+    };
+    match (name.as_str(), list.args.as_slice()) {
+        ("_pg_expandarray", [array]) => Some(array),
+        _ => None,
+    }
+}
+
+/// Replaces `e` by the expression `sql` (left alone if it does not parse).
+fn replace_with_sql(e: &mut Expr, sql: &str) {
+    let parsed = Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_expr());
+    if let Ok(rewritten) = parsed {
+        *e = rewritten;
+    }
+}
 
 impl VisitorMut for FunctionAliases {
     type Break = ();
+
+    /// pgJDBC's `information_schema._pg_expandarray(a)`, a set of `(x, n)` records: its `.n`
+    /// is `generate_subscripts(a, 1)` and the record itself, or its `.x`, is `unnest(a)`. A
+    /// `(alias).x` of such a record is the alias.
+    fn pre_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+        if let Expr::CompoundFieldAccess { root, access_chain } = e {
+            let [AccessExpr::Dot(Expr::Identifier(field))] = access_chain.as_slice() else {
+                return ControlFlow::Continue(());
+            };
+            let field = field.value.to_lowercase();
+            let inner = match root.as_ref() {
+                Expr::Nested(inner) => inner.as_ref(),
+                other => other,
+            };
+            if let Some(array) = expanded_array(inner) {
+                let sql = match field.as_str() {
+                    "n" => format!("generate_subscripts({array}, 1)"),
+                    _ => format!("unnest({array})"),
+                };
+                replace_with_sql(e, &sql);
+            } else if self.expands_arrays && field == "x" {
+                *e = inner.clone();
+            }
+        } else if let Some(array) = expanded_array(e) {
+            let sql = format!("unnest({array})");
+            replace_with_sql(e, &sql);
+        }
+        ControlFlow::Continue(())
+    }
 
     /// `generate_subscripts(a, d)`, which DataFusion lacks, as the unnest of the subscripts it
     /// generates; beside `unnest(a)` in a select list, the two zip row by row as in PostgreSQL.
@@ -38,12 +95,7 @@ impl VisitorMut for FunctionAliases {
             return ControlFlow::Continue(());
         };
         let sql = format!("unnest(generate_series(1, array_length({array}, {dimension})))");
-        let parsed = Parser::new(&PostgreSqlDialect {})
-            .try_with_sql(&sql)
-            .and_then(|mut p| p.parse_expr());
-        if let Ok(rewritten) = parsed {
-            *e = rewritten;
-        }
+        replace_with_sql(e, &sql);
         ControlFlow::Continue(())
     }
 
@@ -203,7 +255,8 @@ fn name_query(q: &mut Query) {
 }
 
 pub(crate) fn apply(stmt: &mut Statement) {
-    let _ = stmt.visit(&mut FunctionAliases);
+    let expands_arrays = stmt.to_string().to_lowercase().contains("_pg_expandarray");
+    let _ = stmt.visit(&mut FunctionAliases { expands_arrays });
     if let Statement::Query(q) = stmt {
         name_query(q);
     }

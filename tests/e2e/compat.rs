@@ -5,10 +5,11 @@
 
 use std::path::{Path, PathBuf};
 
-use shoal_tests::compat::{self, CheckResult};
+use shoal_tests::compat::{self, CheckResult, SltFileResult};
+use shoal_tests::slt_tally::{tally_file, Engine, Tally};
 use shoal_tests::{pg::Postgres, Node, PASSWORD, USER};
 
-use crate::slt_files::{run_file, run_file_extended, slt_files};
+use crate::slt_files::slt_files;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_answer_like_postgres() {
@@ -69,8 +70,8 @@ async fn clients_answer_like_postgres() {
 }
 
 /// Every `.slt` file of `tests/slt` and, when present, of the shared SQLite corpus
-/// (`../shared/slt`), run through both wire engines on a fresh node each.
-async fn slt_results() -> Vec<(String, Result<(), String>)> {
+/// (`../shared/slt`), run record by record through both wire engines on a fresh node each.
+async fn slt_results() -> Vec<SltFileResult> {
     let shared = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/slt");
     let mut files: Vec<(String, PathBuf)> = slt_files()
         .into_iter()
@@ -88,15 +89,24 @@ async fn slt_results() -> Vec<(String, Result<(), String>)> {
         // The two engines on two nodes at once: the shared corpus takes long enough to matter.
         let (simple_node, extended_node) = (Node::start(), Node::start());
         let (simple, extended) = tokio::join!(
-            run_file(simple_node.conn_string(), &file),
-            run_file_extended(extended_node.conn_string(), &file)
+            tally_file(simple_node.conn_string(), &file, Engine::Simple),
+            tally_file(extended_node.conn_string(), &file, Engine::Extended)
         );
         // The runner names the file by its absolute path; the report names it as shown.
         let full = file.display().to_string();
-        results.push((
-            shown.clone(),
-            simple.and(extended).map_err(|e| e.replace(&full, &shown)),
-        ));
+        let shown_in = |mut t: Tally| {
+            t.failures = t
+                .failures
+                .iter()
+                .map(|e| e.replace(&full, &shown))
+                .collect();
+            t
+        };
+        results.push(SltFileResult {
+            file: shown.clone(),
+            simple: shown_in(simple),
+            extended: shown_in(extended),
+        });
     }
     results
 }

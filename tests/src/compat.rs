@@ -20,6 +20,8 @@ use std::process::Command;
 
 use tokio_postgres::{Client, SimpleQueryMessage};
 
+use crate::slt_tally::Tally;
+
 /// What one server answered.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Answer {
@@ -300,8 +302,16 @@ pub fn write_baseline(path: &Path, results: &[CheckResult]) {
     std::fs::write(path, text).expect("write baseline");
 }
 
+/// One `.slt` file's records on each wire engine.
+pub struct SltFileResult {
+    /// The file as the report names it.
+    pub file: String,
+    pub simple: Tally,
+    pub extended: Tally,
+}
+
 /// The report: clients × checks, pass counts, and why each failing check fails.
-pub fn report(results: &[CheckResult], slt: &[(String, Result<(), String>)]) -> String {
+pub fn report(results: &[CheckResult], slt: &[SltFileResult]) -> String {
     let mut by_client: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
     for r in results {
         let e = by_client.entry(&r.client).or_default();
@@ -329,15 +339,31 @@ pub fn report(results: &[CheckResult], slt: &[(String, Result<(), String>)]) -> 
         md.push_str(&format!("| {client} | {n} | {p} | {} |\n", n - p));
     }
     if !slt.is_empty() {
-        let ok = slt.iter().filter(|(_, r)| r.is_ok()).count();
+        let count = |f: fn(&SltFileResult) -> &Tally| -> (usize, usize) {
+            slt.iter()
+                .map(f)
+                .fold((0, 0), |(p, n), t| (p + t.passed(), n + t.run))
+        };
+        let (simple_pass, simple_run) = count(|r| &r.simple);
+        let (extended_pass, extended_run) = count(|r| &r.extended);
+        let whole = slt
+            .iter()
+            .filter(|r| r.simple.failures.is_empty() && r.extended.failures.is_empty())
+            .count();
         md.push_str(&format!(
-            "\n## sqllogictest files\n\n{ok} of {} files pass on both wire engines (simple and extended protocol).\n\n| file | result |\n|---|---|\n",
+            "\n## sqllogictest files\n\n{whole} of {} files pass whole on both wire engines. \
+             Records passing: {simple_pass} of {simple_run} over the simple protocol, \
+             {extended_pass} of {extended_run} over the extended protocol (binary results).\n\n\
+             | file | simple | extended | first failure |\n|---|---|---|---|\n",
             slt.len()
         ));
-        for (file, r) in slt {
-            let result = match r {
-                Ok(()) => "pass".to_string(),
-                Err(e) => {
+        for r in slt {
+            let first = r
+                .simple
+                .failures
+                .first()
+                .or(r.extended.failures.first())
+                .map(|e| {
                     // The runner's message names the failing record; its first lines say why.
                     let why: String = e
                         .lines()
@@ -345,11 +371,20 @@ pub fn report(results: &[CheckResult], slt: &[(String, Result<(), String>)]) -> 
                         .take(3)
                         .collect::<Vec<_>>()
                         .join(" ");
-                    let why = why.replace('|', "\\|");
-                    format!("fail: {}", why.chars().take(200).collect::<String>())
-                }
-            };
-            md.push_str(&format!("| {file} | {result} |\n"));
+                    why.replace('|', "\\|")
+                        .chars()
+                        .take(200)
+                        .collect::<String>()
+                })
+                .unwrap_or_default();
+            md.push_str(&format!(
+                "| {} | {} / {} | {} / {} | {first} |\n",
+                r.file,
+                r.simple.passed(),
+                r.simple.run,
+                r.extended.passed(),
+                r.extended.run
+            ));
         }
     }
     md.push_str("\n## Failing checks\n\n| check | difference |\n|---|---|\n");

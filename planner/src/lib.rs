@@ -18,6 +18,7 @@ mod json_functions;
 mod naming;
 mod per_row_subquery;
 pub mod pg_input;
+pub mod pg_output;
 mod pg_overlay;
 mod pg_relations;
 mod pg_system_oids;

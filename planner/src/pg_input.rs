@@ -174,12 +174,15 @@ pub(crate) fn bytea_in_udf() -> ScalarUDF {
     })
 }
 
-/// Rewrites `CAST(<text> AS bytea)` into `pg_bytea_in(<text>)` and `CAST(<text> AS interval)`
-/// into `pg_interval_in(<text>)`.
+/// Rewrites `CAST(<text> AS bytea)` into `pg_bytea_in(<text>)`, `CAST(<text> AS interval)`
+/// into `pg_interval_in(<text>)`, and casts of floats to text into `pg_float4_out` /
+/// `pg_float8_out` (PostgreSQL's float text).
 #[derive(Debug)]
 pub(crate) struct PgTextInput {
     bytea: Arc<ScalarUDF>,
     interval: Arc<ScalarUDF>,
+    float4_out: Arc<ScalarUDF>,
+    float8_out: Arc<ScalarUDF>,
 }
 
 impl PgTextInput {
@@ -187,6 +190,8 @@ impl PgTextInput {
         PgTextInput {
             bytea: Arc::new(bytea_in_udf()),
             interval: Arc::new(interval_in_udf()),
+            float4_out: Arc::new(crate::pg_output::float_out_udf(&DataType::Float32)),
+            float8_out: Arc::new(crate::pg_output::float_out_udf(&DataType::Float64)),
         }
     }
 }
@@ -203,6 +208,19 @@ impl AnalyzerRule for PgTextInput {
             node.map_expressions(|e| {
                 let saved = names.save(&e);
                 let rewritten = e.transform_up(|e| match e {
+                    Expr::Cast(c)
+                        if matches!(c.field.data_type(), DataType::Utf8 | DataType::Utf8View) =>
+                    {
+                        match c.expr.get_type(schema.as_ref()) {
+                            Ok(DataType::Float32) => {
+                                Ok(Transformed::yes(self.float4_out.call(vec![*c.expr])))
+                            }
+                            Ok(DataType::Float64) => {
+                                Ok(Transformed::yes(self.float8_out.call(vec![*c.expr])))
+                            }
+                            _ => Ok(Transformed::no(Expr::Cast(c))),
+                        }
+                    }
                     Expr::Cast(c)
                         if matches!(
                             c.expr.get_type(schema.as_ref()),

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryArray, ListArray, StringArray};
 use datafusion::arrow::datatypes::{
-    DataType, Field, IntervalMonthDayNanoType, IntervalUnit, Schema, Time64MicrosecondType,
-    TimeUnit, TimestampMicrosecondType,
+    DataType, Field, Float32Type, Float64Type, IntervalMonthDayNanoType, IntervalUnit, Schema,
+    Time64MicrosecondType, TimeUnit, TimestampMicrosecondType,
 };
 use datafusion::arrow::record_batch::RecordBatch;
 use pgwire::api::portal::Format;
@@ -16,6 +16,7 @@ use pgwire::api::Type;
 use pgwire::error::PgWireResult;
 use pgwire::messages::data::DataRow;
 use shoal_executor::PG_TYPE_METADATA_KEY;
+use shoal_planner::pg_output::{float4_text, float8_text};
 
 fn declared_type(name: &str) -> Option<Type> {
     let base = name.split('(').next().unwrap_or(name).trim();
@@ -266,6 +267,20 @@ fn render_column(text: bool, pg_type: Option<&Type>, column: &ArrayRef) -> Optio
                     .collect::<StringArray>(),
             )
         }
+        (true, DataType::Float64) => Arc::new(
+            column
+                .as_primitive::<Float64Type>()
+                .iter()
+                .map(|v| v.map(float8_text))
+                .collect::<StringArray>(),
+        ),
+        (true, DataType::Float32) => Arc::new(
+            column
+                .as_primitive::<Float32Type>()
+                .iter()
+                .map(|v| v.map(float4_text))
+                .collect::<StringArray>(),
+        ),
         (true, DataType::Interval(IntervalUnit::MonthDayNano)) => Arc::new(
             column
                 .as_primitive::<IntervalMonthDayNanoType>()

@@ -130,6 +130,9 @@ pub fn session_context(base: &SessionContext, meta: Arc<dyn MetaStore>) -> Sessi
     ctx
 }
 
+/// How deep an expression the SQL parser follows (sqlparser's default is 50).
+const PARSER_RECURSION_LIMIT: usize = 500;
+
 /// Parses SQL as PostgreSQL clients write it: DataFusion's sqlparser (PostgreSQL dialect) plus
 /// `datafusion-pg-catalog`'s rewrites for catalog queries (`pg_catalog.`-qualified functions,
 /// `::regclass` casts, unqualified pg_catalog relations, ...).
@@ -168,10 +171,14 @@ pub fn parse_sql(
     let mut statements = if lower.contains("pg_") || lower.contains("information_schema") {
         CATALOG_PARSER.parse(sql)?
     } else {
-        datafusion::sql::sqlparser::parser::Parser::parse_sql(
+        // sqlparser's default depth (50) refuses WHERE clauses that PostgreSQL takes (nested
+        // AND/OR of generated queries); the server's worker stacks are sized for deeper trees.
+        datafusion::sql::sqlparser::parser::Parser::new(
             &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
-            sql,
-        )?
+        )
+        .with_recursion_limit(PARSER_RECURSION_LIMIT)
+        .try_with_sql(sql)?
+        .parse_statements()?
         .into_iter()
         .map(|s| SAFE_RULES.iter().fold(s, |s, rule| rule.rewrite(s)))
         .collect()

@@ -195,6 +195,9 @@ impl ShoalTable {
             end.push(0xFF);
             ranges.push((start, end));
         }
+        // `IN (1, 1)` names one value twice; its rows are still read once.
+        ranges.sort();
+        ranges.dedup();
         Some(IndexLookup {
             index: index.name.clone(),
             ranges,
@@ -226,7 +229,12 @@ impl ShoalTable {
         Some(
             by_partition
                 .into_iter()
-                .map(|(partition, keys)| KeyLookup { partition, keys })
+                .map(|(partition, mut keys)| {
+                    // `IN (1, 1)` names one key twice; its row is still read once.
+                    keys.sort();
+                    keys.dedup();
+                    KeyLookup { partition, keys }
+                })
                 .collect(),
         )
     }

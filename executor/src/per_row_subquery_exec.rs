@@ -1,13 +1,15 @@
-//! `PerRowSubqueryExec`: the value of a correlated scalar subquery for each input row, computed
-//! by running the subquery with the row's values in place of its outer references.
+//! `PerRowSubqueryExec`: the value of a subquery for each input row (a scalar subquery's value,
+//! or whether `EXISTS` / `IN` holds), computed by running the subquery with the row's values in
+//! place of its outer references.
 //!
 //! DataFusion decorrelates the correlated subqueries it can turn into joins (an aggregate over
 //! an equality correlation); the rest, common in client catalog queries (a subquery under a
-//! `CASE`, one limited to one row by `LIMIT 1`, one with a recursive CTE), would fail to plan.
-//! This operator is their fallback: it appends one column holding the subquery's value for each
-//! row. Rows where the guard (the `CASE` condition the subquery sits under) is not true get
-//! NULL without running it, and rows with the same outer values share one run. Each run plans
-//! and executes the subquery, so this suits catalog-sized inputs, not large tables.
+//! `CASE`, one limited to one row by `LIMIT 1`, one with a recursive CTE, an `EXISTS` in a
+//! select list), would fail to plan. This operator is their fallback: it appends one column
+//! holding the subquery's value for each row. Rows where the guard (the `CASE` condition the
+//! subquery sits under) is not true get NULL without running it, and rows with the same outer
+//! values share one run. Each run plans and executes the subquery, so this suits
+//! catalog-sized inputs, not large tables.
 
 use std::collections::HashMap;
 use std::fmt;

@@ -34,7 +34,8 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 use shoal_executor::{PerRowSubqueryExec, PerRowSubquerySpec, SubqueryValue};
 
-/// Installs both rules and the physical planner of [`PerRowSubquery`] nodes.
+/// Installs the physical planning of [`PerRowSubquery`] nodes (the rules that make them are
+/// added with [`analyzer_rule`] and [`optimizer_rule`]).
 pub(crate) fn install(builder: SessionStateBuilder) -> SessionStateBuilder {
     builder.with_query_planner(Arc::new(ShoalQueryPlanner))
 }

@@ -231,3 +231,63 @@ fn named_type(name: &ObjectName) -> Option<Type> {
         _ => return None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn statement(sql: &str) -> Statement {
+        shoal_planner::parse_sql(sql)
+            .expect("parses")
+            .into_iter()
+            .next()
+            .expect("one statement")
+    }
+
+    #[test]
+    fn a_cast_on_the_placeholder_types_it() {
+        let types = cast_parameter_types(&statement(
+            "SELECT $2::uuid, $1::int[], CAST($4 AS date), $5 + 1 FROM t WHERE a = $3::oid",
+        ));
+        assert_eq!(
+            types,
+            vec![
+                Some(Type::INT4_ARRAY),
+                Some(Type::UUID),
+                Some(Type::OID),
+                Some(Type::DATE)
+            ]
+        );
+    }
+
+    #[test]
+    fn the_client_type_wins_then_the_cast_then_the_inference() {
+        let announced = announced_types(
+            &[Some(Type::INT8), Some(Type::UNKNOWN), None],
+            &[Some(Type::INT4), Some(Type::UUID)],
+            &[None, Some(DataType::Int64), Some(DataType::Float64), None],
+        );
+        assert_eq!(
+            announced,
+            vec![Type::INT8, Type::UUID, Type::FLOAT8, Type::TEXT]
+        );
+    }
+
+    #[test]
+    fn binary_uuid_and_jsonb_become_text() {
+        let raw = [
+            0x12, 0x34, 0x56, 0x78, 0x12, 0x34, 0x56, 0x78, 0x12, 0x34, 0x56, 0x78, 0x12, 0x34,
+            0x56, 0x78,
+        ];
+        assert_eq!(
+            binary_to_text(&Type::UUID, &raw).expect("16 bytes"),
+            "12345678-1234-5678-1234-567812345678"
+        );
+        assert!(binary_to_text(&Type::UUID, &raw[..15]).is_err());
+        assert_eq!(
+            binary_to_text(&Type::JSONB, b"\x01{\"k\": 1}").expect("version 1"),
+            "{\"k\": 1}"
+        );
+        assert!(binary_to_text(&Type::JSONB, b"\x02{}").is_err());
+    }
+}

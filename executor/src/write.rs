@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, StringArray};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::record_batch::RecordBatch;
 use parking_lot::Mutex;
@@ -91,6 +91,32 @@ impl<'a> TableWriter<'a> {
             store,
             row_ids,
         }
+    }
+
+    /// `batch` as it is stored: its constraints checked, its uuids in PostgreSQL's canonical
+    /// form (lower case, hyphenated), as PostgreSQL prints whatever form was written.
+    fn checked(&self, batch: &RecordBatch) -> Result<RecordBatch, ExecError> {
+        self.check_constraints(batch)?;
+        let mut columns = batch.columns().to_vec();
+        let mut changed = false;
+        for (i, column) in self.table.def.visible_columns().enumerate() {
+            if column.sql_type != SqlType::Uuid {
+                continue;
+            }
+            let Some(values) = batch.column(i).as_string_opt::<i32>() else {
+                continue;
+            };
+            if values.iter().flatten().all(|v| canonical_uuid(v) == v) {
+                continue;
+            }
+            let canonical: StringArray = values.iter().map(|v| v.map(canonical_uuid)).collect();
+            columns[i] = Arc::new(canonical);
+            changed = true;
+        }
+        Ok(match changed {
+            true => RecordBatch::try_new(batch.schema(), columns)?,
+            false => batch.clone(),
+        })
     }
 
     /// NOT NULL, and the length limit of `varchar(n)` / `char(n)` columns.
@@ -180,7 +206,7 @@ impl<'a> TableWriter<'a> {
         batch: &RecordBatch,
         on_conflict: ConflictAction,
     ) -> Result<WriteOutcome, ExecError> {
-        self.check_constraints(batch)?;
+        let batch = &self.checked(batch)?;
         let keys = self.keys_of(batch)?;
         let entries = entries_of(self.table, batch, &keys)?;
         let none = HashSet::new();
@@ -237,7 +263,7 @@ impl<'a> TableWriter<'a> {
         batch: &RecordBatch,
         load: &mut shoal_storage::BulkLoad,
     ) -> Result<WriteOutcome, ExecError> {
-        self.check_constraints(batch)?;
+        let batch = &self.checked(batch)?;
         let keys = self.keys_of(batch)?;
         let encoder = RowEncoder::new(&self.table.layout, batch)?;
         let mut value = Vec::with_capacity(64);
@@ -274,7 +300,7 @@ impl<'a> TableWriter<'a> {
         row_keys: &dyn Array,
         new_rows: &RecordBatch,
     ) -> Result<WriteOutcome, ExecError> {
-        self.check_constraints(new_rows)?;
+        let new_rows = &self.checked(new_rows)?;
         let row_keys = row_keys.as_binary::<i32>();
         let new_keys = if self.table.has_hidden_row_id() {
             row_keys
@@ -336,4 +362,24 @@ fn is_uuid(text: &str) -> bool {
         && !inner.starts_with('-')
         && !inner.ends_with('-')
         && !inner.contains("--")
+}
+
+/// A valid uuid (see [`is_uuid`]) as PostgreSQL prints it: `a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11`.
+fn canonical_uuid(text: &str) -> String {
+    let digits: String = text
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    if digits.len() != 32 {
+        return text.to_string();
+    }
+    format!(
+        "{}-{}-{}-{}-{}",
+        &digits[0..8],
+        &digits[8..12],
+        &digits[12..16],
+        &digits[16..20],
+        &digits[20..32]
+    )
 }

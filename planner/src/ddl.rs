@@ -151,50 +151,27 @@ fn partitions_option(options: &CreateTableOptions) -> Result<u32, PlannerError> 
     Ok(DEFAULT_PARTITIONS)
 }
 
-/// The column lists of a `CREATE TABLE`'s UNIQUE constraints (column or table ones), except
-/// those that repeat the primary key. Each becomes a unique index named as PostgreSQL names
-/// the constraint's index (`<table>_<columns>_key`).
-pub fn unique_constraints(
-    create: &CreateTable,
-) -> Result<Vec<(String, Vec<String>)>, PlannerError> {
-    let (_, table) = object_name(&create.name)?;
-    let (def, _) = table_from_create(create)?;
-    let primary: Vec<String> = def
-        .primary_key
-        .iter()
-        .filter_map(|id| def.columns.iter().find(|c| c.id == *id))
-        .map(|c| c.name.clone())
-        .collect();
-    let mut lists: Vec<Vec<String>> = Vec::new();
-    for c in &create.columns {
-        if c.options
-            .iter()
-            .any(|o| matches!(o.option, ColumnOption::Unique(_)))
-        {
-            lists.push(vec![ident_name(&c.name)]);
-        }
-    }
-    for constraint in &create.constraints {
-        if let TableConstraint::Unique(u) = constraint {
-            lists.push(key_columns(&u.columns));
-        }
-    }
-    Ok(lists
-        .into_iter()
-        .filter(|columns| *columns != primary)
-        .map(|columns| (format!("{table}_{}_key", columns.join("_")), columns))
-        .collect())
+/// What `CREATE TABLE` asks for.
+pub struct NewTable {
+    /// The definition (id and partitions are assigned by the catalog).
+    pub def: TableDef,
+    pub partitions: u32,
+    /// The UNIQUE constraints (column or table ones) other than the primary key, each as the
+    /// name PostgreSQL gives its index (`<table>_<columns>_key`) and its columns; they become
+    /// unique indexes once the table exists.
+    pub unique: Vec<(String, Vec<String>)>,
 }
 
-/// Builds a table definition (id and partitions are assigned by the catalog) and its
-/// partition count from `CREATE TABLE`.
-pub fn table_from_create(create: &CreateTable) -> Result<(TableDef, u32), PlannerError> {
+/// Builds a table definition, its partition count and its UNIQUE constraints from
+/// `CREATE TABLE`.
+pub fn table_from_create(create: &CreateTable) -> Result<NewTable, PlannerError> {
     if create.query.is_some() {
         return Err(PlannerError::NotSupported("CREATE TABLE AS".into()));
     }
     let (schema, name) = object_name(&create.name)?;
     let mut columns = Vec::new();
     let mut primary_key: Vec<String> = Vec::new();
+    let mut unique: Vec<Vec<String>> = Vec::new();
     for (id, c) in create.columns.iter().enumerate() {
         let col_name = ident_name(&c.name);
         let mut def = ColumnDef {
@@ -218,8 +195,7 @@ pub fn table_from_create(create: &CreateTable) -> Result<(TableDef, u32), Planne
                     }
                     primary_key.push(col_name.clone());
                 }
-                // Built as unique indexes once the table exists (`unique_constraints`).
-                ColumnOption::Unique(_) => {}
+                ColumnOption::Unique(_) => unique.push(vec![col_name.clone()]),
                 ColumnOption::ForeignKey(_) => {
                     return Err(PlannerError::NotSupported("foreign keys".into()))
                 }
@@ -241,7 +217,7 @@ pub fn table_from_create(create: &CreateTable) -> Result<(TableDef, u32), Planne
                 }
                 primary_key = key_columns(&pk.columns);
             }
-            TableConstraint::Unique(_) => {}
+            TableConstraint::Unique(u) => unique.push(key_columns(&u.columns)),
             TableConstraint::ForeignKey(_) => {
                 return Err(PlannerError::NotSupported("foreign keys".into()))
             }
@@ -266,8 +242,13 @@ pub fn table_from_create(create: &CreateTable) -> Result<(TableDef, u32), Planne
         key_ids.push(column.id);
     }
     let partitions = partitions_option(&create.table_options)?;
-    Ok((
-        TableDef {
+    let unique = unique
+        .into_iter()
+        .filter(|columns| *columns != primary_key)
+        .map(|columns| (format!("{name}_{}_key", columns.join("_")), columns))
+        .collect();
+    Ok(NewTable {
+        def: TableDef {
             id: 0,
             schema,
             name,
@@ -277,5 +258,6 @@ pub fn table_from_create(create: &CreateTable) -> Result<(TableDef, u32), Planne
             indexes: Vec::new(),
         },
         partitions,
-    ))
+        unique,
+    })
 }

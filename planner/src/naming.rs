@@ -7,8 +7,8 @@
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    AccessExpr, Expr, FunctionArg, FunctionArguments, Ident, Query, SelectItem, SetExpr, Statement,
-    TableAliasColumnDef, TableFactor, VisitMut, VisitorMut,
+    visit_expressions, AccessExpr, Expr, FunctionArg, FunctionArguments, Ident, Query, SelectItem,
+    SetExpr, Statement, TableAliasColumnDef, TableFactor, VisitMut, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -255,7 +255,11 @@ fn name_query(q: &mut Query) {
 }
 
 pub(crate) fn apply(stmt: &mut Statement) {
-    let expands_arrays = stmt.to_string().to_lowercase().contains("_pg_expandarray");
+    let expands_arrays = visit_expressions(stmt, |e| match expanded_array(e) {
+        Some(_) => ControlFlow::Break(()),
+        None => ControlFlow::Continue(()),
+    })
+    .is_break();
     let _ = stmt.visit(&mut FunctionAliases { expands_arrays });
     if let Statement::Query(q) = stmt {
         name_query(q);

@@ -10,17 +10,18 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use shoal_coord::{Catalog, ColumnDef, CoordError, IndexDef, MetaStore, ViewDef};
-use shoal_planner::ddl::{
-    ident_name, object_name, sql_type, table_from_create, unique_constraints,
-};
+use shoal_planner::ddl::{ident_name, object_name, sql_type, table_from_create, NewTable};
 
 use super::{Outcome, Session};
 use crate::error::{ServerError, ServerResult};
 
 impl Session {
     pub(super) fn create_table(&self, create: CreateTable) -> ServerResult<Outcome> {
-        let (table, mut partitions) = table_from_create(&create)?;
-        let unique = unique_constraints(&create)?;
+        let NewTable {
+            def: table,
+            mut partitions,
+            unique,
+        } = table_from_create(&create)?;
         if !has_partitions_option(&create) {
             partitions = self.node.args.default_partitions;
         }

@@ -255,12 +255,11 @@ type Wanted<'a> = &'a dyn Fn(&Expr) -> bool;
 
 /// Moves the wanted subqueries of a projection or filter into [`PerRowSubquery`] nodes.
 fn rewrite_node(node: LogicalPlan, wanted: Wanted) -> DfResult<Transformed<LogicalPlan>> {
-    let (mut exprs, input, is_filter) = match &node {
-        LogicalPlan::Projection(p) => (p.expr.clone(), p.input.clone(), false),
-        LogicalPlan::Filter(f) => (vec![f.predicate.clone()], f.input.clone(), true),
+    let (mut exprs, mut input) = match &node {
+        LogicalPlan::Projection(p) => (p.expr.clone(), p.input.clone()),
+        LogicalPlan::Filter(f) => (vec![f.predicate.clone()], f.input.clone()),
         _ => return Ok(Transformed::no(node)),
     };
-    let mut input = input;
     let mut changed = false;
     loop {
         let found = exprs.iter().find_map(|e| first_subquery(e, None, wanted));
@@ -290,8 +289,8 @@ fn rewrite_node(node: LogicalPlan, wanted: Wanted) -> DfResult<Transformed<Logic
     if !changed {
         return Ok(Transformed::no(node));
     }
-    let rewritten = match (node, is_filter) {
-        (LogicalPlan::Projection(p), false) => {
+    let rewritten = match node {
+        LogicalPlan::Projection(p) => {
             // Keep the output names the subqueries gave the columns.
             let named = exprs
                 .into_iter()
@@ -300,7 +299,7 @@ fn rewrite_node(node: LogicalPlan, wanted: Wanted) -> DfResult<Transformed<Logic
                 .collect();
             LogicalPlan::Projection(Projection::try_new(named, input)?)
         }
-        (LogicalPlan::Filter(f), _) => {
+        LogicalPlan::Filter(f) => {
             let predicate = exprs.into_iter().next().unwrap_or(f.predicate);
             let filtered = LogicalPlan::Filter(Filter::try_new(predicate, input)?);
             // The appended columns are not the filter's output.
@@ -313,7 +312,7 @@ fn rewrite_node(node: LogicalPlan, wanted: Wanted) -> DfResult<Transformed<Logic
                 .collect();
             LogicalPlan::Projection(Projection::try_new(columns, Arc::new(filtered))?)
         }
-        (other, _) => other,
+        other => other,
     };
     Ok(Transformed::yes(rewritten))
 }

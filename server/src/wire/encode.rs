@@ -1,6 +1,7 @@
 //! Arrow batches to PostgreSQL wire rows, via arrow-pg, with Shoal's column types (varchar,
 //! json, uuid, ...) taken from field metadata so clients see the declared type's OID.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch};
@@ -66,23 +67,25 @@ fn oid_alias_array(field: &Field) -> Option<Type> {
 /// The schema without the oid-alias tags of columns that are no longer int4 oids: a cast of
 /// an oid column (`atttypid::regtype::text`) keeps its input's tag, which would describe text
 /// values as a binary oid.
-fn without_stale_oid_aliases(schema: &Schema) -> Schema {
+fn without_stale_oid_aliases(schema: &Schema) -> Cow<'_, Schema> {
     let key = arrow_pg::datatypes::PG_OID_ALIAS_KEY;
+    let stale = |f: &Field| f.metadata().contains_key(key) && f.data_type() != &DataType::Int32;
+    if !schema.fields().iter().any(|f| stale(f)) {
+        return Cow::Borrowed(schema);
+    }
     let fields: Vec<Field> = schema
         .fields()
         .iter()
-        .map(|f| {
-            let stale = f.metadata().contains_key(key) && f.data_type() != &DataType::Int32;
-            let mut field = f.as_ref().clone();
-            if stale {
+        .map(|f| match stale(f) {
+            true => {
                 let mut metadata = f.metadata().clone();
                 metadata.remove(key);
-                field = field.with_metadata(metadata);
+                f.as_ref().clone().with_metadata(metadata)
             }
-            field
+            false => f.as_ref().clone(),
         })
         .collect();
-    Schema::new_with_metadata(fields, schema.metadata().clone())
+    Cow::Owned(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
 /// Field descriptions for a result schema in the requested formats.
@@ -93,46 +96,37 @@ pub fn fields_for(schema: &Schema, format: &Format) -> PgWireResult<Vec<FieldInf
         .zip(schema.fields())
         .enumerate()
         .map(|(i, (info, field))| {
-            match field
+            // Declared types held as text: their text form is the stored text; the binary
+            // forms of uuid and jsonb are made by `render_column`.
+            let declared = field
                 .metadata()
                 .get(PG_TYPE_METADATA_KEY)
                 .and_then(|t| declared_type(t))
-            {
-                // Declared types held as text: their text form is the stored text; the binary
-                // forms of uuid and jsonb are made by `render_column`.
-                Some(t) => {
-                    let t = match format.format_for(i) {
-                        FieldFormat::Text => text_only_kind(t),
-                        FieldFormat::Binary => t,
-                    };
-                    FieldInfo::new(info.name().to_string(), None, None, t, format.format_for(i))
-                }
-                None => match oid_alias_array(field) {
-                    Some(t) => {
-                        FieldInfo::new(info.name().to_string(), None, None, t, format.format_for(i))
-                    }
-                    None => info,
-                },
+                .map(|t| match format.format_for(i) {
+                    FieldFormat::Text => text_only_kind(t),
+                    FieldFormat::Binary => t,
+                });
+            let datatype = declared.or_else(|| oid_alias_array(field));
+            // A repeated output name was planned with a suffix that keeps it distinct (see
+            // `shoal_planner::DUPLICATE_NAME_SUFFIX`); the client sees the name without it.
+            let name = info
+                .name()
+                .split(shoal_planner::DUPLICATE_NAME_SUFFIX)
+                .next()
+                .unwrap_or_default();
+            if datatype.is_none() && name == info.name() {
+                return info;
             }
+            FieldInfo::new(
+                name.to_string(),
+                info.table_id(),
+                info.column_id(),
+                datatype.unwrap_or_else(|| info.datatype().clone()),
+                info.format(),
+            )
+            .with_format_options(info.format_options().clone())
         })
-        .map(shown_name)
         .collect())
-}
-
-/// The field under the name the client sees: a repeated output name was planned with a
-/// suffix that keeps it distinct (see `shoal_planner::DUPLICATE_NAME_SUFFIX`).
-fn shown_name(info: FieldInfo) -> FieldInfo {
-    let Some((name, _)) = info.name().split_once(shoal_planner::DUPLICATE_NAME_SUFFIX) else {
-        return info;
-    };
-    FieldInfo::new(
-        name.to_string(),
-        info.table_id(),
-        info.column_id(),
-        info.datatype().clone(),
-        info.format(),
-    )
-    .with_format_options(info.format_options().clone())
 }
 
 pub fn encode(

@@ -310,6 +310,13 @@ impl SubqueryRunner {
                     })
                 })
             })?
+            .data
+            // A correlated FROM item (`FROM unnest(outer.a)`) was planned as a subquery
+            // node; bound, it is a plain relation.
+            .transform_up(|node| match node {
+                LogicalPlan::Subquery(s) => Ok(Transformed::yes(Arc::unwrap_or_clone(s.subquery))),
+                other => Ok(Transformed::no(other)),
+            })?
             .data;
         let plan = self.state.create_physical_plan(&bound).await?;
         let batches = collect(plan, self.state.task_ctx()).await?;

@@ -2,12 +2,13 @@
 //! triggers, rules or advisory locks, so `pg_get_serial_sequence`, `col_description`,
 //! `obj_description`, `pg_get_triggerdef`, `pg_get_ruledef` answer NULL and
 //! `pg_advisory_unlock_all` has nothing to release. `to_regtype` resolves built-in type names
-//! to their canonical OIDs. Clients call these while introspecting (psql `\d+`, SQLAlchemy,
+//! to their canonical OIDs; `pg_encoding_to_char` names encodings as PostgreSQL does.
+//! Clients call these while introspecting (psql `\d+`, SQLAlchemy,
 //! psycopg, asyncpg's pool reset); a missing function would fail the whole query.
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, Int32Array};
+use datafusion::arrow::array::{Array, AsArray, Int32Array, StringArray};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::error::Result as DfResult;
@@ -112,6 +113,87 @@ fn builtin_type_oid(name: &str) -> Option<i32> {
     Some(oid)
 }
 
+/// `pg_encoding_to_char(n)`: PostgreSQL's name of encoding number `n` (its `pg_enc` order);
+/// an empty string for a number that names none, as PostgreSQL answers.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct EncodingName {
+    signature: Signature,
+}
+
+const ENCODINGS: &[&str] = &[
+    "SQL_ASCII",
+    "EUC_JP",
+    "EUC_CN",
+    "EUC_KR",
+    "EUC_TW",
+    "EUC_JIS_2004",
+    "UTF8",
+    "MULE_INTERNAL",
+    "LATIN1",
+    "LATIN2",
+    "LATIN3",
+    "LATIN4",
+    "LATIN5",
+    "LATIN6",
+    "LATIN7",
+    "LATIN8",
+    "LATIN9",
+    "LATIN10",
+    "WIN1256",
+    "WIN1258",
+    "WIN866",
+    "WIN874",
+    "KOI8R",
+    "WIN1251",
+    "WIN1252",
+    "ISO_8859_5",
+    "ISO_8859_6",
+    "ISO_8859_7",
+    "ISO_8859_8",
+    "WIN1250",
+    "WIN1253",
+    "WIN1254",
+    "WIN1255",
+    "WIN1257",
+    "KOI8U",
+];
+
+impl ScalarUDFImpl for EncodingName {
+    fn name(&self) -> &str {
+        "pg_encoding_to_char"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _args: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Utf8)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let scalar = matches!(args.args[0], ColumnarValue::Scalar(_));
+        let numbers = args.args[0].to_array(args.number_rows)?;
+        let numbers = datafusion::arrow::compute::cast(&numbers, &DataType::Int32)?;
+        let numbers = numbers.as_primitive::<datafusion::arrow::datatypes::Int32Type>();
+        let names: StringArray = numbers
+            .iter()
+            .map(|n| {
+                n.map(|n| {
+                    usize::try_from(n)
+                        .ok()
+                        .and_then(|i| ENCODINGS.get(i))
+                        .copied()
+                        .unwrap_or("")
+                })
+            })
+            .collect();
+        if scalar {
+            return Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
+                &names, 0,
+            )?));
+        }
+        Ok(ColumnarValue::Array(Arc::new(names)))
+    }
+}
+
 pub(crate) fn register(ctx: &SessionContext) {
     let constant = |name: &'static str, signature: Signature, value: ScalarValue| {
         ScalarUDF::new_from_impl(ConstantFunction {
@@ -140,11 +222,22 @@ pub(crate) fn register(ctx: &SessionContext) {
     ] {
         ctx.register_udf(constant(name, any_args(), ScalarValue::Boolean(Some(true))));
     }
+    // The ancestors of a partition, of which Shoal has none (PostgreSQL's sense: no table is
+    // a partition of another); `pg_partition_ancestors(rel)` is the unnest of this list.
+    let no_oids = ScalarValue::List(ScalarValue::new_list(&[], &DataType::Int32, true));
+    ctx.register_udf(constant(
+        "pg_partition_ancestor_oids",
+        Signature::any(1, Volatility::Stable),
+        no_oids,
+    ));
     ctx.register_udf(constant(
         "pg_advisory_unlock_all",
         Signature::nullary(Volatility::Volatile),
         ScalarValue::Null,
     ));
+    ctx.register_udf(ScalarUDF::new_from_impl(EncodingName {
+        signature: Signature::any(1, Volatility::Immutable),
+    }));
     ctx.register_udf(ScalarUDF::new_from_impl(ToRegtype {
         signature: Signature::any(1, Volatility::Stable),
     }));

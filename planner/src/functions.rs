@@ -1,11 +1,13 @@
 //! PostgreSQL functions that DataFusion lacks: `version()`, `current_setting`, `set_config`,
-//! `pg_backend_pid`, `pg_cancel_backend`, `current_user`. The per-session ones read the session
+//! `pg_backend_pid`, `pg_cancel_backend`, `current_user`, `current_schemas`. The per-session ones read the session
 //! through [`SessionInfo`], which the server implements.
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, BooleanArray, Int64Array, StringArray};
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::array::{
+    Array, AsArray, BooleanArray, Int64Array, ListBuilder, StringArray, StringBuilder,
+};
+use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::common::ScalarValue;
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::SessionContext;
@@ -153,6 +155,42 @@ pub fn register_session_functions(ctx: &SessionContext, session: Arc<dyn Session
                 .map(|p| p.map(|p| i32::try_from(p).is_ok_and(|p| s.cancel_backend(p))))
                 .collect();
             Ok(scalar_or_array(args, Arc::new(out)))
+        }),
+    ));
+    // current_schemas(implicit): the search path's schemas, with pg_catalog first when the
+    // implicit schemas are asked for. `"$user"` names a schema only where one is named after
+    // the user, and Shoal's users have none.
+    let s = session.clone();
+    ctx.register_udf(create_udf(
+        "current_schemas",
+        vec![DataType::Boolean],
+        DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true))),
+        Volatility::Stable,
+        Arc::new(move |args: &[ColumnarValue]| {
+            let rows = rows_of(args);
+            let implicit = args[0].to_array(rows)?;
+            let implicit = implicit.as_boolean();
+            let path = s.setting("search_path").unwrap_or_default();
+            let explicit: Vec<String> = path
+                .split(',')
+                .map(|p| p.trim().trim_matches('"').to_string())
+                .filter(|p| !p.is_empty() && p != "$user")
+                .collect();
+            let mut lists = ListBuilder::new(StringBuilder::new());
+            for row in 0..implicit.len() {
+                if implicit.is_null(row) {
+                    lists.append_null();
+                    continue;
+                }
+                if implicit.value(row) && !explicit.iter().any(|p| p == "pg_catalog") {
+                    lists.values().append_value("pg_catalog");
+                }
+                for schema in &explicit {
+                    lists.values().append_value(schema);
+                }
+                lists.append(true);
+            }
+            Ok(scalar_or_array(args, Arc::new(lists.finish())))
         }),
     ));
     for name in ["current_user", "session_user", "user", "current_role"] {

@@ -8,11 +8,13 @@
 //! The planner decides *what* runs where; it never writes rows itself and must not depend on
 //! the server crate.
 
+mod array_subquery;
 mod catalog;
 mod catalog_functions;
 mod computed;
 pub mod ddl;
 mod error;
+mod function_signatures;
 mod functions;
 mod json_functions;
 mod naming;
@@ -21,7 +23,10 @@ pub mod pg_input;
 pub mod pg_output;
 mod pg_overlay;
 mod pg_relations;
+mod pg_shared;
+mod pg_static_arrays;
 mod pg_system_oids;
+mod pg_views;
 mod relation_functions;
 mod system;
 mod table;
@@ -80,9 +85,13 @@ pub fn base_context(
     {
         let state = ctx.state_ref();
         let existing = state.read().clone();
+        // Array literals must be read before type coercion looks at the comparison.
+        let mut analyzers = existing.analyzer().rules.clone();
+        analyzers.insert(0, Arc::new(pg_input::ArrayTextInput));
         *state.write() = per_row_subquery::install(
             SessionStateBuilder::new_from_existing(existing)
-                .with_type_planner(Arc::new(types::ShoalTypePlanner)),
+                .with_type_planner(Arc::new(types::ShoalTypePlanner))
+                .with_analyzer_rules(analyzers),
         )
         .build();
     }
@@ -92,6 +101,10 @@ pub fn base_context(
     ctx.register_udf(pg_input::interval_in_udf());
     ctx.register_udf(json_functions::json_build_object_udf());
     ctx.register_udaf(typed_array_agg::typed_array_agg_udaf());
+    ctx.register_udf(array_subquery::udf());
+    for udf in function_signatures::udfs() {
+        ctx.register_udf(udf);
+    }
     ctx.add_analyzer_rule(Arc::new(pg_input::PgTextInput::new()));
     ctx.add_analyzer_rule(per_row_subquery::analyzer_rule());
     ctx.add_optimizer_rule(per_row_subquery::optimizer_rule());
@@ -135,54 +148,76 @@ const PARSER_RECURSION_LIMIT: usize = 500;
 
 /// Parses SQL as PostgreSQL clients write it: DataFusion's sqlparser (PostgreSQL dialect) plus
 /// `datafusion-pg-catalog`'s rewrites for catalog queries (`pg_catalog.`-qualified functions,
-/// `::regclass` casts, unqualified pg_catalog relations, ...).
+/// `::regclass` casts, unqualified pg_catalog relations, `x = ANY(array)`, ...).
 ///
-/// Statements that read the catalogs (they mention `pg_` or `information_schema`) go through
-/// the full compatibility parser, whose last-resort rewrites are tuned to client
-/// introspection queries. Every other statement gets only the rewrites that keep its meaning:
-/// `RemoveSubqueryFromProjection`, which replaces correlated subqueries by NULL, would give
-/// wrong answers to user queries.
+/// Of that crate's parser, two parts are left out on purpose. Its table of whole client
+/// queries replaced by stubs (pgcli's, psql's, DBeaver's introspection answered by `WHERE
+/// false`) would answer those clients wrongly, and its `RemoveSubqueryFromProjection`
+/// replaces correlated subqueries by NULL; Shoal runs both kinds of query for real. Its
+/// aliasing of duplicated columns is done by [`naming`], under the names PostgreSQL shows.
+/// Collations are dropped from catalog queries only (their names sort as C does), so that a
+/// user's `COLLATE` is not silently ignored.
 pub fn parse_sql(
     sql: &str,
 ) -> Result<
     Vec<datafusion::sql::sqlparser::ast::Statement>,
     datafusion::sql::sqlparser::parser::ParserError,
 > {
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::keywords::Keyword;
+    use datafusion::sql::sqlparser::parser::Parser;
+    use datafusion::sql::sqlparser::tokenizer::Token;
     use datafusion_pg_catalog::sql::rules::*;
-    use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
-    static CATALOG_PARSER: std::sync::LazyLock<PostgresCompatibilityParser> =
-        std::sync::LazyLock::new(PostgresCompatibilityParser::new);
-    static SAFE_RULES: std::sync::LazyLock<Vec<Box<dyn SqlStatementRewriteRule>>> =
-        std::sync::LazyLock::new(|| {
-            vec![
-                Box::new(AliasDuplicatedProjectionRewrite),
-                Box::new(ResolveUnqualifiedIdentifier),
-                Box::new(RewriteArrayAnyAllOperation),
-                Box::new(PrependUnqualifiedPgTableName),
-                Box::new(StripCallableQualifier),
-                Box::new(FixArrayLiteral),
-                Box::new(CurrentUserVariableToSessionUserFunctionCall),
-                Box::new(RewritePgCatalogOperator),
-                Box::new(RewriteRegCastToSubquery::new()),
-                Box::new(FixVersionColumnName),
-            ]
-        });
-    let lower = sql.to_ascii_lowercase();
-    let mut statements = if lower.contains("pg_") || lower.contains("information_schema") {
-        CATALOG_PARSER.parse(sql)?
-    } else {
-        // sqlparser's default depth (50) refuses WHERE clauses that PostgreSQL takes (nested
-        // AND/OR of generated queries); the server's worker stacks are sized for deeper trees.
-        datafusion::sql::sqlparser::parser::Parser::new(
-            &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
-        )
+    type Rules = Vec<Box<dyn SqlStatementRewriteRule>>;
+    fn rules(catalog: bool) -> Rules {
+        let mut rules: Rules = vec![
+            Box::new(ResolveUnqualifiedIdentifier),
+            Box::new(RewriteArrayAnyAllOperation),
+            Box::new(PrependUnqualifiedPgTableName),
+            Box::new(StripCallableQualifier),
+            Box::new(FixArrayLiteral),
+            Box::new(CurrentUserVariableToSessionUserFunctionCall),
+        ];
+        if catalog {
+            rules.push(Box::new(StripCollate));
+        }
+        rules.push(Box::new(RewritePgCatalogOperator));
+        rules.push(Box::new(RewriteRegCastToSubquery::new()));
+        rules
+    }
+    static USER_RULES: std::sync::LazyLock<Rules> = std::sync::LazyLock::new(|| rules(false));
+    static CATALOG_RULES: std::sync::LazyLock<Rules> = std::sync::LazyLock::new(|| rules(true));
+
+    let dialect = PostgreSqlDialect {};
+    let mut tokens = Parser::new(&dialect).try_with_sql(sql)?.into_tokens();
+    // `ABORT` is PostgreSQL's synonym of `ROLLBACK`, which sqlparser does not know.
+    let first = tokens
+        .iter_mut()
+        .find(|t| !matches!(t.token, Token::Whitespace(_)));
+    if let Some(first) = first {
+        if matches!(&first.token, Token::Word(w) if w.keyword == Keyword::ABORT) {
+            first.token = Token::make_keyword("ROLLBACK");
+        }
+    }
+    // sqlparser's default depth (50) refuses WHERE clauses that PostgreSQL takes (nested
+    // AND/OR of generated queries); the server's worker stacks are sized for deeper trees.
+    let parsed = Parser::new(&dialect)
         .with_recursion_limit(PARSER_RECURSION_LIMIT)
-        .try_with_sql(sql)?
-        .parse_statements()?
-        .into_iter()
-        .map(|s| SAFE_RULES.iter().fold(s, |s, rule| rule.rewrite(s)))
-        .collect()
+        .with_tokens_with_locations(tokens)
+        .parse_statements()?;
+    let lower = sql.to_ascii_lowercase();
+    let rules = match lower.contains("pg_") || lower.contains("information_schema") {
+        true => &*CATALOG_RULES,
+        false => &*USER_RULES,
     };
-    statements.iter_mut().for_each(naming::apply);
-    Ok(statements)
+    Ok(parsed
+        .into_iter()
+        .map(|mut s| {
+            naming::name_columns(&mut s);
+            naming::regproc_literals(&mut s);
+            let mut s = rules.iter().fold(s, |s, rule| rule.rewrite(s));
+            naming::rewrite_functions(&mut s);
+            s
+        })
+        .collect())
 }

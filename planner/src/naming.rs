@@ -2,13 +2,14 @@
 //! column named `count` (not `count(*)`; outermost SELECT list only), and a single-column table
 //! function aliased without a column list, `generate_series(1, 3) AS n`, has one column `n`.
 //! Also where a PostgreSQL function is better written in DataFusion's terms at the SQL level
-//! (`generate_subscripts`, pgJDBC's `information_schema._pg_expandarray`).
+//! (`generate_subscripts`, pgJDBC's `information_schema._pg_expandarray`, `ARRAY(subquery)`).
 
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    visit_expressions, AccessExpr, Expr, FunctionArg, FunctionArguments, Ident, Query, SelectItem,
-    SetExpr, Statement, TableAliasColumnDef, TableFactor, VisitMut, VisitorMut,
+    visit_expressions, visit_expressions_mut, AccessExpr, Expr, FunctionArg, FunctionArgExpr,
+    FunctionArguments, Ident, Query, Select, SelectItem, SetExpr, Statement, TableAlias,
+    TableAliasColumnDef, TableFactor, TrimWhereField, Value, VisitMut, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -81,11 +82,19 @@ impl VisitorMut for FunctionAliases {
     /// `generate_subscripts(a, d)`, which DataFusion lacks, as the unnest of the subscripts it
     /// generates; beside `unnest(a)` in a select list, the two zip row by row as in PostgreSQL.
     fn post_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+        crate::array_subquery::rewrite(e);
         let Expr::Function(f) = e else {
             return ControlFlow::Continue(());
         };
         let name = f.name.to_string().to_lowercase();
-        if name != "generate_subscripts" && name != "pg_catalog.generate_subscripts" {
+        let name = name.trim_start_matches("pg_catalog.");
+        if name == "pg_partition_ancestors" {
+            // No relation has ancestors (see `table_function_replacement`): no rows.
+            let args = f.args.to_string();
+            replace_with_sql(e, &format!("unnest(pg_partition_ancestor_oids{args})"));
+            return ControlFlow::Continue(());
+        }
+        if name != "generate_subscripts" {
             return ControlFlow::Continue(());
         }
         let FunctionArguments::List(list) = &f.args else {
@@ -100,28 +109,174 @@ impl VisitorMut for FunctionAliases {
     }
 
     fn post_visit_table_factor(&mut self, t: &mut TableFactor) -> ControlFlow<()> {
-        if let TableFactor::Table {
-            name,
-            args: Some(_),
-            alias: Some(alias),
-            ..
-        } = t
-        {
-            let function = name
-                .0
-                .last()
-                .and_then(|p| p.as_ident())
-                .map(|i| i.value.to_lowercase())
-                .unwrap_or_default();
-            if alias.columns.is_empty() && SINGLE_COLUMN_FUNCTIONS.contains(&function.as_str()) {
-                alias.columns = vec![TableAliasColumnDef {
-                    name: alias.name.clone(),
-                    data_type: None,
-                }];
+        if let Some(replacement) = table_function_replacement(t) {
+            *t = replacement;
+        }
+        match t {
+            // `FROM generate_series(1, 3)`: PostgreSQL names the relation and its one column
+            // after the function.
+            TableFactor::Table {
+                name,
+                args: Some(_),
+                alias: alias @ None,
+                ..
+            } => {
+                let function = name.0.last().and_then(|p| p.as_ident());
+                if let Some(function) = function {
+                    let function = function.value.to_lowercase();
+                    if SINGLE_COLUMN_FUNCTIONS.contains(&function.as_str()) {
+                        *alias = Some(single_column_alias(&function));
+                    }
+                }
             }
+            TableFactor::UNNEST {
+                alias: alias @ None,
+                array_exprs,
+                with_offset: false,
+                with_ordinality: false,
+                ..
+            } if array_exprs.len() == 1 => *alias = Some(single_column_alias("unnest")),
+            TableFactor::Table {
+                name,
+                args: Some(_),
+                alias: Some(alias),
+                ..
+            } => {
+                let function = name
+                    .0
+                    .last()
+                    .and_then(|p| p.as_ident())
+                    .map(|i| i.value.to_lowercase())
+                    .unwrap_or_default();
+                if SINGLE_COLUMN_FUNCTIONS.contains(&function.as_str()) {
+                    name_single_column(alias);
+                }
+            }
+            TableFactor::UNNEST {
+                alias: Some(alias),
+                array_exprs,
+                with_offset: false,
+                with_ordinality: false,
+                ..
+            } if array_exprs.len() == 1 => name_single_column(alias),
+            _ => {}
         }
         ControlFlow::Continue(())
     }
+}
+
+fn single_column_alias(function: &str) -> TableAlias {
+    let mut alias = TableAlias {
+        explicit: true,
+        name: Ident::new(function),
+        columns: vec![],
+        at: None,
+    };
+    name_single_column(&mut alias);
+    alias
+}
+
+/// `f(...) AS n` of a one-column function names its column `n`.
+fn name_single_column(alias: &mut TableAlias) {
+    if alias.columns.is_empty() {
+        alias.columns = vec![TableAliasColumnDef {
+            name: alias.name.clone(),
+            data_type: None,
+        }];
+    }
+}
+
+/// Table functions DataFusion cannot call as written, in terms it can:
+/// - `generate_series(a, b)` whose bounds are not constants (psql's `\d` passes a column of
+///   the outer query) is the unnest of the array that the scalar `generate_series` builds,
+///   which DataFusion plans for each outer row;
+/// - a function returning an array (`string_to_array(...) AS s`, Grafana's) is one row
+///   holding the array, as in PostgreSQL;
+/// - `pg_partition_ancestors(rel)` is empty: Shoal has no partitioned tables in
+///   PostgreSQL's sense (no table is a partition of another), and PostgreSQL returns no rows
+///   for a relation that is not a partition.
+fn table_function_replacement(t: &TableFactor) -> Option<TableFactor> {
+    let TableFactor::Table {
+        name,
+        args: Some(args),
+        alias,
+        with_ordinality,
+        ..
+    } = t
+    else {
+        return None;
+    };
+    let function = name.0.last()?.as_ident()?.value.to_lowercase();
+    match function.as_str() {
+        "generate_series" if !*with_ordinality => {
+            let constant = args.args.iter().all(|a| {
+                matches!(
+                    a,
+                    FunctionArg::Unnamed(FunctionArgExpr::Expr(
+                        Expr::Value(_) | Expr::UnaryOp { .. }
+                    ))
+                )
+            });
+            if constant {
+                return None;
+            }
+            let list: Vec<String> = args.args.iter().map(|a| a.to_string()).collect();
+            let call = parse_expr(&format!("generate_series({})", list.join(", ")))?;
+            Some(TableFactor::UNNEST {
+                alias: alias.clone(),
+                array_exprs: vec![call],
+                with_offset: false,
+                with_offset_alias: None,
+                with_ordinality: false,
+            })
+        }
+        // A function returning an array, in FROM, is one row holding the array.
+        "string_to_array" | "regexp_split_to_array" | "current_schemas" if !*with_ordinality => {
+            let alias = alias.clone()?;
+            let column = alias
+                .columns
+                .first()
+                .map(|c| c.name.clone())
+                .unwrap_or_else(|| alias.name.clone());
+            let list: Vec<String> = args.args.iter().map(|a| a.to_string()).collect();
+            let sql = format!("SELECT {function}({}) AS {column}", list.join(", "));
+            let subquery = Parser::new(&PostgreSqlDialect {})
+                .try_with_sql(&sql)
+                .and_then(|mut p| p.parse_query())
+                .ok()?;
+            Some(TableFactor::Derived {
+                lateral: false,
+                subquery,
+                alias: Some(alias),
+                sample: None,
+            })
+        }
+        "pg_partition_ancestors" => {
+            let columns = match with_ordinality {
+                true => "NULL::oid AS relid, NULL::bigint AS depth",
+                false => "NULL::oid AS relid",
+            };
+            let sql = format!("SELECT {columns} WHERE false");
+            let subquery = Parser::new(&PostgreSqlDialect {})
+                .try_with_sql(&sql)
+                .and_then(|mut p| p.parse_query())
+                .ok()?;
+            Some(TableFactor::Derived {
+                lateral: false,
+                subquery,
+                alias: alias.clone(),
+                sample: None,
+            })
+        }
+        _ => None,
+    }
+}
+
+fn parse_expr(sql: &str) -> Option<Expr> {
+    Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_expr())
+        .ok()
 }
 
 /// The name PostgreSQL gives an unaliased select-list expression; None where DataFusion's
@@ -161,6 +316,31 @@ fn postgres_name(e: &Expr) -> Option<String> {
         },
         Expr::Exists { .. } => Some("exists".into()),
         Expr::Case { .. } => Some("case".into()),
+        // The functions PostgreSQL's grammar turns these into.
+        Expr::Trim { trim_where, .. } => Some(
+            match trim_where {
+                Some(TrimWhereField::Leading) => "ltrim",
+                Some(TrimWhereField::Trailing) => "rtrim",
+                _ => "btrim",
+            }
+            .into(),
+        ),
+        Expr::Substring { .. } => Some("substring".into()),
+        Expr::Position { .. } => Some("position".into()),
+        Expr::Overlay { .. } => Some("overlay".into()),
+        Expr::Extract { .. } => Some("extract".into()),
+        Expr::Ceil { .. } => Some("ceil".into()),
+        Expr::Floor { .. } => Some("floor".into()),
+        Expr::AtTimeZone { .. } => Some("timezone".into()),
+        Expr::Array(_) => Some("array".into()),
+        Expr::Interval(_) => Some("interval".into()),
+        Expr::TypedString(t) => cast_name(&t.data_type.to_string()),
+        Expr::Collate { expr, .. } => postgres_name(expr),
+        // `(record).field` is named after the field.
+        Expr::CompoundFieldAccess { access_chain, .. } => match access_chain.last() {
+            Some(AccessExpr::Dot(Expr::Identifier(i))) => Some(column_name(i)),
+            _ => Some("?column?".into()),
+        },
         _ => Some("?column?".into()),
     }
 }
@@ -206,10 +386,29 @@ fn cast_name(sql_type: &str) -> Option<String> {
 /// planned as `a` + this + its position, and the wire layer cuts the suffix off.
 pub const DUPLICATE_NAME_SUFFIX: char = '\u{1f}';
 
-fn name_query(q: &mut Query) {
-    let SetExpr::Select(select) = q.body.as_mut() else {
-        return;
-    };
+/// Names the columns of every SELECT in a query body; a set operation's columns are named
+/// after its first branch, as in both PostgreSQL and DataFusion, but every branch needs its
+/// repeated names kept apart.
+fn name_body(body: &mut SetExpr) {
+    match body {
+        SetExpr::Select(select) => name_select(select),
+        SetExpr::SetOperation { left, right, .. } => {
+            name_body(left);
+            name_body(right);
+        }
+        _ => {}
+    }
+}
+
+fn name_select(select: &mut Select) {
+    // Beside a `*`, an explicit column (`SELECT n.oid, n.*`) repeats one of the names the
+    // star expands to, which only the planner knows: keep it apart whatever the star holds.
+    let has_wildcard = select.projection.iter().any(|item| {
+        matches!(
+            item,
+            SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
+        )
+    });
     let names: Vec<Option<String>> = select
         .projection
         .iter()
@@ -235,7 +434,8 @@ fn name_query(q: &mut Query) {
         .collect();
     for (i, item) in select.projection.iter_mut().enumerate() {
         let Some(name) = &shown[i] else { continue };
-        let repeated = shown[..i].iter().any(|n| n.as_ref() == Some(name));
+        let repeated = shown[..i].iter().any(|n| n.as_ref() == Some(name))
+            || (has_wildcard && matches!(item, SelectItem::UnnamedExpr(_)));
         let name = match repeated {
             true => format!("{name}{DUPLICATE_NAME_SUFFIX}{i}"),
             false if names[i].is_some() => name.clone(),
@@ -254,14 +454,56 @@ fn name_query(q: &mut Query) {
     }
 }
 
-pub(crate) fn apply(stmt: &mut Statement) {
+/// Names the columns of every query in a statement, subqueries included: a derived table's
+/// names are what an outer `*` shows.
+struct QueryNames;
+
+impl VisitorMut for QueryNames {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, q: &mut Query) -> ControlFlow<()> {
+        name_body(&mut q.body);
+        ControlFlow::Continue(())
+    }
+}
+
+/// Gives every result column PostgreSQL's name for what the client wrote; runs before any
+/// rewrite changes what the expressions look like (`x = ANY(a)` into `array_contains`).
+pub(crate) fn name_columns(stmt: &mut Statement) {
+    let _ = stmt.visit(&mut QueryNames);
+}
+
+/// `'pg_catalog.array_in'::regproc` is the function's name as the static catalogs hold it
+/// (`pg_type.typinput` is the text `array_in`), so that pgJDBC's and DBeaver's
+/// `typinput = 'array_in'::regproc` compares names instead of failing to read `boolin` as an
+/// OID. Runs before the catalog rules, which would turn the cast into an OID lookup.
+pub(crate) fn regproc_literals(stmt: &mut Statement) {
+    let _ = visit_expressions_mut(stmt, |e| {
+        if let Expr::Cast {
+            expr, data_type, ..
+        } = e
+        {
+            let is_regproc = matches!(
+                data_type.to_string().to_lowercase().as_str(),
+                "regproc" | "pg_catalog.regproc"
+            );
+            if let (true, Expr::Value(v)) = (is_regproc, expr.as_ref()) {
+                if let Value::SingleQuotedString(name) = &v.value {
+                    let bare = name.trim_start_matches("pg_catalog.").to_string();
+                    *e = Expr::value(Value::SingleQuotedString(bare));
+                }
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+/// Writes the functions DataFusion lacks in terms of the ones it has.
+pub(crate) fn rewrite_functions(stmt: &mut Statement) {
     let expands_arrays = visit_expressions(stmt, |e| match expanded_array(e) {
         Some(_) => ControlFlow::Break(()),
         None => ControlFlow::Continue(()),
     })
     .is_break();
     let _ = stmt.visit(&mut FunctionAliases { expands_arrays });
-    if let Statement::Query(q) = stmt {
-        name_query(q);
-    }
 }

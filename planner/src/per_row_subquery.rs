@@ -4,7 +4,8 @@
 //!
 //! Two rules find them, with one rewrite: an analyzer rule takes those that DataFusion's
 //! invariant check would reject (not aggregated, so possibly more than one row: PostgreSQL
-//! allows them and fails only when a row does return two), and an optimizer rule, after
+//! allows them and fails only when a row does return two) or that read the outer row
+//! outside a filter (`FROM unnest(outer.a)`), and an optimizer rule, after
 //! DataFusion's own decorrelation, takes those still left (under a `CASE`, limited by
 //! `LIMIT 1`, with a recursive CTE). Each subquery of a projection or filter becomes a
 //! [`PerRowSubquery`] node below it that appends the subquery's value as a column, and the
@@ -189,7 +190,9 @@ impl AnalyzerRule for UndecorrelatableSubqueries {
             .transform_up(|node| {
                 rewrite_node(node, &|e| match e {
                     Expr::ScalarSubquery(s) => {
-                        !s.outer_ref_columns.is_empty() && !at_most_one_row(&s.subquery)
+                        !s.outer_ref_columns.is_empty()
+                            && (!at_most_one_row(&s.subquery)
+                                || correlated_outside_filters(&s.subquery))
                     }
                     _ => false,
                 })
@@ -218,6 +221,23 @@ fn at_most_one_row(plan: &LogicalPlan) -> bool {
         LogicalPlan::Filter(f) => matches!(f.input.as_ref(), LogicalPlan::Aggregate(_)),
         _ => plan.max_rows().is_some_and(|n| n <= 1),
     }
+}
+
+/// Whether the subquery reads the outer row other than in a filter (`FROM unnest(outer.a)`,
+/// a select list): DataFusion decorrelates only filters, and would leave the outer
+/// reference in the plan it runs.
+fn correlated_outside_filters(plan: &LogicalPlan) -> bool {
+    let mut found = false;
+    let _ = plan.apply(|node| {
+        if !matches!(node, LogicalPlan::Filter(_))
+            && node.expressions().iter().any(Expr::contains_outer)
+        {
+            found = true;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
 }
 
 /// Correlated scalar subqueries, and any `EXISTS` or `IN` subquery, that DataFusion's

@@ -13,7 +13,7 @@ use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::{
-    create_udf, ColumnarValue, Expr, ExprSchemable, LogicalPlan, ScalarUDF, Volatility,
+    create_udf, ColumnarValue, Expr, ExprSchemable, LogicalPlan, Operator, ScalarUDF, Volatility,
 };
 use datafusion::optimizer::AnalyzerRule;
 
@@ -252,6 +252,78 @@ impl AnalyzerRule for PgTextInput {
 
     fn name(&self) -> &str {
         "shoal_pg_text_input"
+    }
+}
+
+/// `array_column = '{1,2}'`: the text is PostgreSQL's array input syntax, read as an array of
+/// the column's element type. Runs before type coercion, which knows no such conversion and
+/// would refuse the comparison (psql's `\d` compares `polroles = '{0}'`).
+#[derive(Debug)]
+pub(crate) struct ArrayTextInput;
+
+/// The list value that the array literal `text` denotes, with elements of `element`'s type.
+fn array_literal(text: &str, element: &DataType) -> Option<ScalarValue> {
+    let inner = text.trim().strip_prefix('{')?.strip_suffix('}')?;
+    let values = inner
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|e| match e.eq_ignore_ascii_case("null") {
+            true => ScalarValue::try_from(element),
+            false => ScalarValue::Utf8(Some(e.trim_matches('"').to_string())).cast_to(element),
+        })
+        .collect::<DfResult<Vec<_>>>()
+        .ok()?;
+    Some(ScalarValue::List(ScalarValue::new_list(
+        &values, element, true,
+    )))
+}
+
+fn compares(op: Operator) -> bool {
+    use Operator::*;
+    matches!(
+        op,
+        Eq | NotEq | Lt | LtEq | Gt | GtEq | IsDistinctFrom | IsNotDistinctFrom | AtArrow | ArrowAt
+    )
+}
+
+impl AnalyzerRule for ArrayTextInput {
+    fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> DfResult<LogicalPlan> {
+        plan.transform_up_with_subqueries(|node| {
+            let Some(input) = node.inputs().first().map(|i| i.schema().clone()) else {
+                return Ok(Transformed::no(node));
+            };
+            let as_array = |text: &Expr, other: &Expr| -> Option<Expr> {
+                let Expr::Literal(ScalarValue::Utf8(Some(text)), _) = text else {
+                    return None;
+                };
+                let DataType::List(element) = other.get_type(input.as_ref()).ok()? else {
+                    return None;
+                };
+                array_literal(text, element.data_type()).map(|v| Expr::Literal(v, None))
+            };
+            node.map_expressions(|e| {
+                e.transform_up(|e| match e {
+                    Expr::BinaryExpr(mut b) if compares(b.op) => {
+                        if let Some(list) = as_array(&b.right, &b.left) {
+                            b.right = Box::new(list);
+                            Ok(Transformed::yes(Expr::BinaryExpr(b)))
+                        } else if let Some(list) = as_array(&b.left, &b.right) {
+                            b.left = Box::new(list);
+                            Ok(Transformed::yes(Expr::BinaryExpr(b)))
+                        } else {
+                            Ok(Transformed::no(Expr::BinaryExpr(b)))
+                        }
+                    }
+                    other => Ok(Transformed::no(other)),
+                })
+            })
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "shoal_array_text_input"
     }
 }
 

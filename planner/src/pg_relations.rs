@@ -30,6 +30,9 @@ use crate::catalog::ShoalCatalog;
 use crate::pg_system_oids::SYSTEM_RELATIONS;
 
 pub(crate) const PG_CATALOG_OID: u32 = 11;
+/// Listed as PostgreSQL lists it; Shoal has no TOAST tables to put there.
+const PG_TOAST_OID: u32 = 99;
+const PUBLIC_OID: u32 = 2200;
 pub(crate) const INFORMATION_SCHEMA_OID: u32 = 13207;
 /// OIDs for built-in relations PostgreSQL does not have (`information_schema.df_settings`,
 /// `pg_catalog` additions): this base plus their position in name order.
@@ -50,6 +53,11 @@ const LIVE_RELATIONS: &[&str] = &[
     "pg_constraint",
     "pg_indexes",
     "pg_stat_user_tables",
+    "pg_roles",
+    "pg_authid",
+    "pg_user",
+    "pg_database",
+    "pg_views",
 ];
 
 /// pg_catalog as a session sees it: the static and computed relations of `inner`, with the
@@ -74,6 +82,11 @@ impl LiveCatalogSchema {
             "pg_index" => objects.indexes(),
             "pg_constraint" => objects.constraints(),
             "pg_indexes" => objects.index_definitions(),
+            "pg_roles" => crate::pg_shared::pg_roles(&snapshot),
+            "pg_authid" => crate::pg_shared::pg_authid(&snapshot),
+            "pg_user" => crate::pg_shared::pg_user(&snapshot),
+            "pg_database" => crate::pg_shared::pg_database(),
+            "pg_views" => crate::pg_views::pg_views(&snapshot),
             _ => objects.table_statistics(&self.live_rows(&snapshot).await?),
         }
     }
@@ -139,7 +152,13 @@ impl SchemaProvider for LiveCatalogSchema {
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
         if !LIVE_RELATIONS.contains(&name) {
-            return self.inner.table(name).await;
+            let table = self.inner.table(name).await?;
+            return match table {
+                Some(t) if crate::pg_static_arrays::has_array_columns(name) => {
+                    Ok(Some(crate::pg_static_arrays::retyped(name, t).await?))
+                }
+                other => Ok(other),
+            };
         }
         let batch = self.compute(name).await?;
         let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
@@ -174,6 +193,7 @@ impl<'a> Objects<'a> {
         // The `shoal` schema of system views is left out: BI tools list every namespace they
         // do not recognise by name as the user's, and would offer Shoal's internals as data.
         let mut namespaces = vec![
+            (PG_TOAST_OID, "pg_toast".to_string()),
             (PG_CATALOG_OID, "pg_catalog".to_string()),
             (INFORMATION_SCHEMA_OID, "information_schema".to_string()),
         ];
@@ -242,7 +262,11 @@ impl<'a> Objects<'a> {
             vec![
                 oids(self.namespaces.iter().map(|(oid, _)| *oid)),
                 strings(self.namespaces.iter().map(|(_, name)| name.as_str())),
-                Arc::new(Int32Array::from(vec![OWNER_OID; n])),
+                // PostgreSQL 15's `public` belongs to whoever owns the database.
+                oids(self.namespaces.iter().map(|(oid, _)| match *oid {
+                    PUBLIC_OID => crate::pg_shared::DATABASE_OWNER_ROLE.0,
+                    _ => OWNER_OID as u32,
+                })),
                 Arc::new(StringArray::from(vec![None::<&str>; n])),
             ],
         )

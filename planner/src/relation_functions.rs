@@ -1,5 +1,6 @@
 //! Catalog functions that answer from a session's view of the metadata: `pg_get_indexdef`,
-//! `pg_get_constraintdef`, `pg_get_userbyid`, `pg_table_is_visible`, and the size functions
+//! `pg_get_constraintdef`, `pg_get_viewdef`, `pg_get_userbyid`, `pg_table_is_visible`,
+//! `pg_relation_is_publishable`, and the size functions
 //! `pg_relation_size` / `pg_total_relation_size` / `pg_table_size` / `pg_indexes_size`, which
 //! ask storage how many bytes a table's rows and its index entries take.
 //!
@@ -135,6 +136,10 @@ impl ScalarUDFImpl for CatalogLookup {
 
 /// The OID of a relation named as `name` or `schema.name` (unqualified: public).
 fn relation_oid(c: &Catalog, name: &str) -> Option<i64> {
+    // `'16387'::regclass` is the relation with that OID.
+    if let Ok(oid) = name.trim().parse::<u32>() {
+        return Some(oid.into());
+    }
     let (schema, name) = name.split_once('.').unwrap_or(("public", name));
     let unquote = |s: &str| s.trim_matches('"').to_string();
     let (schema, name) = (unquote(schema), unquote(name));
@@ -156,7 +161,7 @@ pub(crate) fn register(ctx: &SessionContext, meta: Arc<dyn MetaStore>, store: St
             Volatility::Stable,
         )
     };
-    let functions: [(&'static str, &[usize], DataType, Lookup); 8] = [
+    let functions: [(&'static str, &[usize], DataType, Lookup); 10] = [
         ("pg_get_indexdef", &[1, 3], DataType::Utf8, index_def),
         (
             "pg_get_constraintdef",
@@ -170,6 +175,13 @@ pub(crate) fn register(ctx: &SessionContext, meta: Arc<dyn MetaStore>, store: St
         ("pg_table_size", &[1], DataType::Int64, relation_bytes),
         ("pg_total_relation_size", &[1], DataType::Int64, total_bytes),
         ("pg_indexes_size", &[1], DataType::Int64, index_bytes),
+        ("pg_get_viewdef", &[1, 2], DataType::Utf8, view_def),
+        (
+            "pg_relation_is_publishable",
+            &[1],
+            DataType::Boolean,
+            publishable,
+        ),
     ];
     for (name, n, returns, lookup) in functions {
         ctx.register_udf(ScalarUDF::new_from_impl(CatalogLookup {
@@ -198,6 +210,21 @@ fn index_def(_: &Sources, c: &Catalog, oid: i64, rest: &[ArrayRef], row: usize) 
     Some(Answer::Text(index_definition(table, index)))
 }
 
+fn view_def(_: &Sources, c: &Catalog, oid: i64, _: &[ArrayRef], _: usize) -> Option<Answer> {
+    let view = c.views.values().find(|v| i64::from(v.oid) == oid)?;
+    Some(Answer::Text(crate::pg_views::definition(view)))
+}
+
+/// Whether a publication could include the relation: tables can, other relations cannot.
+fn publishable(_: &Sources, c: &Catalog, oid: i64, _: &[ArrayRef], _: usize) -> Option<Answer> {
+    let oid = u32::try_from(oid).ok()?;
+    if c.tables.contains_key(&oid) {
+        return Some(Answer::Bool(true));
+    }
+    let other = c.views.values().any(|v| v.oid == oid) || c.index_by_oid(oid).is_some();
+    other.then_some(Answer::Bool(false))
+}
+
 fn constraint_def(_: &Sources, c: &Catalog, oid: i64, _: &[ArrayRef], _: usize) -> Option<Answer> {
     c.tables.values().find_map(|t| {
         t.indexes
@@ -210,6 +237,10 @@ fn constraint_def(_: &Sources, c: &Catalog, oid: i64, _: &[ArrayRef], _: usize) 
 /// Every object is owned by the bootstrap superuser (OID 10 in pg_class and friends), which is
 /// the first superuser the node created.
 fn user_name(_: &Sources, c: &Catalog, oid: i64, _: &[ArrayRef], _: usize) -> Option<Answer> {
+    let (owner_role_oid, owner_role) = crate::pg_shared::DATABASE_OWNER_ROLE;
+    if oid == owner_role_oid as i64 {
+        return Some(Answer::Text(owner_role.to_string()));
+    }
     let user = if oid == OWNER_OID as i64 {
         c.users
             .values()

@@ -12,6 +12,8 @@ const BIN: &str = "/usr/lib/postgresql/15/bin";
 
 pub struct Postgres {
     pub port: u16,
+    /// The bootstrap superuser's name.
+    pub superuser: String,
     child: Child,
     _dir: tempfile::TempDir,
 }
@@ -37,6 +39,11 @@ fn command(program: &Path, as_postgres: bool) -> Command {
 impl Postgres {
     /// Starts a server, or returns None when PostgreSQL 15 is not installed.
     pub fn start() -> Option<Postgres> {
+        Self::start_as("postgres")
+    }
+
+    /// Starts a server whose bootstrap superuser is `superuser`.
+    pub fn start_as(superuser: &str) -> Option<Postgres> {
         let bin = PathBuf::from(BIN);
         if !bin.join("postgres").exists() {
             return None;
@@ -58,7 +65,7 @@ impl Postgres {
             .args([
                 "--auth=trust",
                 "-U",
-                "postgres",
+                superuser,
                 "--encoding=UTF8",
                 "--locale=C.UTF-8",
             ])
@@ -93,6 +100,7 @@ impl Postgres {
             if ready && !exited {
                 return Some(Postgres {
                     port,
+                    superuser: superuser.to_string(),
                     child,
                     _dir: dir,
                 });
@@ -105,8 +113,8 @@ impl Postgres {
 
     pub fn conn_string(&self, db: &str) -> String {
         format!(
-            "host=127.0.0.1 port={} user=postgres dbname={db}",
-            self.port
+            "host=127.0.0.1 port={} user={} dbname={db}",
+            self.port, self.superuser
         )
     }
 

@@ -86,9 +86,18 @@ impl ShoalCatalog {
 }
 
 impl CatalogProvider for ShoalCatalog {
+    /// The `shoal` schema of system views is left out, as it is of pg_namespace: it is found
+    /// by name, but information_schema and pg_tables do not offer it to BI tools as the
+    /// user's data.
     fn schema_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.meta.catalog().schemas.keys().cloned().collect();
-        names.extend(self.extra.read().keys().cloned());
+        names.extend(
+            self.extra
+                .read()
+                .keys()
+                .filter(|k| k.as_str() != crate::system::SYSTEM_SCHEMA)
+                .cloned(),
+        );
         names
     }
 

@@ -21,6 +21,8 @@ pub trait SessionInfo: Send + Sync {
     fn user(&self) -> String;
     /// Cancels the running query of another session; false when there is no such session.
     fn cancel_backend(&self, pid: i32) -> bool;
+    /// Every setting with its value, as `SHOW ALL` lists them.
+    fn all_settings(&self) -> Vec<(String, String)>;
 }
 
 /// `version()` as PostgreSQL 15 clients expect to parse it.
@@ -78,6 +80,13 @@ pub(crate) fn scalar_or_array(args: &[ColumnarValue], array: Arc<dyn Array>) -> 
 
 /// Registers the functions bound to one session on that session's context.
 pub fn register_session_functions(ctx: &SessionContext, session: Arc<dyn SessionInfo>) {
+    // `pg_settings` finds the session here when it is scanned.
+    ctx.state_ref()
+        .write()
+        .config_mut()
+        .set_extension(Arc::new(crate::pg_settings::SessionExtension(
+            session.clone(),
+        )));
     let s = session.clone();
     let current_setting = Arc::new(move |args: &[ColumnarValue]| {
         let rows = rows_of(args);

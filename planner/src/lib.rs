@@ -23,6 +23,7 @@ pub mod pg_input;
 pub mod pg_output;
 mod pg_overlay;
 mod pg_relations;
+mod pg_settings;
 mod pg_shared;
 mod pg_static_arrays;
 mod pg_system_oids;

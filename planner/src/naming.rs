@@ -7,9 +7,9 @@
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    visit_expressions, visit_expressions_mut, AccessExpr, Expr, FunctionArg, FunctionArgExpr,
+    visit_expressions, visit_expressions_mut, AccessExpr, BinaryOperator, Expr, FunctionArg, FunctionArgExpr,
     FunctionArguments, Ident, Query, Select, SelectItem, SetExpr, Statement, TableAlias,
-    TableAliasColumnDef, TableFactor, TrimWhereField, Value, VisitMut, VisitorMut,
+    TableAliasColumnDef, TableFactor, TrimWhereField, Value, ValueWithSpan, VisitMut, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -37,6 +37,61 @@ fn expanded_array(e: &Expr) -> Option<&FunctionArg> {
     }
 }
 
+/// `LIKE 'pg!_%' ESCAPE '!'` (SQLAlchemy's) as `LIKE 'pg\_%'`: DataFusion takes only the
+/// default escape character, so a literal pattern is rewritten to it.
+fn backslash_escaped(pattern: &mut Expr, escape_char: &mut Option<ValueWithSpan>) {
+    let Some(escape) = escape_char.as_ref().and_then(|v| match &v.value {
+        Value::SingleQuotedString(s) => Some(s.clone()),
+        _ => None,
+    }) else {
+        return;
+    };
+    let mut chars = escape.chars();
+    let (Some(escape), None) = (chars.next(), chars.next()) else {
+        return;
+    };
+    // SQLAlchemy writes `'pg/_' || '%'`.
+    let Some(text) = literal_text(pattern) else {
+        return;
+    };
+    let mut rewritten = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == escape {
+            // The escaped character stands for itself.
+            if let Some(next) = chars.next() {
+                if matches!(next, '%' | '_' | '\\') {
+                    rewritten.push('\\');
+                }
+                rewritten.push(next);
+            }
+        } else if c == '\\' {
+            rewritten.push_str("\\\\");
+        } else {
+            rewritten.push(c);
+        }
+    }
+    *pattern = Expr::value(Value::SingleQuotedString(rewritten));
+    *escape_char = None;
+}
+
+/// The text of a string literal, or of a concatenation of them.
+fn literal_text(e: &Expr) -> Option<String> {
+    match e {
+        Expr::Value(ValueWithSpan {
+            value: Value::SingleQuotedString(text),
+            ..
+        }) => Some(text.clone()),
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::StringConcat,
+            right,
+        } => Some(literal_text(left)? + &literal_text(right)?),
+        Expr::Nested(inner) => literal_text(inner),
+        _ => None,
+    }
+}
+
 /// Replaces `e` by the expression `sql` (left alone if it does not parse).
 fn replace_with_sql(e: &mut Expr, sql: &str) {
     let parsed = Parser::new(&PostgreSqlDialect {})
@@ -54,6 +109,19 @@ impl VisitorMut for FunctionAliases {
     /// is `generate_subscripts(a, 1)` and the record itself, or its `.x`, is `unnest(a)`. A
     /// `(alias).x` of such a record is the alias.
     fn pre_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+        if let Expr::Like {
+            pattern,
+            escape_char,
+            ..
+        }
+        | Expr::ILike {
+            pattern,
+            escape_char,
+            ..
+        } = e
+        {
+            backslash_escaped(pattern, escape_char);
+        }
         if let Expr::CompoundFieldAccess { root, access_chain } = e {
             let [AccessExpr::Dot(Expr::Identifier(field))] = access_chain.as_slice() else {
                 return ControlFlow::Continue(());
@@ -315,7 +383,16 @@ fn postgres_name(e: &Expr) -> Option<String> {
             _ => Some("?column?".into()),
         },
         Expr::Exists { .. } => Some("exists".into()),
-        Expr::Case { .. } => Some("case".into()),
+        // Named after its ELSE result when that has a name of its own (a column, a function),
+        // as PostgreSQL's FigureColname does.
+        Expr::Case { else_result, .. } => {
+            let named = else_result.as_deref().and_then(|e| match e {
+                Expr::Identifier(i) => Some(column_name(i)),
+                Expr::CompoundIdentifier(parts) => parts.last().map(column_name),
+                other => postgres_name(other).filter(|n| n != "?column?"),
+            });
+            Some(named.unwrap_or_else(|| "case".into()))
+        }
         // The functions PostgreSQL's grammar turns these into.
         Expr::Trim { trim_where, .. } => Some(
             match trim_where {

@@ -188,6 +188,7 @@ impl AnalyzerRule for UndecorrelatableSubqueries {
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> DfResult<LogicalPlan> {
         Ok(plan
             .transform_up(|node| {
+                let node = sort_keys_computed_below(node)?;
                 rewrite_node(node, &|e| match e {
                     Expr::ScalarSubquery(s) => {
                         !s.outer_ref_columns.is_empty()
@@ -203,6 +204,56 @@ impl AnalyzerRule for UndecorrelatableSubqueries {
     fn name(&self) -> &str {
         "per_row_undecorrelatable_subqueries"
     }
+}
+
+/// A sort whose keys hold subqueries (`ORDER BY CASE WHEN x IN (SELECT ...) ...`, Grafana's),
+/// which DataFusion plans only in projections and filters: the keys are computed by a
+/// projection below the sort, and a projection above drops them again.
+fn sort_keys_computed_below(node: LogicalPlan) -> DfResult<LogicalPlan> {
+    let LogicalPlan::Sort(sort) = &node else {
+        return Ok(node);
+    };
+    if !sort.expr.iter().any(|s| has_subquery(&s.expr)) {
+        return Ok(node);
+    }
+    let columns: Vec<Expr> = sort
+        .input
+        .schema()
+        .columns()
+        .into_iter()
+        .map(Expr::Column)
+        .collect();
+    let mut computed = columns.clone();
+    let mut keys = Vec::new();
+    for (i, key) in sort.expr.iter().enumerate() {
+        let mut key = key.clone();
+        if has_subquery(&key.expr) {
+            let name = format!("__shoal_sort_key_{i}");
+            computed.push(key.expr.clone().alias(&name));
+            key.expr = col(Column::new_unqualified(name));
+        }
+        keys.push(key);
+    }
+    let below = LogicalPlan::Projection(Projection::try_new(computed, sort.input.clone())?);
+    let sorted = LogicalPlan::Sort(datafusion::logical_expr::Sort {
+        expr: keys,
+        input: Arc::new(below),
+        fetch: sort.fetch,
+    });
+    Ok(LogicalPlan::Projection(Projection::try_new(
+        columns,
+        Arc::new(sorted),
+    )?))
+}
+
+fn has_subquery(e: &Expr) -> bool {
+    e.exists(|e| {
+        Ok(matches!(
+            e,
+            Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_)
+        ))
+    })
+    .unwrap_or(false)
 }
 
 /// Whether DataFusion accepts `plan` as a correlated scalar subquery: topped by an aggregate

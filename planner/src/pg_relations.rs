@@ -151,6 +151,9 @@ impl SchemaProvider for LiveCatalogSchema {
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        if name == "pg_settings" {
+            return Ok(Some(Arc::new(crate::pg_settings::PgSettingsTable::new())));
+        }
         if !LIVE_RELATIONS.contains(&name) {
             let table = self.inner.table(name).await?;
             return match table {

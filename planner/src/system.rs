@@ -31,9 +31,12 @@ pub(crate) fn install(
     let catalog = ctx
         .catalog(DATABASE_NAME)
         .ok_or_else(|| PlannerError::InvalidDefinition("catalog missing".into()))?;
-    catalog.register_schema("shoal", schema)?;
+    catalog.register_schema(SYSTEM_SCHEMA, schema)?;
     Ok(())
 }
+
+/// The schema of Shoal's system views.
+pub(crate) const SYSTEM_SCHEMA: &str = "shoal";
 
 fn partitions_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![

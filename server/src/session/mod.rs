@@ -108,6 +108,9 @@ impl SessionInfo for FunctionView {
     fn user(&self) -> String {
         self.entry.user.clone()
     }
+    fn all_settings(&self) -> Vec<(String, String)> {
+        self.settings.all()
+    }
     fn cancel_backend(&self, pid: i32) -> bool {
         let Some(target) = self.node.sessions.get(pid) else {
             return false;

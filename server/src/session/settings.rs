@@ -47,6 +47,12 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("row_security", "on"),
     ("jit", "off"),
     ("enable_seqscan", "on"),
+    // Facts about the server that clients read: pgJDBC sizes index metadata by
+    // max_index_keys, SQLAlchemy reads the default access method (Shoal's tables are what
+    // pg_class calls heap).
+    ("max_index_keys", "32"),
+    ("block_size", "8192"),
+    ("default_table_access_method", "heap"),
 ];
 
 /// Settings that cannot be changed by SET.
@@ -60,6 +66,9 @@ const READ_ONLY: &[&str] = &[
     "max_connections",
     "max_identifier_length",
     "is_superuser",
+    "max_index_keys",
+    "block_size",
+    "default_table_access_method",
 ];
 
 pub struct Settings {

@@ -81,12 +81,9 @@ pub(crate) fn scalar_or_array(args: &[ColumnarValue], array: Arc<dyn Array>) -> 
 /// Registers the functions bound to one session on that session's context.
 pub fn register_session_functions(ctx: &SessionContext, session: Arc<dyn SessionInfo>) {
     // `pg_settings` finds the session here when it is scanned.
-    ctx.state_ref()
-        .write()
-        .config_mut()
-        .set_extension(Arc::new(crate::pg_settings::SessionExtension(
-            session.clone(),
-        )));
+    ctx.state_ref().write().config_mut().set_extension(Arc::new(
+        crate::pg_settings::SessionExtension(session.clone()),
+    ));
     let s = session.clone();
     let current_setting = Arc::new(move |args: &[ColumnarValue]| {
         let rows = rows_of(args);

@@ -183,6 +183,7 @@ pub(crate) struct PgTextInput {
     interval: Arc<ScalarUDF>,
     float4_out: Arc<ScalarUDF>,
     float8_out: Arc<ScalarUDF>,
+    array_out: Arc<ScalarUDF>,
 }
 
 impl PgTextInput {
@@ -192,6 +193,7 @@ impl PgTextInput {
             interval: Arc::new(interval_in_udf()),
             float4_out: Arc::new(crate::pg_output::float_out_udf(&DataType::Float32)),
             float8_out: Arc::new(crate::pg_output::float_out_udf(&DataType::Float64)),
+            array_out: Arc::new(crate::pg_output::array_out_udf()),
         }
     }
 }
@@ -217,6 +219,9 @@ impl AnalyzerRule for PgTextInput {
                             }
                             Ok(DataType::Float64) => {
                                 Ok(Transformed::yes(self.float8_out.call(vec![*c.expr])))
+                            }
+                            Ok(DataType::List(_)) => {
+                                Ok(Transformed::yes(self.array_out.call(vec![*c.expr])))
                             }
                             _ => Ok(Transformed::no(Expr::Cast(c))),
                         }

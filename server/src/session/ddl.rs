@@ -51,7 +51,8 @@ impl Session {
                     columns: ids,
                     unique: true,
                     primary: false,
-                    constraint_oid: None,
+                    // A UNIQUE constraint, listed in pg_constraint as PostgreSQL lists it.
+                    constraint_oid: Some(c.allocate_oid()),
                     descending: Vec::new(),
                 };
                 c.create_index(&table.schema, &table.name, index)?;

@@ -309,36 +309,31 @@ fn table_function_replacement(t: &TableFactor) -> Option<TableFactor> {
                 .unwrap_or_else(|| alias.name.clone());
             let list: Vec<String> = args.args.iter().map(|a| a.to_string()).collect();
             let sql = format!("SELECT {function}({}) AS {column}", list.join(", "));
-            let subquery = Parser::new(&PostgreSqlDialect {})
-                .try_with_sql(&sql)
-                .and_then(|mut p| p.parse_query())
-                .ok()?;
-            Some(TableFactor::Derived {
-                lateral: false,
-                subquery,
-                alias: Some(alias),
-                sample: None,
-            })
+            derived_table(&sql, Some(alias))
         }
         "pg_partition_ancestors" => {
             let columns = match with_ordinality {
                 true => "NULL::oid AS relid, NULL::bigint AS depth",
                 false => "NULL::oid AS relid",
             };
-            let sql = format!("SELECT {columns} WHERE false");
-            let subquery = Parser::new(&PostgreSqlDialect {})
-                .try_with_sql(&sql)
-                .and_then(|mut p| p.parse_query())
-                .ok()?;
-            Some(TableFactor::Derived {
-                lateral: false,
-                subquery,
-                alias: alias.clone(),
-                sample: None,
-            })
+            derived_table(&format!("SELECT {columns} WHERE false"), alias.clone())
         }
         _ => None,
     }
+}
+
+/// `(<sql>) AS alias` in a FROM list.
+fn derived_table(sql: &str, alias: Option<TableAlias>) -> Option<TableFactor> {
+    let subquery = Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_query())
+        .ok()?;
+    Some(TableFactor::Derived {
+        lateral: false,
+        subquery,
+        alias,
+        sample: None,
+    })
 }
 
 fn parse_expr(sql: &str) -> Option<Expr> {

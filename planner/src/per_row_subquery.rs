@@ -216,13 +216,7 @@ fn sort_keys_computed_below(node: LogicalPlan) -> DfResult<LogicalPlan> {
     if !sort.expr.iter().any(|s| has_subquery(&s.expr)) {
         return Ok(node);
     }
-    let columns: Vec<Expr> = sort
-        .input
-        .schema()
-        .columns()
-        .into_iter()
-        .map(Expr::Column)
-        .collect();
+    let columns = output_columns(&sort.input);
     let mut computed = columns.clone();
     let mut keys = Vec::new();
     for (i, key) in sort.expr.iter().enumerate() {
@@ -244,6 +238,15 @@ fn sort_keys_computed_below(node: LogicalPlan) -> DfResult<LogicalPlan> {
         columns,
         Arc::new(sorted),
     )?))
+}
+
+/// The columns `plan` outputs, as expressions.
+fn output_columns(plan: &LogicalPlan) -> Vec<Expr> {
+    plan.schema()
+        .columns()
+        .into_iter()
+        .map(Expr::Column)
+        .collect()
 }
 
 fn has_subquery(e: &Expr) -> bool {
@@ -374,13 +377,7 @@ fn rewrite_node(node: LogicalPlan, wanted: Wanted) -> DfResult<Transformed<Logic
             let predicate = exprs.into_iter().next().unwrap_or(f.predicate);
             let filtered = LogicalPlan::Filter(Filter::try_new(predicate, input)?);
             // The appended columns are not the filter's output.
-            let columns = f
-                .input
-                .schema()
-                .columns()
-                .into_iter()
-                .map(Expr::Column)
-                .collect();
+            let columns = output_columns(&f.input);
             LogicalPlan::Projection(Projection::try_new(columns, Arc::new(filtered))?)
         }
         other => other,

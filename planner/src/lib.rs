@@ -33,6 +33,7 @@ mod system;
 mod table;
 mod typed_array_agg;
 mod types;
+mod updatable_views;
 
 pub use catalog::{ShoalCatalog, DATABASE_NAME};
 pub use error::PlannerError;
@@ -40,6 +41,7 @@ pub use functions::{register_session_functions, SessionInfo};
 pub use naming::DUPLICATE_NAME_SUFFIX;
 pub use pg_overlay::{ActivityRow, ActivitySource};
 pub use table::{DmlOptions, ShoalTable, StatementTxn, DML_TABLE_PREFIX};
+pub use updatable_views::through_view;
 
 use std::sync::Arc;
 

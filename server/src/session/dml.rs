@@ -23,6 +23,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 use futures::StreamExt;
 use parking_lot::Mutex;
+use shoal_coord::MetaStore;
 use shoal_planner::{DmlOptions, StatementTxn};
 use shoal_storage::Txn;
 
@@ -64,9 +65,35 @@ impl Session {
         state
     }
 
+    /// An UPDATE or DELETE of an automatically updatable view, as the statement on the
+    /// view's table; any other statement as it is.
+    fn through_views(&self, stmt: Statement) -> Statement {
+        let target = match &stmt {
+            Statement::Update(u) => Some(&u.table.relation),
+            Statement::Delete(d) => match &d.from {
+                FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => {
+                    t.first().map(|t| &t.relation)
+                }
+            },
+            _ => None,
+        };
+        let Some(TableFactor::Table { name, .. }) = target else {
+            return stmt;
+        };
+        let Ok((schema, name)) = shoal_planner::ddl::object_name(name) else {
+            return stmt;
+        };
+        let catalog = self.meta.catalog();
+        catalog
+            .view(&schema, &name)
+            .and_then(|view| shoal_planner::through_view(&stmt, view))
+            .unwrap_or(stmt)
+    }
+
     /// Plans a statement without running it (Describe in the extended protocol).
     pub async fn plan_only(&self, stmt: &Statement) -> ServerResult<LogicalPlan> {
         let stmt = super::cursor::declared_query(stmt).unwrap_or_else(|| stmt.clone());
+        let stmt = self.through_views(stmt);
         let (stmt, _, _) = strip_dml_extras(stmt)?;
         let txn = Arc::new(self.node.store.begin());
         let state = self.statement_state(txn, DmlOptions::default());
@@ -88,6 +115,7 @@ impl Session {
             Statement::Delete(_) => Shape::Write { tag: "DELETE" },
             _ => Shape::Query,
         };
+        let stmt = self.through_views(stmt);
         let (stmt, extras) = take_dml_extras(stmt)?;
         let returning = extras.returning;
         let sink = returning.as_ref().map(|_| Arc::new(Mutex::new(Vec::new())));

@@ -137,19 +137,23 @@ pub(crate) fn pg_views(catalog: &Catalog) -> DfResult<RecordBatch> {
     )?)
 }
 
+/// A view `public.v` of `query`, for tests.
+#[cfg(test)]
+pub(crate) fn test_view(query: &str) -> ViewDef {
+    ViewDef {
+        oid: 1,
+        schema: "public".into(),
+        name: "v".into(),
+        query: query.into(),
+        columns: vec![],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn view(query: &str) -> ViewDef {
-        ViewDef {
-            oid: 1,
-            schema: "public".into(),
-            name: "v".into(),
-            query: query.into(),
-            columns: vec![],
-        }
-    }
+    use super::test_view as view;
 
     #[test]
     fn a_select_is_laid_out_as_postgres_prints_it() {

@@ -208,21 +208,12 @@ pub fn through_view(stmt: &Statement, view: &ViewDef) -> Option<Statement> {
 mod tests {
     use super::*;
 
-    fn view(query: &str) -> ViewDef {
-        ViewDef {
-            oid: 1,
-            schema: "public".into(),
-            name: "v".into(),
-            query: query.into(),
-            columns: vec![],
-        }
-    }
-
     fn through(sql: &str, query: &str) -> Option<String> {
         let stmt = Parser::parse_sql(&PostgreSqlDialect {}, sql)
             .unwrap()
             .remove(0);
-        through_view(&stmt, &view(query)).map(|s| s.to_string())
+        let view = crate::pg_views::test_view(query);
+        through_view(&stmt, &view).map(|s| s.to_string())
     }
 
     #[test]

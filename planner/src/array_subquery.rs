@@ -23,8 +23,8 @@ use datafusion::sql::sqlparser::ast::{
     Expr, FunctionArguments, GroupByExpr, OrderByExpr, OrderByKind, Query, SelectItem, SetExpr,
     Value,
 };
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion::sql::sqlparser::parser::Parser;
+
+use crate::naming::parse_expr;
 
 /// Aggregate functions: a subquery whose single column aggregates cannot have that column
 /// aggregated again, so it is wrapped instead.
@@ -58,11 +58,7 @@ pub(crate) fn rewrite(e: &mut Expr) {
         Some(q) => q.to_string(),
         None => aggregate_around(query),
     };
-    let sql = format!("array_or_empty(({aggregated}))");
-    let parsed = Parser::new(&PostgreSqlDialect {})
-        .try_with_sql(&sql)
-        .and_then(|mut p| p.parse_expr());
-    if let Ok(rewritten) = parsed {
+    if let Some(rewritten) = parse_expr(&format!("array_or_empty(({aggregated}))")) {
         *e = rewritten;
     }
 }
@@ -102,11 +98,7 @@ fn aggregate_in_place(query: &Query) -> Option<Query> {
         true => String::new(),
         false => format!(" ORDER BY {}", order.join(", ")),
     };
-    let aggregate = format!("array_agg({column}{order})");
-    let aggregate = Parser::new(&PostgreSqlDialect {})
-        .try_with_sql(&aggregate)
-        .and_then(|mut p| p.parse_expr())
-        .ok()?;
+    let aggregate = parse_expr(&format!("array_agg({column}{order})"))?;
     let mut rewritten = query.clone();
     rewritten.order_by = None;
     if let SetExpr::Select(select) = rewritten.body.as_mut() {
@@ -236,10 +228,7 @@ mod tests {
     use super::*;
 
     fn rewritten(sql: &str) -> String {
-        let mut e = Parser::new(&PostgreSqlDialect {})
-            .try_with_sql(sql)
-            .and_then(|mut p| p.parse_expr())
-            .unwrap();
+        let mut e = parse_expr(sql).unwrap();
         rewrite(&mut e);
         e.to_string()
     }

@@ -1,6 +1,7 @@
-//! PostgreSQL's names for result columns where DataFusion's differ: `SELECT count(*)` yields a
-//! column named `count` (not `count(*)`; outermost SELECT list only), and a single-column table
-//! function aliased without a column list, `generate_series(1, 3) AS n`, has one column `n`.
+//! PostgreSQL's names for result columns where DataFusion's differ, in every query of a
+//! statement: `SELECT count(*)` yields a column named `count` (not `count(*)`), and a
+//! single-column table function aliased without a column list, `generate_series(1, 3) AS n`,
+//! has one column `n`.
 //! Also where a PostgreSQL function is better written in DataFusion's terms at the SQL level
 //! (`generate_subscripts`, pgJDBC's `information_schema._pg_expandarray`, `ARRAY(subquery)`).
 
@@ -95,10 +96,7 @@ fn literal_text(e: &Expr) -> Option<String> {
 
 /// Replaces `e` by the expression `sql` (left alone if it does not parse).
 fn replace_with_sql(e: &mut Expr, sql: &str) {
-    let parsed = Parser::new(&PostgreSqlDialect {})
-        .try_with_sql(sql)
-        .and_then(|mut p| p.parse_expr());
-    if let Ok(rewritten) = parsed {
+    if let Some(rewritten) = parse_expr(sql) {
         *e = rewritten;
     }
 }
@@ -181,54 +179,32 @@ impl VisitorMut for FunctionAliases {
         if let Some(replacement) = table_function_replacement(t) {
             *t = replacement;
         }
-        match t {
-            // `FROM generate_series(1, 3)`: PostgreSQL names the relation and its one column
-            // after the function.
+        // `f(...) AS n` of a one-column function names its column `n`; without an alias,
+        // PostgreSQL names the relation and its column after the function.
+        let (function, alias) = match t {
             TableFactor::Table {
                 name,
                 args: Some(_),
-                alias: alias @ None,
+                alias,
                 ..
-            } => {
-                let function = name.0.last().and_then(|p| p.as_ident());
-                if let Some(function) = function {
-                    let function = function.value.to_lowercase();
-                    if SINGLE_COLUMN_FUNCTIONS.contains(&function.as_str()) {
-                        *alias = Some(single_column_alias(&function));
-                    }
-                }
-            }
+            } => match name.0.last().and_then(|p| p.as_ident()) {
+                Some(f) => (f.value.to_lowercase(), alias),
+                None => return ControlFlow::Continue(()),
+            },
             TableFactor::UNNEST {
-                alias: alias @ None,
+                alias,
                 array_exprs,
                 with_offset: false,
                 with_ordinality: false,
                 ..
-            } if array_exprs.len() == 1 => *alias = Some(single_column_alias("unnest")),
-            TableFactor::Table {
-                name,
-                args: Some(_),
-                alias: Some(alias),
-                ..
-            } => {
-                let function = name
-                    .0
-                    .last()
-                    .and_then(|p| p.as_ident())
-                    .map(|i| i.value.to_lowercase())
-                    .unwrap_or_default();
-                if SINGLE_COLUMN_FUNCTIONS.contains(&function.as_str()) {
-                    name_single_column(alias);
-                }
+            } if array_exprs.len() == 1 => ("unnest".to_string(), alias),
+            _ => return ControlFlow::Continue(()),
+        };
+        if SINGLE_COLUMN_FUNCTIONS.contains(&function.as_str()) {
+            match alias {
+                Some(alias) => name_single_column(alias),
+                None => *alias = Some(single_column_alias(&function)),
             }
-            TableFactor::UNNEST {
-                alias: Some(alias),
-                array_exprs,
-                with_offset: false,
-                with_ordinality: false,
-                ..
-            } if array_exprs.len() == 1 => name_single_column(alias),
-            _ => {}
         }
         ControlFlow::Continue(())
     }
@@ -336,7 +312,8 @@ fn derived_table(sql: &str, alias: Option<TableAlias>) -> Option<TableFactor> {
     })
 }
 
-fn parse_expr(sql: &str) -> Option<Expr> {
+/// The expression `sql`, None when it does not parse.
+pub(crate) fn parse_expr(sql: &str) -> Option<Expr> {
     Parser::new(&PostgreSqlDialect {})
         .try_with_sql(sql)
         .and_then(|mut p| p.parse_expr())

@@ -113,111 +113,123 @@ fn text_list() -> DataType {
     DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true)))
 }
 
-/// `pg_roles`, in PostgreSQL 15's column order.
-pub(crate) fn pg_roles(catalog: &Catalog) -> DfResult<RecordBatch> {
-    let roles = roles(catalog);
+const MASKED_PASSWORD: &str = "********";
+
+/// One role column, by the name pg_roles, pg_authid or pg_user gives it.
+/// `password` is what the password column shows: the views mask it, pg_authid (which would
+/// hold a hash) shows none.
+fn role_column(roles: &[Role], name: &str, password: Option<&str>) -> (Field, ArrayRef) {
     let n = roles.len();
-    let schema = Schema::new(vec![
-        Field::new("rolname", DataType::Utf8, false),
-        Field::new("rolsuper", DataType::Boolean, false),
-        Field::new("rolinherit", DataType::Boolean, false),
-        Field::new("rolcreaterole", DataType::Boolean, false),
-        Field::new("rolcreatedb", DataType::Boolean, false),
-        Field::new("rolcanlogin", DataType::Boolean, false),
-        Field::new("rolreplication", DataType::Boolean, false),
-        Field::new("rolconnlimit", DataType::Int32, false),
-        Field::new("rolpassword", DataType::Utf8, true),
-        Field::new("rolvaliduntil", timestamptz(), true),
-        Field::new("rolbypassrls", DataType::Boolean, false),
-        Field::new("rolconfig", text_list(), true),
-        oid_field("oid", kind::OID, false),
-    ]);
-    Ok(RecordBatch::try_new(
-        Arc::new(schema),
-        vec![
-            names(&roles),
-            bools(&roles, |r| r.superuser),
-            bools(&roles, |_| true),
-            bools(&roles, |r| r.bootstrap),
-            bools(&roles, |r| r.bootstrap),
-            bools(&roles, |r| r.can_login),
-            bools(&roles, |r| r.bootstrap),
+    let flag = |f: fn(&Role) -> bool| -> (DataType, bool, ArrayRef) {
+        (DataType::Boolean, false, bools(roles, f))
+    };
+    let (data_type, nullable, values): (DataType, bool, ArrayRef) = match name {
+        "oid" | "usesysid" => {
+            return (oid_field(name, kind::OID, false), role_oids(roles));
+        }
+        "rolname" | "usename" => (DataType::Utf8, false, names(roles)),
+        "rolsuper" | "usesuper" => flag(|r| r.superuser),
+        "rolinherit" => flag(|_| true),
+        "rolcanlogin" => flag(|r| r.can_login),
+        // The bootstrap superuser's attributes.
+        "rolcreaterole" | "rolcreatedb" | "rolreplication" | "rolbypassrls" | "usecreatedb"
+        | "userepl" | "usebypassrls" => flag(|r| r.bootstrap),
+        "rolconnlimit" => (
+            DataType::Int32,
+            false,
             Arc::new(Int32Array::from(vec![-1; n])),
-            Arc::new(StringArray::from(vec![Some("********"); n])),
+        ),
+        "rolpassword" | "passwd" => (
+            DataType::Utf8,
+            true,
+            Arc::new(StringArray::from(vec![password; n])),
+        ),
+        "rolvaliduntil" | "valuntil" => (
+            timestamptz(),
+            true,
             Arc::new(TimestampMicrosecondArray::from(vec![None; n]).with_timezone("+00:00")),
-            bools(&roles, |r| r.bootstrap),
-            nulls(&text_list(), n),
-            role_oids(&roles),
-        ],
-    )?)
+        ),
+        // rolconfig, useconfig: no role has settings of its own.
+        _ => (text_list(), true, nulls(&text_list(), n)),
+    };
+    (Field::new(name, data_type, nullable), values)
 }
 
-/// `pg_authid`: the roles with their attributes; the password column holds no hash.
-pub(crate) fn pg_authid(catalog: &Catalog) -> DfResult<RecordBatch> {
-    let roles = roles(catalog);
-    let n = roles.len();
-    let schema = Schema::new(vec![
-        oid_field("oid", kind::OID, false),
-        Field::new("rolname", DataType::Utf8, false),
-        Field::new("rolsuper", DataType::Boolean, false),
-        Field::new("rolinherit", DataType::Boolean, false),
-        Field::new("rolcreaterole", DataType::Boolean, false),
-        Field::new("rolcreatedb", DataType::Boolean, false),
-        Field::new("rolcanlogin", DataType::Boolean, false),
-        Field::new("rolreplication", DataType::Boolean, false),
-        Field::new("rolbypassrls", DataType::Boolean, false),
-        Field::new("rolconnlimit", DataType::Int32, false),
-        Field::new("rolpassword", DataType::Utf8, true),
-        Field::new("rolvaliduntil", timestamptz(), true),
-    ]);
-    Ok(RecordBatch::try_new(
-        Arc::new(schema),
-        vec![
-            role_oids(&roles),
-            names(&roles),
-            bools(&roles, |r| r.superuser),
-            bools(&roles, |_| true),
-            bools(&roles, |r| r.bootstrap),
-            bools(&roles, |r| r.bootstrap),
-            bools(&roles, |r| r.can_login),
-            bools(&roles, |r| r.bootstrap),
-            bools(&roles, |r| r.bootstrap),
-            Arc::new(Int32Array::from(vec![-1; n])),
-            nulls(&DataType::Utf8, n),
-            Arc::new(TimestampMicrosecondArray::from(vec![None; n]).with_timezone("+00:00")),
+fn role_relation(
+    roles: &[Role],
+    columns: &[&str],
+    password: Option<&str>,
+) -> DfResult<RecordBatch> {
+    let (fields, values): (Vec<Field>, Vec<ArrayRef>) = columns
+        .iter()
+        .map(|c| role_column(roles, c, password))
+        .unzip();
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), values)?)
+}
+
+/// `pg_roles`, in PostgreSQL 15's column order.
+pub(crate) fn pg_roles(catalog: &Catalog) -> DfResult<RecordBatch> {
+    role_relation(
+        &roles(catalog),
+        &[
+            "rolname",
+            "rolsuper",
+            "rolinherit",
+            "rolcreaterole",
+            "rolcreatedb",
+            "rolcanlogin",
+            "rolreplication",
+            "rolconnlimit",
+            "rolpassword",
+            "rolvaliduntil",
+            "rolbypassrls",
+            "rolconfig",
+            "oid",
         ],
-    )?)
+        Some(MASKED_PASSWORD),
+    )
+}
+
+/// `pg_authid`: the roles with their attributes.
+pub(crate) fn pg_authid(catalog: &Catalog) -> DfResult<RecordBatch> {
+    role_relation(
+        &roles(catalog),
+        &[
+            "oid",
+            "rolname",
+            "rolsuper",
+            "rolinherit",
+            "rolcreaterole",
+            "rolcreatedb",
+            "rolcanlogin",
+            "rolreplication",
+            "rolbypassrls",
+            "rolconnlimit",
+            "rolpassword",
+            "rolvaliduntil",
+        ],
+        None,
+    )
 }
 
 /// `pg_user`: the roles that can log in.
 pub(crate) fn pg_user(catalog: &Catalog) -> DfResult<RecordBatch> {
     let roles: Vec<Role> = roles(catalog).into_iter().filter(|r| r.can_login).collect();
-    let n = roles.len();
-    let schema = Schema::new(vec![
-        Field::new("usename", DataType::Utf8, false),
-        oid_field("usesysid", kind::OID, false),
-        Field::new("usecreatedb", DataType::Boolean, false),
-        Field::new("usesuper", DataType::Boolean, false),
-        Field::new("userepl", DataType::Boolean, false),
-        Field::new("usebypassrls", DataType::Boolean, false),
-        Field::new("passwd", DataType::Utf8, true),
-        Field::new("valuntil", timestamptz(), true),
-        Field::new("useconfig", text_list(), true),
-    ]);
-    Ok(RecordBatch::try_new(
-        Arc::new(schema),
-        vec![
-            names(&roles),
-            role_oids(&roles),
-            bools(&roles, |r| r.bootstrap),
-            bools(&roles, |r| r.superuser),
-            bools(&roles, |r| r.bootstrap),
-            bools(&roles, |r| r.bootstrap),
-            Arc::new(StringArray::from(vec![Some("********"); n])),
-            Arc::new(TimestampMicrosecondArray::from(vec![None; n]).with_timezone("+00:00")),
-            nulls(&text_list(), n),
+    role_relation(
+        &roles,
+        &[
+            "usename",
+            "usesysid",
+            "usecreatedb",
+            "usesuper",
+            "userepl",
+            "usebypassrls",
+            "passwd",
+            "valuntil",
+            "useconfig",
         ],
-    )?)
+        Some(MASKED_PASSWORD),
+    )
 }
 
 /// `pg_database`, in PostgreSQL 15's column order.

@@ -57,7 +57,6 @@ impl ScalarUDFImpl for ToRegtype {
         Ok(DataType::Int32)
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        let scalar = matches!(args.args[0], ColumnarValue::Scalar(_));
         let names = args.args[0].to_array(args.number_rows)?;
         let names = datafusion::arrow::compute::cast(&names, &DataType::Utf8)?;
         let names = names.as_string::<i32>();
@@ -70,12 +69,10 @@ impl ScalarUDFImpl for ToRegtype {
                 }
             })
             .collect();
-        if scalar {
-            return Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
-                &oids, 0,
-            )?));
-        }
-        Ok(ColumnarValue::Array(Arc::new(oids)))
+        Ok(crate::functions::scalar_or_array(
+            &args.args,
+            Arc::new(oids),
+        ))
     }
 }
 
@@ -169,7 +166,6 @@ impl ScalarUDFImpl for EncodingName {
         Ok(DataType::Utf8)
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        let scalar = matches!(args.args[0], ColumnarValue::Scalar(_));
         let numbers = args.args[0].to_array(args.number_rows)?;
         let numbers = datafusion::arrow::compute::cast(&numbers, &DataType::Int32)?;
         let numbers = numbers.as_primitive::<datafusion::arrow::datatypes::Int32Type>();
@@ -185,12 +181,10 @@ impl ScalarUDFImpl for EncodingName {
                 })
             })
             .collect();
-        if scalar {
-            return Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
-                &names, 0,
-            )?));
-        }
-        Ok(ColumnarValue::Array(Arc::new(names)))
+        Ok(crate::functions::scalar_or_array(
+            &args.args,
+            Arc::new(names),
+        ))
     }
 }
 

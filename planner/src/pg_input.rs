@@ -175,8 +175,8 @@ pub(crate) fn bytea_in_udf() -> ScalarUDF {
 }
 
 /// Rewrites `CAST(<text> AS bytea)` into `pg_bytea_in(<text>)`, `CAST(<text> AS interval)`
-/// into `pg_interval_in(<text>)`, and casts of floats to text into `pg_float4_out` /
-/// `pg_float8_out` (PostgreSQL's float text).
+/// into `pg_interval_in(<text>)`, and casts of floats and arrays to text into
+/// `pg_float4_out` / `pg_float8_out` / `pg_array_out` (PostgreSQL's text output).
 #[derive(Debug)]
 pub(crate) struct PgTextInput {
     bytea: Arc<ScalarUDF>,

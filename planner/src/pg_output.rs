@@ -147,12 +147,7 @@ pub(crate) fn array_out_udf() -> ScalarUDF {
                     false => list_text(lists.value(i).as_ref()).map(Some),
                 })
                 .collect::<Result<_, DataFusionError>>()?;
-            Ok(match arg {
-                ColumnarValue::Scalar(_) => {
-                    ColumnarValue::Scalar(ScalarValue::try_from_array(&texts, 0)?)
-                }
-                ColumnarValue::Array(_) => ColumnarValue::Array(Arc::new(texts)),
-            })
+            Ok(crate::functions::scalar_or_array(args, Arc::new(texts)))
         }),
     ))
 }

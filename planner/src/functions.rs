@@ -1,6 +1,6 @@
 //! PostgreSQL functions that DataFusion lacks: `version()`, `current_setting`, `set_config`,
-//! `pg_backend_pid`, `pg_cancel_backend`, `current_user`, `current_schemas`. The per-session ones read the session
-//! through [`SessionInfo`], which the server implements.
+//! `pg_backend_pid`, `pg_cancel_backend`, `current_user`, `current_schemas`. The per-session
+//! ones read the session through [`SessionInfo`], which the server implements.
 
 use std::sync::Arc;
 

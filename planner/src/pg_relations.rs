@@ -1055,7 +1055,7 @@ fn strings<'s>(values: impl Iterator<Item = &'s str>) -> ArrayRef {
     Arc::new(StringArray::from_iter_values(values))
 }
 
-fn text_list() -> DataType {
+pub(crate) fn text_list() -> DataType {
     DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true)))
 }
 

@@ -15,6 +15,7 @@ use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 
+use crate::pg_relations::text_list;
 use crate::SessionInfo;
 
 /// The session a query runs in, kept in its configuration.
@@ -28,7 +29,6 @@ pub(crate) struct PgSettingsTable {
 impl PgSettingsTable {
     pub(crate) fn new() -> Self {
         let text = |name: &str| Field::new(name, DataType::Utf8, true);
-        let text_list = DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true)));
         PgSettingsTable {
             schema: Arc::new(Schema::new(vec![
                 text("name"),
@@ -42,7 +42,7 @@ impl PgSettingsTable {
                 text("source"),
                 text("min_val"),
                 text("max_val"),
-                Field::new("enumvals", text_list, true),
+                Field::new("enumvals", text_list(), true),
                 text("boot_val"),
                 text("reset_val"),
                 text("sourcefile"),

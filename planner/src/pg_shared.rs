@@ -14,9 +14,9 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::error::Result as DfResult;
 use datafusion_pg_catalog::pg_catalog::oid_field::{kind, oid_field};
-use shoal_coord::Catalog;
+use shoal_coord::{Catalog, UserDef};
 
-use crate::pg_relations::OWNER_OID;
+use crate::pg_relations::{text_list, OWNER_OID};
 
 /// PostgreSQL's predefined role that owns `public`.
 pub(crate) const DATABASE_OWNER_ROLE: (u32, &str) = (6171, "pg_database_owner");
@@ -40,22 +40,22 @@ struct Role {
 
 /// The name of the bootstrap superuser, the owner of every object.
 pub(crate) fn bootstrap_name(catalog: &Catalog) -> String {
+    bootstrap(catalog)
+        .map(|u| u.name.clone())
+        .unwrap_or_default()
+}
+
+/// The bootstrap superuser: the first superuser the node created.
+pub(crate) fn bootstrap(catalog: &Catalog) -> Option<&UserDef> {
     catalog
         .users
         .values()
         .filter(|u| u.superuser)
         .min_by_key(|u| u.oid)
-        .map(|u| u.name.clone())
-        .unwrap_or_default()
 }
 
 fn roles(catalog: &Catalog) -> Vec<Role> {
-    let bootstrap = catalog
-        .users
-        .values()
-        .filter(|u| u.superuser)
-        .min_by_key(|u| u.oid)
-        .map(|u| u.oid);
+    let bootstrap = bootstrap(catalog).map(|u| u.oid);
     let mut roles: Vec<Role> = catalog
         .users
         .values()
@@ -107,10 +107,6 @@ fn nulls(data_type: &DataType, n: usize) -> ArrayRef {
 
 fn timestamptz() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into()))
-}
-
-fn text_list() -> DataType {
-    DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true)))
 }
 
 const MASKED_PASSWORD: &str = "********";

@@ -242,10 +242,7 @@ fn user_name(_: &Sources, c: &Catalog, oid: i64, _: &[ArrayRef], _: usize) -> Op
         return Some(Answer::Text(owner_role.to_string()));
     }
     let user = if oid == OWNER_OID as i64 {
-        c.users
-            .values()
-            .filter(|u| u.superuser)
-            .min_by_key(|u| u.oid)
+        crate::pg_shared::bootstrap(c)
     } else {
         c.users.values().find(|u| u.oid as i64 == oid)
     };

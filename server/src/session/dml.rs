@@ -19,7 +19,7 @@ use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{DataFrame, SessionContext};
 use datafusion::sql::sqlparser::ast::{
-    FromTable, OnConflictAction, OnInsert, SelectItem, Statement, TableFactor, TableObject,
+    Delete, FromTable, OnConflictAction, OnInsert, SelectItem, Statement, TableFactor, TableObject,
 };
 use futures::StreamExt;
 use parking_lot::Mutex;
@@ -70,11 +70,7 @@ impl Session {
     fn through_views(&self, stmt: Statement) -> Statement {
         let target = match &stmt {
             Statement::Update(u) => Some(&u.table.relation),
-            Statement::Delete(d) => match &d.from {
-                FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => {
-                    t.first().map(|t| &t.relation)
-                }
-            },
+            Statement::Delete(d) => deleted_from(d),
             _ => None,
         };
         let Some(TableFactor::Table { name, .. }) = target else {
@@ -247,13 +243,9 @@ impl Session {
                 .tables
                 .first()
                 .map(|t| t.to_string())
-                .or_else(|| match &d.from {
-                    FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => {
-                        t.first().and_then(|t| match &t.relation {
-                            TableFactor::Table { name, .. } => Some(name.to_string()),
-                            _ => None,
-                        })
-                    }
+                .or_else(|| match deleted_from(d) {
+                    Some(TableFactor::Table { name, .. }) => Some(name.to_string()),
+                    _ => None,
                 })
                 .unwrap_or_default(),
             _ => return Err(ServerError::Internal("no RETURNING".into())),
@@ -304,6 +296,15 @@ pub(crate) fn scratch_context(
 }
 
 /// Takes ON CONFLICT and RETURNING off an INSERT/UPDATE/DELETE.
+/// The relation a DELETE's FROM names first: the one it deletes from.
+fn deleted_from(delete: &Delete) -> Option<&TableFactor> {
+    match &delete.from {
+        FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => {
+            t.first().map(|t| &t.relation)
+        }
+    }
+}
+
 fn strip_dml_extras(stmt: Statement) -> ServerResult<(Statement, bool, Option<Returning>)> {
     let (stmt, extras) = take_dml_extras(stmt)?;
     Ok((stmt, extras.do_nothing, extras.returning))
@@ -377,12 +378,7 @@ fn take_dml_extras(stmt: Statement) -> ServerResult<(Statement, DmlExtras)> {
                     .unwrap_or_default();
                 Returning { items, names }
             });
-            let names = match &delete.from {
-                FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => t
-                    .first()
-                    .map(|t| table_names(&t.relation))
-                    .unwrap_or_default(),
-            };
+            let names = deleted_from(&delete).map(table_names).unwrap_or_default();
             let returning = returning.map(|mut r| {
                 if r.names.is_empty() {
                     r.names = names;

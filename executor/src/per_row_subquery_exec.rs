@@ -16,7 +16,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{new_empty_array, Array, ArrayRef, AsArray};
-use datafusion::arrow::datatypes::{FieldRef, Schema, SchemaRef};
+use datafusion::arrow::compute::{cast, concat};
+use datafusion::arrow::datatypes::{DataType, FieldRef, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, ScalarValue};
@@ -269,7 +270,7 @@ impl SubqueryRunner {
             };
             values.push(value);
         }
-        ScalarValue::iter_to_array(values)
+        column_of(&values, data_type)
     }
 
     /// The subquery's rows (first column) for the outer values of `batch`'s `row`.
@@ -332,6 +333,21 @@ impl SubqueryRunner {
 
 /// `probe IN (values)` with SQL's NULLs: true when some value equals it; otherwise NULL when
 /// the probe or some value is NULL; otherwise false (also for no values at all).
+/// One array of `data_type` from the per-row values. A list value can differ from `data_type`
+/// in its element field's metadata alone (`cast_to` keeps it), and `iter_to_array` refuses to
+/// mix such values, so nested values are cast one by one.
+fn column_of(values: &[ScalarValue], data_type: &DataType) -> DfResult<ArrayRef> {
+    if !data_type.is_nested() {
+        return ScalarValue::iter_to_array(values.iter().cloned());
+    }
+    let arrays = values
+        .iter()
+        .map(|v| Ok(cast(&v.to_array()?, data_type)?))
+        .collect::<DfResult<Vec<ArrayRef>>>()?;
+    let parts: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
+    Ok(concat(&parts)?)
+}
+
 fn member(probe: &ScalarValue, values: &[ScalarValue]) -> DfResult<Option<bool>> {
     if values.is_empty() {
         return Ok(Some(false));
@@ -348,4 +364,46 @@ fn member(probe: &ScalarValue, values: &[ScalarValue]) -> DfResult<Option<bool>>
         }
     }
     Ok(if saw_null { None } else { Some(false) })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use datafusion::arrow::array::{Int32Array, ListArray};
+    use datafusion::arrow::datatypes::{Field, Int32Type};
+
+    use super::*;
+
+    #[test]
+    fn list_values_whose_element_field_differs_in_metadata_make_one_column() {
+        let tagged = Field::new_list_field(DataType::Int32, true).with_metadata(HashMap::from([(
+            "pg.oid_alias".to_string(),
+            "oid".to_string(),
+        )]));
+        let tagged_list = ListArray::from_iter_primitive::<Int32Type, _, _>([Some([Some(26)])]);
+        let tagged_list = ListArray::new(
+            Arc::new(tagged),
+            tagged_list.offsets().clone(),
+            Arc::new(Int32Array::from(vec![26])),
+            None,
+        );
+        let plain = DataType::new_list(DataType::Int32, true);
+        let values = [
+            ScalarValue::List(Arc::new(tagged_list)),
+            ScalarValue::try_from(&plain).unwrap(),
+        ];
+        let column = column_of(&values, &plain).unwrap();
+        assert_eq!(column.data_type(), &plain);
+        assert_eq!(column.len(), 2);
+        assert!(column.is_null(1));
+        assert_eq!(
+            column
+                .as_list::<i32>()
+                .value(0)
+                .as_primitive::<Int32Type>()
+                .values(),
+            &[26]
+        );
+    }
 }

@@ -59,6 +59,10 @@ pub struct TableDef {
     /// whose entries are the row keys themselves.
     #[serde(default)]
     pub indexes: Vec<IndexDef>,
+    /// The OID of the table's row type in pg_type; its array type is the next OID. 0 for a
+    /// table created before row types were allocated.
+    #[serde(default)]
+    pub row_type_oid: u32,
 }
 
 /// An index of a table. Its name lives in the schema's relation namespace, as in PostgreSQL.
@@ -87,6 +91,9 @@ pub struct ViewDef {
     pub query: String,
     /// Column names given in `CREATE VIEW v (a, b)`, if any.
     pub columns: Vec<String>,
+    /// The OID of the view's row type, as for [`TableDef::row_type_oid`].
+    #[serde(default)]
+    pub row_type_oid: u32,
 }
 
 /// A role that may log in. The password is kept only as a SCRAM-SHA-256 salted hash.
@@ -134,6 +141,14 @@ impl Catalog {
         let oid = self.next_table_id;
         self.next_table_id += 1;
         oid
+    }
+
+    /// Two OIDs for a relation's row type and its array type, as PostgreSQL allocates them
+    /// right after the relation's own; returns the first.
+    fn allocate_row_type(&mut self) -> u32 {
+        let row_type = self.allocate_oid();
+        self.allocate_oid();
+        row_type
     }
 
     pub fn table(&self, schema: &str, name: &str) -> Option<&TableDef> {
@@ -239,6 +254,7 @@ impl Catalog {
             ));
         }
         table.id = self.allocate_oid();
+        table.row_type_oid = self.allocate_row_type();
         if !table.primary_key.is_empty() && !table.indexes.iter().any(|i| i.primary) {
             let name = format!("{}_pkey", table.name);
             if self.relation_exists(&table.schema, &name) {
@@ -348,9 +364,15 @@ impl Catalog {
         }
         let key = qualified(&view.schema, &view.name);
         match self.views.get(&key) {
-            Some(existing) if or_replace => view.oid = existing.oid,
+            Some(existing) if or_replace => {
+                view.oid = existing.oid;
+                view.row_type_oid = existing.row_type_oid;
+            }
             Some(_) => return Err(CoordError::RelationExists(view.name.clone())),
-            None => view.oid = self.allocate_oid(),
+            None => {
+                view.oid = self.allocate_oid();
+                view.row_type_oid = self.allocate_row_type();
+            }
         }
         self.views.insert(key, view);
         Ok(())
@@ -404,6 +426,7 @@ mod tests {
             primary_key: vec![0],
             partitions: vec![],
             indexes: vec![],
+            row_type_oid: 0,
         }
     }
 
@@ -414,6 +437,9 @@ mod tests {
         assert!(id >= FIRST_USER_OID);
         let t = c.table("public", "t").unwrap();
         assert_eq!(t.partitions.len(), 4);
+        // PostgreSQL's order: the relation, its row type, the row type's array, then the key.
+        assert_eq!(t.row_type_oid, id + 1);
+        assert!(t.primary_index().unwrap().oid > id + 2);
         let pk = t.primary_index().unwrap();
         assert_eq!(
             (pk.name.as_str(), pk.columns.as_slice()),

@@ -256,6 +256,7 @@ pub fn table_from_create(create: &CreateTable) -> Result<NewTable, PlannerError>
             primary_key: key_ids,
             partitions: Vec::new(),
             indexes: Vec::new(),
+            row_type_oid: 0,
         },
         partitions,
         unique,

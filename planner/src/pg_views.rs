@@ -146,6 +146,7 @@ pub(crate) fn test_view(query: &str) -> ViewDef {
         name: "v".into(),
         query: query.into(),
         columns: vec![],
+        row_type_oid: 0,
     }
 }
 

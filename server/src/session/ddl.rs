@@ -97,6 +97,7 @@ impl Session {
             name,
             query,
             columns: view.columns.iter().map(|c| ident_name(&c.name)).collect(),
+            row_type_oid: 0,
         };
         let or_replace = view.or_replace;
         self.node

@@ -2,8 +2,8 @@
 //! type and argument list as PostgreSQL prints them (`SETOF record`, `VARIADIC "any"`,
 //! `OUT word text, ...`). psql's `\df` and DBeaver's function browser call them.
 //!
-//! Every function Shoal has is a built-in one, described by the pg_proc rows that
-//! `datafusion-pg-catalog` ships; the answers are read from those rows, and types are named
+//! Every function Shoal has is a built-in one, described by PostgreSQL 15's pg_proc rows
+//! (`pg15_catalog`); the answers are read from those rows, and types are named
 //! as `format_type` names them.
 
 use std::collections::HashMap;
@@ -15,7 +15,6 @@ use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
-use datafusion_pg_catalog::pg_catalog::PgCatalogStaticTables;
 
 /// What the two functions need of one pg_proc row.
 struct Proc {
@@ -40,9 +39,9 @@ fn procs() -> Option<&'static Procs> {
 }
 
 fn load() -> Option<Procs> {
-    let tables = PgCatalogStaticTables::try_new().ok()?;
     let mut procs = HashMap::new();
-    for batch in tables.pg_proc.data() {
+    {
+        let batch = &crate::pg15_catalog::whole_relation("pg_proc")?;
         let int = |name: &str| -> Option<Vec<Option<i32>>> {
             let column = batch.column_by_name(name)?;
             let column = datafusion::arrow::compute::cast(column, &DataType::Int32).ok()?;
@@ -83,9 +82,8 @@ fn load() -> Option<Procs> {
         }
     }
     let mut type_names = HashMap::new();
-    for batch in tables.pg_type.data() {
-        type_names.extend(type_rows(batch).unwrap_or_default());
-    }
+    let types = crate::pg15_catalog::whole_relation("pg_type")?;
+    type_names.extend(type_rows(&types).unwrap_or_default());
     Some(Procs { procs, type_names })
 }
 

@@ -18,6 +18,7 @@ use datafusion::arrow::array::{
     ArrayRef, BooleanArray, Float64Array, Int16Array, Int32Array, Int64Array, ListArray,
     RecordBatch, StringArray,
 };
+use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{DataType, Field, Int16Type, Int32Type, Schema, SchemaRef};
 use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
 use datafusion::datasource::MemTable;
@@ -27,16 +28,13 @@ use shoal_coord::{Catalog, ColumnDef, IndexDef, SqlType, TableDef};
 use shoal_executor::PG_TYPE_METADATA_KEY;
 
 use crate::catalog::ShoalCatalog;
-use crate::pg_system_oids::SYSTEM_RELATIONS;
+use crate::pg15_catalog;
 
 pub(crate) const PG_CATALOG_OID: u32 = 11;
 /// Listed as PostgreSQL lists it; Shoal has no TOAST tables to put there.
 const PG_TOAST_OID: u32 = 99;
 const PUBLIC_OID: u32 = 2200;
 pub(crate) const INFORMATION_SCHEMA_OID: u32 = 13207;
-/// OIDs for built-in relations PostgreSQL does not have (`information_schema.df_settings`,
-/// `pg_catalog` additions): this base plus their position in name order.
-const EXTRA_SYSTEM_OID_BASE: u32 = 12800;
 const HEAP_AM_OID: i32 = 2;
 const BTREE_AM_OID: i32 = 403;
 const DEFAULT_COLLATION_OID: i32 = 100;
@@ -48,6 +46,7 @@ pub(crate) const OWNER_OID: i32 = 10;
 const LIVE_RELATIONS: &[&str] = &[
     "pg_namespace",
     "pg_class",
+    "pg_type",
     "pg_attribute",
     "pg_index",
     "pg_constraint",
@@ -74,9 +73,10 @@ impl LiveCatalogSchema {
 
     async fn compute(&self, name: &str) -> DfResult<RecordBatch> {
         let snapshot = self.catalog.meta_snapshot();
-        let objects = Objects::new(&snapshot, &self.inner.table_names());
+        let objects = Objects::new(&snapshot);
         match name {
             "pg_namespace" => objects.namespaces(),
+            "pg_type" => pg15_catalog::pg_type(&snapshot, |s| objects.namespace_of(s)),
             "pg_class" => objects.classes(&self.view_widths(&snapshot).await?),
             "pg_attribute" => objects.attributes(&self.view_columns(&snapshot).await?),
             "pg_index" => objects.indexes(),
@@ -154,18 +154,24 @@ impl SchemaProvider for LiveCatalogSchema {
         if name == "pg_settings" {
             return Ok(Some(Arc::new(crate::pg_settings::PgSettingsTable::new())));
         }
-        if !LIVE_RELATIONS.contains(&name) {
-            let table = self.inner.table(name).await?;
-            return match table {
-                Some(t) if crate::pg_static_arrays::has_array_columns(name) => {
-                    Ok(Some(crate::pg_static_arrays::retyped(name, t).await?))
-                }
-                other => Ok(other),
-            };
+        if LIVE_RELATIONS.contains(&name) {
+            let batch = self.compute(name).await?;
+            let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
+            return Ok(Some(Arc::new(table)));
         }
-        let batch = self.compute(name).await?;
-        let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
-        Ok(Some(Arc::new(table)))
+        let table: Option<Arc<dyn TableProvider>> = match pg15_catalog::whole_relation(name) {
+            Some(rows) => Some(Arc::new(MemTable::try_new(
+                rows.schema(),
+                vec![vec![rows]],
+            )?)),
+            None => self.inner.table(name).await?,
+        };
+        match table {
+            Some(t) if crate::pg_static_arrays::has_array_columns(name) => {
+                Ok(Some(crate::pg_static_arrays::retyped(name, t).await?))
+            }
+            other => Ok(other),
+        }
     }
 
     fn table_exist(&self, name: &str) -> bool {
@@ -173,7 +179,7 @@ impl SchemaProvider for LiveCatalogSchema {
     }
 }
 
-/// One relation as `pg_class` lists it.
+/// One user relation as `pg_class` lists it.
 #[derive(Clone)]
 struct Relation {
     oid: u32,
@@ -182,17 +188,17 @@ struct Relation {
     kind: u8,
     columns: usize,
     has_index: bool,
+    row_type: u32,
 }
 
 /// Every object of one catalog snapshot, with the OIDs clients see.
 struct Objects<'a> {
     catalog: &'a Catalog,
     namespaces: Vec<(u32, String)>,
-    system: Vec<Relation>,
 }
 
 impl<'a> Objects<'a> {
-    fn new(catalog: &'a Catalog, pg_catalog_names: &[String]) -> Self {
+    fn new(catalog: &'a Catalog) -> Self {
         // The `shoal` schema of system views is left out: BI tools list every namespace they
         // do not recognise by name as the user's, and would offer Shoal's internals as data.
         let mut namespaces = vec![
@@ -201,47 +207,9 @@ impl<'a> Objects<'a> {
             (INFORMATION_SCHEMA_OID, "information_schema".to_string()),
         ];
         namespaces.extend(catalog.schemas.values().map(|s| (s.oid, s.name.clone())));
-        let mut served: Vec<(&str, String)> = Vec::new();
-        served.extend(pg_catalog_names.iter().map(|n| ("pg_catalog", n.clone())));
-        served.extend(
-            datafusion::catalog::information_schema::INFORMATION_SCHEMA_TABLES
-                .iter()
-                .map(|n| ("information_schema", n.to_string())),
-        );
-        served.sort();
-        served.dedup();
-        let mut extra_oid = EXTRA_SYSTEM_OID_BASE;
-        let system = served
-            .into_iter()
-            .map(|(schema, name)| {
-                let known = SYSTEM_RELATIONS
-                    .iter()
-                    .find(|(s, n, _, _)| *s == schema && *n == name);
-                let (oid, kind) = match known {
-                    Some((_, _, oid, kind)) => (*oid, *kind),
-                    None => {
-                        extra_oid += 1;
-                        (extra_oid, b'v')
-                    }
-                };
-                let namespace = match schema {
-                    "pg_catalog" => PG_CATALOG_OID,
-                    _ => INFORMATION_SCHEMA_OID,
-                };
-                Relation {
-                    oid,
-                    name,
-                    namespace,
-                    kind,
-                    columns: 0,
-                    has_index: false,
-                }
-            })
-            .collect();
         Objects {
             catalog,
             namespaces,
-            system,
         }
     }
 
@@ -275,7 +243,7 @@ impl<'a> Objects<'a> {
         )
     }
 
-    /// Tables, views and indexes of the catalog, then the built-in relations.
+    /// Tables, views and indexes of the catalog.
     fn relations(&self, view_widths: &BTreeMap<u32, usize>) -> Vec<Relation> {
         let mut out = Vec::new();
         for t in self.catalog.tables.values() {
@@ -287,6 +255,7 @@ impl<'a> Objects<'a> {
                 kind: b'r',
                 columns: t.columns.len(),
                 has_index: !t.indexes.is_empty(),
+                row_type: t.row_type_oid,
             });
             out.extend(t.indexes.iter().map(|i| Relation {
                 oid: i.oid,
@@ -295,6 +264,7 @@ impl<'a> Objects<'a> {
                 kind: b'i',
                 columns: i.columns.len(),
                 has_index: false,
+                row_type: 0,
             }));
         }
         out.extend(self.catalog.views.values().map(|v| Relation {
@@ -304,8 +274,8 @@ impl<'a> Objects<'a> {
             kind: b'v',
             columns: view_widths.get(&v.oid).copied().unwrap_or(0),
             has_index: false,
+            row_type: v.row_type_oid,
         }));
-        out.extend(self.system.iter().cloned());
         out
     }
 
@@ -359,49 +329,52 @@ impl<'a> Objects<'a> {
         });
         // PostgreSQL 15 shows -1 tuples for a relation never vacuumed or analyzed.
         let tuples = rels.iter().map(|r| if r.kind == b'v' { 0.0 } else { -1.0 });
-        batch(
-            schema,
-            vec![
-                oids(rels.iter().map(|r| r.oid)),
-                strings(rels.iter().map(|r| r.name.as_str())),
-                oids(rels.iter().map(|r| r.namespace)),
-                zeros(),
-                zeros(),
-                Arc::new(Int32Array::from(vec![OWNER_OID; n])),
-                Arc::new(Int32Array::from_iter_values(am)),
-                oids(rels.iter().map(|r| if r.kind == b'v' { 0 } else { r.oid })),
-                zeros(),
-                zeros(),
-                Arc::new(Float64Array::from_iter_values(tuples)),
-                zeros(),
-                zeros(),
-                Arc::new(BooleanArray::from_iter(
-                    rels.iter().map(|r| Some(r.has_index)),
-                )),
-                falses(),
-                strings(rels.iter().map(|_| "p")),
-                strings(rels.iter().map(|r| kind_name(r.kind))),
-                Arc::new(Int16Array::from_iter_values(
-                    rels.iter().map(|r| r.columns as i16),
-                )),
-                Arc::new(Int16Array::from(vec![0; n])),
-                Arc::new(BooleanArray::from_iter(
-                    rels.iter().map(|r| Some(r.kind == b'v')),
-                )),
-                falses(),
-                falses(),
-                falses(),
-                falses(),
-                Arc::new(BooleanArray::from(vec![true; n])),
-                strings(rels.iter().map(|r| if r.kind == b'r' { "d" } else { "n" })),
-                falses(),
-                zeros(),
-                zeros(),
-                zeros(),
-                null_text_lists(n),
-                null_text_lists(n),
-                Arc::new(StringArray::from(vec![None::<&str>; n])),
-            ],
+        with_system_rows(
+            "pg_class",
+            batch(
+                schema,
+                vec![
+                    oids(rels.iter().map(|r| r.oid)),
+                    strings(rels.iter().map(|r| r.name.as_str())),
+                    oids(rels.iter().map(|r| r.namespace)),
+                    oids(rels.iter().map(|r| r.row_type)),
+                    zeros(),
+                    Arc::new(Int32Array::from(vec![OWNER_OID; n])),
+                    Arc::new(Int32Array::from_iter_values(am)),
+                    oids(rels.iter().map(|r| if r.kind == b'v' { 0 } else { r.oid })),
+                    zeros(),
+                    zeros(),
+                    Arc::new(Float64Array::from_iter_values(tuples)),
+                    zeros(),
+                    zeros(),
+                    Arc::new(BooleanArray::from_iter(
+                        rels.iter().map(|r| Some(r.has_index)),
+                    )),
+                    falses(),
+                    strings(rels.iter().map(|_| "p")),
+                    strings(rels.iter().map(|r| kind_name(r.kind))),
+                    Arc::new(Int16Array::from_iter_values(
+                        rels.iter().map(|r| r.columns as i16),
+                    )),
+                    Arc::new(Int16Array::from(vec![0; n])),
+                    Arc::new(BooleanArray::from_iter(
+                        rels.iter().map(|r| Some(r.kind == b'v')),
+                    )),
+                    falses(),
+                    falses(),
+                    falses(),
+                    falses(),
+                    Arc::new(BooleanArray::from(vec![true; n])),
+                    strings(rels.iter().map(|r| if r.kind == b'r' { "d" } else { "n" })),
+                    falses(),
+                    zeros(),
+                    zeros(),
+                    zeros(),
+                    null_text_lists(n),
+                    null_text_lists(n),
+                    Arc::new(StringArray::from(vec![None::<&str>; n])),
+                ],
+            )?,
         )
     }
 
@@ -463,40 +436,43 @@ impl<'a> Objects<'a> {
         let flag = |f: fn(&Attribute) -> bool| -> ArrayRef {
             Arc::new(BooleanArray::from_iter(rows.iter().map(|r| Some(f(r)))))
         };
-        batch(
-            schema,
-            vec![
-                oids(rows.iter().map(|r| r.relation)),
-                strings(rows.iter().map(|r| r.name.as_str())),
-                oids(rows.iter().map(|r| r.info.oid)),
-                Arc::new(Int32Array::from(vec![-1; n])),
-                Arc::new(Int16Array::from_iter_values(
-                    rows.iter().map(|r| r.info.len),
-                )),
-                Arc::new(Int16Array::from_iter_values(rows.iter().map(|r| r.number))),
-                info(|i| i.dims),
-                Arc::new(Int32Array::from(vec![-1; n])),
-                info(|i| i.typmod),
-                Arc::new(BooleanArray::from_iter(
-                    rows.iter().map(|r| Some(r.info.by_value)),
-                )),
-                strings(rows.iter().map(|r| r.info.align)),
-                strings(rows.iter().map(|r| r.info.storage)),
-                strings(rows.iter().map(|_| "")),
-                flag(|r| r.not_null),
-                flag(|r| r.has_default),
-                flag(|_| false),
-                strings(rows.iter().map(|_| "")),
-                strings(rows.iter().map(|_| "")),
-                flag(|r| r.dropped),
-                flag(|_| true),
-                Arc::new(Int32Array::from(vec![0; n])),
-                info(|i| i.collation),
-                null_text_lists(n),
-                null_text_lists(n),
-                null_text_lists(n),
-                Arc::new(StringArray::from(vec![None::<&str>; n])),
-            ],
+        with_system_rows(
+            "pg_attribute",
+            batch(
+                schema,
+                vec![
+                    oids(rows.iter().map(|r| r.relation)),
+                    strings(rows.iter().map(|r| r.name.as_str())),
+                    oids(rows.iter().map(|r| r.info.oid)),
+                    Arc::new(Int32Array::from(vec![-1; n])),
+                    Arc::new(Int16Array::from_iter_values(
+                        rows.iter().map(|r| r.info.len),
+                    )),
+                    Arc::new(Int16Array::from_iter_values(rows.iter().map(|r| r.number))),
+                    info(|i| i.dims),
+                    Arc::new(Int32Array::from(vec![-1; n])),
+                    info(|i| i.typmod),
+                    Arc::new(BooleanArray::from_iter(
+                        rows.iter().map(|r| Some(r.info.by_value)),
+                    )),
+                    strings(rows.iter().map(|r| r.info.align)),
+                    strings(rows.iter().map(|r| r.info.storage)),
+                    strings(rows.iter().map(|_| "")),
+                    flag(|r| r.not_null),
+                    flag(|r| r.has_default),
+                    flag(|_| false),
+                    strings(rows.iter().map(|_| "")),
+                    strings(rows.iter().map(|_| "")),
+                    flag(|r| r.dropped),
+                    flag(|_| true),
+                    Arc::new(Int32Array::from(vec![0; n])),
+                    info(|i| i.collation),
+                    null_text_lists(n),
+                    null_text_lists(n),
+                    null_text_lists(n),
+                    Arc::new(StringArray::from(vec![None::<&str>; n])),
+                ],
+            )?,
         )
     }
 
@@ -1041,6 +1017,15 @@ fn operator_class(t: &SqlType) -> i32 {
         SqlType::Uuid => 2968,
         _ => 0,
     }
+}
+
+/// `user`, the rows of pg_class or pg_attribute for the users' relations, after PostgreSQL
+/// 15's rows for its own system relations.
+fn with_system_rows(relation: &str, user: RecordBatch) -> DfResult<RecordBatch> {
+    let schema = pg15_catalog::nullable(user.schema().as_ref());
+    let system = pg15_catalog::system_rows(relation, &schema)?;
+    let user = pg15_catalog::conform(&user, &schema)?;
+    Ok(concat_batches(&schema, [&system, &user])?)
 }
 
 fn batch(schema: SchemaRef, columns: Vec<ArrayRef>) -> DfResult<RecordBatch> {

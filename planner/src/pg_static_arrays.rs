@@ -1,8 +1,9 @@
 //! The array columns of the static pg_catalog relations, typed as PostgreSQL types them.
 //!
-//! `datafusion-pg-catalog` ships PostgreSQL 15's built-in catalog rows (pg_proc, pg_type, ...)
-//! with every array column flattened to text (`[2276]`, `['v']`), and its always-empty
-//! relations (pg_policy, pg_statistic_ext, ...) with text columns where PostgreSQL has arrays.
+//! The snapshot of PostgreSQL 15 (`pg15_catalog`) keeps every array column as PostgreSQL's
+//! text (`{2276}`, `{v}`, `23 25` for vectors), `datafusion-pg-catalog` as its own text
+//! (`[2276]`, `['v']`), and the crate's always-empty relations (pg_policy, pg_statistic_ext,
+//! ...) have text columns where PostgreSQL has arrays.
 //! Client queries index those columns, unnest them or test `x = ANY(col)` (psql's `\d`
 //! reads `'d' = any(stxkind)`, pgcli reads `proargmodes`), which fails on text. Here each such
 //! column becomes the list PostgreSQL has: `oid[]` (with the oid tag on its elements),

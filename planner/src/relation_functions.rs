@@ -22,7 +22,6 @@ use shoal_coord::{Catalog, MetaStore};
 use shoal_storage::{keys, Store};
 
 use crate::pg_relations::{constraint_definition, index_definition, quote_ident, OWNER_OID};
-use crate::pg_system_oids::SYSTEM_RELATIONS;
 
 /// What a lookup needs besides its arguments.
 struct Sources {
@@ -256,10 +255,12 @@ fn user_name(_: &Sources, c: &Catalog, oid: i64, _: &[ArrayRef], _: usize) -> Op
 /// Whether an unqualified name finds the relation: PostgreSQL's default search path is
 /// `"$user", public` after the implicit pg_catalog.
 fn visible(_: &Sources, c: &Catalog, oid: i64, _: &[ArrayRef], _: usize) -> Option<Answer> {
-    if let Some((schema, ..)) = SYSTEM_RELATIONS.iter().find(|r| r.2 as i64 == oid) {
-        return Some(Answer::Bool(*schema == "pg_catalog"));
-    }
     let oid = u32::try_from(oid).ok()?;
+    if let Some(namespace) = crate::pg15_catalog::system_relation_namespace(oid) {
+        return Some(Answer::Bool(
+            namespace == crate::pg_relations::PG_CATALOG_OID,
+        ));
+    }
     let schema = c
         .table_by_id(oid)
         .or_else(|| c.index_by_oid(oid).map(|(t, _)| t))

@@ -28,6 +28,7 @@ mod pg_settings;
 mod pg_shared;
 mod pg_static_arrays;
 mod pg_views;
+mod reg_output;
 mod relation_functions;
 mod system;
 mod table;
@@ -218,6 +219,7 @@ pub fn parse_sql(
         .map(|mut s| {
             naming::name_columns(&mut s);
             naming::regproc_literals(&mut s);
+            reg_output::print_reg_casts(&mut s);
             let mut s = rules.iter().fold(s, |s, rule| rule.rewrite(s));
             naming::rewrite_functions(&mut s);
             s

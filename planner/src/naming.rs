@@ -337,6 +337,8 @@ fn postgres_name(e: &Expr) -> Option<String> {
             // `c.oid::regclass` keeps the column's bare name.
             Expr::Identifier(i) => Some(column_name(i)),
             Expr::CompoundIdentifier(parts) => parts.last().map(column_name),
+            // A cast's own type name is weak: `'x'::regclass::text` is named `text`.
+            Expr::Cast { .. } if !names_itself(expr) => cast_name(&data_type.to_string()),
             inner => postgres_name(inner)
                 .filter(|n| n != "?column?")
                 .or_else(|| cast_name(&data_type.to_string())),
@@ -395,6 +397,15 @@ fn postgres_name(e: &Expr) -> Option<String> {
     }
 }
 
+/// Whether `e`, under its casts, is a column or a function call, whose name a cast keeps.
+fn names_itself(e: &Expr) -> bool {
+    match e {
+        Expr::Cast { expr, .. } | Expr::Nested(expr) => names_itself(expr),
+        Expr::Identifier(_) | Expr::CompoundIdentifier(_) | Expr::Function(_) => true,
+        _ => false,
+    }
+}
+
 /// An identifier as PostgreSQL resolves it: unquoted names fold to lower case.
 fn column_name(i: &Ident) -> String {
     match i.quote_style {
@@ -407,8 +418,10 @@ fn column_name(i: &Ident) -> String {
 fn cast_name(sql_type: &str) -> Option<String> {
     let t = sql_type.to_lowercase();
     let base = t.split('(').next().unwrap_or(&t).trim();
+    let base = base.trim_start_matches("pg_catalog.");
     Some(
         match base {
+            "regclass" | "regtype" | "regnamespace" | "regproc" | "regrole" | "oid" => base,
             "int" | "integer" | "int4" => "int4",
             "bigint" | "int8" => "int8",
             "smallint" | "int2" => "int2",

@@ -122,31 +122,52 @@ pub(crate) fn nullable(schema: &Schema) -> SchemaRef {
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
-/// The namespace OID of the system relation with OID `oid`.
-pub(crate) fn system_relation_namespace(oid: u32) -> Option<u32> {
-    static BY_OID: OnceLock<HashMap<u32, u32>> = OnceLock::new();
-    let by_oid = BY_OID.get_or_init(|| {
+/// The system relations of the snapshot's pg_class: OID → (namespace OID, name).
+fn system_relations() -> &'static HashMap<u32, (u32, String)> {
+    static BY_OID: OnceLock<HashMap<u32, (u32, String)>> = OnceLock::new();
+    BY_OID.get_or_init(|| {
         let Some(class) = loaded().get("pg_class") else {
             return HashMap::new();
         };
-        let column = |name| {
+        let column = |name, data_type| {
             class
                 .column_by_name(name)
-                .and_then(|c| cast(c, &DataType::Int32).ok())
+                .and_then(|c| cast(c, data_type).ok())
         };
-        let (Some(oids), Some(namespaces)) = (column("oid"), column("relnamespace")) else {
+        let (Some(oids), Some(namespaces), Some(names)) = (
+            column("oid", &DataType::Int32),
+            column("relnamespace", &DataType::Int32),
+            column("relname", &DataType::Utf8),
+        ) else {
             return HashMap::new();
         };
-        let (oids, namespaces) = (
+        let (oids, namespaces, names) = (
             oids.as_primitive::<Int32Type>(),
             namespaces.as_primitive::<Int32Type>(),
+            names.as_string::<i32>(),
         );
         (0..class.num_rows())
-            .filter(|i| oids.is_valid(*i) && namespaces.is_valid(*i))
-            .map(|i| (oids.value(i) as u32, namespaces.value(i) as u32))
+            .filter(|i| oids.is_valid(*i) && namespaces.is_valid(*i) && names.is_valid(*i))
+            .map(|i| {
+                let entry = (namespaces.value(i) as u32, names.value(i).to_string());
+                (oids.value(i) as u32, entry)
+            })
             .collect()
-    });
-    by_oid.get(&oid).copied()
+    })
+}
+
+/// The namespace OID and name of the system relation with OID `oid`.
+pub(crate) fn system_relation(oid: u32) -> Option<(u32, &'static str)> {
+    system_relations()
+        .get(&oid)
+        .map(|(namespace, name)| (*namespace, name.as_str()))
+}
+
+/// The OID of the system relation `name` in the namespace with OID `namespace`.
+pub(crate) fn system_relation_oid(namespace: u32, name: &str) -> Option<u32> {
+    system_relations()
+        .iter()
+        .find_map(|(oid, (ns, n))| (*ns == namespace && n == name).then_some(*oid))
 }
 
 /// pg_type as clients see it: PostgreSQL 15's built-in types, then a row type and its array
@@ -288,7 +309,7 @@ mod tests {
         }
         // PostgreSQL 15.x has 611 built-in types and 64 catalog tables.
         assert_eq!(loaded()["pg_type"].num_rows(), 611);
-        assert_eq!(system_relation_namespace(1259), Some(11));
+        assert_eq!(system_relation(1259), Some((11, "pg_class")));
     }
 
     #[test]

@@ -191,6 +191,15 @@ struct Relation {
     row_type: u32,
 }
 
+/// The name of the schema with OID `oid`, as pg_namespace lists it.
+pub(crate) fn namespace_name(catalog: &Catalog, oid: i64) -> Option<String> {
+    let oid = u32::try_from(oid).ok()?;
+    Objects::new(catalog)
+        .namespaces
+        .into_iter()
+        .find_map(|(o, name)| (o == oid).then_some(name))
+}
+
 /// Every object of one catalog snapshot, with the OIDs clients see.
 struct Objects<'a> {
     catalog: &'a Catalog,

@@ -1,6 +1,7 @@
 //! Catalog functions that answer from a session's view of the metadata: `pg_get_indexdef`,
 //! `pg_get_constraintdef`, `pg_get_viewdef`, `pg_get_userbyid`, `pg_table_is_visible`,
-//! `pg_relation_is_publishable`, and the size functions
+//! `pg_relation_is_publishable`, the names `regclass` and `regnamespace` print
+//! (`reg_output`), and the size functions
 //! `pg_relation_size` / `pg_total_relation_size` / `pg_table_size` / `pg_indexes_size`, which
 //! ask storage how many bytes a table's rows and its index entries take.
 //!
@@ -22,6 +23,7 @@ use shoal_coord::{Catalog, MetaStore};
 use shoal_storage::{keys, Store};
 
 use crate::pg_relations::{constraint_definition, index_definition, quote_ident, OWNER_OID};
+use crate::reg_output;
 
 /// What a lookup needs besides its arguments.
 struct Sources {
@@ -133,15 +135,31 @@ impl ScalarUDFImpl for CatalogLookup {
     }
 }
 
-/// The OID of a relation named as `name` or `schema.name` (unqualified: public).
+/// The OID of a relation named as `name` or `schema.name`; an unqualified name is looked up
+/// as PostgreSQL's default search path does: pg_catalog, then public.
 fn relation_oid(c: &Catalog, name: &str) -> Option<i64> {
+    use crate::pg_relations::{INFORMATION_SCHEMA_OID, PG_CATALOG_OID};
     // `'16387'::regclass` is the relation with that OID.
     if let Ok(oid) = name.trim().parse::<u32>() {
         return Some(oid.into());
     }
-    let (schema, name) = name.split_once('.').unwrap_or(("public", name));
-    let unquote = |s: &str| s.trim_matches('"').to_string();
-    let (schema, name) = (unquote(schema), unquote(name));
+    let unquote = |s: &str| match s.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
+        Some(quoted) => quoted.replace("\"\"", "\""),
+        None => s.to_lowercase(),
+    };
+    let (schema, name) = match name.trim().split_once('.') {
+        Some((schema, name)) => (Some(unquote(schema)), unquote(name)),
+        None => (None, unquote(name.trim())),
+    };
+    let system = match schema.as_deref() {
+        None | Some("pg_catalog") => Some(PG_CATALOG_OID),
+        Some("information_schema") => Some(INFORMATION_SCHEMA_OID),
+        Some(_) => None,
+    };
+    if let Some(oid) = system.and_then(|ns| crate::pg15_catalog::system_relation_oid(ns, &name)) {
+        return Some(oid.into());
+    }
+    let schema = schema.unwrap_or_else(|| "public".to_string());
     if let Some(t) = c.table(&schema, &name) {
         return Some(t.id.into());
     }
@@ -149,6 +167,12 @@ fn relation_oid(c: &Catalog, name: &str) -> Option<i64> {
         return Some(index.oid.into());
     }
     c.view(&schema, &name).map(|v| v.oid.into())
+}
+
+/// `'name'::regclass`: the relation's OID, which `invoke_with_args` found by name
+/// (`relation_oid`); an unknown name is NULL.
+fn relation_in(_: &Sources, _: &Catalog, oid: i64, _: &[ArrayRef], _: usize) -> Option<Answer> {
+    Some(Answer::Int(oid))
 }
 
 /// Registers the functions on a session's context, reading `meta` (the session's metadata).
@@ -160,7 +184,20 @@ pub(crate) fn register(ctx: &SessionContext, meta: Arc<dyn MetaStore>, store: St
             Volatility::Stable,
         )
     };
-    let functions: [(&'static str, &[usize], DataType, Lookup); 10] = [
+    let functions: [(&'static str, &[usize], DataType, Lookup); 13] = [
+        (reg_output::REGCLASS_IN, &[1], DataType::Int64, relation_in),
+        (
+            reg_output::REGCLASS_OUT,
+            &[1],
+            DataType::Utf8,
+            relation_name,
+        ),
+        (
+            reg_output::REGNAMESPACE_OUT,
+            &[1],
+            DataType::Utf8,
+            namespace_name,
+        ),
         ("pg_get_indexdef", &[1, 3], DataType::Utf8, index_def),
         (
             "pg_get_constraintdef",
@@ -252,11 +289,50 @@ fn user_name(_: &Sources, c: &Catalog, oid: i64, _: &[ArrayRef], _: usize) -> Op
     Some(Answer::Text(name))
 }
 
+/// A relation's name as `regclass` prints it: qualified by its schema unless the search path
+/// finds it, quoted where needed; an unknown OID prints as its number.
+fn relation_name(_: &Sources, c: &Catalog, oid: i64, _: &[ArrayRef], _: usize) -> Option<Answer> {
+    let number = Answer::Text(oid.to_string());
+    let Ok(oid) = u32::try_from(oid) else {
+        return Some(number);
+    };
+    let (schema, name) = if let Some((namespace, name)) = crate::pg15_catalog::system_relation(oid)
+    {
+        let schema = match namespace {
+            crate::pg_relations::PG_CATALOG_OID => "pg_catalog",
+            crate::pg_relations::INFORMATION_SCHEMA_OID => "information_schema",
+            _ => "pg_toast",
+        };
+        (schema, name)
+    } else if let Some(t) = c.table_by_id(oid) {
+        (t.schema.as_str(), t.name.as_str())
+    } else if let Some((t, index)) = c.index_by_oid(oid) {
+        (t.schema.as_str(), index.name.as_str())
+    } else if let Some(v) = c.views.values().find(|v| v.oid == oid) {
+        (v.schema.as_str(), v.name.as_str())
+    } else {
+        return Some(number);
+    };
+    Some(Answer::Text(match schema {
+        "pg_catalog" | "public" => quote_ident(name),
+        _ => format!("{}.{}", quote_ident(schema), quote_ident(name)),
+    }))
+}
+
+/// A schema's name as `regnamespace` prints it; an unknown OID prints as its number.
+fn namespace_name(_: &Sources, c: &Catalog, oid: i64, _: &[ArrayRef], _: usize) -> Option<Answer> {
+    let name = crate::pg_relations::namespace_name(c, oid);
+    Some(Answer::Text(match name {
+        Some(name) => quote_ident(&name),
+        None => oid.to_string(),
+    }))
+}
+
 /// Whether an unqualified name finds the relation: PostgreSQL's default search path is
 /// `"$user", public` after the implicit pg_catalog.
 fn visible(_: &Sources, c: &Catalog, oid: i64, _: &[ArrayRef], _: usize) -> Option<Answer> {
     let oid = u32::try_from(oid).ok()?;
-    if let Some(namespace) = crate::pg15_catalog::system_relation_namespace(oid) {
+    if let Some((namespace, _)) = crate::pg15_catalog::system_relation(oid) {
         return Some(Answer::Bool(
             namespace == crate::pg_relations::PG_CATALOG_OID,
         ));

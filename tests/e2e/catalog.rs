@@ -166,3 +166,31 @@ async fn a_blocks_new_table_is_in_its_own_catalog_only() {
     inside.batch_execute("rollback").await.unwrap();
     assert_eq!(value(&inside, count).await, Some("0".into()));
 }
+
+/// A result column of a reg type shows the object's name, as PostgreSQL prints it; the same
+/// cast in a comparison stays an OID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reg_types_print_names_in_results() {
+    let node = Node::start();
+    let c = node.connect().await;
+    c.batch_execute("create schema sales; create table sales.orders (id int primary key)")
+        .await
+        .unwrap();
+    let rows = texts(
+        &c,
+        "select c.oid::regclass, c.relnamespace::regnamespace, 'pg_catalog.pg_class'::regclass, \
+         23::regtype from pg_class c where c.relname = 'orders'",
+    )
+    .await;
+    assert_eq!(
+        rows,
+        vec![row(&["sales.orders", "sales", "pg_class", "integer"])]
+    );
+    let joined = value(
+        &c,
+        "select count(*) from pg_attribute a join pg_class c on a.attrelid = c.oid::regclass \
+         where c.oid = 'sales.orders'::regclass and a.attnum > 0",
+    )
+    .await;
+    assert_eq!(joined.as_deref(), Some("1"));
+}

@@ -40,50 +40,47 @@ fn procs() -> Option<&'static Procs> {
 
 fn load() -> Option<Procs> {
     let mut procs = HashMap::new();
-    {
-        let batch = &crate::pg15_catalog::whole_relation("pg_proc")?;
-        let int = |name: &str| -> Option<Vec<Option<i32>>> {
-            let column = batch.column_by_name(name)?;
-            let column = datafusion::arrow::compute::cast(column, &DataType::Int32).ok()?;
-            Some(column.as_primitive::<Int32Type>().iter().collect())
+    let batch = &crate::pg15_catalog::whole_relation("pg_proc")?;
+    let int = |name: &str| -> Option<Vec<Option<i32>>> {
+        let column = batch.column_by_name(name)?;
+        let column = datafusion::arrow::compute::cast(column, &DataType::Int32).ok()?;
+        Some(column.as_primitive::<Int32Type>().iter().collect())
+    };
+    let text = |name: &str| -> Option<Vec<Option<String>>> {
+        let column = batch.column_by_name(name)?;
+        let column = datafusion::arrow::compute::cast(column, &DataType::Utf8).ok()?;
+        let strings = column.as_string::<i32>();
+        Some(strings.iter().map(|s| s.map(str::to_string)).collect())
+    };
+    let (oids, results) = (int("oid")?, int("prorettype")?);
+    let sets = text("proretset")?;
+    let (inputs, all) = (text("proargtypes")?, text("proallargtypes")?);
+    let (modes, names) = (text("proargmodes")?, text("proargnames")?);
+    for row in 0..batch.num_rows() {
+        let Some(oid) = oids[row] else { continue };
+        let list = |v: &[Option<String>]| -> Vec<String> {
+            v[row]
+                .as_deref()
+                .map(crate::pg_static_arrays::elements)
+                .unwrap_or_default()
         };
-        let text = |name: &str| -> Option<Vec<Option<String>>> {
-            let column = batch.column_by_name(name)?;
-            let column = datafusion::arrow::compute::cast(column, &DataType::Utf8).ok()?;
-            let strings = column.as_string::<i32>();
-            Some(strings.iter().map(|s| s.map(str::to_string)).collect())
+        let oid_list = |v: &[Option<String>]| -> Vec<u32> {
+            list(v).iter().filter_map(|e| e.parse().ok()).collect()
         };
-        let (oids, results) = (int("oid")?, int("prorettype")?);
-        let sets = text("proretset")?;
-        let (inputs, all) = (text("proargtypes")?, text("proallargtypes")?);
-        let (modes, names) = (text("proargmodes")?, text("proargnames")?);
-        for row in 0..batch.num_rows() {
-            let Some(oid) = oids[row] else { continue };
-            let list = |v: &[Option<String>]| -> Vec<String> {
-                v[row]
-                    .as_deref()
-                    .map(crate::pg_static_arrays::elements)
-                    .unwrap_or_default()
-            };
-            let oid_list = |v: &[Option<String>]| -> Vec<u32> {
-                list(v).iter().filter_map(|e| e.parse().ok()).collect()
-            };
-            procs.insert(
-                oid as u32,
-                Proc {
-                    result: results[row].unwrap_or(0) as u32,
-                    returns_set: matches!(sets[row].as_deref(), Some("t" | "true")),
-                    inputs: oid_list(&inputs),
-                    all: oid_list(&all),
-                    modes: list(&modes),
-                    names: list(&names),
-                },
-            );
-        }
+        procs.insert(
+            oid as u32,
+            Proc {
+                result: results[row].unwrap_or(0) as u32,
+                returns_set: matches!(sets[row].as_deref(), Some("t" | "true")),
+                inputs: oid_list(&inputs),
+                all: oid_list(&all),
+                modes: list(&modes),
+                names: list(&names),
+            },
+        );
     }
-    let mut type_names = HashMap::new();
     let types = crate::pg15_catalog::whole_relation("pg_type")?;
-    type_names.extend(type_rows(&types).unwrap_or_default());
+    let type_names = type_rows(&types).unwrap_or_default().into_iter().collect();
     Some(Procs { procs, type_names })
 }
 

@@ -91,10 +91,13 @@ pub(crate) fn whole_relation(relation: &str) -> Option<RecordBatch> {
 /// The rows of pg_class or pg_attribute that describe PostgreSQL's system relations, in the
 /// columns and types of `schema` (columns the snapshot lacks are NULL).
 pub(crate) fn system_rows(relation: &str, schema: &SchemaRef) -> DfResult<RecordBatch> {
-    let batch = loaded()
+    conform(snapshot(relation)?, schema)
+}
+
+fn snapshot(relation: &str) -> DfResult<&'static RecordBatch> {
+    loaded()
         .get(relation)
-        .ok_or_else(|| DataFusionError::Internal(format!("{relation} is not in the snapshot")))?;
-    conform(batch, schema)
+        .ok_or_else(|| DataFusionError::Internal(format!("{relation} is not in the snapshot")))
 }
 
 /// `batch`'s columns by name, cast to the types of `schema`.
@@ -176,9 +179,7 @@ pub(crate) fn pg_type(
     catalog: &Catalog,
     namespace_of: impl Fn(&str) -> u32,
 ) -> DfResult<RecordBatch> {
-    let builtin = loaded()
-        .get("pg_type")
-        .ok_or_else(|| DataFusionError::Internal("pg_type is not in the snapshot".into()))?;
+    let builtin = snapshot("pg_type")?;
     let schema = nullable(builtin.schema().as_ref());
     let mut relations: Vec<(u32, u32, &str, &str)> = catalog
         .tables

@@ -23,10 +23,15 @@ pub(crate) const REGCLASS_OUT: &str = "shoal_regclass_out";
 /// Names a schema OID as `regnamespace` prints it.
 pub(crate) const REGNAMESPACE_OUT: &str = "shoal_regnamespace_out";
 
+/// A SQL type as written, in lower case and without `pg_catalog.`.
+fn bare_type_name(t: &DataType) -> String {
+    let name = t.to_string().to_lowercase();
+    name.trim_start_matches("pg_catalog.").to_string()
+}
+
 /// The function that names an OID of the reg type `t`, as SQL taking `{}` for the OID.
 fn printer(t: &DataType) -> Option<&'static str> {
-    let name = t.to_string().to_lowercase();
-    Some(match name.trim_start_matches("pg_catalog.") {
+    Some(match bare_type_name(t).as_str() {
         "regclass" => "shoal_regclass_out({})",
         "regtype" => "pg_catalog.format_type({}, NULL)",
         "regnamespace" => "shoal_regnamespace_out({})",
@@ -35,14 +40,18 @@ fn printer(t: &DataType) -> Option<&'static str> {
 }
 
 fn is_text(t: &DataType) -> bool {
-    let name = t.to_string().to_lowercase();
     matches!(
-        name.trim_start_matches("pg_catalog."),
+        bare_type_name(t).as_str(),
         "text" | "varchar" | "character varying" | "name"
     )
 }
 
-/// `e` when it is a cast of a non-literal to a reg type: the SQL that prints it.
+fn is_string_literal(e: &Expr) -> bool {
+    matches!(e, Expr::Value(v) if matches!(v.value, Value::SingleQuotedString(_)))
+}
+
+/// `e` when it is a cast to a reg type: the SQL that prints it. Of the literals, only a
+/// `regclass` one is printed (as the name it finds); the others are left to the catalog rules.
 fn printed(e: &Expr) -> Option<Expr> {
     let Expr::Cast {
         expr, data_type, ..
@@ -51,12 +60,12 @@ fn printed(e: &Expr) -> Option<Expr> {
         return None;
     };
     let printer = printer(data_type)?;
-    if let Expr::Value(v) = expr.as_ref() {
-        if matches!(v.value, Value::SingleQuotedString(_)) {
-            return None;
-        }
-    }
-    parse_expr(&printer.replace("{}", &format!("({expr})")))
+    let oid = match regclass_literal(e) {
+        Some(lookup) => lookup.to_string(),
+        None if is_string_literal(expr) => return None,
+        None => format!("({expr})"),
+    };
+    parse_expr(&printer.replace("{}", &oid))
 }
 
 /// `'name'::regclass` as the lookup of the name (the catalog rules would look in public only).
@@ -67,46 +76,34 @@ fn regclass_literal(e: &Expr) -> Option<Expr> {
     else {
         return None;
     };
-    let name = data_type.to_string().to_lowercase();
-    if name.trim_start_matches("pg_catalog.") != "regclass" {
+    if bare_type_name(data_type) != "regclass" || !is_string_literal(expr) {
         return None;
     }
-    match expr.as_ref() {
-        Expr::Value(v) if matches!(v.value, Value::SingleQuotedString(_)) => {
-            parse_expr(&format!("{REGCLASS_IN}({v})"))
-        }
-        _ => None,
-    }
+    parse_expr(&format!("{REGCLASS_IN}({expr})"))
 }
 
-/// Rewrites the casts to reg types whose text the statement shows or casts to text, and the
-/// `regclass` literals.
+/// Rewrites the casts to reg types whose text the statement shows or casts to text, then the
+/// remaining `regclass` literals.
 pub(crate) fn print_reg_casts(stmt: &mut Statement) {
     if let Statement::Query(query) = stmt {
         print_result_columns(&mut query.body);
     }
+    // Expressions are visited inner first, so the literals are looked up in a pass of their
+    // own: one under a cast to text must still be a cast when that cast is visited.
     let _ = visit_expressions_mut(stmt, |e| {
-        if let Some(lookup) = regclass_literal(e) {
-            *e = lookup;
-            return ControlFlow::<()>::Continue(());
-        }
         if let Expr::Cast {
             expr, data_type, ..
         } = e
         {
-            if is_text(data_type) {
-                // Expressions are visited inner first: a regclass literal under the text cast
-                // is already its lookup.
-                let text = match expr.as_ref() {
-                    Expr::Function(f) if f.name.to_string() == REGCLASS_IN => {
-                        parse_expr(&format!("{REGCLASS_OUT}({expr})"))
-                    }
-                    other => printed(other),
-                };
-                if let Some(text) = text {
-                    **expr = text;
-                }
+            if let Some(text) = is_text(data_type).then(|| printed(expr)).flatten() {
+                **expr = text;
             }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    let _ = visit_expressions_mut(stmt, |e| {
+        if let Some(lookup) = regclass_literal(e) {
+            *e = lookup;
         }
         ControlFlow::<()>::Continue(())
     });
@@ -116,23 +113,13 @@ fn print_result_columns(body: &mut SetExpr) {
     match body {
         SetExpr::Select(select) => {
             for item in select.projection.iter_mut() {
-                let expr = match &*item {
-                    SelectItem::UnnamedExpr(e) => e,
-                    SelectItem::ExprWithAlias { expr, .. } => expr,
-                    _ => continue,
-                };
-                // `SELECT 'orders'::regclass` shows the name the literal finds.
-                let literal = regclass_literal(expr)
-                    .and_then(|lookup| parse_expr(&format!("{REGCLASS_OUT}({lookup})")));
-                let Some(text) = literal.or_else(|| printed(expr)) else {
+                // `naming` named every such column (after its column or its type).
+                let (SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. }) = item
+                else {
                     continue;
                 };
-                // `naming` named every such column (after its column or its type).
-                match item {
-                    SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. } => {
-                        *expr = text
-                    }
-                    _ => {}
+                if let Some(text) = printed(expr) {
+                    *expr = text;
                 }
             }
         }

@@ -290,33 +290,42 @@ fn user_name(_: &Sources, c: &Catalog, oid: i64, _: &[ArrayRef], _: usize) -> Op
 }
 
 /// A relation's name as `regclass` prints it: qualified by its schema unless the search path
-/// finds it, quoted where needed; an unknown OID prints as its number.
-fn relation_name(_: &Sources, c: &Catalog, oid: i64, _: &[ArrayRef], _: usize) -> Option<Answer> {
-    let number = Answer::Text(oid.to_string());
-    let Ok(oid) = u32::try_from(oid) else {
-        return Some(number);
+/// finds it (`visible`), quoted where needed; an unknown OID prints as its number.
+fn relation_name(
+    s: &Sources,
+    c: &Catalog,
+    oid: i64,
+    rest: &[ArrayRef],
+    row: usize,
+) -> Option<Answer> {
+    let named =
+        u32::try_from(oid)
+            .ok()
+            .and_then(|id| match crate::pg15_catalog::system_relation(id) {
+                Some((namespace, name)) => {
+                    crate::pg_relations::namespace_name(c, namespace.into()).map(|s| (s, name))
+                }
+                None => user_relation(c, id).map(|(schema, name)| (schema.to_string(), name)),
+            });
+    let Some((schema, name)) = named else {
+        return Some(Answer::Text(oid.to_string()));
     };
-    let (schema, name) = if let Some((namespace, name)) = crate::pg15_catalog::system_relation(oid)
-    {
-        let schema = match namespace {
-            crate::pg_relations::PG_CATALOG_OID => "pg_catalog",
-            crate::pg_relations::INFORMATION_SCHEMA_OID => "information_schema",
-            _ => "pg_toast",
-        };
-        (schema, name)
-    } else if let Some(t) = c.table_by_id(oid) {
-        (t.schema.as_str(), t.name.as_str())
-    } else if let Some((t, index)) = c.index_by_oid(oid) {
-        (t.schema.as_str(), index.name.as_str())
-    } else if let Some(v) = c.views.values().find(|v| v.oid == oid) {
-        (v.schema.as_str(), v.name.as_str())
-    } else {
-        return Some(number);
-    };
-    Some(Answer::Text(match schema {
-        "pg_catalog" | "public" => quote_ident(name),
-        _ => format!("{}.{}", quote_ident(schema), quote_ident(name)),
+    Some(Answer::Text(match visible(s, c, oid, rest, row) {
+        Some(Answer::Bool(true)) => quote_ident(name),
+        _ => format!("{}.{}", quote_ident(&schema), quote_ident(name)),
     }))
+}
+
+/// The schema and name of the user's table, index or view with OID `oid`.
+fn user_relation(c: &Catalog, oid: u32) -> Option<(&str, &str)> {
+    if let Some(t) = c.table_by_id(oid) {
+        return Some((&t.schema, &t.name));
+    }
+    if let Some((t, index)) = c.index_by_oid(oid) {
+        return Some((&t.schema, &index.name));
+    }
+    let view = c.views.values().find(|v| v.oid == oid)?;
+    Some((&view.schema, &view.name))
 }
 
 /// A schema's name as `regnamespace` prints it; an unknown OID prints as its number.
@@ -337,11 +346,7 @@ fn visible(_: &Sources, c: &Catalog, oid: i64, _: &[ArrayRef], _: usize) -> Opti
             namespace == crate::pg_relations::PG_CATALOG_OID,
         ));
     }
-    let schema = c
-        .table_by_id(oid)
-        .or_else(|| c.index_by_oid(oid).map(|(t, _)| t))
-        .map(|t| &t.schema)
-        .or_else(|| c.views.values().find(|v| v.oid == oid).map(|v| &v.schema))?;
+    let (schema, _) = user_relation(c, oid)?;
     Some(Answer::Bool(schema == "public"))
 }
 

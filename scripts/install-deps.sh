@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs the system packages Shoal needs to build and test, when they are missing:
-# libclang-dev (RocksDB bindings), protobuf-compiler (etcd-client, cluster mode),
+# libclang-dev (RocksDB bindings), protobuf-compiler and libprotobuf-dev (etcd-client compiles
+# etcd's protos, which import the well-known types), etcd-server
+# (the cluster tests start their own etcd),
 # PostgreSQL 15 (psql and the reference server of the differential tests), pgJDBC and a JDK,
 # and Python's venv (the driver tests install the Python drivers from PyPI themselves).
 set -euo pipefail
 
-packages=(libclang-dev protobuf-compiler clang openssl procps postgresql-15 postgresql-client-15
-    libpostgresql-jdbc-java)
+packages=(libclang-dev protobuf-compiler libprotobuf-dev clang openssl procps postgresql-15
+    postgresql-client-15 libpostgresql-jdbc-java etcd-server)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

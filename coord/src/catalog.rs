@@ -227,12 +227,14 @@ impl Catalog {
         Ok(tables)
     }
 
-    /// Adds a table, validating names and assigning its id. Partitions are led by `leader`.
+    /// Adds a table, validating names and assigning its id. Its partitions are led by the
+    /// nodes of `placement` (the live nodes), each going to the node that leads the fewest
+    /// partitions so far, so that leaders stay balanced across tables.
     pub fn create_table(
         &mut self,
         mut table: TableDef,
         partition_count: u32,
-        leader: NodeId,
+        placement: &[NodeId],
     ) -> Result<u32, CoordError> {
         if !self.schemas.contains_key(&table.schema) {
             return Err(CoordError::SchemaNotFound(table.schema.clone()));
@@ -271,12 +273,30 @@ impl Catalog {
             };
             table.indexes.push(index);
         }
+        if placement.is_empty() {
+            return Err(CoordError::NoLiveNodes);
+        }
+        let mut led: BTreeMap<NodeId, usize> = placement.iter().map(|n| (*n, 0)).collect();
+        for p in self.tables.values().flat_map(|t| &t.partitions) {
+            if let Some(count) = led.get_mut(&p.leader) {
+                *count += 1;
+            }
+        }
         table.partitions = (0..partition_count)
-            .map(|index| PartitionDef {
-                index,
-                leader,
-                followers: Vec::new(),
-                epoch: 1,
+            .map(|index| {
+                // Ties go to the lowest id, so placement is deterministic.
+                let leader = placement
+                    .iter()
+                    .copied()
+                    .min_by_key(|n| (led[n], *n))
+                    .unwrap_or(placement[0]);
+                *led.entry(leader).or_default() += 1;
+                PartitionDef {
+                    index,
+                    leader,
+                    followers: Vec::new(),
+                    epoch: 1,
+                }
             })
             .collect();
         let id = table.id;
@@ -431,9 +451,30 @@ mod tests {
     }
 
     #[test]
+    fn partitions_go_to_the_nodes_that_lead_fewest() {
+        let mut c = Catalog::default();
+        c.create_table(table("a"), 4, &[1, 2, 3]).unwrap();
+        let leaders = |c: &Catalog, name: &str| -> Vec<NodeId> {
+            let t = c.table("public", name).unwrap();
+            t.partitions.iter().map(|p| p.leader).collect()
+        };
+        assert_eq!(leaders(&c, "a"), vec![1, 2, 3, 1]);
+        // Nodes 2 and 3 lead one partition each, node 1 two: the next table starts with them.
+        c.create_table(table("b"), 2, &[1, 2, 3]).unwrap();
+        assert_eq!(leaders(&c, "b"), vec![2, 3]);
+        // A node that joined later catches up first.
+        c.create_table(table("c"), 3, &[1, 2, 3, 4]).unwrap();
+        assert_eq!(leaders(&c, "c"), vec![4, 4, 1]);
+        assert!(matches!(
+            c.create_table(table("d"), 1, &[]),
+            Err(CoordError::NoLiveNodes)
+        ));
+    }
+
+    #[test]
     fn create_table_assigns_ids_and_partitions() {
         let mut c = Catalog::default();
-        let id = c.create_table(table("t"), 4, 1).unwrap();
+        let id = c.create_table(table("t"), 4, &[1]).unwrap();
         assert!(id >= FIRST_USER_OID);
         let t = c.table("public", "t").unwrap();
         assert_eq!(t.partitions.len(), 4);
@@ -447,12 +488,12 @@ mod tests {
         );
         assert!(pk.oid > id && pk.constraint_oid > Some(pk.oid));
         assert!(matches!(
-            c.create_table(table("t"), 4, 1),
+            c.create_table(table("t"), 4, &[1]),
             Err(CoordError::RelationExists(_))
         ));
         // An index name takes its place among the schema's relations.
         assert!(matches!(
-            c.create_table(table("t_pkey"), 4, 1),
+            c.create_table(table("t_pkey"), 4, &[1]),
             Err(CoordError::RelationExists(_))
         ));
     }
@@ -460,7 +501,7 @@ mod tests {
     #[test]
     fn unnamed_indexes_get_postgres_default_names() {
         let mut c = Catalog::default();
-        c.create_table(table("t"), 1, 1).unwrap();
+        c.create_table(table("t"), 1, &[1]).unwrap();
         let index = |name: &str| IndexDef {
             oid: 0,
             name: name.into(),
@@ -498,7 +539,7 @@ mod tests {
         c.create_schema("s").unwrap();
         let mut t = table("t");
         t.schema = "s".into();
-        c.create_table(t, 2, 1).unwrap();
+        c.create_table(t, 2, &[1]).unwrap();
         assert!(matches!(
             c.drop_schema("s", false),
             Err(CoordError::SchemaNotEmpty(_))

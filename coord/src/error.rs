@@ -25,6 +25,15 @@ pub enum CoordError {
     /// The data of a transaction with DDL could not be committed.
     #[error("{0}")]
     DataCommitFailed(String),
+    /// CREATE TABLE in a cluster whose nodes are all down (as this node's cache sees them).
+    #[error("no live node to place partitions on")]
+    NoLiveNodes,
+    /// etcd could not be reached or answered with an error; the change was not made.
+    #[error("metadata store unavailable: {0}")]
+    Unavailable(String),
+    /// The node could not join the cluster (its id is taken by a live process, ...).
+    #[error("cannot join the cluster: {0}")]
+    Join(String),
     #[error("metadata file {path}: {source}")]
     Io {
         path: String,

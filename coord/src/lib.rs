@@ -8,23 +8,29 @@
 //! In: catalog mutations from the planner (DDL) and the server (bootstrap user).
 //! Out: `Arc<Catalog>` snapshots with stable table ids and partition layouts.
 //!
-//! Single-node mode uses [`EmbeddedMetaStore`] (a JSON document written with fsync + rename); the
-//! cluster mode puts an etcd-backed implementation behind the same [`MetaStore`] trait. This crate
-//! must not depend on any other Shoal crate nor on the storage engine.
+//! Single-node mode uses [`EmbeddedMetaStore`] (a JSON document written with fsync + rename)
+//! and [`SingleNode`] as its [`ClusterView`]; cluster mode uses [`EtcdCluster`], which is both:
+//! the catalog, the member list and the coordinator election live in etcd and are cached on
+//! every node through one watch. This crate must not depend on any other Shoal crate nor on the
+//! storage engine.
 
 mod block;
 mod catalog;
+mod cluster;
 mod embedded;
 mod error;
 mod types;
+mod view;
 
 pub use block::SessionMetaStore;
 pub use catalog::{
     Catalog, ColumnDef, IndexDef, PartitionDef, SchemaDef, TableDef, UserDef, ViewDef,
 };
+pub use cluster::{ClusterConfig, EtcdCluster};
 pub use embedded::EmbeddedMetaStore;
 pub use error::CoordError;
 pub use types::SqlType;
+pub use view::{ClusterView, NodeInfo, NodeStatus, SingleNode, SINGLE_NODE_ID};
 
 use std::sync::Arc;
 

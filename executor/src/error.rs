@@ -20,6 +20,13 @@ pub enum ExecError {
     InvalidJson { type_name: String },
     #[error("{0}")]
     Arrow(#[from] datafusion::arrow::error::ArrowError),
+    /// A statement on one node reached partitions that other nodes lead (cluster mode).
+    #[error("partitions {partitions} of relation \"{table}\" are led by other nodes than node {local_node}: statements that reach another node's partitions are not supported yet")]
+    PartitionsElsewhere {
+        table: String,
+        local_node: u64,
+        partitions: String,
+    },
     #[error("background task failed: {0}")]
     TaskFailed(String),
 }

@@ -11,7 +11,7 @@ use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::logical_expr::{col, LogicalPlanBuilder};
 use datafusion::prelude::SessionContext;
 use parking_lot::RwLock;
-use shoal_coord::MetaStore;
+use shoal_coord::{MetaStore, NodeId};
 use shoal_executor::RowIdAllocator;
 use shoal_storage::Store;
 
@@ -23,6 +23,8 @@ pub const DATABASE_NAME: &str = "shoal";
 
 pub struct ShoalCatalog {
     meta: Arc<dyn MetaStore>,
+    /// The node planning here: scans and writes must find their partitions led by it.
+    local_node: NodeId,
     store: Store,
     row_ids: Arc<RowIdAllocator>,
     /// Plans view bodies; shares this catalog, so views may read tables and other views.
@@ -43,6 +45,7 @@ impl ShoalCatalog {
     pub fn with_meta(&self, meta: Arc<dyn MetaStore>) -> ShoalCatalog {
         ShoalCatalog {
             meta,
+            local_node: self.local_node,
             store: self.store.clone(),
             row_ids: self.row_ids.clone(),
             view_planner: self.view_planner.clone(),
@@ -71,12 +74,14 @@ impl ShoalCatalog {
 
     pub fn new(
         meta: Arc<dyn MetaStore>,
+        local_node: NodeId,
         store: Store,
         row_ids: Arc<RowIdAllocator>,
         view_planner: SessionContext,
     ) -> Self {
         ShoalCatalog {
             meta,
+            local_node,
             store,
             row_ids,
             view_planner,
@@ -163,6 +168,7 @@ impl SchemaProvider for ShoalSchema {
             return Ok(catalog.table_by_id(id).map(|t| {
                 Arc::new(ShoalTable::new(
                     Arc::new(t.clone()),
+                    self.catalog.local_node,
                     self.catalog.store.clone(),
                     self.catalog.row_ids.clone(),
                     true,
@@ -173,6 +179,7 @@ impl SchemaProvider for ShoalSchema {
             return Ok(Some(Arc::new(
                 ShoalTable::new(
                     Arc::new(t.clone()),
+                    self.catalog.local_node,
                     self.catalog.store.clone(),
                     self.catalog.row_ids.clone(),
                     false,

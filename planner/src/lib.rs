@@ -48,7 +48,7 @@ use std::sync::Arc;
 
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use shoal_coord::MetaStore;
+use shoal_coord::{ClusterView, MetaStore};
 use shoal_executor::RowIdAllocator;
 use shoal_storage::Store;
 
@@ -56,6 +56,7 @@ use shoal_storage::Store;
 /// catalog as `shoal.public` and friends, pg_catalog, information_schema and Shoal's functions.
 pub fn base_context(
     meta: Arc<dyn MetaStore>,
+    cluster: Arc<dyn ClusterView>,
     store: Store,
     row_ids: Arc<RowIdAllocator>,
     activity: Arc<dyn ActivitySource>,
@@ -73,12 +74,13 @@ pub fn base_context(
     let ctx = SessionContext::new_with_state(state);
     let catalog = Arc::new(ShoalCatalog::new(
         meta.clone(),
+        cluster.local_node(),
         store.clone(),
         row_ids,
         ctx.clone(),
     ));
     ctx.register_catalog(DATABASE_NAME, catalog);
-    system::install(&ctx, meta, store)?;
+    system::install(&ctx, meta, cluster, store)?;
     datafusion_pg_catalog::setup_pg_catalog(
         &ctx,
         DATABASE_NAME,

@@ -1,14 +1,17 @@
 //! The `shoal` schema: Shoal's own system views, readable by any client. `shoal.partitions`
-//! lists every partition with its leader, followers, configuration epoch and log position.
+//! lists every partition with its leader, followers, configuration epoch and log position;
+//! `shoal.nodes` every node of the cluster with its address, state and role.
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::array::{
+    BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::{MemorySchemaProvider, SchemaProvider};
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::prelude::SessionContext;
-use shoal_coord::MetaStore;
+use shoal_coord::{ClusterView, MetaStore};
 use shoal_storage::Store;
 
 use crate::computed::ComputedTable;
@@ -17,9 +20,19 @@ use crate::{PlannerError, DATABASE_NAME};
 pub(crate) fn install(
     ctx: &SessionContext,
     meta: Arc<dyn MetaStore>,
+    cluster: Arc<dyn ClusterView>,
     store: Store,
 ) -> Result<(), PlannerError> {
     let schema = Arc::new(MemorySchemaProvider::new());
+    let nodes_meta = meta.clone();
+    schema.register_table(
+        "nodes".into(),
+        Arc::new(ComputedTable::new(
+            "shoal.nodes",
+            nodes_schema(),
+            Arc::new(move |schema| nodes_batch(cluster.as_ref(), nodes_meta.as_ref(), schema)),
+        )),
+    )?;
     schema.register_table(
         "partitions".into(),
         Arc::new(ComputedTable::new(
@@ -37,6 +50,79 @@ pub(crate) fn install(
 
 /// The schema of Shoal's system views.
 pub(crate) const SYSTEM_SCHEMA: &str = "shoal";
+
+fn nodes_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("node_id", DataType::Int64, false),
+        Field::new("address", DataType::Utf8, false),
+        Field::new("state", DataType::Utf8, false),
+        Field::new("coordinator", DataType::Boolean, false),
+        Field::new("local", DataType::Boolean, false),
+        Field::new("partitions_led", DataType::Int64, false),
+        Field::new("catalog_revision", DataType::Int64, false),
+        Field::new(
+            "down_since",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+            true,
+        ),
+    ]))
+}
+
+fn nodes_batch(
+    cluster: &dyn ClusterView,
+    meta: &dyn MetaStore,
+    schema: SchemaRef,
+) -> DfResult<RecordBatch> {
+    let nodes = cluster.nodes();
+    let catalog = meta.catalog();
+    let led = |id: u64| {
+        catalog
+            .tables
+            .values()
+            .flat_map(|t| &t.partitions)
+            .filter(|p| p.leader == id)
+            .count() as i64
+    };
+    let local = cluster.local_node();
+    Ok(RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from_iter_values(
+                nodes.iter().map(|n| n.info.id as i64),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                nodes.iter().map(|n| n.info.sql_address.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(nodes.iter().map(|n| {
+                if n.live {
+                    "up"
+                } else {
+                    "down"
+                }
+            }))),
+            Arc::new(BooleanArray::from_iter(
+                nodes.iter().map(|n| Some(n.coordinator)),
+            )),
+            Arc::new(BooleanArray::from_iter(
+                nodes.iter().map(|n| Some(n.info.id == local)),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                nodes.iter().map(|n| led(n.info.id)),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                nodes.iter().map(|n| n.catalog_revision),
+            )),
+            Arc::new(
+                TimestampMicrosecondArray::from_iter(
+                    nodes
+                        .iter()
+                        .map(|n| n.down_since_ms.map(|ms| ms as i64 * 1000)),
+                )
+                .with_timezone("+00:00"),
+            ),
+        ],
+    )?)
+}
 
 fn partitions_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![

@@ -22,9 +22,9 @@ use datafusion::logical_expr::{Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::ExecutionPlan;
-use shoal_coord::TableDef;
+use shoal_coord::{NodeId, TableDef};
 use shoal_executor::{
-    BulkSink, ConflictAction, IndexLookup, KeyLookup, PartitionScanExec, ReturningSink,
+    BulkSink, ConflictAction, ExecError, IndexLookup, KeyLookup, PartitionScanExec, ReturningSink,
     RowIdAllocator, TableHandle, TableWriteExec, WriteKind, ROW_KEY_COLUMN,
 };
 use shoal_storage::{keys, Store, Txn};
@@ -56,6 +56,8 @@ pub struct DmlOptions {
 #[derive(Debug)]
 pub struct ShoalTable {
     handle: TableHandle,
+    /// The node planning the statement.
+    local_node: NodeId,
     with_row_key: bool,
     schema: SchemaRef,
     store: Store,
@@ -94,6 +96,7 @@ fn unqualify(e: Expr) -> DfResult<Expr> {
 impl ShoalTable {
     pub fn new(
         def: Arc<TableDef>,
+        local_node: NodeId,
         store: Store,
         row_ids: Arc<RowIdAllocator>,
         with_row_key: bool,
@@ -112,6 +115,7 @@ impl ShoalTable {
         };
         ShoalTable {
             handle,
+            local_node,
             with_row_key,
             schema,
             store,
@@ -368,6 +372,10 @@ impl TableProvider for ShoalTable {
             None => self.index_lookup(filters),
             Some(_) => None,
         };
+        match &lookups {
+            Some(lookups) => self.require_local(lookups.iter().map(|l| l.partition))?,
+            None => self.require_local(0..self.handle.partition_count())?,
+        }
         let limit = if filters.is_empty() { limit } else { None };
         let mut scan = PartitionScanExec::new(
             self.handle.clone(),
@@ -511,12 +519,36 @@ impl ShoalTable {
         Ok((plan, df_schema))
     }
 
+    /// Refuses a plan that would read or write partitions led by another node: routing
+    /// fragments to partition leaders is not built yet, and this node's own RocksDB holds no
+    /// rows of those partitions, so running here would answer wrongly.
+    fn require_local(&self, partitions: impl IntoIterator<Item = u32>) -> DfResult<()> {
+        let elsewhere: Vec<String> = partitions
+            .into_iter()
+            .filter_map(|p| self.handle.def.partitions.get(p as usize))
+            .filter(|p| p.leader != self.local_node)
+            .map(|p| format!("{} (node {})", p.index, p.leader))
+            .collect();
+        if elsewhere.is_empty() {
+            return Ok(());
+        }
+        Err(DataFusionError::External(Box::new(
+            ExecError::PartitionsElsewhere {
+                table: format!("{}.{}", self.handle.def.schema, self.handle.def.name),
+                local_node: self.local_node,
+                partitions: elsewhere.join(", "),
+            },
+        )))
+    }
+
     fn writer(
         &self,
         state: &dyn Session,
         input: Arc<dyn ExecutionPlan>,
         kind: WriteKind,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        // Rows may land in any partition.
+        self.require_local(0..self.handle.partition_count())?;
         let options = dml_options(state);
         Ok(Arc::new(TableWriteExec::new(
             input,

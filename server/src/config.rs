@@ -80,4 +80,21 @@ pub struct StartArgs {
     /// Partitions for tables created without `WITH (partitions = N)`.
     #[arg(long, default_value_t = 4)]
     pub default_partitions: u32,
+    /// etcd endpoints (comma-separated `http://host:port`): join a cluster whose catalog,
+    /// members and coordinator live there. Without it the node runs alone on the embedded
+    /// metadata store.
+    #[arg(long, env = "SHOAL_ETCD", value_delimiter = ',')]
+    pub etcd: Vec<String>,
+    /// Name of the cluster inside etcd (several clusters may share one etcd).
+    #[arg(long, env = "SHOAL_CLUSTER", default_value = "shoal")]
+    pub cluster_name: String,
+    /// Node id to take when the data directory has none yet (default: the next free one).
+    #[arg(long, env = "SHOAL_NODE_ID")]
+    pub node_id: Option<u64>,
+    /// Address other nodes and clients reach this node at (default: the --listen address).
+    #[arg(long, env = "SHOAL_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Seconds after its last heartbeat at which a node counts as down (the etcd lease TTL).
+    #[arg(long, default_value_t = 2)]
+    pub lease_ttl_secs: u64,
 }

@@ -293,6 +293,7 @@ fn catalog_state(c: &CoordError) -> &'static str {
         CoordError::CatalogChanged => "40001",
         CoordError::DataCommitFailed(_) => "40001",
         CoordError::Io { .. } | CoordError::Corrupt { .. } => "58030",
+        CoordError::NoLiveNodes | CoordError::Unavailable(_) | CoordError::Join(_) => "58000",
     }
 }
 
@@ -305,6 +306,7 @@ fn exec_state(e: &ExecError) -> &'static str {
         ExecError::InvalidInput { .. } | ExecError::InvalidJson { .. } => "22P02",
         ExecError::Arrow(a) => arrow_state(&a.to_string()),
         ExecError::TaskFailed(_) => "XX000",
+        ExecError::PartitionsElsewhere { .. } => "0A000",
     }
 }
 

@@ -24,7 +24,15 @@ use crate::node::Node;
 /// Opens the data directory, binds the listeners and serves until the process is stopped.
 pub async fn start(args: StartArgs) -> Result<(), String> {
     let data_dir = args.data_dir.clone();
-    let node = Node::open(args).map_err(|e| format!("cannot open {}: {e}", data_dir.display()))?;
+    // Bound first: a cluster node registers the address it really listens on (port 0 included).
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let node = tokio::task::spawn_blocking(move || Node::open(args, local))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot open {}: {e}", data_dir.display()))?;
     node.bootstrap_superuser().map_err(|e| e.to_string())?;
     let tls = match (&node.args.tls_cert, &node.args.tls_key) {
         (Some(cert), Some(key)) => Some(
@@ -33,10 +41,6 @@ pub async fn start(args: StartArgs) -> Result<(), String> {
         ),
         _ => None,
     };
-    let listener = TcpListener::bind(node.args.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", node.args.listen))?;
-    let local = listener.local_addr().map_err(|e| e.to_string())?;
     if node.args.metrics_listen != "off" {
         let metrics = TcpListener::bind(&node.args.metrics_listen)
             .await
@@ -57,6 +61,7 @@ pub async fn start(args: StartArgs) -> Result<(), String> {
         data_dir = %node.args.data_dir.display(),
         auth = ?node.args.auth,
         tls = tls.is_some(),
+        node = node.cluster.local_node(),
         "shoal is listening for PostgreSQL clients"
     );
     // A line for scripts and tests that wait for readiness (and passed port 0 to learn the port).

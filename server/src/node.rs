@@ -9,7 +9,9 @@ use datafusion::prelude::SessionContext;
 use parking_lot::Mutex;
 use pgwire::api::ConnectionManager;
 use pgwire::messages::startup::SecretKey;
-use shoal_coord::{EmbeddedMetaStore, MetaStore};
+use shoal_coord::{
+    ClusterConfig, ClusterView, EmbeddedMetaStore, EtcdCluster, MetaStore, SingleNode,
+};
 use shoal_executor::RowIdAllocator;
 use shoal_planner::{ActivityRow, ActivitySource};
 use shoal_storage::{Store, StoreOptions};
@@ -96,6 +98,8 @@ impl ActivitySource for SessionRegistry {
 pub struct Node {
     pub args: StartArgs,
     pub meta: Arc<dyn MetaStore>,
+    /// This node among the others: a single node alone, or a member of an etcd cluster.
+    pub cluster: Arc<dyn ClusterView>,
     pub store: Store,
     pub row_ids: Arc<RowIdAllocator>,
     pub base: SessionContext,
@@ -105,8 +109,9 @@ pub struct Node {
 }
 
 impl Node {
-    /// Opens (or creates) the data directory and builds the shared query context.
-    pub fn open(args: StartArgs) -> ServerResult<Arc<Node>> {
+    /// Opens (or creates) the data directory, joins the cluster when `--etcd` is given, and
+    /// builds the shared query context. `sql_address` is where the listener is bound.
+    pub fn open(args: StartArgs, sql_address: std::net::SocketAddr) -> ServerResult<Arc<Node>> {
         std::fs::create_dir_all(&args.data_dir).map_err(|e| {
             ServerError::Internal(format!(
                 "cannot create data directory {}: {e}",
@@ -119,11 +124,31 @@ impl Node {
                 sync_commits: args.fsync,
             },
         )?;
-        let meta: Arc<dyn MetaStore> = Arc::new(EmbeddedMetaStore::open(&args.data_dir)?);
+        let sql_address = args
+            .advertise
+            .clone()
+            .unwrap_or_else(|| sql_address.to_string());
+        let (meta, cluster): (Arc<dyn MetaStore>, Arc<dyn ClusterView>) = if args.etcd.is_empty() {
+            (
+                Arc::new(EmbeddedMetaStore::open(&args.data_dir)?),
+                Arc::new(SingleNode { sql_address }),
+            )
+        } else {
+            let cluster = EtcdCluster::join(ClusterConfig {
+                endpoints: args.etcd.clone(),
+                cluster_name: args.cluster_name.clone(),
+                node_id: args.node_id,
+                sql_address,
+                lease_ttl: std::time::Duration::from_secs(args.lease_ttl_secs.max(1)),
+                data_dir: args.data_dir.clone(),
+            })?;
+            (cluster.clone(), cluster)
+        };
         let row_ids = Arc::new(RowIdAllocator::default());
         let sessions = Arc::new(SessionRegistry::default());
         let base = shoal_planner::base_context(
             meta.clone(),
+            cluster.clone(),
             store.clone(),
             row_ids.clone(),
             sessions.clone(),
@@ -131,6 +156,7 @@ impl Node {
         Ok(Arc::new(Node {
             args,
             meta,
+            cluster,
             store,
             row_ids,
             base,
@@ -157,6 +183,10 @@ impl Node {
         };
         let user = crate::wire::auth::new_user(&name, &password);
         self.meta.update(&mut |c| {
+            // Another node of the cluster may have created it meanwhile.
+            if c.users.contains_key(&user.name) {
+                return Ok(());
+            }
             let mut u = user.clone();
             u.oid = c.allocate_oid();
             c.users.insert(u.name.clone(), u);

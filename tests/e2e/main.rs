@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod catalog;
+mod cluster;
 mod compat;
 mod crash;
 mod drivers;

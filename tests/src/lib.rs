@@ -4,6 +4,7 @@
 //! The tests live in `e2e/` (one integration-test binary, so the stack links once). They need
 //! the `shoal` binary built first (`cargo build --bin shoal`); set `SHOAL_BIN` to use another.
 
+pub mod cluster;
 pub mod compat;
 pub mod drivers;
 pub mod pg;

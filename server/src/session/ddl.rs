@@ -26,9 +26,9 @@ impl Session {
             partitions = self.node.args.default_partitions;
         }
         let if_not_exists = create.if_not_exists;
-        let leader = 1;
+        let placement = self.node.cluster.live_nodes();
         let result = self.meta.update(&mut |c| {
-            c.create_table(table.clone(), partitions, leader)?;
+            c.create_table(table.clone(), partitions, &placement)?;
             // The table is empty: its unique indexes need no entries yet.
             for (name, columns) in &unique {
                 let ids = columns

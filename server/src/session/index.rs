@@ -27,6 +27,13 @@ impl Session {
         let def = catalog
             .table(&schema, &table)
             .ok_or_else(|| CoordError::RelationNotFound(table.clone()))?;
+        // The build reads the table's rows here; other nodes' partitions are out of reach.
+        let local = self.node.cluster.local_node();
+        if def.partitions.iter().any(|p| p.leader != local) {
+            return Err(ServerError::NotSupported(
+                "CREATE INDEX on a table whose partitions other nodes lead".into(),
+            ));
+        }
         let mut columns = Vec::new();
         let mut descending = Vec::new();
         for c in &create.columns {

@@ -1,0 +1,396 @@
+//! Cluster mode: the catalog, the member list and the coordinator election in etcd.
+//!
+//! A node joins with [`EtcdCluster::join`]: it takes (or is given) a node id, registers under
+//! a lease it keeps alive, reads every key of the cluster once and then follows them with one
+//! watch, so that [`MetaStore::catalog`] and [`ClusterView::nodes`] answer from memory. It also
+//! stands in the coordinator election; etcd's rule (the oldest candidate key leads) decides,
+//! and every node computes the winner from the same keys.
+//!
+//! Catalog changes ([`MetaStore::update`]) take etcd's DDL lock, read the newest catalog, apply
+//! the change, write it back only if nobody else did meanwhile (compare on the catalog's
+//! revision and on the lock key still existing), and then wait until every live node reports
+//! that it applied the new revision: DDL is visible everywhere when the statement returns.
+//!
+//! etcd-client is async; callers of this crate are not. All etcd traffic runs on a small runtime
+//! of its own, so a caller blocking on it (a DDL statement) never starves the server's runtime
+//! of the threads etcd needs. Campaigns run on a client without a request timeout: a timeout
+//! would cancel the waiting campaign and silently drop the candidate.
+
+mod coordinator;
+mod keys;
+mod meta;
+mod state;
+mod tasks;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp};
+use parking_lot::{Mutex, RwLock};
+use tokio::runtime::Runtime;
+use tokio::sync::{watch, Notify};
+
+use crate::{Catalog, ClusterView, CoordError, NodeId, NodeInfo, NodeStatus};
+use keys::Keys;
+use state::{Change, ClusterState};
+
+/// How a node joins a cluster (`shoal start --etcd ...`).
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub endpoints: Vec<String>,
+    /// Several clusters may share one etcd: each keeps its keys under `/shoal/<name>/`.
+    pub cluster_name: String,
+    /// The id to take on first start; later starts reuse the id stored in `data_dir`.
+    pub node_id: Option<NodeId>,
+    pub sql_address: String,
+    /// A node whose heartbeats stop is considered down this long after the last one.
+    pub lease_ttl: Duration,
+    pub data_dir: PathBuf,
+}
+
+/// A node's membership in a cluster, and the cluster's metadata as this node caches it.
+pub struct EtcdCluster {
+    keys: Keys,
+    node_id: NodeId,
+    info: NodeInfo,
+    client: Client,
+    runtime: &'static Runtime,
+    state: Arc<RwLock<ClusterState>>,
+    /// Woken whenever the cached state changes.
+    changed: Arc<Notify>,
+    /// The node's current lease; replaced when a lease is lost and the node registers again.
+    lease: watch::Sender<i64>,
+    lease_ttl: Duration,
+    /// The catalog revision this node last reported as applied.
+    reported: AtomicI64,
+    /// One catalog change of this node at a time (etcd's lock serializes the nodes).
+    updating: Mutex<()>,
+    /// The candidacy this node won the coordinator election with, while its lease lasts.
+    leadership: Mutex<Option<coordinator::Leadership>>,
+}
+
+fn unavailable(e: etcd_client::Error) -> CoordError {
+    CoordError::Unavailable(e.to_string())
+}
+
+/// How long a start waits for etcd to answer before giving up.
+const CONNECT_PATIENCE: Duration = Duration::from_secs(60);
+
+impl EtcdCluster {
+    /// Connects to etcd, registers this node and starts following the cluster.
+    pub fn join(config: ClusterConfig) -> Result<Arc<EtcdCluster>, CoordError> {
+        let runtime: &'static Runtime = Box::leak(Box::new(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("shoal-coord")
+                .enable_all()
+                .build()
+                .map_err(|e| CoordError::Join(format!("cannot start etcd runtime: {e}")))?,
+        ));
+        let cluster = bridge(runtime, Self::join_async(config, runtime))??;
+        let cluster = Arc::new(cluster);
+        runtime.spawn(tasks::keep_alive(cluster.clone()));
+        runtime.spawn(tasks::follow(cluster.clone()));
+        runtime.spawn(tasks::campaign(cluster.clone()));
+        runtime.spawn(coordinator::coordinate(cluster.clone()));
+        Ok(cluster)
+    }
+
+    async fn join_async(
+        config: ClusterConfig,
+        runtime: &'static Runtime,
+    ) -> Result<EtcdCluster, CoordError> {
+        let keys = Keys::new(&config.cluster_name);
+        let mut client = connect(&config.endpoints).await?;
+        let node_id = node_id(&mut client, &keys, &config).await?;
+        let ttl = config.lease_ttl.as_secs().max(1) as i64;
+        let lease = client
+            .lease_grant(ttl, None)
+            .await
+            .map_err(unavailable)?
+            .id();
+        let info = NodeInfo {
+            id: node_id,
+            sql_address: config.sql_address.clone(),
+        };
+        register(&mut client, &keys, &info, lease, config.lease_ttl).await?;
+        // The first node to start writes the empty catalog; the others find it.
+        let empty = serde_json::to_vec(&Catalog::default())
+            .map_err(|e| CoordError::Unavailable(format!("cannot encode the catalog: {e}")))?;
+        client
+            .txn(
+                Txn::new()
+                    .when([Compare::create_revision(
+                        keys.catalog(),
+                        CompareOp::Equal,
+                        0,
+                    )])
+                    .and_then([TxnOp::put(keys.catalog(), empty, None)]),
+            )
+            .await
+            .map_err(unavailable)?;
+        let (lease_tx, _) = watch::channel(lease);
+        let cluster = EtcdCluster {
+            keys,
+            node_id,
+            info,
+            client,
+            runtime,
+            state: Arc::new(RwLock::new(ClusterState::default())),
+            changed: Arc::new(Notify::new()),
+            lease: lease_tx,
+            lease_ttl: config.lease_ttl,
+            reported: AtomicI64::new(0),
+            updating: Mutex::new(()),
+            leadership: Mutex::new(None),
+        };
+        cluster.reload().await?;
+        cluster.report_applied().await?;
+        tracing::info!(node = node_id, "joined the cluster");
+        Ok(cluster)
+    }
+
+    /// Runs `fut` on the etcd runtime and waits for it from any thread.
+    fn block<T: Send + 'static>(
+        &self,
+        fut: impl Future<Output = Result<T, CoordError>> + Send + 'static,
+    ) -> Result<T, CoordError> {
+        bridge(self.runtime, fut)?
+    }
+
+    fn current_lease(&self) -> i64 {
+        *self.lease.borrow()
+    }
+
+    /// Reads every key of the cluster and replaces the cache (keeping a newer catalog);
+    /// returns the revision the read saw.
+    async fn reload(&self) -> Result<i64, CoordError> {
+        let mut client = self.client.clone();
+        let resp = client
+            .get(self.keys.prefix(), Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(unavailable)?;
+        let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+        let mut fresh = ClusterState::default();
+        for kv in resp.kvs() {
+            fresh.apply(
+                &self.keys,
+                &Change::Put {
+                    key: kv.key().to_vec(),
+                    value: kv.value().to_vec(),
+                    create_revision: kv.create_revision(),
+                    mod_revision: kv.mod_revision(),
+                },
+            );
+        }
+        {
+            let mut state = self.state.write();
+            if state.catalog_revision > fresh.catalog_revision {
+                fresh.catalog = state.catalog.clone();
+                fresh.catalog_revision = state.catalog_revision;
+            }
+            *state = fresh;
+        }
+        self.changed.notify_waiters();
+        Ok(revision)
+    }
+
+    /// Publishes the catalog revision this node serves, if newer than the last one published.
+    async fn report_applied(&self) -> Result<(), CoordError> {
+        let revision = self.state.read().catalog_revision;
+        if revision <= self.reported.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let mut client = self.client.clone();
+        client
+            .put(
+                self.keys.applied(self.node_id),
+                revision.to_string(),
+                Some(PutOptions::new().with_lease(self.current_lease())),
+            )
+            .await
+            .map_err(unavailable)?;
+        self.reported.fetch_max(revision, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Whether this node holds the coordinator election now (as its cache sees it).
+    pub fn is_coordinator(&self) -> bool {
+        self.state.read().coordinator() == Some(self.node_id)
+    }
+
+    /// The lease this node's keys live under now.
+    pub fn lease_id(&self) -> i64 {
+        self.current_lease()
+    }
+}
+
+impl ClusterView for EtcdCluster {
+    fn local_node(&self) -> NodeId {
+        self.node_id
+    }
+
+    fn nodes(&self) -> Vec<NodeStatus> {
+        self.state.read().statuses()
+    }
+}
+
+/// Runs `fut` on `runtime` and waits for its result on the calling thread, which may belong to
+/// another runtime (so `Runtime::block_on`, which refuses that, is not an option).
+fn bridge<T: Send + 'static>(
+    runtime: &'static Runtime,
+    fut: impl Future<Output = T> + Send + 'static,
+) -> Result<T, CoordError> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    runtime.spawn(async move {
+        let _ = tx.send(fut.await);
+    });
+    rx.recv()
+        .map_err(|_| CoordError::Unavailable("the etcd runtime stopped".into()))
+}
+
+/// Connects to etcd, waiting for it to come up (a cluster's processes may start together).
+async fn connect(endpoints: &[String]) -> Result<Client, CoordError> {
+    let deadline = tokio::time::Instant::now() + CONNECT_PATIENCE;
+    loop {
+        let options = ConnectOptions::new().with_connect_timeout(Duration::from_secs(3));
+        let attempt = match Client::connect(endpoints, Some(options)).await {
+            // A connected channel proves little: ask for something.
+            Ok(mut client) => match client
+                .get("/shoal/", Some(GetOptions::new().with_count_only()))
+                .await
+            {
+                Ok(_) => return Ok(client),
+                Err(e) => e,
+            },
+            Err(e) => e,
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(CoordError::Join(format!(
+                "etcd at {} did not answer: {attempt}",
+                endpoints.join(",")
+            )));
+        }
+        tracing::warn!(error = %attempt, "etcd not reachable yet; retrying");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The node's id: the one its data directory remembers, else the one configured, else a new
+/// one from the cluster's counter. Written to the data directory before it is used.
+async fn node_id(
+    client: &mut Client,
+    keys: &Keys,
+    config: &ClusterConfig,
+) -> Result<NodeId, CoordError> {
+    let path = config.data_dir.join("node_id");
+    let io = |source| CoordError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    if path.exists() {
+        let text = std::fs::read_to_string(&path).map_err(io)?;
+        let stored: NodeId = text.trim().parse().map_err(|_| CoordError::Corrupt {
+            path: path.display().to_string(),
+            reason: format!("not a node id: {text:?}"),
+        })?;
+        if let Some(wanted) = config.node_id.filter(|w| *w != stored) {
+            return Err(CoordError::Join(format!(
+                "--node-id {wanted} conflicts with node id {stored} stored in {}",
+                path.display()
+            )));
+        }
+        return Ok(stored);
+    }
+    let id = match config.node_id {
+        Some(id) => id,
+        None => allocate_node_id(client, keys).await?,
+    };
+    std::fs::create_dir_all(&config.data_dir).map_err(io)?;
+    std::fs::write(&path, format!("{id}\n")).map_err(io)?;
+    Ok(id)
+}
+
+async fn allocate_node_id(client: &mut Client, keys: &Keys) -> Result<NodeId, CoordError> {
+    loop {
+        let resp = client
+            .get(keys.next_node_id(), None)
+            .await
+            .map_err(unavailable)?;
+        let (next, revision) = match resp.kvs().first() {
+            Some(kv) => (
+                std::str::from_utf8(kv.value())
+                    .ok()
+                    .and_then(|v| v.parse::<NodeId>().ok())
+                    .unwrap_or(1),
+                kv.mod_revision(),
+            ),
+            None => (1, 0),
+        };
+        // Ids taken explicitly (--node-id) are skipped.
+        let taken = client
+            .get(keys.member(next), Some(GetOptions::new().with_count_only()))
+            .await
+            .map_err(unavailable)?
+            .count()
+            > 0;
+        let swap = Txn::new()
+            .when([Compare::mod_revision(
+                keys.next_node_id(),
+                CompareOp::Equal,
+                revision,
+            )])
+            .and_then([TxnOp::put(
+                keys.next_node_id(),
+                (next + 1).to_string(),
+                None,
+            )]);
+        if client.txn(swap).await.map_err(unavailable)?.succeeded() && !taken {
+            return Ok(next);
+        }
+    }
+}
+
+/// Puts the node's live key (under its lease) and member record. A live key of the same id
+/// means another process runs as this node, or this node's previous process died less than a
+/// lease ago: wait out one lease, then refuse.
+async fn register(
+    client: &mut Client,
+    keys: &Keys,
+    info: &NodeInfo,
+    lease: i64,
+    lease_ttl: Duration,
+) -> Result<(), CoordError> {
+    let value = serde_json::to_vec(info)
+        .map_err(|e| CoordError::Unavailable(format!("cannot encode node info: {e}")))?;
+    let deadline = tokio::time::Instant::now() + lease_ttl * 2 + Duration::from_secs(1);
+    loop {
+        let txn = Txn::new()
+            .when([Compare::create_revision(
+                keys.live(info.id),
+                CompareOp::Equal,
+                0,
+            )])
+            .and_then([
+                TxnOp::put(
+                    keys.live(info.id),
+                    value.clone(),
+                    Some(PutOptions::new().with_lease(lease)),
+                ),
+                TxnOp::put(keys.member(info.id), value.clone(), None),
+            ]);
+        if client.txn(txn).await.map_err(unavailable)?.succeeded() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(CoordError::Join(format!(
+                "node {} is already registered by a live process",
+                info.id
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

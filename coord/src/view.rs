@@ -1,0 +1,73 @@
+//! What a node knows about the cluster it belongs to: its own id, the other nodes, which of
+//! them are alive and which one coordinates. Read from a local cache, never waiting on I/O.
+
+use serde::{Deserialize, Serialize};
+
+use crate::NodeId;
+
+/// A node as registered in the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub id: NodeId,
+    /// Where PostgreSQL clients (and other nodes) reach it, `host:port`.
+    pub sql_address: String,
+}
+
+/// A node as `shoal.nodes` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStatus {
+    pub info: NodeInfo,
+    /// Its lease is alive: it heartbeats and serves.
+    pub live: bool,
+    /// It holds the coordinator election.
+    pub coordinator: bool,
+    /// The etcd revision of the newest catalog it has applied (0 on a single node).
+    pub catalog_revision: i64,
+    /// Since when the coordinator has recorded it down (ms since the epoch), if it has.
+    pub down_since_ms: Option<u64>,
+}
+
+/// The cluster as this node sees it.
+pub trait ClusterView: Send + Sync {
+    /// This node's id.
+    fn local_node(&self) -> NodeId;
+
+    /// Every node ever registered, live or not, by id.
+    fn nodes(&self) -> Vec<NodeStatus>;
+
+    /// The ids of the live nodes, ascending: where new partitions may be placed.
+    fn live_nodes(&self) -> Vec<NodeId> {
+        self.nodes()
+            .into_iter()
+            .filter(|n| n.live)
+            .map(|n| n.info.id)
+            .collect()
+    }
+}
+
+/// A node alone, on the embedded metadata store: it is node 1, always live, its own coordinator.
+pub struct SingleNode {
+    pub sql_address: String,
+}
+
+/// The id of the one node of single-node mode.
+pub const SINGLE_NODE_ID: NodeId = 1;
+
+impl ClusterView for SingleNode {
+    fn local_node(&self) -> NodeId {
+        SINGLE_NODE_ID
+    }
+
+    fn nodes(&self) -> Vec<NodeStatus> {
+        vec![NodeStatus {
+            info: NodeInfo {
+                id: SINGLE_NODE_ID,
+                sql_address: self.sql_address.clone(),
+            },
+            live: true,
+            coordinator: true,
+            catalog_revision: 0,
+            down_since_ms: None,
+        }]
+    }
+}

@@ -1,0 +1,298 @@
+//! Cluster mode with a real etcd and three `shoal` processes: one catalog for all nodes (DDL
+//! visible everywhere when it returns), partitions placed across the live nodes, membership
+//! with leases (a killed node is down within seconds) and the coordinator election.
+
+use std::time::{Duration, Instant};
+
+use shoal_coord::{ClusterConfig, EtcdCluster};
+use shoal_tests::cluster::{join, start_nodes, Etcd, LEASE_TTL_SECS};
+use shoal_tests::{row, texts};
+
+/// `shoal.nodes` as one node sees it: (id, state, coordinator, local).
+async fn nodes(c: &tokio_postgres::Client) -> Vec<(String, String, String, String)> {
+    texts(
+        c,
+        "select node_id, state, coordinator, local from shoal.nodes order by node_id",
+    )
+    .await
+    .into_iter()
+    .map(|r| {
+        let v: Vec<String> = r.into_iter().map(|x| x.unwrap_or_default()).collect();
+        (v[0].clone(), v[1].clone(), v[2].clone(), v[3].clone())
+    })
+    .collect()
+}
+
+fn coordinator_of(view: &[(String, String, String, String)]) -> Vec<String> {
+    view.iter()
+        .filter(|n| n.2 == "t")
+        .map(|n| n.0.clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_share_one_catalog_and_place_partitions_across_each_other() {
+    let etcd = Etcd::start();
+    let nodes_ = start_nodes(&etcd, 3);
+    let mut clients = Vec::new();
+    for n in &nodes_ {
+        clients.push(n.connect().await);
+    }
+
+    // Every node sees the same three live nodes, the same single coordinator, and itself.
+    let mut coordinators = Vec::new();
+    for (i, c) in clients.iter().enumerate() {
+        let view = nodes(c).await;
+        let ids: Vec<&str> = view.iter().map(|n| n.0.as_str()).collect();
+        assert_eq!(ids, ["1", "2", "3"], "node {i}: {view:?}");
+        assert!(view.iter().all(|n| n.1 == "up"), "{view:?}");
+        assert_eq!(view[i].3, "t", "each node knows which one it is: {view:?}");
+        let coordinator = coordinator_of(&view);
+        assert_eq!(coordinator.len(), 1, "{view:?}");
+        coordinators.push(coordinator[0].clone());
+    }
+    assert!(coordinators.windows(2).all(|w| w[0] == w[1]));
+
+    // DDL through node 1 is visible on nodes 2 and 3 as soon as it returns: no waiting.
+    clients[0]
+        .batch_execute("create table t (id int primary key, v text) with (partitions = 6)")
+        .await
+        .unwrap();
+    for c in &clients[1..] {
+        let cols = texts(
+            c,
+            "select column_name from information_schema.columns \
+             where table_name = 't' order by ordinal_position",
+        )
+        .await;
+        assert_eq!(cols, vec![row(&["id"]), row(&["v"])]);
+        let leaders = texts(
+            c,
+            "select leader, count(*) from shoal.partitions where table_name = 't' \
+             group by leader order by leader",
+        )
+        .await;
+        // Balanced: two partitions led by each node.
+        assert_eq!(
+            leaders,
+            vec![row(&["1", "2"]), row(&["2", "2"]), row(&["3", "2"])]
+        );
+    }
+    // And the other way round, through node 3.
+    clients[2]
+        .batch_execute("create schema sales")
+        .await
+        .unwrap();
+    for c in &clients[..2] {
+        let found = texts(
+            c,
+            "select nspname from pg_namespace where nspname = 'sales'",
+        )
+        .await;
+        assert_eq!(found, vec![row(&["sales"])]);
+    }
+    let duplicate = clients[1]
+        .batch_execute("create schema sales")
+        .await
+        .unwrap_err();
+    assert_eq!(duplicate.code().map(|c| c.code()), Some("42P06"));
+
+    // Reaching another node's partitions is refused with a clear error, never a wrong answer.
+    let err = clients[0]
+        .query("select count(*) from t", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("0A000"), "{err}");
+    let message = err
+        .as_db_error()
+        .map(|e| e.message().to_string())
+        .unwrap_or_default();
+    assert!(message.contains("led by other nodes"), "{message}");
+
+    // A one-partition table lives wholly on one node: through that node it is a table.
+    clients[1]
+        .batch_execute("create table solo (id int primary key, v text) with (partitions = 1)")
+        .await
+        .unwrap();
+    let leader: usize = texts(
+        &clients[1],
+        "select leader from shoal.partitions where table_name = 'solo'",
+    )
+    .await[0][0]
+        .as_deref()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let c = &clients[leader - 1];
+    c.batch_execute(
+        "insert into solo values (1, 'a'), (2, 'b'); update solo set v = 'B' where id = 2",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        texts(c, "select id, v from solo order by id").await,
+        vec![row(&["1", "a"]), row(&["2", "B"])]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_node_is_marked_down_and_the_coordinator_moves() {
+    let etcd = Etcd::start();
+    let mut nodes_ = start_nodes(&etcd, 3);
+    let first = nodes_[0].connect().await;
+    let view = nodes(&first).await;
+    let coordinator: usize = coordinator_of(&view)[0].parse().unwrap();
+    // Watch from a node that survives.
+    let observer_index = if coordinator == 1 { 1 } else { 0 };
+    let observer = nodes_[observer_index].connect().await;
+
+    nodes_[coordinator - 1].kill();
+    let killed_at = Instant::now();
+    let mut after = Vec::new();
+    while killed_at.elapsed() < Duration::from_secs(LEASE_TTL_SECS + 8) {
+        after = nodes(&observer).await;
+        let down = after[coordinator - 1].1 == "down";
+        let moved = coordinator_of(&after)
+            .first()
+            .is_some_and(|c| *c != coordinator.to_string());
+        if down && moved {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = killed_at.elapsed();
+    assert_eq!(after[coordinator - 1].1, "down", "{after:?}");
+    // The new coordinator records since when.
+    assert!(
+        wait_for(
+            &observer,
+            &format!(
+            "select 1 from shoal.nodes where node_id = {coordinator} and down_since is not null"
+        )
+        )
+        .await,
+        "the coordinator records the node down"
+    );
+    let new_coordinator = coordinator_of(&after);
+    assert_eq!(new_coordinator.len(), 1, "{after:?}");
+    assert_ne!(new_coordinator[0], coordinator.to_string());
+    // A lease is at most TTL old when the process dies; etcd expires it within about a second.
+    assert!(
+        took < Duration::from_secs(LEASE_TTL_SECS + 3),
+        "down after {took:?}"
+    );
+
+    // The catalog keeps working without the old coordinator.
+    observer
+        .batch_execute("create table after_failover (id int)")
+        .await
+        .unwrap();
+
+    // The node comes back on its data directory with its old id, and sees the new table.
+    nodes_[coordinator - 1].restart();
+    let back = nodes_[coordinator - 1].connect().await;
+    let view = nodes(&back).await;
+    assert_eq!(view.len(), 3, "{view:?}");
+    assert!(
+        wait_for(
+            &back,
+            "select 1 from shoal.nodes where down_since is null having count(*) = 3"
+        )
+        .await,
+        "the coordinator records the node up again"
+    );
+    assert!(view.iter().all(|n| n.1 == "up"), "{view:?}");
+    assert_eq!(
+        view[coordinator - 1].3,
+        "t",
+        "same node id after restart: {view:?}"
+    );
+    let tables = texts(
+        &back,
+        "select count(*) from pg_tables where tablename = 'after_failover'",
+    )
+    .await;
+    assert_eq!(tables, vec![row(&["1"])]);
+
+    // A fourth node joins with the next id.
+    let fourth = join(&etcd);
+    let c = fourth.connect().await;
+    let view = nodes(&c).await;
+    assert_eq!(view.len(), 4, "{view:?}");
+    assert_eq!(view[3].3, "t");
+}
+
+/// Polls `sql` on `c` for a few seconds until it returns a row.
+async fn wait_for(c: &tokio_postgres::Client, sql: &str) -> bool {
+    for _ in 0..100 {
+        if !texts(c, sql).await.is_empty() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+fn config(etcd: &Etcd, dir: &std::path::Path) -> ClusterConfig {
+    ClusterConfig {
+        endpoints: vec![etcd.client_url.clone()],
+        cluster_name: "fence".into(),
+        node_id: None,
+        sql_address: "127.0.0.1:1".into(),
+        lease_ttl: Duration::from_secs(LEASE_TTL_SECS),
+        data_dir: dir.to_path_buf(),
+    }
+}
+
+/// The coordinator's writes are fenced by its candidacy: once its lease is gone (as after a
+/// pause longer than the lease), its writes change nothing even before it notices.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposed_coordinator_changes_nothing() {
+    let etcd = Etcd::start();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = {
+        let config = config(&etcd, dir_a.path());
+        tokio::task::spawn_blocking(move || EtcdCluster::join(config))
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    let start = Instant::now();
+    while !a.is_coordinator() && start.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(a.is_coordinator(), "the only node is elected");
+    let b = {
+        let config = config(&etcd, dir_b.path());
+        tokio::task::spawn_blocking(move || EtcdCluster::join(config))
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    let mut etcd_client = etcd_client::Client::connect([etcd.client_url.as_str()], None)
+        .await
+        .unwrap();
+    let down_key = "/shoal/fence/down/99";
+
+    let a2 = a.clone();
+    let wrote = tokio::task::spawn_blocking(move || a2.record_down(99))
+        .await
+        .unwrap();
+    assert!(wrote.unwrap(), "the coordinator records decisions");
+    etcd_client.delete(down_key, None).await.unwrap();
+
+    // Node a's lease ends under it; node b takes over.
+    etcd_client.lease_revoke(a.lease_id()).await.unwrap();
+    let a2 = a.clone();
+    let wrote = tokio::task::spawn_blocking(move || a2.record_down(99))
+        .await
+        .unwrap();
+    assert!(!wrote.unwrap(), "a deposed coordinator's write is refused");
+    let found = etcd_client.get(down_key, None).await.unwrap();
+    assert!(found.kvs().is_empty(), "nothing was written");
+    let start = Instant::now();
+    while !b.is_coordinator() && start.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(b.is_coordinator() && !a.is_coordinator());
+}

@@ -9,8 +9,11 @@ use crate::NodeId;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeInfo {
     pub id: NodeId,
-    /// Where PostgreSQL clients (and other nodes) reach it, `host:port`.
+    /// Where PostgreSQL clients reach it, `host:port`.
     pub sql_address: String,
+    /// Where other nodes send it fragments (Arrow Flight), `host:port`; empty on a single node.
+    #[serde(default)]
+    pub flight_address: String,
 }
 
 /// A node as `shoal.nodes` shows it.
@@ -63,6 +66,7 @@ impl ClusterView for SingleNode {
             info: NodeInfo {
                 id: SINGLE_NODE_ID,
                 sql_address: self.sql_address.clone(),
+                flight_address: String::new(),
             },
             live: true,
             coordinator: true,

@@ -27,6 +27,24 @@ pub enum ExecError {
         local_node: u64,
         partitions: String,
     },
+    /// The node leading a partition a statement needs is down or cannot be reached.
+    #[error("partition {partition} of relation \"{table}\" is unavailable: its leader, node {node}, {reason}")]
+    PartitionUnavailable {
+        table: String,
+        partition: u32,
+        node: u64,
+        reason: String,
+    },
+    /// A partition's leader changed while the statement ran; running it again finds the new one.
+    #[error("could not serialize access: a partition of relation \"{table}\" changed leader during the statement")]
+    LeaderChanged { table: String },
+    /// The leader of a partition answered with an error while running a fragment.
+    #[error("{message}")]
+    Remote {
+        node: u64,
+        sqlstate: &'static str,
+        message: String,
+    },
     #[error("background task failed: {0}")]
     TaskFailed(String),
 }

@@ -6,12 +6,17 @@
 //! Arrow batches, one output partition per table partition (the per-partition *fragment*), and
 //! row counts for writes.
 //!
-//! On a single node every fragment runs locally; the cluster issue ships the same fragments to
-//! the partition leaders. This crate must not depend on the planner or the server.
+//! In a cluster, [`FragmentExec`] runs a fragment at the leader of each partition it reads:
+//! locally, or by shipping it over Arrow Flight ([`FragmentService`] on the receiving node,
+//! [`RemoteFragments`] on the sending one) with the plan in datafusion-proto's encoding and
+//! the scan leaf as a [`ScanSpec`]. This crate must not depend on the planner or the server.
 //!
 //! [`ExecutionPlan`]: datafusion::physical_plan::ExecutionPlan
 
 mod error;
+mod flight;
+mod fragment_codec;
+mod fragment_exec;
 mod index_entries;
 mod per_row_subquery_exec;
 mod scan;
@@ -20,9 +25,11 @@ mod write;
 mod write_exec;
 
 pub use error::ExecError;
+pub use flight::{FragmentService, RemoteFragments};
+pub use fragment_exec::{shipped_totals, FragmentExec};
 pub use index_entries::{build_index, remove_index_entries};
 pub use per_row_subquery_exec::{PerRowSubqueryExec, PerRowSubquerySpec, SubqueryValue};
-pub use scan::{scan_totals, IndexLookup, KeyLookup, PartitionScanExec, ROW_KEY_COLUMN};
+pub use scan::{scan_totals, IndexLookup, KeyLookup, PartitionScanExec, ScanSpec, ROW_KEY_COLUMN};
 pub use table::{arrow_type_of, SecondaryIndex, TableHandle, PG_TYPE_METADATA_KEY};
 pub use write::{ConflictAction, RowIdAllocator, TableWriter, WriteOutcome};
 pub use write_exec::{BulkSink, ReturningSink, TableWriteExec, WriteKind};

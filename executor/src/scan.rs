@@ -24,6 +24,7 @@ use datafusion::physical_plan::{
     PlanProperties, ReplaceChildrenOptions, SendableRecordBatchStream,
 };
 use futures::stream;
+use serde::{Deserialize, Serialize};
 use shoal_storage::{keys, RowDecoder, ScanControl, Txn};
 
 use crate::{ExecError, TableHandle};
@@ -45,7 +46,7 @@ pub fn scan_totals() -> (u64, u64) {
 }
 
 /// Primary keys to fetch directly, grouped by the partition that holds them.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KeyLookup {
     pub partition: u32,
     /// Full storage keys.
@@ -72,6 +73,18 @@ pub struct PartitionScanExec {
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
+}
+
+/// What a scan reads, without the transaction it reads through: the form in which a scan
+/// travels to the node that leads its partitions (which reads through a transaction of its own).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScanSpec {
+    pub table_id: u32,
+    pub partitions: Vec<u32>,
+    pub lookups: Option<Vec<KeyLookup>>,
+    pub projection: Vec<usize>,
+    pub with_row_key: bool,
+    pub limit: Option<usize>,
 }
 
 impl fmt::Debug for PartitionScanExec {
@@ -130,6 +143,48 @@ impl PartitionScanExec {
             properties,
             metrics: ExecutionPlanMetricsSet::new(),
         }
+    }
+
+    /// The scan as it travels between nodes; `None` for index lookups, which read every
+    /// partition from one output partition and so must run where all partitions are.
+    pub fn spec(&self) -> Option<ScanSpec> {
+        if self.index_lookup.is_some() {
+            return None;
+        }
+        Some(ScanSpec {
+            table_id: self.table.id(),
+            partitions: self.partitions.clone(),
+            lookups: self.lookups.clone(),
+            projection: self.projection.clone(),
+            with_row_key: self.with_row_key,
+            limit: self.limit,
+        })
+    }
+
+    /// Rebuilds a scan from its spec, reading through `txn`.
+    pub fn from_spec(table: TableHandle, txn: Arc<Txn>, spec: ScanSpec) -> Self {
+        PartitionScanExec::new(
+            table,
+            txn,
+            spec.partitions,
+            spec.lookups,
+            spec.projection,
+            spec.with_row_key,
+            spec.limit,
+        )
+    }
+
+    /// The table partition each output partition reads; `None` for index lookups.
+    pub fn table_partitions(&self) -> Option<Vec<u32>> {
+        match (&self.index_lookup, &self.lookups) {
+            (Some(_), _) => None,
+            (None, Some(l)) => Some(l.iter().map(|k| k.partition).collect()),
+            (None, None) => Some(self.partitions.clone()),
+        }
+    }
+
+    pub fn table(&self) -> &TableHandle {
+        &self.table
     }
 
     /// Reads the rows a secondary index points at instead of whole partitions, in one output

@@ -10,7 +10,7 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Arra
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::record_batch::RecordBatch;
 use parking_lot::Mutex;
-use shoal_coord::SqlType;
+use shoal_coord::{NodeId, SqlType};
 use shoal_storage::{keys, RowEncoder, Store, Txn};
 
 use crate::index_entries::{
@@ -76,6 +76,10 @@ pub struct TableWriter<'a> {
     txn: &'a Txn,
     store: &'a Store,
     row_ids: &'a RowIdAllocator,
+    /// The node writing: it may only write the partitions it leads.
+    local_node: NodeId,
+    /// The partitions `local_node` leads, ascending.
+    local_partitions: Vec<u32>,
 }
 
 impl<'a> TableWriter<'a> {
@@ -84,13 +88,75 @@ impl<'a> TableWriter<'a> {
         txn: &'a Txn,
         store: &'a Store,
         row_ids: &'a RowIdAllocator,
+        local_node: NodeId,
     ) -> Self {
+        let local_partitions = table
+            .def
+            .partitions
+            .iter()
+            .filter(|p| p.leader == local_node)
+            .map(|p| p.index)
+            .collect();
         TableWriter {
             table,
             txn,
             store,
             row_ids,
+            local_node,
+            local_partitions,
         }
+    }
+
+    /// Refuses to write `partition` unless this node leads it: writes are not routed to
+    /// other nodes yet, and this node's storage holds none of their rows.
+    fn check_leads(&self, partition: u32) -> Result<(), ExecError> {
+        if self.local_partitions.binary_search(&partition).is_ok() {
+            return Ok(());
+        }
+        let leader = self
+            .table
+            .def
+            .partitions
+            .get(partition as usize)
+            .map(|p| p.leader)
+            .unwrap_or_default();
+        Err(ExecError::PartitionsElsewhere {
+            table: format!("{}.{}", self.table.def.schema, self.table.def.name),
+            local_node: self.local_node,
+            partitions: format!("{partition} (node {leader})"),
+        })
+    }
+
+    /// The leader of each row's partition (rows of a table keyed by a hidden row id go to this
+    /// node, see [`Self::keys_of`]).
+    pub fn row_leaders(&self, batch: &RecordBatch) -> Result<Vec<NodeId>, ExecError> {
+        if self.table.has_hidden_row_id() {
+            return Ok(vec![self.local_node; batch.num_rows()]);
+        }
+        let key_columns: Vec<ArrayRef> = self
+            .table
+            .key_columns
+            .iter()
+            .map(|i| batch.column(*i).clone())
+            .collect();
+        let partitions = &self.table.def.partitions;
+        (0..batch.num_rows())
+            .map(|row| {
+                let pk = keys::encode_primary_key(&key_columns, row)?;
+                let p = keys::partition_of(&pk, partitions.len() as u32) as usize;
+                Ok(partitions.get(p).map(|p| p.leader).unwrap_or_default())
+            })
+            .collect()
+    }
+
+    /// Checks that this node leads the partitions of these storage keys.
+    fn check_keys(&self, row_keys: &[Vec<u8>]) -> Result<(), ExecError> {
+        for key in row_keys {
+            if let Some((_, partition)) = keys::partition_of_key(key) {
+                self.check_leads(partition)?;
+            }
+        }
+        Ok(())
     }
 
     /// `batch` as it is stored: its constraints checked, its uuids in PostgreSQL's canonical
@@ -186,10 +252,27 @@ impl<'a> TableWriter<'a> {
                 .map(|i| batch.column(*i).clone())
                 .collect()
         };
+        let hidden = self.table.has_hidden_row_id();
+        if hidden && self.local_partitions.is_empty() {
+            return Err(ExecError::PartitionsElsewhere {
+                table: format!("{}.{}", self.table.def.schema, self.table.def.name),
+                local_node: self.local_node,
+                partitions: "all".into(),
+            });
+        }
         (0..batch.num_rows())
             .map(|row| {
                 let pk = keys::encode_primary_key(&key_columns, row)?;
-                let partition = keys::partition_of(&pk, partitions);
+                // A hidden row id means nothing to anyone: its row may live in any partition,
+                // so it goes to one this node leads (on a single node: all of them).
+                let partition = if hidden {
+                    let local = &self.local_partitions;
+                    local[keys::partition_of(&pk, local.len() as u32) as usize]
+                } else {
+                    let partition = keys::partition_of(&pk, partitions);
+                    self.check_leads(partition)?;
+                    partition
+                };
                 Ok(keys::row_key(self.table.id(), partition, &pk))
             })
             .collect()
@@ -282,6 +365,7 @@ impl<'a> TableWriter<'a> {
     pub fn delete(&self, row_keys: &dyn Array) -> Result<u64, ExecError> {
         let row_keys = row_keys.as_binary::<i32>();
         let keys: Vec<Vec<u8>> = row_keys.iter().flatten().map(<[u8]>::to_vec).collect();
+        self.check_keys(&keys)?;
         // Read before deleting: the delete checks that what was read is still current.
         let stale_entries = stored_entries_of(self.table, self.txn, &keys)?;
         for key in &keys {
@@ -315,6 +399,7 @@ impl<'a> TableWriter<'a> {
             .iter()
             .map(|k| k.unwrap_or_default().to_vec())
             .collect();
+        self.check_keys(&old_keys)?;
         let old_entries: HashSet<_> = stored_entries_of(self.table, self.txn, &old_keys)?
             .into_iter()
             .collect();

@@ -21,7 +21,32 @@ use futures::StreamExt;
 use parking_lot::Mutex;
 use shoal_storage::{Store, Txn};
 
-use crate::{ConflictAction, ExecError, RowIdAllocator, TableHandle, TableWriter};
+use shoal_coord::NodeId;
+
+use crate::{ConflictAction, ExecError, RemoteFragments, RowIdAllocator, TableHandle, TableWriter};
+
+/// The node that leads every row's partition, when that is one node and not this one.
+fn single_other_leader(
+    table: &TableHandle,
+    txn: &Txn,
+    store: &Store,
+    row_ids: &RowIdAllocator,
+    local_node: NodeId,
+    rows: &[RecordBatch],
+) -> DfResult<Option<NodeId>> {
+    let writer = TableWriter::new(table, txn, store, row_ids, local_node);
+    let mut leaders = std::collections::BTreeSet::new();
+    for batch in rows {
+        let of_batch = writer
+            .row_leaders(batch)
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        leaders.extend(of_batch);
+    }
+    Ok(match leaders.into_iter().collect::<Vec<_>>().as_slice() {
+        [only] if *only != local_node => Some(*only),
+        _ => None,
+    })
+}
 
 /// What a `TableWriteExec` does with each input row.
 #[derive(Debug, Clone, Copy)]
@@ -52,6 +77,11 @@ pub struct TableWriteExec {
     returning: Option<ReturningSink>,
     conflicts: Option<ReturningSink>,
     bulk: Option<BulkSink>,
+    /// The node writing (it writes only the partitions it leads).
+    local_node: NodeId,
+    /// Set for an autocommit INSERT in a cluster: rows that all belong to partitions of one
+    /// other node are sent to it and committed there.
+    forward: Option<Arc<RemoteFragments>>,
     properties: Arc<PlanProperties>,
 }
 
@@ -81,6 +111,28 @@ impl TableWriteExec {
         returning: Option<ReturningSink>,
         conflicts: Option<ReturningSink>,
         bulk: Option<BulkSink>,
+        local_node: NodeId,
+    ) -> Self {
+        Self::with_forwarding(
+            input, table, txn, store, row_ids, kind, returning, conflicts, bulk, local_node, None,
+        )
+    }
+
+    /// As [`Self::new`], forwarding an INSERT whose rows all belong to one other node to that
+    /// node (it commits them there: only for statements that commit on their own).
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_forwarding(
+        input: Arc<dyn ExecutionPlan>,
+        table: TableHandle,
+        txn: Arc<Txn>,
+        store: Store,
+        row_ids: Arc<RowIdAllocator>,
+        kind: WriteKind,
+        returning: Option<ReturningSink>,
+        conflicts: Option<ReturningSink>,
+        bulk: Option<BulkSink>,
+        local_node: NodeId,
+        forward: Option<Arc<RemoteFragments>>,
     ) -> Self {
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(count_schema()),
@@ -98,6 +150,8 @@ impl TableWriteExec {
             returning,
             conflicts,
             bulk,
+            local_node,
+            forward,
             properties,
         }
     }
@@ -142,7 +196,7 @@ impl ExecutionPlan for TableWriteExec {
             .into_iter()
             .next()
             .ok_or_else(|| DataFusionError::Internal("TableWriteExec needs an input".into()))?;
-        Ok(Arc::new(TableWriteExec::new(
+        Ok(Arc::new(TableWriteExec::with_forwarding(
             input,
             self.table.clone(),
             self.txn.clone(),
@@ -152,6 +206,8 @@ impl ExecutionPlan for TableWriteExec {
             self.returning.clone(),
             self.conflicts.clone(),
             self.bulk.clone(),
+            self.local_node,
+            self.forward.clone(),
         )))
     }
 
@@ -179,6 +235,8 @@ impl ExecutionPlan for TableWriteExec {
         let returning = self.returning.clone();
         let conflicts = self.conflicts.clone();
         let bulk = self.bulk.clone();
+        let local_node = self.local_node;
+        let forward = self.forward.clone();
         let fut = async move {
             // Read every input row before writing, so that an UPDATE never sees its own output.
             let mut batches = Vec::new();
@@ -189,8 +247,28 @@ impl ExecutionPlan for TableWriteExec {
                     batches.push(b?);
                 }
             }
+            if let (WriteKind::Insert(action), Some(remote)) = (kind, &forward) {
+                let visible: Vec<usize> = (0..table.schema.fields().len()).collect();
+                let rows = batches
+                    .iter()
+                    .map(|b| {
+                        let b = b.project(&visible)?;
+                        RecordBatch::try_new(table.nullable_schema(), b.columns().to_vec())
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                if let Some(leader) =
+                    single_other_leader(&table, &txn, &store, &row_ids, local_node, &rows)?
+                {
+                    let count = remote.insert_at(leader, &table, action, rows).await?;
+                    return RecordBatch::try_new(
+                        count_schema(),
+                        vec![Arc::new(UInt64Array::from(vec![count]))],
+                    )
+                    .map_err(DataFusionError::from);
+                }
+            }
             let count = tokio::task::spawn_blocking(move || -> Result<u64, ExecError> {
-                let writer = TableWriter::new(&table, &txn, &store, &row_ids);
+                let writer = TableWriter::new(&table, &txn, &store, &row_ids, local_node);
                 let visible = table.schema.fields().len();
                 let relaxed = table.nullable_schema();
                 let mut count = 0;

@@ -12,7 +12,7 @@ use datafusion::logical_expr::{col, LogicalPlanBuilder};
 use datafusion::prelude::SessionContext;
 use parking_lot::RwLock;
 use shoal_coord::{MetaStore, NodeId};
-use shoal_executor::RowIdAllocator;
+use shoal_executor::{RemoteFragments, RowIdAllocator};
 use shoal_storage::Store;
 
 use crate::pg_relations::LiveCatalogSchema;
@@ -23,8 +23,10 @@ pub const DATABASE_NAME: &str = "shoal";
 
 pub struct ShoalCatalog {
     meta: Arc<dyn MetaStore>,
-    /// The node planning here: scans and writes must find their partitions led by it.
+    /// The node planning here.
     local_node: NodeId,
+    /// How this node reaches the others (cluster mode).
+    remote: Option<Arc<RemoteFragments>>,
     store: Store,
     row_ids: Arc<RowIdAllocator>,
     /// Plans view bodies; shares this catalog, so views may read tables and other views.
@@ -46,6 +48,7 @@ impl ShoalCatalog {
         ShoalCatalog {
             meta,
             local_node: self.local_node,
+            remote: self.remote.clone(),
             store: self.store.clone(),
             row_ids: self.row_ids.clone(),
             view_planner: self.view_planner.clone(),
@@ -75,6 +78,7 @@ impl ShoalCatalog {
     pub fn new(
         meta: Arc<dyn MetaStore>,
         local_node: NodeId,
+        remote: Option<Arc<RemoteFragments>>,
         store: Store,
         row_ids: Arc<RowIdAllocator>,
         view_planner: SessionContext,
@@ -82,6 +86,7 @@ impl ShoalCatalog {
         ShoalCatalog {
             meta,
             local_node,
+            remote,
             store,
             row_ids,
             view_planner,
@@ -169,6 +174,7 @@ impl SchemaProvider for ShoalSchema {
                 Arc::new(ShoalTable::new(
                     Arc::new(t.clone()),
                     self.catalog.local_node,
+                    self.catalog.remote.clone(),
                     self.catalog.store.clone(),
                     self.catalog.row_ids.clone(),
                     true,
@@ -180,6 +186,7 @@ impl SchemaProvider for ShoalSchema {
                 ShoalTable::new(
                     Arc::new(t.clone()),
                     self.catalog.local_node,
+                    self.catalog.remote.clone(),
                     self.catalog.store.clone(),
                     self.catalog.row_ids.clone(),
                     false,

@@ -28,6 +28,7 @@ mod pg_settings;
 mod pg_shared;
 mod pg_static_arrays;
 mod pg_views;
+mod push_to_leaders;
 mod reg_output;
 mod relation_functions;
 mod system;
@@ -49,14 +50,18 @@ use std::sync::Arc;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use shoal_coord::{ClusterView, MetaStore};
-use shoal_executor::RowIdAllocator;
+use shoal_executor::{RemoteFragments, RowIdAllocator};
 use shoal_storage::Store;
 
 /// Builds the session context shared (by cloning its state) by every connection: the Shoal
 /// catalog as `shoal.public` and friends, pg_catalog, information_schema and Shoal's functions.
+///
+/// With `remote` (a cluster node), scans of partitions led by other nodes become fragments
+/// shipped to those nodes (`push_to_leaders.rs`).
 pub fn base_context(
     meta: Arc<dyn MetaStore>,
     cluster: Arc<dyn ClusterView>,
+    remote: Option<Arc<RemoteFragments>>,
     store: Store,
     row_ids: Arc<RowIdAllocator>,
     activity: Arc<dyn ActivitySource>,
@@ -75,6 +80,7 @@ pub fn base_context(
     let catalog = Arc::new(ShoalCatalog::new(
         meta.clone(),
         cluster.local_node(),
+        remote.clone(),
         store.clone(),
         row_ids,
         ctx.clone(),
@@ -94,12 +100,17 @@ pub fn base_context(
         // Array literals must be read before type coercion looks at the comparison.
         let mut analyzers = existing.analyzer().rules.clone();
         analyzers.insert(0, Arc::new(pg_input::ArrayTextInput));
-        *state.write() = per_row_subquery::install(
+        let mut builder = per_row_subquery::install(
             SessionStateBuilder::new_from_existing(existing)
                 .with_type_planner(Arc::new(types::ShoalTypePlanner))
                 .with_analyzer_rules(analyzers),
-        )
-        .build();
+        );
+        if let Some(remote) = remote {
+            builder = builder.with_physical_optimizer_rule(Arc::new(
+                push_to_leaders::PushToLeaders::new(remote),
+            ));
+        }
+        *state.write() = builder.build();
     }
     functions::register_static_functions(&ctx);
     catalog_functions::register(&ctx);

@@ -24,10 +24,11 @@ use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::ExecutionPlan;
 use shoal_coord::{NodeId, TableDef};
 use shoal_executor::{
-    BulkSink, ConflictAction, ExecError, IndexLookup, KeyLookup, PartitionScanExec, ReturningSink,
-    RowIdAllocator, TableHandle, TableWriteExec, WriteKind, ROW_KEY_COLUMN,
+    BulkSink, ConflictAction, ExecError, IndexLookup, KeyLookup, PartitionScanExec,
+    RemoteFragments, ReturningSink, RowIdAllocator, TableHandle, TableWriteExec, WriteKind,
+    ROW_KEY_COLUMN,
 };
-use shoal_storage::{keys, Store, Txn};
+use shoal_storage::{keys, Isolation, Store, Txn};
 
 /// Table names starting with this resolve to the table of that id *with* the row-key column;
 /// the DML planner uses it for UPDATE and DELETE.
@@ -51,6 +52,9 @@ pub struct DmlOptions {
     pub conflicts: Option<ReturningSink>,
     /// COPY outside a transaction block: inserted rows go to this bulk load.
     pub bulk: Option<BulkSink>,
+    /// The statement commits on its own (no transaction block): in a cluster, an INSERT whose
+    /// rows all belong to one other node may be committed by that node.
+    pub autocommit: bool,
 }
 
 #[derive(Debug)]
@@ -58,6 +62,8 @@ pub struct ShoalTable {
     handle: TableHandle,
     /// The node planning the statement.
     local_node: NodeId,
+    /// How this node reaches other nodes (cluster mode).
+    remote: Option<Arc<RemoteFragments>>,
     with_row_key: bool,
     schema: SchemaRef,
     store: Store,
@@ -97,6 +103,7 @@ impl ShoalTable {
     pub fn new(
         def: Arc<TableDef>,
         local_node: NodeId,
+        remote: Option<Arc<RemoteFragments>>,
         store: Store,
         row_ids: Arc<RowIdAllocator>,
         with_row_key: bool,
@@ -116,6 +123,7 @@ impl ShoalTable {
         ShoalTable {
             handle,
             local_node,
+            remote,
             with_row_key,
             schema,
             store,
@@ -368,13 +376,26 @@ impl TableProvider for ShoalTable {
         let with_row_key = self.with_row_key && requested.contains(&visible);
         let columns: Vec<usize> = requested.iter().copied().filter(|i| *i < visible).collect();
         let lookups = self.key_values(filters).and_then(|v| self.lookups(v));
-        let index_lookup = match lookups {
-            None => self.index_lookup(filters),
-            Some(_) => None,
+        let read: Vec<u32> = match &lookups {
+            Some(lookups) => lookups.iter().map(|l| l.partition).collect(),
+            None => (0..self.handle.partition_count()).collect(),
         };
-        match &lookups {
-            Some(lookups) => self.require_local(lookups.iter().map(|l| l.partition))?,
-            None => self.require_local(0..self.handle.partition_count())?,
+        let remote = self.led_elsewhere(&read);
+        // Index entries span every partition: only a node that leads them all can follow them.
+        let index_lookup = match lookups {
+            None if remote.is_empty() => self.index_lookup(filters),
+            _ => None,
+        };
+        // Other nodes read at snapshots of their own: one snapshot for the whole transaction
+        // cannot be kept across nodes yet.
+        if !remote.is_empty() && txn.isolation().ok() == Some(Isolation::RepeatableRead) {
+            return Err(DataFusionError::External(Box::new(
+                ExecError::PartitionsElsewhere {
+                    table: self.qualified_name(),
+                    local_node: self.local_node,
+                    partitions: format!("{} (REPEATABLE READ)", remote.join(", ")),
+                },
+            )));
         }
         let limit = if filters.is_empty() { limit } else { None };
         let mut scan = PartitionScanExec::new(
@@ -519,26 +540,18 @@ impl ShoalTable {
         Ok((plan, df_schema))
     }
 
-    /// Refuses a plan that would read or write partitions led by another node: routing
-    /// fragments to partition leaders is not built yet, and this node's own RocksDB holds no
-    /// rows of those partitions, so running here would answer wrongly.
-    fn require_local(&self, partitions: impl IntoIterator<Item = u32>) -> DfResult<()> {
-        let elsewhere: Vec<String> = partitions
-            .into_iter()
-            .filter_map(|p| self.handle.def.partitions.get(p as usize))
+    /// Of `partitions`, those another node leads, as `partition (node N)`.
+    fn led_elsewhere(&self, partitions: &[u32]) -> Vec<String> {
+        partitions
+            .iter()
+            .filter_map(|p| self.handle.def.partitions.get(*p as usize))
             .filter(|p| p.leader != self.local_node)
             .map(|p| format!("{} (node {})", p.index, p.leader))
-            .collect();
-        if elsewhere.is_empty() {
-            return Ok(());
-        }
-        Err(DataFusionError::External(Box::new(
-            ExecError::PartitionsElsewhere {
-                table: format!("{}.{}", self.handle.def.schema, self.handle.def.name),
-                local_node: self.local_node,
-                partitions: elsewhere.join(", "),
-            },
-        )))
+            .collect()
+    }
+
+    fn qualified_name(&self) -> String {
+        format!("{}.{}", self.handle.def.schema, self.handle.def.name)
     }
 
     fn writer(
@@ -547,10 +560,14 @@ impl ShoalTable {
         input: Arc<dyn ExecutionPlan>,
         kind: WriteKind,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        // Rows may land in any partition.
-        self.require_local(0..self.handle.partition_count())?;
         let options = dml_options(state);
-        Ok(Arc::new(TableWriteExec::new(
+        let forwardable = matches!(
+            kind,
+            WriteKind::Insert(ConflictAction::Error | ConflictAction::DoNothing)
+        ) && options.autocommit
+            && options.returning.is_none()
+            && options.conflicts.is_none();
+        Ok(Arc::new(TableWriteExec::with_forwarding(
             input,
             self.handle.clone(),
             statement_txn(state)?,
@@ -560,6 +577,8 @@ impl ShoalTable {
             options.returning,
             options.conflicts,
             options.bulk,
+            self.local_node,
+            self.remote.clone().filter(|_| forwardable),
         )))
     }
 }

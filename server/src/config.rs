@@ -94,6 +94,12 @@ pub struct StartArgs {
     /// Address other nodes and clients reach this node at (default: the --listen address).
     #[arg(long, env = "SHOAL_ADVERTISE")]
     pub advertise: Option<String>,
+    /// Address other nodes send this node query fragments to (Arrow Flight; cluster mode only).
+    #[arg(long, env = "SHOAL_FLIGHT_LISTEN", default_value = "127.0.0.1:15433")]
+    pub flight_listen: SocketAddr,
+    /// Address other nodes reach the Flight listener at (default: the --flight-listen address).
+    #[arg(long, env = "SHOAL_FLIGHT_ADVERTISE")]
+    pub flight_advertise: Option<String>,
     /// Seconds after its last heartbeat at which a node counts as down (the etcd lease TTL).
     #[arg(long, default_value_t = 2)]
     pub lease_ttl_secs: u64,

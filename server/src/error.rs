@@ -211,7 +211,9 @@ fn innermost(e: &DataFusionError) -> Inner<'_> {
     }
 }
 
-fn datafusion_state(e: &DataFusionError) -> &'static str {
+/// The SQLSTATE of a DataFusion error (also sent along with errors of fragments run for
+/// other nodes).
+pub fn datafusion_state(e: &DataFusionError) -> &'static str {
     match innermost(e) {
         Inner::Exec(x) => exec_state(x),
         Inner::Storage(s) => storage_state(s),
@@ -307,6 +309,9 @@ fn exec_state(e: &ExecError) -> &'static str {
         ExecError::Arrow(a) => arrow_state(&a.to_string()),
         ExecError::TaskFailed(_) => "XX000",
         ExecError::PartitionsElsewhere { .. } => "0A000",
+        ExecError::PartitionUnavailable { .. } => "58000",
+        ExecError::LeaderChanged { .. } => "40001",
+        ExecError::Remote { sqlstate, .. } => sqlstate,
     }
 }
 

@@ -29,10 +29,41 @@ pub async fn start(args: StartArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
-    let node = tokio::task::spawn_blocking(move || Node::open(args, local))
+    let flight =
+        match args.etcd.is_empty() {
+            true => None,
+            false => Some(TcpListener::bind(args.flight_listen).await.map_err(|e| {
+                format!("cannot listen on {} for fragments: {e}", args.flight_listen)
+            })?),
+        };
+    let flight_addr = match &flight {
+        Some(l) => Some(l.local_addr().map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let node = tokio::task::spawn_blocking(move || Node::open(args, local, flight_addr))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("cannot open {}: {e}", data_dir.display()))?;
+    if let Some(flight) = flight {
+        let service = shoal_executor::FragmentService::new(
+            node.meta.clone(),
+            node.cluster.local_node(),
+            node.store.clone(),
+            node.row_ids.clone(),
+            node.base.clone(),
+            error::datafusion_state,
+        );
+        tracing::info!(address = ?flight_addr, "taking fragments from other nodes");
+        tokio::spawn(async move {
+            let served = tonic::transport::Server::builder()
+                .add_service(service.into_server())
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(flight))
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "the fragment service stopped");
+            }
+        });
+    }
     node.bootstrap_superuser().map_err(|e| e.to_string())?;
     let tls = match (&node.args.tls_cert, &node.args.tls_key) {
         (Some(cert), Some(key)) => Some(

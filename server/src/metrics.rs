@@ -17,6 +17,8 @@ pub struct Metrics {
     pub statement_restarts: IntCounter,
     pub rows_scanned: IntCounter,
     pub bytes_scanned: IntCounter,
+    pub bytes_shipped: IntCounter,
+    pub batches_shipped: IntCounter,
 }
 
 impl Metrics {
@@ -51,6 +53,16 @@ impl Metrics {
             IntCounter::new("rows_scanned_total", "Rows read by scan fragments").expect("static");
         let bytes_scanned =
             IntCounter::new("bytes_scanned_total", "Bytes read by scan fragments").expect("static");
+        let bytes_shipped = IntCounter::new(
+            "fragment_bytes_received_total",
+            "Bytes of Arrow batches received from fragments run by other nodes",
+        )
+        .expect("static");
+        let batches_shipped = IntCounter::new(
+            "fragment_batches_received_total",
+            "Arrow batches received from fragments run by other nodes",
+        )
+        .expect("static");
         for c in [
             Box::new(connections.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(connections_total.clone()),
@@ -60,6 +72,8 @@ impl Metrics {
             Box::new(statement_restarts.clone()),
             Box::new(rows_scanned.clone()),
             Box::new(bytes_scanned.clone()),
+            Box::new(bytes_shipped.clone()),
+            Box::new(batches_shipped.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -73,6 +87,8 @@ impl Metrics {
             statement_restarts,
             rows_scanned,
             bytes_scanned,
+            bytes_shipped,
+            batches_shipped,
         }
     }
 
@@ -83,6 +99,11 @@ impl Metrics {
             .inc_by(rows.saturating_sub(self.rows_scanned.get()));
         self.bytes_scanned
             .inc_by(bytes.saturating_sub(self.bytes_scanned.get()));
+        let (bytes, batches) = shoal_executor::shipped_totals();
+        self.bytes_shipped
+            .inc_by(bytes.saturating_sub(self.bytes_shipped.get()));
+        self.batches_shipped
+            .inc_by(batches.saturating_sub(self.batches_shipped.get()));
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8_lossy(&buf).into_owned()

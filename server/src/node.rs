@@ -111,7 +111,11 @@ pub struct Node {
 impl Node {
     /// Opens (or creates) the data directory, joins the cluster when `--etcd` is given, and
     /// builds the shared query context. `sql_address` is where the listener is bound.
-    pub fn open(args: StartArgs, sql_address: std::net::SocketAddr) -> ServerResult<Arc<Node>> {
+    pub fn open(
+        args: StartArgs,
+        sql_address: std::net::SocketAddr,
+        flight_address: Option<std::net::SocketAddr>,
+    ) -> ServerResult<Arc<Node>> {
         std::fs::create_dir_all(&args.data_dir).map_err(|e| {
             ServerError::Internal(format!(
                 "cannot create data directory {}: {e}",
@@ -134,11 +138,17 @@ impl Node {
                 Arc::new(SingleNode { sql_address }),
             )
         } else {
+            let flight_address = args
+                .flight_advertise
+                .clone()
+                .or_else(|| flight_address.map(|a| a.to_string()))
+                .unwrap_or_default();
             let cluster = EtcdCluster::join(ClusterConfig {
                 endpoints: args.etcd.clone(),
                 cluster_name: args.cluster_name.clone(),
                 node_id: args.node_id,
                 sql_address,
+                flight_address,
                 lease_ttl: std::time::Duration::from_secs(args.lease_ttl_secs.max(1)),
                 data_dir: args.data_dir.clone(),
             })?;
@@ -146,9 +156,12 @@ impl Node {
         };
         let row_ids = Arc::new(RowIdAllocator::default());
         let sessions = Arc::new(SessionRegistry::default());
+        let remote = (!args.etcd.is_empty())
+            .then(|| shoal_executor::RemoteFragments::new(meta.clone(), cluster.clone()));
         let base = shoal_planner::base_context(
             meta.clone(),
             cluster.clone(),
+            remote,
             store.clone(),
             row_ids.clone(),
             sessions.clone(),

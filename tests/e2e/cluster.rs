@@ -97,18 +97,6 @@ async fn nodes_share_one_catalog_and_place_partitions_across_each_other() {
         .unwrap_err();
     assert_eq!(duplicate.code().map(|c| c.code()), Some("42P06"));
 
-    // Reaching another node's partitions is refused with a clear error, never a wrong answer.
-    let err = clients[0]
-        .query("select count(*) from t", &[])
-        .await
-        .unwrap_err();
-    assert_eq!(err.code().map(|c| c.code()), Some("0A000"), "{err}");
-    let message = err
-        .as_db_error()
-        .map(|e| e.message().to_string())
-        .unwrap_or_default();
-    assert!(message.contains("led by other nodes"), "{message}");
-
     // A one-partition table lives wholly on one node: through that node it is a table.
     clients[1]
         .batch_execute("create table solo (id int primary key, v text) with (partitions = 1)")
@@ -133,6 +121,247 @@ async fn nodes_share_one_catalog_and_place_partitions_across_each_other() {
         texts(c, "select id, v from solo order by id").await,
         vec![row(&["1", "a"]), row(&["2", "B"])]
     );
+    // Another node forwards an autocommit INSERT to the leader, which commits it...
+    let other = &clients[leader % 3];
+    other
+        .batch_execute("insert into solo values (3, 'c')")
+        .await
+        .unwrap();
+    assert_eq!(
+        texts(other, "select v from solo where id = 3").await,
+        vec![row(&["c"])]
+    );
+    let duplicate = other
+        .batch_execute("insert into solo values (3, 'again')")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        duplicate.code().map(|c| c.code()),
+        Some("23505"),
+        "{duplicate}"
+    );
+    // ...but inside a transaction block it cannot: the block would not be atomic.
+    other.batch_execute("begin").await.unwrap();
+    let err = other
+        .batch_execute("insert into solo values (4, 'd')")
+        .await
+        .unwrap_err();
+    other.batch_execute("rollback").await.unwrap();
+    assert_eq!(err.code().map(|c| c.code()), Some("0A000"), "{err}");
+    let message = err
+        .as_db_error()
+        .map(|e| e.message().to_string())
+        .unwrap_or_default();
+    assert!(message.contains("led by other nodes"), "{message}");
+    assert_eq!(
+        texts(c, "select count(*) from solo").await,
+        vec![row(&["3"])]
+    );
+}
+
+/// Inserts `(id, id % 5, 'v<id>')` for every id through `c`, one autocommit statement each
+/// (each is committed by the leader of its row's partition).
+async fn load(c: &tokio_postgres::Client, table: &str, ids: std::ops::RangeInclusive<i32>) {
+    for id in ids {
+        let sql = format!("insert into {table} values ({id}, {}, 'v{id}')", id % 5);
+        c.batch_execute(&sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_run_at_the_partition_leaders_and_merge_on_any_node() {
+    let etcd = Etcd::start();
+    let mut nodes_ = start_nodes(&etcd, 3);
+    let mut clients = Vec::new();
+    for n in &nodes_ {
+        clients.push(n.connect().await);
+    }
+    clients[0]
+        .batch_execute(
+            "create table t (id int primary key, k int not null, v text) with (partitions = 6);
+             create table u (id int primary key, k int, v text) with (partitions = 3)",
+        )
+        .await
+        .unwrap();
+    load(&clients[0], "t", 1..=300).await;
+    load(&clients[1], "u", 1..=40).await;
+    // A statement whose rows belong to several nodes is refused whole.
+    let err = clients[2]
+        .batch_execute(
+            "insert into t values (1001, 1, 'a'), (1002, 2, 'b'), (1003, 3, 'c'), (1004, 4, 'd')",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("0A000"), "{err}");
+
+    // The expected answers, computed here from the same rows.
+    let ids: Vec<i64> = (1..=300).collect();
+    let groups: Vec<Vec<Option<String>>> = (0..5)
+        .map(|k| {
+            let members: Vec<i64> = ids.iter().copied().filter(|i| i % 5 == k).collect();
+            let mut texts_: Vec<String> = members.iter().map(|i| format!("v{i}")).collect();
+            texts_.sort();
+            row(&[
+                &k.to_string(),
+                &members.len().to_string(),
+                &members.iter().sum::<i64>().to_string(),
+                &texts_[0],
+                &texts_[texts_.len() - 1],
+            ])
+        })
+        .collect();
+    for c in &clients {
+        assert_eq!(
+            texts(
+                c,
+                "select count(*), sum(id), avg(id), min(v), max(id) from t"
+            )
+            .await,
+            vec![row(&["300", "45150", "150.5", "v1", "300"])]
+        );
+        assert_eq!(
+            texts(
+                c,
+                "select k, count(*), sum(id), min(v), max(v) from t group by k order by k"
+            )
+            .await,
+            groups
+        );
+        assert_eq!(
+            texts(
+                c,
+                "select id, v from t where k = 3 order by id desc limit 3"
+            )
+            .await,
+            vec![
+                row(&["298", "v298"]),
+                row(&["293", "v293"]),
+                row(&["288", "v288"])
+            ]
+        );
+        // Point lookups reach whichever node holds the key.
+        assert_eq!(
+            texts(c, "select v from t where id in (7, 77, 177) order by v").await,
+            vec![row(&["v177"]), row(&["v7"]), row(&["v77"])]
+        );
+        // A join of two distributed tables, merged here.
+        assert_eq!(
+            texts(
+                c,
+                "select count(*), sum(t.k + u.k) from t join u on t.id = u.id"
+            )
+            .await,
+            vec![row(&["40", "160"])]
+        );
+        assert_eq!(
+            texts(
+                c,
+                "select count(*) from t where id not in (select id from u)"
+            )
+            .await,
+            vec![row(&["260"])]
+        );
+    }
+
+    // EXPLAIN: the partial aggregate runs inside the fragment, the final one here.
+    let plan: Vec<String> = texts(&clients[0], "explain select k, count(*) from t group by k")
+        .await
+        .into_iter()
+        .map(|r| r[0].clone().unwrap_or_default())
+        .collect();
+    let plan = plan.join("\n");
+    let fragment = plan
+        .find("FragmentExec")
+        .unwrap_or_else(|| panic!("{plan}"));
+    let partial = plan
+        .find("mode=Partial")
+        .unwrap_or_else(|| panic!("{plan}"));
+    assert!(
+        fragment < partial,
+        "the partial aggregate is in the fragment:\n{plan}"
+    );
+    assert!(
+        plan.contains("not pushed: rows are repartitioned across partitions here"),
+        "{plan}"
+    );
+    assert!(plan.contains("@node2") && plan.contains("@node3"), "{plan}");
+
+    // Only partial results travel: at most one row per group from each remote partition.
+    let analyzed: Vec<String> = texts(
+        &clients[0],
+        "explain analyze select k, count(*) from t group by k",
+    )
+    .await
+    .into_iter()
+    .map(|r| r[0].clone().unwrap_or_default())
+    .collect();
+    let line = analyzed
+        .iter()
+        .find(|l| l.contains("FragmentExec"))
+        .unwrap_or_else(|| panic!("{analyzed:?}"));
+    let shipped: usize = line
+        .split("output_rows=")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no output_rows in {line}"));
+    assert!(
+        shipped > 0 && shipped <= 6 * 5,
+        "{shipped} rows shipped: {line}"
+    );
+
+    // A dead node's partitions fail fast, by name; other tables keep working.
+    clients[0]
+        .batch_execute("create table near (id int primary key) with (partitions = 1)")
+        .await
+        .unwrap();
+    let near_leader = texts(
+        &clients[0],
+        "select leader from shoal.partitions where table_name = 'near'",
+    )
+    .await;
+    nodes_[2].kill();
+    let started = Instant::now();
+    let err = clients[0]
+        .query("select count(*) from t", &[])
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(LEASE_TTL_SECS + 6),
+        "{:?}",
+        started.elapsed()
+    );
+    let message = err
+        .as_db_error()
+        .map(|e| e.message().to_string())
+        .unwrap_or_default();
+    assert!(
+        message.contains("unavailable") && message.contains("node 3"),
+        "{message}"
+    );
+    if near_leader != vec![row(&["3"])] {
+        let leader: usize = near_leader[0][0].as_deref().unwrap().parse().unwrap();
+        assert_eq!(
+            texts(&clients[leader - 1], "select count(*) from near").await,
+            vec![row(&["0"])]
+        );
+    }
+
+    // Back on its data directory, its partitions serve again.
+    nodes_[2].restart();
+    let mut answer = Vec::new();
+    for _ in 0..100 {
+        match clients[0].simple_query("select count(*) from t").await {
+            Ok(_) => {
+                answer = texts(&clients[0], "select count(*) from t").await;
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    assert_eq!(answer, vec![row(&["300"])]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -239,6 +468,7 @@ fn config(etcd: &Etcd, dir: &std::path::Path) -> ClusterConfig {
         cluster_name: "fence".into(),
         node_id: None,
         sql_address: "127.0.0.1:1".into(),
+        flight_address: "127.0.0.1:2".into(),
         lease_ttl: Duration::from_secs(LEASE_TTL_SECS),
         data_dir: dir.to_path_buf(),
     }

@@ -92,5 +92,7 @@ pub fn join(etcd: &Etcd) -> Node {
         "test",
         "--lease-ttl-secs",
         &ttl,
+        "--flight-listen",
+        "127.0.0.1:0",
     ])
 }

@@ -46,6 +46,8 @@ pub struct ClusterConfig {
     /// The id to take on first start; later starts reuse the id stored in `data_dir`.
     pub node_id: Option<NodeId>,
     pub sql_address: String,
+    /// Where other nodes send this node fragments (Arrow Flight).
+    pub flight_address: String,
     /// A node whose heartbeats stop is considered down this long after the last one.
     pub lease_ttl: Duration,
     pub data_dir: PathBuf,
@@ -115,6 +117,7 @@ impl EtcdCluster {
         let info = NodeInfo {
             id: node_id,
             sql_address: config.sql_address.clone(),
+            flight_address: config.flight_address.clone(),
         };
         register(&mut client, &keys, &info, lease, config.lease_ttl).await?;
         // The first node to start writes the empty catalog; the others find it.

@@ -181,6 +181,7 @@ mod tests {
         serde_json::to_string(&NodeInfo {
             id,
             sql_address: format!("127.0.0.{id}:5432"),
+            flight_address: format!("127.0.0.{id}:5433"),
         })
         .unwrap()
     }

@@ -127,6 +127,7 @@ impl Session {
                 returning: sink.clone(),
                 conflicts: conflicts.clone(),
                 bulk: None,
+                autocommit: implicit,
             },
         );
         let plan = state

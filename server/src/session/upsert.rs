@@ -153,8 +153,9 @@ impl Session {
         let batches = ctx.sql(&sql).await?.collect().await?;
         let store = self.node.store.clone();
         let row_ids = self.node.row_ids.clone();
+        let local_node = self.node.cluster.local_node();
         tokio::task::spawn_blocking(move || -> ServerResult<(u64, Vec<RecordBatch>)> {
-            let writer = TableWriter::new(&handle, &txn, &store, &row_ids);
+            let writer = TableWriter::new(&handle, &txn, &store, &row_ids, local_node);
             let visible = handle.schema.fields().len();
             let mut count = 0;
             let mut written = Vec::new();

@@ -1,0 +1,609 @@
+//! Fragments between nodes over Arrow Flight.
+//!
+//! The sending node asks the leader of a partition for one output partition of a fragment with
+//! `DoGet`; the ticket carries the partition it expects the receiver to lead (and at which
+//! epoch) and the fragment in datafusion-proto's encoding. The leader refuses with
+//! `FAILED_PRECONDITION` when it does not lead that partition at that epoch (the sender then
+//! re-reads its catalog and tries again), otherwise it rebuilds the fragment over its own
+//! storage, runs it, and streams the Arrow batches back. Errors carry their SQLSTATE in the
+//! `x-shoal-sqlstate` metadata, so a client sees the leader's error as if it were local.
+
+use std::collections::{HashMap, HashSet};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_client::FlightServiceClient;
+use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::{
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
+    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
+};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::error::DataFusionError;
+use datafusion::prelude::SessionContext;
+use futures::{Stream, StreamExt, TryStreamExt};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use shoal_coord::{ClusterView, MetaStore, NodeId};
+use shoal_storage::Store;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::fragment_codec::FragmentCodec;
+use crate::{ConflictAction, ExecError, RowIdAllocator, TableHandle, TableWriter};
+
+/// Largest Flight message either side accepts (batches are split well below it).
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+const SQLSTATE_HEADER: &str = "x-shoal-sqlstate";
+/// Attempts to reach a partition's leader before giving up (backoff doubles from 50 ms).
+const ATTEMPTS: u32 = 6;
+
+/// What the receiver must lead, and what to run.
+#[derive(Debug, Serialize, Deserialize)]
+struct TicketHeader {
+    table_id: u32,
+    partition: u32,
+    epoch: u64,
+    leader: NodeId,
+    /// The fragment's output partition to run.
+    output_partition: usize,
+}
+
+/// `header length (u32 LE) | header (JSON) | fragment (datafusion-proto)`
+fn encode_ticket(header: &TicketHeader, plan: &[u8]) -> Vec<u8> {
+    let header = serde_json::to_vec(header).unwrap_or_default();
+    let mut ticket = Vec::with_capacity(4 + header.len() + plan.len());
+    ticket.extend_from_slice(&(header.len() as u32).to_le_bytes());
+    ticket.extend_from_slice(&header);
+    ticket.extend_from_slice(plan);
+    ticket
+}
+
+fn decode_ticket(ticket: &[u8]) -> Result<(TicketHeader, &[u8]), Status> {
+    let bad = || Status::invalid_argument("malformed fragment ticket");
+    let len = ticket
+        .get(..4)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map(|b| u32::from_le_bytes(b) as usize)
+        .ok_or_else(bad)?;
+    let header = ticket.get(4..4 + len).ok_or_else(bad)?;
+    let header = serde_json::from_slice(header).map_err(|_| bad())?;
+    Ok((header, &ticket[4 + len..]))
+}
+
+/// What a forwarded INSERT does with a row whose key exists.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+enum OnConflict {
+    Error,
+    DoNothing,
+}
+
+impl From<OnConflict> for ConflictAction {
+    fn from(c: OnConflict) -> Self {
+        match c {
+            OnConflict::Error => ConflictAction::Error,
+            OnConflict::DoNothing => ConflictAction::DoNothing,
+        }
+    }
+}
+
+/// The descriptor of a forwarded INSERT (the first message's command).
+#[derive(Debug, Serialize, Deserialize)]
+struct InsertHeader {
+    table_id: u32,
+    action: OnConflict,
+}
+
+/// The receiving side: runs fragments for the partitions this node leads.
+pub struct FragmentService {
+    meta: Arc<dyn MetaStore>,
+    local_node: NodeId,
+    store: Store,
+    row_ids: Arc<RowIdAllocator>,
+    /// The node's base query context: the functions fragments may call.
+    context: SessionContext,
+    /// The server's mapping of errors to SQLSTATEs.
+    sqlstate_of: fn(&DataFusionError) -> &'static str,
+}
+
+impl FragmentService {
+    pub fn new(
+        meta: Arc<dyn MetaStore>,
+        local_node: NodeId,
+        store: Store,
+        row_ids: Arc<RowIdAllocator>,
+        context: SessionContext,
+        sqlstate_of: fn(&DataFusionError) -> &'static str,
+    ) -> Self {
+        FragmentService {
+            meta,
+            local_node,
+            store,
+            row_ids,
+            context,
+            sqlstate_of,
+        }
+    }
+
+    /// The tonic service to serve on the node's Flight address.
+    pub fn into_server(self) -> FlightServiceServer<FragmentService> {
+        FlightServiceServer::new(self)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    fn error_status(&self, e: &DataFusionError) -> Status {
+        let mut status = Status::internal(e.to_string());
+        if let Ok(code) = (self.sqlstate_of)(e).parse() {
+            status.metadata_mut().insert(SQLSTATE_HEADER, code);
+        }
+        status
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+fn unsupported<T>(what: &str) -> Result<T, Status> {
+    Err(Status::unimplemented(format!(
+        "{what} is not part of Shoal's fragment service"
+    )))
+}
+
+#[tonic::async_trait]
+impl FlightService for FragmentService {
+    type HandshakeStream = BoxStream<HandshakeResponse>;
+    type ListFlightsStream = BoxStream<FlightInfo>;
+    type DoGetStream = BoxStream<FlightData>;
+    type DoPutStream = BoxStream<PutResult>;
+    type DoExchangeStream = BoxStream<FlightData>;
+    type DoActionStream = BoxStream<arrow_flight::Result>;
+    type ListActionsStream = BoxStream<ActionType>;
+
+    async fn do_get(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
+        let ticket = request.into_inner().ticket;
+        let (header, plan) = decode_ticket(&ticket)?;
+        let catalog = self.meta.catalog();
+        let leads = catalog
+            .table_by_id(header.table_id)
+            .and_then(|t| t.partitions.get(header.partition as usize))
+            .is_some_and(|p| p.leader == self.local_node && p.epoch == header.epoch);
+        if !leads || header.leader != self.local_node {
+            return Err(Status::failed_precondition(format!(
+                "node {} does not lead partition {} of table {} at epoch {}",
+                self.local_node, header.partition, header.table_id, header.epoch
+            )));
+        }
+        let txn = Arc::new(self.store.begin());
+        let task = self.context.task_ctx();
+        let codec = FragmentCodec::decoder(catalog, txn);
+        let fragment = codec
+            .decode(plan, &task)
+            .map_err(|e| self.error_status(&e))?;
+        let batches = fragment
+            .execute(header.output_partition, task)
+            .map_err(|e| self.error_status(&e))?;
+        let sqlstate_of = self.sqlstate_of;
+        let batches = batches.map_err(move |e| {
+            let mut status = Status::internal(e.to_string());
+            if let Ok(code) = sqlstate_of(&e).parse() {
+                status.metadata_mut().insert(SQLSTATE_HEADER, code);
+            }
+            FlightError::Tonic(Box::new(status))
+        });
+        let flight = FlightDataEncoderBuilder::new()
+            .build(batches)
+            .map_err(Status::from);
+        Ok(Response::new(Box::pin(flight)))
+    }
+
+    async fn handshake(
+        &self,
+        _: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        unsupported("Handshake")
+    }
+
+    async fn list_flights(
+        &self,
+        _: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        unsupported("ListFlights")
+    }
+
+    async fn get_flight_info(
+        &self,
+        _: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        unsupported("GetFlightInfo")
+    }
+
+    async fn poll_flight_info(
+        &self,
+        _: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
+        unsupported("PollFlightInfo")
+    }
+
+    async fn get_schema(
+        &self,
+        _: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
+        unsupported("GetSchema")
+    }
+
+    /// Rows another node's autocommit INSERT sent here, because this node leads all their
+    /// partitions: inserted and committed in a transaction of this node.
+    async fn do_put(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
+        let mut incoming = request.into_inner();
+        let first = incoming
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty insert"))?;
+        let header: InsertHeader = first
+            .flight_descriptor
+            .as_ref()
+            .and_then(|d| serde_json::from_slice(&d.cmd).ok())
+            .ok_or_else(|| Status::invalid_argument("insert without a header"))?;
+        let flight = futures::stream::once(async { Ok(first) })
+            .chain(incoming)
+            .map_err(FlightError::from);
+        let batches: Vec<RecordBatch> = FlightRecordBatchStream::new_from_flight_data(flight)
+            .try_collect()
+            .await
+            .map_err(Status::from)?;
+        let catalog = self.meta.catalog();
+        let def = catalog
+            .table_by_id(header.table_id)
+            .ok_or_else(|| Status::failed_precondition("table not in this node's catalog"))?;
+        let table = TableHandle::new(Arc::new(def.clone()));
+        let (store, row_ids, local) = (self.store.clone(), self.row_ids.clone(), self.local_node);
+        let inserted = tokio::task::spawn_blocking(move || -> Result<u64, ExecError> {
+            let txn = store.begin();
+            let writer = TableWriter::new(&table, &txn, &store, &row_ids, local);
+            let mut count = 0;
+            for batch in &batches {
+                count += writer.insert(batch, header.action.into())?.rows;
+            }
+            txn.commit()?;
+            Ok(count)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| self.error_status(&DataFusionError::External(Box::new(e))))?;
+        let result = PutResult {
+            app_metadata: inserted.to_le_bytes().to_vec().into(),
+        };
+        Ok(Response::new(Box::pin(futures::stream::once(async {
+            Ok(result)
+        }))))
+    }
+
+    async fn do_exchange(
+        &self,
+        _: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        unsupported("DoExchange")
+    }
+
+    async fn do_action(
+        &self,
+        _: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
+        unsupported("DoAction")
+    }
+
+    async fn list_actions(
+        &self,
+        _: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        unsupported("ListActions")
+    }
+}
+
+/// The sending side: where partitions are led and how to reach their leaders.
+pub struct RemoteFragments {
+    meta: Arc<dyn MetaStore>,
+    cluster: Arc<dyn ClusterView>,
+    /// One HTTP/2 channel per node address, opened on first use.
+    channels: Mutex<HashMap<String, FlightServiceClient<Channel>>>,
+}
+
+impl std::fmt::Debug for RemoteFragments {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RemoteFragments(node {})", self.local_node())
+    }
+}
+
+/// One output partition of a fragment, to be run by its partition's leader.
+pub(crate) struct FragmentRequest {
+    pub table_id: u32,
+    pub table_name: String,
+    pub partition: u32,
+    pub output_partition: usize,
+    pub plan: Arc<Vec<u8>>,
+}
+
+impl RemoteFragments {
+    pub fn new(meta: Arc<dyn MetaStore>, cluster: Arc<dyn ClusterView>) -> Arc<Self> {
+        Arc::new(RemoteFragments {
+            meta,
+            cluster,
+            channels: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn local_node(&self) -> NodeId {
+        self.cluster.local_node()
+    }
+
+    /// The partition's leader and epoch in this node's current catalog.
+    pub(crate) fn leader_of(&self, table_id: u32, partition: u32) -> Option<(NodeId, u64)> {
+        self.meta
+            .catalog()
+            .table_by_id(table_id)
+            .and_then(|t| t.partitions.get(partition as usize))
+            .map(|p| (p.leader, p.epoch))
+    }
+
+    /// Where `node` takes fragments, if it is alive.
+    fn address_of(&self, node: NodeId) -> Option<String> {
+        self.cluster
+            .nodes()
+            .into_iter()
+            .find(|n| n.info.id == node && n.live && !n.info.flight_address.is_empty())
+            .map(|n| n.info.flight_address)
+    }
+
+    fn client(&self, address: &str) -> Result<FlightServiceClient<Channel>, ExecError> {
+        let mut channels = self.channels.lock();
+        if let Some(c) = channels.get(address) {
+            return Ok(c.clone());
+        }
+        let endpoint = Channel::from_shared(format!("http://{address}"))
+            .map_err(|e| ExecError::TaskFailed(format!("bad node address {address}: {e}")))?
+            .connect_timeout(Duration::from_secs(2));
+        let client = FlightServiceClient::new(endpoint.connect_lazy())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        channels.insert(address.to_string(), client.clone());
+        Ok(client)
+    }
+
+    /// Asks the partition's leader to run the request and streams its batches. A leader that
+    /// refuses (it does not lead at that epoch) or cannot be reached is asked again, after
+    /// re-reading the catalog, with backoff; a leader that is down fails the request at once.
+    pub(crate) async fn fetch(
+        self: Arc<Self>,
+        request: FragmentRequest,
+    ) -> Result<impl Stream<Item = Result<RecordBatch, DataFusionError>>, DataFusionError> {
+        let unavailable = |node: NodeId, reason: String| {
+            DataFusionError::External(Box::new(ExecError::PartitionUnavailable {
+                table: request.table_name.clone(),
+                partition: request.partition,
+                node,
+                reason,
+            }))
+        };
+        let mut delay = Duration::from_millis(50);
+        let mut last_refusal = String::new();
+        for _ in 0..ATTEMPTS {
+            let (leader, epoch) = self
+                .leader_of(request.table_id, request.partition)
+                .ok_or_else(|| {
+                    DataFusionError::External(Box::new(ExecError::LeaderChanged {
+                        table: request.table_name.clone(),
+                    }))
+                })?;
+            if leader == self.local_node() {
+                // Leadership moved here while the statement ran: it must be planned again.
+                return Err(DataFusionError::External(Box::new(
+                    ExecError::LeaderChanged {
+                        table: request.table_name.clone(),
+                    },
+                )));
+            }
+            let Some(address) = self.address_of(leader) else {
+                return Err(unavailable(leader, "is down".into()));
+            };
+            let mut client = self
+                .client(&address)
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            let header = TicketHeader {
+                table_id: request.table_id,
+                partition: request.partition,
+                epoch,
+                leader,
+                output_partition: request.output_partition,
+            };
+            let ticket = Ticket {
+                ticket: encode_ticket(&header, &request.plan).into(),
+            };
+            match client.do_get(ticket).await {
+                Ok(response) => {
+                    let flight = response.into_inner().map_err(FlightError::from);
+                    let batches = FlightRecordBatchStream::new_from_flight_data(flight)
+                        .map_err(move |e| remote_error(e, leader));
+                    return Ok(batches);
+                }
+                Err(status)
+                    if matches!(
+                        status.code(),
+                        tonic::Code::FailedPrecondition | tonic::Code::Unavailable
+                    ) =>
+                {
+                    last_refusal = status.message().to_string();
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+                Err(status) => {
+                    return Err(remote_error(FlightError::Tonic(Box::new(status)), leader))
+                }
+            }
+        }
+        let leader = self
+            .leader_of(request.table_id, request.partition)
+            .map(|(l, _)| l)
+            .unwrap_or(0);
+        Err(unavailable(
+            leader,
+            format!("did not take the fragment after {ATTEMPTS} attempts: {last_refusal}"),
+        ))
+    }
+}
+
+impl RemoteFragments {
+    /// Sends the rows of an autocommit INSERT to `leader`, which leads all their partitions,
+    /// and returns how many it inserted and committed. Not retried: a failure after sending
+    /// leaves the outcome unknown, as for a timed-out statement.
+    pub(crate) async fn insert_at(
+        &self,
+        leader: NodeId,
+        table: &TableHandle,
+        action: ConflictAction,
+        rows: Vec<RecordBatch>,
+    ) -> Result<u64, DataFusionError> {
+        let table_name = format!("{}.{}", table.def.schema, table.def.name);
+        let action = match action {
+            ConflictAction::Error => OnConflict::Error,
+            ConflictAction::DoNothing => OnConflict::DoNothing,
+            ConflictAction::SetAside => {
+                return Err(DataFusionError::External(Box::new(
+                    ExecError::PartitionsElsewhere {
+                        table: table_name,
+                        local_node: self.local_node(),
+                        partitions: format!("led by node {leader} (ON CONFLICT DO UPDATE)"),
+                    },
+                )))
+            }
+        };
+        let Some(address) = self.address_of(leader) else {
+            return Err(DataFusionError::External(Box::new(
+                ExecError::PartitionUnavailable {
+                    table: table_name,
+                    partition: 0,
+                    node: leader,
+                    reason: "is down".into(),
+                },
+            )));
+        };
+        let header = serde_json::to_vec(&InsertHeader {
+            table_id: table.id(),
+            action,
+        })
+        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let messages: Vec<FlightData> = FlightDataEncoderBuilder::new()
+            .with_flight_descriptor(Some(FlightDescriptor::new_cmd(header)))
+            .build(futures::stream::iter(rows.into_iter().map(Ok)))
+            .try_collect()
+            .await
+            .map_err(|e| remote_error(e, leader))?;
+        let mut client = self
+            .client(&address)
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let mut results = client
+            .do_put(futures::stream::iter(messages))
+            .await
+            .map_err(|s| remote_error(FlightError::Tonic(Box::new(s)), leader))?
+            .into_inner();
+        let result = results
+            .message()
+            .await
+            .map_err(|s| remote_error(FlightError::Tonic(Box::new(s)), leader))?
+            .ok_or_else(|| {
+                remote_error(
+                    FlightError::protocol("the leader sent no insert count"),
+                    leader,
+                )
+            })?;
+        let count = <[u8; 8]>::try_from(result.app_metadata.as_ref())
+            .map(u64::from_le_bytes)
+            .map_err(|_| remote_error(FlightError::protocol("bad insert count"), leader))?;
+        Ok(count)
+    }
+}
+
+/// A leader's error as this node reports it: its message and SQLSTATE.
+fn remote_error(e: FlightError, node: NodeId) -> DataFusionError {
+    let (message, sqlstate) = match &e {
+        FlightError::Tonic(status) => (
+            status.message().to_string(),
+            status
+                .metadata()
+                .get(SQLSTATE_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(intern_sqlstate)
+                .unwrap_or("XX000"),
+        ),
+        other => (other.to_string(), "XX000"),
+    };
+    DataFusionError::External(Box::new(ExecError::Remote {
+        node,
+        sqlstate,
+        message,
+    }))
+}
+
+/// SQLSTATEs are five characters of [0-9A-Z]; each distinct one is stored once.
+fn intern_sqlstate(code: &str) -> &'static str {
+    static SEEN: Mutex<Option<HashSet<&'static str>>> = Mutex::new(None);
+    if code.len() != 5
+        || !code
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
+    {
+        return "XX000";
+    }
+    let mut seen = SEEN.lock();
+    let seen = seen.get_or_insert_with(HashSet::new);
+    if let Some(known) = seen.get(code) {
+        return known;
+    }
+    // Peers are Shoal nodes: the codes they send are the few Shoal maps errors to.
+    if seen.len() >= 512 {
+        return "XX000";
+    }
+    let leaked: &'static str = Box::leak(code.to_string().into_boxed_str());
+    seen.insert(leaked);
+    leaked
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tickets_round_trip_and_garbage_is_refused() {
+        let header = TicketHeader {
+            table_id: 16384,
+            partition: 3,
+            epoch: 2,
+            leader: 5,
+            output_partition: 1,
+        };
+        let ticket = encode_ticket(&header, b"plan bytes");
+        let (back, plan) = decode_ticket(&ticket).unwrap();
+        assert_eq!((back.table_id, back.partition, back.epoch), (16384, 3, 2));
+        assert_eq!((back.leader, back.output_partition), (5, 1));
+        assert_eq!(plan, b"plan bytes");
+        assert!(decode_ticket(b"\xff\xff\xff\xff{}").is_err());
+        assert!(decode_ticket(b"").is_err());
+    }
+
+    #[test]
+    fn only_well_formed_sqlstates_are_kept() {
+        assert_eq!(intern_sqlstate("22012"), "22012");
+        assert_eq!(intern_sqlstate("42P01"), "42P01");
+        assert_eq!(intern_sqlstate("bad"), "XX000");
+        assert_eq!(intern_sqlstate("22o12"), "XX000");
+    }
+}

@@ -1,0 +1,130 @@
+//! Distributed planning: the last physical optimizer rule of a cluster node. It wraps every
+//! scan that reads partitions led by other nodes in a [`FragmentExec`], then grows the fragment
+//! upwards through every operator that works on each partition alone (filters, projections,
+//! partial aggregates, per-partition sorts and top-N, local limits), as GreptimeDB's MergeScan
+//! and TiKV's coprocessor do: those run at the partition's leader and only their output
+//! travels. The first operator that combines partitions (a merge, a repartition, a final
+//! aggregate, a join) stays on this node, and EXPLAIN says so on the fragment.
+
+use std::sync::Arc;
+
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::config::ConfigOptions;
+use datafusion::error::Result as DfResult;
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::limit::LocalLimitExec;
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::{ChildrenPropertiesMode, ExecutionPlan, ReplaceChildrenOptions};
+use shoal_executor::{FragmentExec, PartitionScanExec, RemoteFragments};
+
+#[derive(Debug)]
+pub(crate) struct PushToLeaders {
+    remote: Arc<RemoteFragments>,
+}
+
+impl PushToLeaders {
+    pub fn new(remote: Arc<RemoteFragments>) -> Self {
+        PushToLeaders { remote }
+    }
+}
+
+/// Why `plan` cannot run inside a fragment below it; `None` when it works per partition.
+fn boundary(plan: &Arc<dyn ExecutionPlan>) -> Option<String> {
+    if plan.is::<FilterExec>() || plan.is::<ProjectionExec>() || plan.is::<LocalLimitExec>() {
+        return None;
+    }
+    if let Some(agg) = plan.downcast_ref::<AggregateExec>() {
+        return match agg.mode() {
+            AggregateMode::Partial => None,
+            _ => Some("the final aggregate merges the partial ones".into()),
+        };
+    }
+    if let Some(sort) = plan.downcast_ref::<SortExec>() {
+        return (!sort.preserve_partitioning()).then(|| "the sort spans all partitions".into());
+    }
+    Some(match (plan.name(), plan.children().len()) {
+        ("RepartitionExec", _) => "rows are repartitioned across partitions here".into(),
+        ("CoalescePartitionsExec" | "SortPreservingMergeExec", _) => {
+            "the partitions are merged here".into()
+        }
+        (name, 0 | 1) => format!("{name} combines partitions"),
+        (name, _) => format!("{name} combines several inputs"),
+    })
+}
+
+fn replace_child(
+    plan: Arc<dyn ExecutionPlan>,
+    index: usize,
+    child: Arc<dyn ExecutionPlan>,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
+    let mut children: Vec<Arc<dyn ExecutionPlan>> = plan.children().into_iter().cloned().collect();
+    children[index] = child;
+    plan.replace_children(
+        children,
+        ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+    )
+}
+
+impl PushToLeaders {
+    fn rewrite(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+    ) -> DfResult<Transformed<Arc<dyn ExecutionPlan>>> {
+        if plan.is::<PartitionScanExec>() {
+            return Ok(
+                match FragmentExec::try_new(plan.clone(), self.remote.clone())? {
+                    Some(fragment) => Transformed::yes(Arc::new(fragment)),
+                    None => Transformed::no(plan),
+                },
+            );
+        }
+        let children = plan.children();
+        if !children.iter().any(|c| c.is::<FragmentExec>()) {
+            return Ok(Transformed::no(plan));
+        }
+        let reason = match boundary(&plan) {
+            None => {
+                let grown = children[0]
+                    .downcast_ref::<FragmentExec>()
+                    .and_then(|f| f.absorb(plan.clone()));
+                match grown {
+                    Some(grown) => return Ok(Transformed::yes(Arc::new(grown))),
+                    None => format!("{} cannot be shipped", plan.name()),
+                }
+            }
+            Some(reason) => reason,
+        };
+        let mut marked = plan.clone();
+        for (index, child) in children.iter().enumerate() {
+            let Some(fragment) = child.downcast_ref::<FragmentExec>() else {
+                continue;
+            };
+            if let Some(f) = FragmentExec::try_new(fragment.subtree().clone(), self.remote.clone())?
+            {
+                marked = replace_child(marked, index, Arc::new(f.with_boundary(reason.clone())))?;
+            }
+        }
+        Ok(Transformed::yes(marked))
+    }
+}
+
+impl PhysicalOptimizerRule for PushToLeaders {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        _config: &ConfigOptions,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        plan.transform_up(|node| self.rewrite(node)).map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "push_to_leaders"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}

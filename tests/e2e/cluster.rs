@@ -526,3 +526,89 @@ async fn a_deposed_coordinator_changes_nothing() {
     }
     assert!(b.is_coordinator() && !a.is_coordinator());
 }
+
+/// The same analytic queries on a three-node cluster, a single Shoal node and PostgreSQL 15,
+/// over the same rows, give the same answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_answers_as_one_node_and_postgres_do() {
+    let pg = shoal_tests::pg::Postgres::start()
+        .unwrap_or_else(|| panic!("PostgreSQL 15 is missing: run scripts/install-deps.sh"));
+    pg.create_database("shoal").await;
+    let (reference, conn) =
+        tokio_postgres::connect(&pg.conn_string("shoal"), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let single_node = shoal_tests::Node::start();
+    let single = single_node.connect().await;
+    let etcd = Etcd::start();
+    let nodes_ = start_nodes(&etcd, 3);
+    let mut cluster = Vec::new();
+    for n in &nodes_ {
+        cluster.push(n.connect().await);
+    }
+
+    let schema = "create table customer (c_id int primary key, name text not null, nation int not null) with (partitions = 3);
+                  create table orders (o_id int primary key, cust int not null, status text not null,
+                                       total numeric(12,2) not null, day date not null) with (partitions = 6)";
+    let pg_schema = schema
+        .replace(" with (partitions = 3)", "")
+        .replace(" with (partitions = 6)", "");
+    reference.batch_execute(&pg_schema).await.unwrap();
+    single.batch_execute(schema).await.unwrap();
+    cluster[0].batch_execute(schema).await.unwrap();
+
+    let customers: Vec<String> = (1..=50)
+        .map(|c| format!("({c}, 'customer {c:02}', {})", c % 7))
+        .collect();
+    let orders: Vec<String> = (1..=500)
+        .map(|o| {
+            let status = ["open", "shipped", "returned"][o % 3];
+            let total = format!("{}.{:02}", (o * 37) % 1000, (o * 13) % 100);
+            format!(
+                "({o}, {}, '{status}', {total}, date '2026-01-01' + {})",
+                (o * 7) % 50 + 1,
+                o % 90
+            )
+        })
+        .collect();
+    for (table, rows) in [("customer", &customers), ("orders", &orders)] {
+        let all = format!("insert into {table} values {}", rows.join(", "));
+        reference.batch_execute(&all).await.unwrap();
+        single.batch_execute(&all).await.unwrap();
+        for (i, r) in rows.iter().enumerate() {
+            // Through every node in turn: each row reaches its leader from anywhere.
+            cluster[i % 3]
+                .batch_execute(&format!("insert into {table} values {r}"))
+                .await
+                .unwrap();
+        }
+    }
+
+    let queries = [
+        "select count(*), sum(total), min(total), max(total), min(day), max(day) from orders",
+        "select status, count(*), sum(total) from orders group by status order by status",
+        "select c.nation, count(*), sum(o.total) from orders o join customer c on o.cust = c.c_id \
+         group by c.nation order by c.nation",
+        "select o_id, total from orders order by total desc, o_id limit 7",
+        "select cust, count(*) as n from orders where status <> 'returned' group by cust \
+         having count(*) > 6 order by n desc, cust limit 5",
+        "select count(distinct cust), count(distinct day) from orders where total > 500",
+        "select name from customer where c_id in (select cust from orders where total > 990) order by name",
+        "select extract(month from day) as m, count(*) from orders group by m order by m",
+        "select c_id, name from customer c where not exists \
+         (select 1 from orders o where o.cust = c.c_id and o.total > 960) order by c_id",
+        "select o_id, rank() over (partition by cust order by total desc) from orders \
+         where cust = 8 order by o_id",
+    ];
+    for q in queries {
+        let expected = texts(&reference, q).await;
+        assert!(!expected.is_empty(), "{q} returns rows");
+        assert_eq!(texts(&single, q).await, expected, "single node: {q}");
+        for (i, c) in cluster.iter().enumerate() {
+            assert_eq!(texts(c, q).await, expected, "cluster node {}: {q}", i + 1);
+        }
+    }
+}

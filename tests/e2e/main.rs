@@ -4,6 +4,7 @@ mod bad_input;
 mod catalog;
 mod cluster;
 mod compat;
+mod compose;
 mod crash;
 mod drivers;
 mod indexes;

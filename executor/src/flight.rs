@@ -137,12 +137,17 @@ impl FragmentService {
     }
 
     fn error_status(&self, e: &DataFusionError) -> Status {
-        let mut status = Status::internal(e.to_string());
-        if let Ok(code) = (self.sqlstate_of)(e).parse() {
-            status.metadata_mut().insert(SQLSTATE_HEADER, code);
-        }
-        status
+        error_status(e, self.sqlstate_of)
     }
+}
+
+/// An error as a status, its SQLSTATE in the metadata.
+fn error_status(e: &DataFusionError, sqlstate_of: fn(&DataFusionError) -> &'static str) -> Status {
+    let mut status = Status::internal(e.to_string());
+    if let Ok(code) = sqlstate_of(e).parse() {
+        status.metadata_mut().insert(SQLSTATE_HEADER, code);
+    }
+    status
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -190,13 +195,8 @@ impl FlightService for FragmentService {
             .execute(header.output_partition, task)
             .map_err(|e| self.error_status(&e))?;
         let sqlstate_of = self.sqlstate_of;
-        let batches = batches.map_err(move |e| {
-            let mut status = Status::internal(e.to_string());
-            if let Ok(code) = sqlstate_of(&e).parse() {
-                status.metadata_mut().insert(SQLSTATE_HEADER, code);
-            }
-            FlightError::Tonic(Box::new(status))
-        });
+        let batches =
+            batches.map_err(move |e| FlightError::Tonic(Box::new(error_status(&e, sqlstate_of))));
         let flight = FlightDataEncoderBuilder::new()
             .build(batches)
             .map_err(Status::from);

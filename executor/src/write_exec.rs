@@ -100,28 +100,10 @@ fn count_schema() -> SchemaRef {
 }
 
 impl TableWriteExec {
+    /// `forward`: for an autocommit INSERT in a cluster, how to reach other nodes; rows that
+    /// all belong to one other node's partitions are sent to it and committed there.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        input: Arc<dyn ExecutionPlan>,
-        table: TableHandle,
-        txn: Arc<Txn>,
-        store: Store,
-        row_ids: Arc<RowIdAllocator>,
-        kind: WriteKind,
-        returning: Option<ReturningSink>,
-        conflicts: Option<ReturningSink>,
-        bulk: Option<BulkSink>,
-        local_node: NodeId,
-    ) -> Self {
-        Self::with_forwarding(
-            input, table, txn, store, row_ids, kind, returning, conflicts, bulk, local_node, None,
-        )
-    }
-
-    /// As [`Self::new`], forwarding an INSERT whose rows all belong to one other node to that
-    /// node (it commits them there: only for statements that commit on their own).
-    #[allow(clippy::too_many_arguments)]
-    pub fn with_forwarding(
         input: Arc<dyn ExecutionPlan>,
         table: TableHandle,
         txn: Arc<Txn>,
@@ -196,7 +178,7 @@ impl ExecutionPlan for TableWriteExec {
             .into_iter()
             .next()
             .ok_or_else(|| DataFusionError::Internal("TableWriteExec needs an input".into()))?;
-        Ok(Arc::new(TableWriteExec::with_forwarding(
+        Ok(Arc::new(TableWriteExec::new(
             input,
             self.table.clone(),
             self.txn.clone(),

@@ -567,7 +567,7 @@ impl ShoalTable {
         ) && options.autocommit
             && options.returning.is_none()
             && options.conflicts.is_none();
-        Ok(Arc::new(TableWriteExec::with_forwarding(
+        Ok(Arc::new(TableWriteExec::new(
             input,
             self.handle.clone(),
             statement_txn(state)?,

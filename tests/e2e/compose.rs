@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use shoal_tests::{free_port, shoal_bin};
+use shoal_tests::{free_port, shoal_bin, wait_until};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -74,17 +74,6 @@ impl Drop for Project {
     fn drop(&mut self) {
         let _ = self.run(&["down", "-v", "--remove-orphans"]);
     }
-}
-
-fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    false
 }
 
 #[test]

@@ -108,12 +108,7 @@ impl EtcdCluster {
         let keys = Keys::new(&config.cluster_name);
         let mut client = connect(&config.endpoints).await?;
         let node_id = node_id(&mut client, &keys, &config).await?;
-        let ttl = config.lease_ttl.as_secs().max(1) as i64;
-        let lease = client
-            .lease_grant(ttl, None)
-            .await
-            .map_err(unavailable)?
-            .id();
+        let lease = grant_lease(&mut client, config.lease_ttl).await?;
         let info = NodeInfo {
             id: node_id,
             sql_address: config.sql_address.clone(),
@@ -253,6 +248,16 @@ fn bridge<T: Send + 'static>(
     });
     rx.recv()
         .map_err(|_| CoordError::Unavailable("the etcd runtime stopped".into()))
+}
+
+/// A new lease of `ttl` (whole seconds, at least one, as etcd counts them).
+async fn grant_lease(client: &mut Client, ttl: Duration) -> Result<i64, CoordError> {
+    let seconds = ttl.as_secs().max(1) as i64;
+    Ok(client
+        .lease_grant(seconds, None)
+        .await
+        .map_err(unavailable)?
+        .id())
 }
 
 /// Connects to etcd, waiting for it to come up (a cluster's processes may start together).

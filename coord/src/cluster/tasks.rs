@@ -9,7 +9,7 @@ use etcd_client::{EventType, PutOptions, WatchOptions};
 
 use super::coordinator::Leadership;
 use super::state::Change;
-use super::{unavailable, EtcdCluster};
+use super::{grant_lease, unavailable, EtcdCluster};
 use crate::CoordError;
 
 /// Pause before retrying after etcd failed us.
@@ -56,12 +56,7 @@ async fn heartbeat(cluster: &EtcdCluster, lease: i64) -> Result<(), CoordError> 
 /// After a lost lease: a new lease, the live key and the applied revision under it.
 async fn reregister(cluster: &EtcdCluster) -> Result<(), CoordError> {
     let mut client = cluster.client.clone();
-    let ttl = cluster.lease_ttl.as_secs().max(1) as i64;
-    let lease = client
-        .lease_grant(ttl, None)
-        .await
-        .map_err(unavailable)?
-        .id();
+    let lease = grant_lease(&mut client, cluster.lease_ttl).await?;
     let value = serde_json::to_vec(&cluster.info)
         .map_err(|e| CoordError::Unavailable(format!("cannot encode node info: {e}")))?;
     client

@@ -38,6 +38,12 @@ pub trait ClusterView: Send + Sync {
     /// Every node ever registered, live or not, by id.
     fn nodes(&self) -> Vec<NodeStatus>;
 
+    /// The token nodes of the cluster show each other on their own connections (empty on a
+    /// single node, which has none).
+    fn secret(&self) -> &str {
+        ""
+    }
+
     /// The ids of the live nodes, ascending: where new partitions may be placed.
     fn live_nodes(&self) -> Vec<NodeId> {
         self.nodes()

@@ -39,6 +39,8 @@ use crate::{ConflictAction, ExecError, RowIdAllocator, TableHandle, TableWriter}
 /// Largest Flight message either side accepts (batches are split well below it).
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 const SQLSTATE_HEADER: &str = "x-shoal-sqlstate";
+/// Every request carries the cluster's secret: the Flight port serves no one else.
+const SECRET_HEADER: &str = "x-shoal-cluster-secret";
 /// Attempts to reach a partition's leader before giving up (backoff doubles from 50 ms).
 const ATTEMPTS: u32 = 6;
 
@@ -100,6 +102,8 @@ struct InsertHeader {
 
 /// The receiving side: runs fragments for the partitions this node leads.
 pub struct FragmentService {
+    /// The token every request must carry (the cluster's secret).
+    secret: String,
     meta: Arc<dyn MetaStore>,
     local_node: NodeId,
     store: Store,
@@ -112,14 +116,16 @@ pub struct FragmentService {
 
 impl FragmentService {
     pub fn new(
+        cluster: &dyn ClusterView,
         meta: Arc<dyn MetaStore>,
-        local_node: NodeId,
         store: Store,
         row_ids: Arc<RowIdAllocator>,
         context: SessionContext,
         sqlstate_of: fn(&DataFusionError) -> &'static str,
     ) -> Self {
+        let local_node = cluster.local_node();
         FragmentService {
+            secret: cluster.secret().to_string(),
             meta,
             local_node,
             store,
@@ -139,6 +145,33 @@ impl FragmentService {
     fn error_status(&self, e: &DataFusionError) -> Status {
         error_status(e, self.sqlstate_of)
     }
+
+    /// Refuses a request that does not carry the cluster's secret.
+    fn authenticate<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let shown = request
+            .metadata()
+            .get(SECRET_HEADER)
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        if self.secret.is_empty() || !same_bytes(shown, self.secret.as_bytes()) {
+            return Err(Status::unauthenticated("not a node of this cluster"));
+        }
+        Ok(())
+    }
+}
+
+/// Compares in time independent of where the inputs differ.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `message` as a request carrying the cluster's secret.
+fn with_secret<T>(message: T, secret: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    if let Ok(value) = secret.parse() {
+        request.metadata_mut().insert(SECRET_HEADER, value);
+    }
+    request
 }
 
 /// An error as a status, its SQLSTATE in the metadata.
@@ -172,6 +205,7 @@ impl FlightService for FragmentService {
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
+        self.authenticate(&request)?;
         let ticket = request.into_inner().ticket;
         let (header, plan) = decode_ticket(&ticket)?;
         let catalog = self.meta.catalog();
@@ -244,6 +278,7 @@ impl FlightService for FragmentService {
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
+        self.authenticate(&request)?;
         let mut incoming = request.into_inner();
         let first = incoming
             .message()
@@ -428,7 +463,10 @@ impl RemoteFragments {
             let ticket = Ticket {
                 ticket: encode_ticket(&header, &request.plan).into(),
             };
-            match client.do_get(ticket).await {
+            match client
+                .do_get(with_secret(ticket, self.cluster.secret()))
+                .await
+            {
                 Ok(response) => {
                     let flight = response.into_inner().map_err(FlightError::from);
                     let batches = FlightRecordBatchStream::new_from_flight_data(flight)
@@ -511,7 +549,10 @@ impl RemoteFragments {
             .client(&address)
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
         let mut results = client
-            .do_put(futures::stream::iter(messages))
+            .do_put(with_secret(
+                futures::stream::iter(messages),
+                self.cluster.secret(),
+            ))
             .await
             .map_err(|s| remote_error(FlightError::Tonic(Box::new(s)), leader))?
             .into_inner();
@@ -605,5 +646,13 @@ mod tests {
         assert_eq!(intern_sqlstate("42P01"), "42P01");
         assert_eq!(intern_sqlstate("bad"), "XX000");
         assert_eq!(intern_sqlstate("22o12"), "XX000");
+    }
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same_bytes(b"abc", b"abc"));
+        assert!(!same_bytes(b"abc", b"abd"));
+        assert!(!same_bytes(b"abc", b"ab"));
+        assert!(!same_bytes(b"", b"x"));
     }
 }

@@ -55,6 +55,7 @@ fn nodes_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("node_id", DataType::Int64, false),
         Field::new("address", DataType::Utf8, false),
+        Field::new("flight_address", DataType::Utf8, false),
         Field::new("state", DataType::Utf8, false),
         Field::new("coordinator", DataType::Boolean, false),
         Field::new("local", DataType::Boolean, false),
@@ -92,6 +93,9 @@ fn nodes_batch(
             )),
             Arc::new(StringArray::from_iter_values(
                 nodes.iter().map(|n| n.info.sql_address.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                nodes.iter().map(|n| n.info.flight_address.as_str()),
             )),
             Arc::new(StringArray::from_iter_values(nodes.iter().map(|n| {
                 if n.live {

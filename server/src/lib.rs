@@ -46,8 +46,8 @@ pub async fn start(args: StartArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot open {}: {e}", data_dir.display()))?;
     if let Some(flight) = flight {
         let service = shoal_executor::FragmentService::new(
+            node.cluster.as_ref(),
             node.meta.clone(),
-            node.cluster.local_node(),
             node.store.clone(),
             node.row_ids.clone(),
             node.base.clone(),

@@ -95,6 +95,13 @@ impl ActivitySource for SessionRegistry {
     }
 }
 
+/// 32 random bytes as hex: a cluster's secret if this node is its first.
+fn random_token() -> String {
+    use rand::Rng;
+    let bytes: [u8; 32] = rand::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 pub struct Node {
     pub args: StartArgs,
     pub meta: Arc<dyn MetaStore>,
@@ -150,6 +157,7 @@ impl Node {
                 sql_address,
                 flight_address,
                 lease_ttl: std::time::Duration::from_secs(args.lease_ttl_secs.max(1)),
+                proposed_secret: random_token(),
                 data_dir: args.data_dir.clone(),
             })?;
             (cluster.clone(), cluster)

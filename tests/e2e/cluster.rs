@@ -471,6 +471,7 @@ fn config(etcd: &Etcd, dir: &std::path::Path) -> ClusterConfig {
         flight_address: "127.0.0.1:2".into(),
         lease_ttl: Duration::from_secs(LEASE_TTL_SECS),
         data_dir: dir.to_path_buf(),
+        proposed_secret: "test-secret".into(),
     }
 }
 

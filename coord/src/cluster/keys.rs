@@ -4,6 +4,7 @@
 //! |---|---|---|
 //! | `catalog` | the catalog document (JSON) | — |
 //! | `next_node_id` | the next node id to hand out | — |
+//! | `secret` | the token nodes show each other on their Flight connections | — |
 //! | `members/<id>` | [`NodeInfo`](crate::NodeInfo) of every node that ever joined | — |
 //! | `nodes/<id>` | the same, while the node is alive | the node's |
 //! | `applied/<id>` | the catalog revision the node has applied | the node's |
@@ -43,6 +44,10 @@ impl Keys {
 
     pub fn catalog(&self) -> String {
         format!("{}catalog", self.prefix)
+    }
+
+    pub fn secret(&self) -> String {
+        format!("{}secret", self.prefix)
     }
 
     pub fn next_node_id(&self) -> String {

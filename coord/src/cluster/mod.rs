@@ -50,6 +50,8 @@ pub struct ClusterConfig {
     pub flight_address: String,
     /// A node whose heartbeats stop is considered down this long after the last one.
     pub lease_ttl: Duration,
+    /// A fresh random token: becomes the cluster's secret if the cluster has none yet.
+    pub proposed_secret: String,
     pub data_dir: PathBuf,
 }
 
@@ -72,6 +74,9 @@ pub struct EtcdCluster {
     updating: Mutex<()>,
     /// The candidacy this node won the coordinator election with, while its lease lasts.
     leadership: Mutex<Option<coordinator::Leadership>>,
+    /// The token nodes of this cluster show each other (kept in etcd: whoever may read the
+    /// catalog may talk to the nodes).
+    secret: String,
 }
 
 fn unavailable(e: etcd_client::Error) -> CoordError {
@@ -130,6 +135,7 @@ impl EtcdCluster {
             )
             .await
             .map_err(unavailable)?;
+        let secret = cluster_secret(&mut client, &keys, &config.proposed_secret).await?;
         let (lease_tx, _) = watch::channel(lease);
         let cluster = EtcdCluster {
             keys,
@@ -144,6 +150,7 @@ impl EtcdCluster {
             reported: AtomicI64::new(0),
             updating: Mutex::new(()),
             leadership: Mutex::new(None),
+            secret,
         };
         cluster.reload().await?;
         cluster.report_applied().await?;
@@ -231,6 +238,10 @@ impl ClusterView for EtcdCluster {
         self.node_id
     }
 
+    fn secret(&self) -> &str {
+        &self.secret
+    }
+
     fn nodes(&self) -> Vec<NodeStatus> {
         self.state.read().statuses()
     }
@@ -248,6 +259,32 @@ fn bridge<T: Send + 'static>(
     });
     rx.recv()
         .map_err(|_| CoordError::Unavailable("the etcd runtime stopped".into()))
+}
+
+/// The cluster's secret: the one in etcd, or `proposed` when this node is the first.
+async fn cluster_secret(
+    client: &mut Client,
+    keys: &Keys,
+    proposed: &str,
+) -> Result<String, CoordError> {
+    let first = Txn::new()
+        .when([Compare::create_revision(keys.secret(), CompareOp::Equal, 0)])
+        .and_then([TxnOp::put(keys.secret(), proposed, None)])
+        .or_else([TxnOp::get(keys.secret(), None)]);
+    let resp = client.txn(first).await.map_err(unavailable)?;
+    if resp.succeeded() {
+        return Ok(proposed.to_string());
+    }
+    resp.op_responses()
+        .into_iter()
+        .find_map(|r| match r {
+            etcd_client::TxnOpResponse::Get(get) => get
+                .kvs()
+                .first()
+                .and_then(|kv| kv.value_str().ok().map(str::to_string)),
+            _ => None,
+        })
+        .ok_or_else(|| CoordError::Join("the cluster's secret cannot be read".into()))
 }
 
 /// A new lease of `ttl` (whole seconds, at least one, as etcd counts them).

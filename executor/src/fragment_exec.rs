@@ -245,8 +245,17 @@ impl ExecutionPlan for FragmentExec {
         let rows = MetricBuilder::new(&self.metrics).output_rows(partition);
         let bytes = MetricBuilder::new(&self.metrics).counter("bytes_shipped", partition);
         let batches = MetricBuilder::new(&self.metrics).counter("batches_shipped", partition);
+        // From the request to the leader's last batch: the fragment's time as this node saw it.
+        let remote_time = MetricBuilder::new(&self.metrics).subset_time("remote_time", partition);
+        let started = std::time::Instant::now();
+        let finished = futures::stream::once(async move {
+            remote_time.add_duration(started.elapsed());
+            None
+        })
+        .filter_map(futures::future::ready);
         let fetched = futures::stream::once(self.remote.clone().fetch(request))
             .try_flatten()
+            .chain(finished)
             .inspect_ok(move |batch| {
                 use std::sync::atomic::Ordering::Relaxed;
                 let size = batch.get_array_memory_size();

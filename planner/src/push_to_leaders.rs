@@ -1,7 +1,8 @@
 //! Distributed planning: the last physical optimizer rule of a cluster node. It wraps every
 //! scan that reads partitions led by other nodes in a [`FragmentExec`], then grows the fragment
 //! upwards through every operator that works on each partition alone (filters, projections,
-//! partial aggregates, per-partition sorts and top-N, local limits), as GreptimeDB's MergeScan
+//! partial aggregates, per-partition sorts and top-N, local limits, DataFusion's cooperative
+//! yielding wrapper), as GreptimeDB's MergeScan
 //! and TiKV's coprocessor do: those run at the partition's leader and only their output
 //! travels. The first operator that combines partitions (a merge, a repartition, a final
 //! aggregate, a join) stays on this node, and EXPLAIN says so on the fragment.
@@ -13,6 +14,7 @@ use datafusion::config::ConfigOptions;
 use datafusion::error::Result as DfResult;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::limit::LocalLimitExec;
 use datafusion::physical_plan::projection::ProjectionExec;
@@ -33,7 +35,11 @@ impl PushToLeaders {
 
 /// Why `plan` cannot run inside a fragment below it; `None` when it works per partition.
 fn boundary(plan: &Arc<dyn ExecutionPlan>) -> Option<String> {
-    if plan.is::<FilterExec>() || plan.is::<ProjectionExec>() || plan.is::<LocalLimitExec>() {
+    if plan.is::<FilterExec>()
+        || plan.is::<ProjectionExec>()
+        || plan.is::<LocalLimitExec>()
+        || plan.is::<CooperativeExec>()
+    {
         return None;
     }
     if let Some(agg) = plan.downcast_ref::<AggregateExec>() {

@@ -22,6 +22,7 @@ use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
+use datafusion::arrow::array::UInt64Array;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
@@ -39,6 +40,8 @@ use crate::{ConflictAction, ExecError, RowIdAllocator, TableHandle, TableWriter}
 /// Largest Flight message either side accepts (batches are split well below it).
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 const SQLSTATE_HEADER: &str = "x-shoal-sqlstate";
+/// The action that runs another node's UPDATE or DELETE here.
+const WRITE_ACTION: &str = "write";
 /// Every request carries the cluster's secret: the Flight port serves no one else.
 const SECRET_HEADER: &str = "x-shoal-cluster-secret";
 /// Attempts to reach a partition's leader before giving up (backoff doubles from 50 ms).
@@ -330,11 +333,52 @@ impl FlightService for FragmentService {
         unsupported("DoExchange")
     }
 
+    /// `write`: an UPDATE or DELETE plan of another node's autocommit statement that reads
+    /// only partitions this node leads: run here, reads and writes in one transaction.
     async fn do_action(
         &self,
-        _: Request<Action>,
+        request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
-        unsupported("DoAction")
+        self.authenticate(&request)?;
+        let action = request.into_inner();
+        if action.r#type != WRITE_ACTION {
+            return unsupported(&format!("action {}", action.r#type));
+        }
+        let txn = Arc::new(self.store.begin());
+        let codec = FragmentCodec::write_decoder(
+            self.meta.catalog(),
+            txn.clone(),
+            self.store.clone(),
+            self.row_ids.clone(),
+            self.local_node,
+        );
+        let task = self.context.task_ctx();
+        let statement = codec
+            .decode(&action.body, &task)
+            .map_err(|e| self.error_status(&e))?;
+        let counts: Vec<RecordBatch> = statement
+            .execute(0, task)
+            .map_err(|e| self.error_status(&e))?
+            .try_collect()
+            .await
+            .map_err(|e| self.error_status(&e))?;
+        let count: u64 = counts
+            .iter()
+            .filter_map(|b| b.column(0).as_any().downcast_ref::<UInt64Array>())
+            .flat_map(|c| c.iter().flatten())
+            .sum();
+        tokio::task::spawn_blocking(move || txn.commit())
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| {
+                self.error_status(&DataFusionError::External(Box::new(ExecError::from(e))))
+            })?;
+        let result = arrow_flight::Result {
+            body: count.to_le_bytes().to_vec().into(),
+        };
+        Ok(Response::new(Box::pin(futures::stream::once(async {
+            Ok(result)
+        }))))
     }
 
     async fn list_actions(
@@ -570,6 +614,55 @@ impl RemoteFragments {
             .map(u64::from_le_bytes)
             .map_err(|_| remote_error(FlightError::protocol("bad insert count"), leader))?;
         Ok(count)
+    }
+}
+
+impl RemoteFragments {
+    /// Runs an autocommit UPDATE or DELETE at `leader`, which leads every partition it reads,
+    /// and returns the rows it changed. Not retried: a failure after sending leaves the
+    /// outcome unknown, as for a timed-out statement.
+    pub(crate) async fn write_at(
+        &self,
+        leader: NodeId,
+        statement: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+    ) -> Result<u64, DataFusionError> {
+        let Some(address) = self.address_of(leader) else {
+            return Err(DataFusionError::External(Box::new(
+                ExecError::PartitionUnavailable {
+                    table: String::new(),
+                    partition: 0,
+                    node: leader,
+                    reason: "is down".into(),
+                },
+            )));
+        };
+        let body = FragmentCodec::encode(statement)?;
+        let mut client = self
+            .client(&address)
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let action = Action {
+            r#type: WRITE_ACTION.into(),
+            body: body.into(),
+        };
+        let tonic_error = |s: Status| remote_error(FlightError::Tonic(Box::new(s)), leader);
+        let mut results = client
+            .do_action(with_secret(action, self.cluster.secret()))
+            .await
+            .map_err(tonic_error)?
+            .into_inner();
+        let result = results
+            .message()
+            .await
+            .map_err(tonic_error)?
+            .ok_or_else(|| {
+                remote_error(
+                    FlightError::protocol("the leader sent no row count"),
+                    leader,
+                )
+            })?;
+        <[u8; 8]>::try_from(result.body.as_ref())
+            .map(u64::from_le_bytes)
+            .map_err(|_| remote_error(FlightError::protocol("bad row count"), leader))
     }
 }
 

@@ -1,7 +1,9 @@
 //! How a fragment travels between nodes: a DataFusion physical plan in datafusion-proto's
-//! encoding, with Shoal's own leaf, [`PartitionScanExec`], encoded as its [`ScanSpec`].
+//! encoding, with Shoal's own nodes encoded by this codec: [`PartitionScanExec`] as its
+//! [`ScanSpec`], an UPDATE's or DELETE's [`TableWriteExec`] as its table and kind, and a
+//! [`FragmentExec`] as the subtree it wraps (on the receiving node everything runs locally).
 //!
-//! The scan is rebuilt on the receiving node from that node's catalog and read through a
+//! Scans and writes are rebuilt on the receiving node from that node's catalog and run in a
 //! transaction of its own, so the codec that decodes holds both.
 
 use std::fmt;
@@ -14,16 +16,38 @@ use datafusion_proto::bytes::{
     physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
 };
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
-use shoal_coord::Catalog;
-use shoal_storage::Txn;
+use serde::{Deserialize, Serialize};
+use shoal_coord::{Catalog, NodeId};
+use shoal_storage::{Store, Txn};
 
 use crate::scan::{PartitionScanExec, ScanSpec};
-use crate::TableHandle;
+use crate::{FragmentExec, RowIdAllocator, TableHandle, TableWriteExec, WriteKind};
 
-/// Encodes and decodes Shoal's leaf; everything else is datafusion-proto's.
+/// One of Shoal's plan nodes as it travels.
+#[derive(Debug, Serialize, Deserialize)]
+enum ShoalNode {
+    Scan(ScanSpec),
+    /// An UPDATE or DELETE of a table; its input is the plan's one child.
+    Write {
+        table_id: u32,
+        delete: bool,
+    },
+    /// A fragment: on the receiving node, its subtree (the one child) runs as is.
+    Fragment,
+}
+
+/// What the receiving side rebuilds Shoal's nodes with.
+struct Reader {
+    catalog: Arc<Catalog>,
+    txn: Arc<Txn>,
+    /// For writes: the node's storage, row ids and id.
+    writes: Option<(Store, Arc<RowIdAllocator>, NodeId)>,
+}
+
+/// Encodes and decodes Shoal's nodes; everything else is datafusion-proto's.
 pub struct FragmentCodec {
-    /// Present on the receiving side: where scans find their tables and read through.
-    reader: Option<(Arc<Catalog>, Arc<Txn>)>,
+    /// Present on the receiving side.
+    reader: Option<Reader>,
 }
 
 impl fmt::Debug for FragmentCodec {
@@ -45,7 +69,28 @@ impl FragmentCodec {
     /// A codec that rebuilds scans from `catalog`, reading through `txn`.
     pub fn decoder(catalog: Arc<Catalog>, txn: Arc<Txn>) -> Self {
         FragmentCodec {
-            reader: Some((catalog, txn)),
+            reader: Some(Reader {
+                catalog,
+                txn,
+                writes: None,
+            }),
+        }
+    }
+
+    /// A codec that also rebuilds writes, as node `local_node` writing to `store` in `txn`.
+    pub fn write_decoder(
+        catalog: Arc<Catalog>,
+        txn: Arc<Txn>,
+        store: Store,
+        row_ids: Arc<RowIdAllocator>,
+        local_node: NodeId,
+    ) -> Self {
+        FragmentCodec {
+            reader: Some(Reader {
+                catalog,
+                txn,
+                writes: Some((store, row_ids, local_node)),
+            }),
         }
     }
 
@@ -66,27 +111,55 @@ impl PhysicalExtensionCodec for FragmentCodec {
         _ctx: &TaskContext,
         _proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        if !inputs.is_empty() {
-            return Err(codec_error("a scan has no inputs".into()));
-        }
-        let spec: ScanSpec =
-            serde_json::from_slice(buf).map_err(|e| codec_error(format!("bad scan: {e}")))?;
-        let (catalog, txn) = self
+        let node: ShoalNode =
+            serde_json::from_slice(buf).map_err(|e| codec_error(format!("bad node: {e}")))?;
+        let reader = self
             .reader
             .as_ref()
             .ok_or_else(|| codec_error("this codec only encodes".into()))?;
-        let def = catalog.table_by_id(spec.table_id).ok_or_else(|| {
-            codec_error(format!(
-                "table {} is not in this node's catalog",
-                spec.table_id
-            ))
-        })?;
-        let table = TableHandle::new(Arc::new(def.clone()));
-        Ok(Arc::new(PartitionScanExec::from_spec(
-            table,
-            txn.clone(),
-            spec,
-        )))
+        let table = |id: u32| {
+            reader
+                .catalog
+                .table_by_id(id)
+                .map(|def| TableHandle::new(Arc::new(def.clone())))
+                .ok_or_else(|| codec_error(format!("table {id} is not in this node's catalog")))
+        };
+        match (node, inputs) {
+            (ShoalNode::Scan(spec), []) => Ok(Arc::new(PartitionScanExec::from_spec(
+                table(spec.table_id)?,
+                reader.txn.clone(),
+                spec,
+            ))),
+            (ShoalNode::Fragment, [subtree]) => Ok(subtree.clone()),
+            (ShoalNode::Write { table_id, delete }, [input]) => {
+                let (store, row_ids, local_node) = reader
+                    .writes
+                    .clone()
+                    .ok_or_else(|| codec_error("writes are not taken here".into()))?;
+                let kind = if delete {
+                    WriteKind::Delete
+                } else {
+                    WriteKind::Update
+                };
+                Ok(Arc::new(TableWriteExec::new(
+                    input.clone(),
+                    table(table_id)?,
+                    reader.txn.clone(),
+                    store,
+                    row_ids,
+                    kind,
+                    None,
+                    None,
+                    None,
+                    local_node,
+                    None,
+                )))
+            }
+            (node, _) => Err(codec_error(format!(
+                "{node:?} with {} inputs",
+                inputs.len()
+            ))),
+        }
     }
 
     fn try_encode(
@@ -95,12 +168,24 @@ impl PhysicalExtensionCodec for FragmentCodec {
         buf: &mut Vec<u8>,
         _proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> DfResult<()> {
-        let scan = node
-            .downcast_ref::<PartitionScanExec>()
-            .ok_or_else(|| codec_error(format!("{} cannot travel", node.name())))?;
-        let spec = scan
-            .spec()
-            .ok_or_else(|| codec_error("index lookups run where every partition is".into()))?;
-        serde_json::to_writer(buf, &spec).map_err(|e| codec_error(e.to_string()))
+        let shoal_node =
+            if let Some(scan) = node.downcast_ref::<PartitionScanExec>() {
+                ShoalNode::Scan(scan.spec().ok_or_else(|| {
+                    codec_error("index lookups run where every partition is".into())
+                })?)
+            } else if node.is::<FragmentExec>() {
+                ShoalNode::Fragment
+            } else if let Some(write) = node.downcast_ref::<TableWriteExec>() {
+                let (table_id, kind) = write.shippable().ok_or_else(|| {
+                    codec_error("only UPDATE and DELETE without RETURNING travel".into())
+                })?;
+                ShoalNode::Write {
+                    table_id,
+                    delete: matches!(kind, WriteKind::Delete),
+                }
+            } else {
+                return Err(codec_error(format!("{} cannot travel", node.name())));
+            };
+        serde_json::to_writer(buf, &shoal_node).map_err(|e| codec_error(e.to_string()))
     }
 }

@@ -61,7 +61,7 @@ impl fmt::Debug for FragmentExec {
 }
 
 /// The one PartitionScanExec leaf of a subtree, if it has exactly one leaf and that is it.
-fn scan_leaf(plan: &Arc<dyn ExecutionPlan>) -> Option<&PartitionScanExec> {
+pub(crate) fn scan_leaf(plan: &Arc<dyn ExecutionPlan>) -> Option<&PartitionScanExec> {
     match plan.children().as_slice() {
         [] => plan.downcast_ref::<PartitionScanExec>(),
         [only] => scan_leaf(only),

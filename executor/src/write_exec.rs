@@ -23,6 +23,7 @@ use shoal_storage::{Store, Txn};
 
 use shoal_coord::NodeId;
 
+use crate::fragment_exec::scan_leaf;
 use crate::{ConflictAction, ExecError, RemoteFragments, RowIdAllocator, TableHandle, TableWriter};
 
 /// The node that leads every row's partition, when that is one node and not this one.
@@ -91,6 +92,22 @@ impl fmt::Debug for TableWriteExec {
     }
 }
 
+/// The node that leads every partition an UPDATE's or DELETE's input reads, when that is one
+/// node and not this one (an index lookup, which reads every partition, never is).
+fn single_other_reader(input: &Arc<dyn ExecutionPlan>, local_node: NodeId) -> Option<NodeId> {
+    let scan = scan_leaf(input)?;
+    let partitions = &scan.table().def.partitions;
+    let leaders: std::collections::BTreeSet<NodeId> = scan
+        .table_partitions()?
+        .iter()
+        .filter_map(|p| partitions.get(*p as usize).map(|d| d.leader))
+        .collect();
+    match leaders.into_iter().collect::<Vec<_>>().as_slice() {
+        [only] if *only != local_node => Some(*only),
+        _ => None,
+    }
+}
+
 fn count_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![Field::new(
         "count",
@@ -100,6 +117,16 @@ fn count_schema() -> SchemaRef {
 }
 
 impl TableWriteExec {
+    /// (table id, kind) of an UPDATE or DELETE that may run on another node as it is: one
+    /// that hands nothing back (no RETURNING, no ON CONFLICT, no bulk load).
+    pub fn shippable(&self) -> Option<(u32, WriteKind)> {
+        let plain = self.returning.is_none() && self.conflicts.is_none() && self.bulk.is_none();
+        match self.kind {
+            WriteKind::Update | WriteKind::Delete if plain => Some((self.table.id(), self.kind)),
+            _ => None,
+        }
+    }
+
     /// `forward`: for an autocommit INSERT in a cluster, how to reach other nodes; rows that
     /// all belong to one other node's partitions are sent to it and committed there.
     #[allow(clippy::too_many_arguments)]
@@ -220,6 +247,31 @@ impl ExecutionPlan for TableWriteExec {
         let local_node = self.local_node;
         let forward = self.forward.clone();
         let fut = async move {
+            // An UPDATE or DELETE that reads only partitions of one other node runs there whole,
+            // its reads and writes in one transaction of that node.
+            if let (WriteKind::Update | WriteKind::Delete, Some(remote)) = (kind, &forward) {
+                if let Some(leader) = single_other_reader(&input, local_node) {
+                    let statement = Arc::new(TableWriteExec::new(
+                        input.clone(),
+                        table.clone(),
+                        txn.clone(),
+                        store.clone(),
+                        row_ids.clone(),
+                        kind,
+                        None,
+                        None,
+                        None,
+                        local_node,
+                        None,
+                    ));
+                    let count = remote.write_at(leader, statement).await?;
+                    return RecordBatch::try_new(
+                        count_schema(),
+                        vec![Arc::new(UInt64Array::from(vec![count]))],
+                    )
+                    .map_err(DataFusionError::from);
+                }
+            }
             // Read every input row before writing, so that an UPDATE never sees its own output.
             let mut batches = Vec::new();
             let parts = input.properties().partitioning.partition_count();

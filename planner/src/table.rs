@@ -564,6 +564,8 @@ impl ShoalTable {
         let forwardable = matches!(
             kind,
             WriteKind::Insert(ConflictAction::Error | ConflictAction::DoNothing)
+                | WriteKind::Update
+                | WriteKind::Delete
         ) && options.autocommit
             && options.returning.is_none()
             && options.conflicts.is_none();

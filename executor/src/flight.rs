@@ -25,6 +25,10 @@ use arrow_flight::{
 use datafusion::arrow::array::UInt64Array;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
+use datafusion::execution::memory_pool::GreedyMemoryPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::execution::TaskContext;
 use datafusion::prelude::SessionContext;
 use futures::{Stream, StreamExt, TryStreamExt};
 use parking_lot::Mutex;
@@ -115,6 +119,8 @@ pub struct FragmentService {
     context: SessionContext,
     /// The server's mapping of errors to SQLSTATEs.
     sqlstate_of: fn(&DataFusionError) -> &'static str,
+    /// Memory one fragment may use (the node's per-statement limit).
+    memory_limit: usize,
 }
 
 impl FragmentService {
@@ -125,6 +131,7 @@ impl FragmentService {
         row_ids: Arc<RowIdAllocator>,
         context: SessionContext,
         sqlstate_of: fn(&DataFusionError) -> &'static str,
+        memory_limit: usize,
     ) -> Self {
         let local_node = cluster.local_node();
         FragmentService {
@@ -135,7 +142,22 @@ impl FragmentService {
             row_ids,
             context,
             sqlstate_of,
+            memory_limit,
         }
+    }
+
+    /// A task context for one request, with a memory pool of its own: a fragment that needs
+    /// more than the limit fails (53200) instead of starving the node.
+    fn task_context(&self) -> Result<Arc<TaskContext>, Status> {
+        let state = self.context.state();
+        let runtime = RuntimeEnvBuilder::from_runtime_env(state.runtime_env())
+            .with_memory_pool(Arc::new(GreedyMemoryPool::new(self.memory_limit)))
+            .build_arc()
+            .map_err(|e| self.error_status(&e))?;
+        Ok(SessionStateBuilder::new_from_existing(state)
+            .with_runtime_env(runtime)
+            .build()
+            .task_ctx())
     }
 
     /// The tonic service to serve on the node's Flight address.
@@ -223,7 +245,7 @@ impl FlightService for FragmentService {
             )));
         }
         let txn = Arc::new(self.store.begin());
-        let task = self.context.task_ctx();
+        let task = self.task_context()?;
         let codec = FragmentCodec::decoder(catalog, txn);
         let fragment = codec
             .decode(plan, &task)
@@ -352,7 +374,7 @@ impl FlightService for FragmentService {
             self.row_ids.clone(),
             self.local_node,
         );
-        let task = self.context.task_ctx();
+        let task = self.task_context()?;
         let statement = codec
             .decode(&action.body, &task)
             .map_err(|e| self.error_status(&e))?;

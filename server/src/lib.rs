@@ -52,6 +52,7 @@ pub async fn start(args: StartArgs) -> Result<(), String> {
             node.row_ids.clone(),
             node.base.clone(),
             error::datafusion_state,
+            node.args.query_memory_bytes,
         );
         tracing::info!(address = ?flight_addr, "taking fragments from other nodes");
         tokio::spawn(async move {

@@ -9,6 +9,7 @@
 //! Where each partition runs is decided when it executes, from the catalog of that moment, so
 //! a cached plan follows leadership changes.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -23,18 +24,28 @@ use datafusion::physical_plan::{
     ReplaceChildrenOptions, SendableRecordBatchStream,
 };
 use futures::{StreamExt, TryStreamExt};
+use parking_lot::Mutex;
 
 use crate::flight::{FragmentRequest, RemoteFragments};
 use crate::fragment_codec::FragmentCodec;
 use crate::PartitionScanExec;
 
-static SHIPPED_BYTES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-static SHIPPED_BATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// The kind of statement (`select`, `update`, ...) a plan runs for, set by the server in the
+/// session config, so that shipped bytes are counted per kind.
+#[derive(Debug, Clone, Copy)]
+pub struct StatementKind(pub &'static str);
 
-/// Bytes (Arrow buffer sizes) and batches this node has received from other nodes' fragments.
-pub fn shipped_totals() -> (u64, u64) {
-    use std::sync::atomic::Ordering::Relaxed;
-    (SHIPPED_BYTES.load(Relaxed), SHIPPED_BATCHES.load(Relaxed))
+/// (bytes, batches) received from other nodes' fragments, by statement kind.
+static SHIPPED: Mutex<BTreeMap<&'static str, (u64, u64)>> = Mutex::new(BTreeMap::new());
+
+/// Bytes (Arrow buffer sizes) and batches this node has received from other nodes' fragments,
+/// by statement kind.
+pub fn shipped_totals() -> Vec<(&'static str, u64, u64)> {
+    SHIPPED
+        .lock()
+        .iter()
+        .map(|(kind, (bytes, batches))| (*kind, *bytes, *batches))
+        .collect()
 }
 
 pub struct FragmentExec {
@@ -247,6 +258,11 @@ impl ExecutionPlan for FragmentExec {
         let batches = MetricBuilder::new(&self.metrics).counter("batches_shipped", partition);
         // From the request to the leader's last batch: the fragment's time as this node saw it.
         let remote_time = MetricBuilder::new(&self.metrics).subset_time("remote_time", partition);
+        let kind = context
+            .session_config()
+            .get_extension::<StatementKind>()
+            .map(|k| k.0)
+            .unwrap_or("other");
         let started = std::time::Instant::now();
         let finished = futures::stream::once(async move {
             remote_time.add_duration(started.elapsed());
@@ -257,13 +273,14 @@ impl ExecutionPlan for FragmentExec {
             .try_flatten()
             .chain(finished)
             .inspect_ok(move |batch| {
-                use std::sync::atomic::Ordering::Relaxed;
                 let size = batch.get_array_memory_size();
                 rows.add(batch.num_rows());
                 bytes.add(size);
                 batches.add(1);
-                SHIPPED_BYTES.fetch_add(size as u64, Relaxed);
-                SHIPPED_BATCHES.fetch_add(1, Relaxed);
+                let mut shipped = SHIPPED.lock();
+                let totals = shipped.entry(kind).or_default();
+                totals.0 += size as u64;
+                totals.1 += 1;
             });
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             self.subtree.schema(),

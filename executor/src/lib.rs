@@ -26,7 +26,7 @@ mod write_exec;
 
 pub use error::ExecError;
 pub use flight::{FragmentService, RemoteFragments};
-pub use fragment_exec::{shipped_totals, FragmentExec};
+pub use fragment_exec::{shipped_totals, FragmentExec, StatementKind};
 pub use index_entries::{build_index, remove_index_entries};
 pub use per_row_subquery_exec::{PerRowSubqueryExec, PerRowSubquerySpec, SubqueryValue};
 pub use scan::{scan_totals, IndexLookup, KeyLookup, PartitionScanExec, ScanSpec, ROW_KEY_COLUMN};

@@ -17,8 +17,8 @@ pub struct Metrics {
     pub statement_restarts: IntCounter,
     pub rows_scanned: IntCounter,
     pub bytes_scanned: IntCounter,
-    pub bytes_shipped: IntCounter,
-    pub batches_shipped: IntCounter,
+    pub bytes_shipped: IntCounterVec,
+    pub batches_shipped: IntCounterVec,
 }
 
 impl Metrics {
@@ -53,14 +53,20 @@ impl Metrics {
             IntCounter::new("rows_scanned_total", "Rows read by scan fragments").expect("static");
         let bytes_scanned =
             IntCounter::new("bytes_scanned_total", "Bytes read by scan fragments").expect("static");
-        let bytes_shipped = IntCounter::new(
-            "fragment_bytes_received_total",
-            "Bytes of Arrow batches received from fragments run by other nodes",
+        let bytes_shipped = IntCounterVec::new(
+            Opts::new(
+                "fragment_bytes_received_total",
+                "Bytes of Arrow batches received from fragments run by other nodes, by statement kind",
+            ),
+            &["kind"],
         )
         .expect("static");
-        let batches_shipped = IntCounter::new(
-            "fragment_batches_received_total",
-            "Arrow batches received from fragments run by other nodes",
+        let batches_shipped = IntCounterVec::new(
+            Opts::new(
+                "fragment_batches_received_total",
+                "Arrow batches received from fragments run by other nodes, by statement kind",
+            ),
+            &["kind"],
         )
         .expect("static");
         for c in [
@@ -99,11 +105,14 @@ impl Metrics {
             .inc_by(rows.saturating_sub(self.rows_scanned.get()));
         self.bytes_scanned
             .inc_by(bytes.saturating_sub(self.bytes_scanned.get()));
-        let (bytes, batches) = shoal_executor::shipped_totals();
-        self.bytes_shipped
-            .inc_by(bytes.saturating_sub(self.bytes_shipped.get()));
-        self.batches_shipped
-            .inc_by(batches.saturating_sub(self.batches_shipped.get()));
+        for (kind, bytes, batches) in shoal_executor::shipped_totals() {
+            let (b, n) = (
+                self.bytes_shipped.with_label_values(&[kind]),
+                self.batches_shipped.with_label_values(&[kind]),
+            );
+            b.inc_by(bytes.saturating_sub(b.get()));
+            n.inc_by(batches.saturating_sub(n.get()));
+        }
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8_lossy(&buf).into_owned()

@@ -312,6 +312,15 @@ async fn queries_run_at_the_partition_leaders_and_merge_on_any_node() {
         "{shipped} rows shipped: {line}"
     );
 
+    // /metrics counts what came back from other nodes, by statement kind.
+    let metrics = shoal_tests::http_get(nodes_[0].metrics_port, "/metrics").await;
+    let received = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("shoal_fragment_bytes_received_total{kind=\"select\"} "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(received > 0.0, "{metrics}");
+
     // A leader's error reaches the client with its SQLSTATE: row 7 lives on one node, so two
     // of these three fail there.
     for c in &clients {

@@ -314,7 +314,7 @@ async fn pg_stat_activity_and_metrics() {
         .await
         .unwrap();
     a.simple_query("select * from m").await.unwrap();
-    let body = http_get(node.metrics_port, "/metrics").await;
+    let body = shoal_tests::http_get(node.metrics_port, "/metrics").await;
     assert!(body.contains("shoal_connections "), "{body}");
     assert!(
         body.contains("shoal_queries_total{kind=\"select\"}"),
@@ -336,19 +336,6 @@ async fn pg_stat_activity_and_metrics() {
     };
     assert_eq!(counter("shoal_rows_scanned_total "), 3, "{body}");
     assert!(counter("shoal_bytes_scanned_total ") > 0, "{body}");
-}
-
-async fn http_get(port: u16, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
 }
 
 #[tokio::test]

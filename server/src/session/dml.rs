@@ -105,6 +105,7 @@ impl Session {
         stmt: Statement,
         params: Option<ParamValues>,
     ) -> ServerResult<Outcome> {
+        let kind = super::kind_of(&stmt);
         let shape = match &stmt {
             Statement::Insert(_) => Shape::Write { tag: "INSERT 0" },
             Statement::Update(_) => Shape::Write { tag: "UPDATE" },
@@ -120,7 +121,7 @@ impl Session {
             .as_ref()
             .map(|_| Arc::new(Mutex::new(Vec::new())));
         let (txn, implicit) = self.statement_txn()?;
-        let state = self.statement_state(
+        let mut state = self.statement_state(
             txn.clone(),
             DmlOptions {
                 on_conflict_do_nothing: extras.do_nothing,
@@ -130,6 +131,9 @@ impl Session {
                 autocommit: implicit,
             },
         );
+        state
+            .config_mut()
+            .set_extension(Arc::new(shoal_executor::StatementKind(kind)));
         let plan = state
             .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
                 stmt,

@@ -24,7 +24,7 @@ pub(crate) fn install(
     store: Store,
 ) -> Result<(), PlannerError> {
     let schema = Arc::new(MemorySchemaProvider::new());
-    let nodes_meta = meta.clone();
+    let (nodes_meta, local_node) = (meta.clone(), cluster.local_node());
     schema.register_table(
         "nodes".into(),
         Arc::new(ComputedTable::new(
@@ -38,7 +38,7 @@ pub(crate) fn install(
         Arc::new(ComputedTable::new(
             "shoal.partitions",
             partitions_schema(),
-            Arc::new(move |schema| partitions_batch(meta.as_ref(), &store, schema)),
+            Arc::new(move |schema| partitions_batch(meta.as_ref(), local_node, &store, schema)),
         )),
     )?;
     let catalog = ctx
@@ -136,12 +136,15 @@ fn partitions_schema() -> SchemaRef {
         Field::new("leader", DataType::Int64, false),
         Field::new("followers", DataType::Utf8, false),
         Field::new("epoch", DataType::Int64, false),
-        Field::new("log_position", DataType::Int64, false),
+        Field::new("log_position", DataType::Int64, true),
     ]))
 }
 
+/// One row per partition; the log position is known only for partitions this node leads (the
+/// others' logs are on their leaders).
 fn partitions_batch(
     meta: &dyn MetaStore,
+    local_node: u64,
     store: &Store,
     schema: SchemaRef,
 ) -> DfResult<RecordBatch> {
@@ -149,8 +152,9 @@ fn partitions_batch(
     let mut rows = Vec::new();
     for t in catalog.tables.values() {
         for p in &t.partitions {
-            let position = store
-                .partition_log_position(t.id, p.index)
+            let position = (p.leader == local_node)
+                .then(|| store.partition_log_position(t.id, p.index))
+                .transpose()
                 .map_err(|e| DataFusionError::External(Box::new(e)))?;
             rows.push((t.schema.as_str(), t.name.as_str(), p, position));
         }
@@ -176,8 +180,8 @@ fn partitions_batch(
             Arc::new(Int64Array::from_iter_values(
                 rows.iter().map(|r| r.2.epoch as i64),
             )),
-            Arc::new(Int64Array::from_iter_values(
-                rows.iter().map(|r| r.3 as i64),
+            Arc::new(Int64Array::from_iter(
+                rows.iter().map(|r| r.3.map(|p| p as i64)),
             )),
         ],
     )?)

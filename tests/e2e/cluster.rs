@@ -671,3 +671,69 @@ async fn a_cluster_answers_as_one_node_and_postgres_do() {
         }
     }
 }
+
+/// etcd dies and comes back: queries keep running on the cached catalog meanwhile, catalog
+/// changes fail cleanly, and once etcd is back the nodes register again and DDL works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_rides_out_an_etcd_restart() {
+    let mut etcd = Etcd::start();
+    let nodes_ = start_nodes(&etcd, 2);
+    let (a, b) = (nodes_[0].connect().await, nodes_[1].connect().await);
+    a.batch_execute("create table kv (k int primary key, g int, v text) with (partitions = 4)")
+        .await
+        .unwrap();
+    load(&a, "kv", 1..=20).await;
+
+    etcd.kill();
+    // Reads need neither etcd nor a catalog change: both nodes still answer, across nodes.
+    for c in [&a, &b] {
+        assert_eq!(
+            texts(c, "select count(*), sum(k) from kv").await,
+            vec![row(&["20", "210"])]
+        );
+    }
+    let started = Instant::now();
+    let err = b
+        .batch_execute("create table during (id int)")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("58000"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+
+    etcd.restart();
+    let mut created = false;
+    for _ in 0..100 {
+        if b.batch_execute("create table after (id int)").await.is_ok() {
+            created = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(created, "DDL works again once etcd is back");
+    assert_eq!(
+        texts(
+            &a,
+            "select count(*) from pg_tables where tablename in ('after', 'during')"
+        )
+        .await,
+        vec![row(&["1"])]
+    );
+    let mut both_up = false;
+    for _ in 0..100 {
+        let up = texts(&a, "select count(*) from shoal.nodes where state = 'up'").await;
+        if up == vec![row(&["2"])] {
+            both_up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(both_up, "both nodes registered again");
+    assert_eq!(
+        texts(&b, "select count(*) from kv").await,
+        vec![row(&["20"])]
+    );
+}

@@ -11,8 +11,9 @@ use crate::{free_port, wait_until, Node};
 /// A one-member etcd on loopback; killed when dropped.
 pub struct Etcd {
     pub client_url: String,
-    child: Child,
-    _dir: tempfile::TempDir,
+    peer_url: String,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
 }
 
 /// `etcd` from PATH or Debian's location, or `ETCD_BIN`.
@@ -27,37 +28,52 @@ fn etcd_bin() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("etcd"))
 }
 
+fn spawn_etcd(dir: &std::path::Path, client_url: &str, peer_url: &str) -> Child {
+    Command::new(etcd_bin())
+        .args(["--name", "e1", "--data-dir"])
+        .arg(dir)
+        .args(["--listen-client-urls", client_url])
+        .args(["--advertise-client-urls", client_url])
+        .args(["--listen-peer-urls", peer_url])
+        .args(["--initial-advertise-peer-urls", peer_url])
+        .args(["--initial-cluster", &format!("e1={peer_url}")])
+        .args(["--log-level", "error"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start etcd (apt-get install etcd-server)")
+}
+
+fn port_in(url: &str) -> u16 {
+    url.rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Whether `child` runs and its client port accepts connections, within 20 s.
+fn etcd_up(child: &mut Child, client_url: &str) -> bool {
+    let port = port_in(client_url);
+    wait_until(Duration::from_secs(20), || {
+        matches!(child.try_wait(), Ok(None)) && TcpStream::connect(("127.0.0.1", port)).is_ok()
+    })
+}
+
 impl Etcd {
     pub fn start() -> Etcd {
         // etcd cannot report a port it picked itself: pick two, and try again if another
         // process took one between the check and etcd's bind.
         for _ in 0..5 {
             let dir = tempfile::tempdir().expect("temp dir");
-            let (client, peer) = (free_port(), free_port());
-            let client_url = format!("http://127.0.0.1:{client}");
-            let peer_url = format!("http://127.0.0.1:{peer}");
-            let mut child = Command::new(etcd_bin())
-                .args(["--name", "e1", "--data-dir"])
-                .arg(dir.path())
-                .args(["--listen-client-urls", &client_url])
-                .args(["--advertise-client-urls", &client_url])
-                .args(["--listen-peer-urls", &peer_url])
-                .args(["--initial-advertise-peer-urls", &peer_url])
-                .args(["--initial-cluster", &format!("e1={peer_url}")])
-                .args(["--log-level", "error"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start etcd (apt-get install etcd-server)");
-            let up = wait_until(Duration::from_secs(20), || {
-                matches!(child.try_wait(), Ok(None))
-                    && TcpStream::connect(("127.0.0.1", client)).is_ok()
-            });
-            if up {
+            let client_url = format!("http://127.0.0.1:{}", free_port());
+            let peer_url = format!("http://127.0.0.1:{}", free_port());
+            let mut child = spawn_etcd(dir.path(), &client_url, &peer_url);
+            if etcd_up(&mut child, &client_url) {
                 return Etcd {
                     client_url,
-                    child,
-                    _dir: dir,
+                    peer_url,
+                    child: Some(child),
+                    dir,
                 };
             }
             let _ = child.kill();
@@ -65,12 +81,27 @@ impl Etcd {
         }
         panic!("etcd did not start");
     }
+
+    /// SIGKILLs etcd, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts etcd again on its data directory and ports.
+    pub fn restart(&mut self) {
+        self.kill();
+        let mut child = spawn_etcd(self.dir.path(), &self.client_url, &self.peer_url);
+        assert!(etcd_up(&mut child, &self.client_url), "etcd restarts");
+        self.child = Some(child);
+    }
 }
 
 impl Drop for Etcd {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }
 

@@ -127,11 +127,19 @@ impl<'a> TableWriter<'a> {
         })
     }
 
-    /// The leader of each row's partition (rows of a table keyed by a hidden row id go to this
-    /// node, see [`Self::keys_of`]).
+    /// The leader of each row's partition. Rows of a table keyed by a hidden row id go to a
+    /// partition of this node (see [`Self::keys_of`]), or, when it leads none, to the leader
+    /// of the first partition.
     pub fn row_leaders(&self, batch: &RecordBatch) -> Result<Vec<NodeId>, ExecError> {
         if self.table.has_hidden_row_id() {
-            return Ok(vec![self.local_node; batch.num_rows()]);
+            let node = match (
+                self.local_partitions.is_empty(),
+                self.table.def.partitions.first(),
+            ) {
+                (true, Some(first)) => first.leader,
+                _ => self.local_node,
+            };
+            return Ok(vec![node; batch.num_rows()]);
         }
         let key_columns: Vec<ArrayRef> = self
             .table

@@ -187,6 +187,25 @@ async fn queries_run_at_the_partition_leaders_and_merge_on_any_node() {
         .unwrap();
     load(&clients[0], "t", 1..=300).await;
     load(&clients[1], "u", 1..=40).await;
+    // A table without a primary key takes rows through any node, even one that leads none of
+    // its partitions.
+    clients[0]
+        .batch_execute("create table events (what text) with (partitions = 1)")
+        .await
+        .unwrap();
+    for c in &clients {
+        c.batch_execute("insert into events values ('e'), ('f')")
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        texts(
+            &clients[1],
+            "select what, count(*) from events group by what order by what"
+        )
+        .await,
+        vec![row(&["e", "3"]), row(&["f", "3"])]
+    );
     // A statement whose rows belong to several nodes is refused whole.
     let err = clients[2]
         .batch_execute(

@@ -20,8 +20,10 @@ pub enum ExecError {
     InvalidJson { type_name: String },
     #[error("{0}")]
     Arrow(#[from] datafusion::arrow::error::ArrowError),
-    /// A statement on one node reached partitions that other nodes lead (cluster mode).
-    #[error("partitions {partitions} of relation \"{table}\" are led by other nodes than node {local_node}: statements that reach another node's partitions are not supported yet")]
+    /// A statement on one node needs partitions other nodes lead in a way only a transaction
+    /// across nodes could serve (cluster mode): writes to several nodes, writes to another
+    /// node inside a transaction block, REPEATABLE READ reads of another node.
+    #[error("partitions {partitions} of relation \"{table}\" are led by other nodes than node {local_node}: this statement would need a transaction across nodes, which is not supported yet")]
     PartitionsElsewhere {
         table: String,
         local_node: u64,

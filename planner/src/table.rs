@@ -52,8 +52,8 @@ pub struct DmlOptions {
     pub conflicts: Option<ReturningSink>,
     /// COPY outside a transaction block: inserted rows go to this bulk load.
     pub bulk: Option<BulkSink>,
-    /// The statement commits on its own (no transaction block): in a cluster, an INSERT whose
-    /// rows all belong to one other node may be committed by that node.
+    /// The statement commits on its own (no transaction block): in a cluster, an INSERT,
+    /// UPDATE or DELETE that touches only one other node's partitions may run on that node.
     pub autocommit: bool,
 }
 

@@ -141,18 +141,14 @@ impl PhysicalExtensionCodec for FragmentCodec {
                 } else {
                     WriteKind::Update
                 };
-                Ok(Arc::new(TableWriteExec::new(
+                Ok(Arc::new(TableWriteExec::plain(
                     input.clone(),
                     table(table_id)?,
                     reader.txn.clone(),
                     store,
                     row_ids,
                     kind,
-                    None,
-                    None,
-                    None,
                     local_node,
-                    None,
                 )))
             }
             (node, _) => Err(codec_error(format!(

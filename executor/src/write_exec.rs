@@ -127,6 +127,23 @@ impl TableWriteExec {
         }
     }
 
+    /// An UPDATE or DELETE that hands nothing back and is not forwarded: the form in which one
+    /// runs on the node that leads its rows.
+    #[allow(clippy::too_many_arguments)]
+    pub fn plain(
+        input: Arc<dyn ExecutionPlan>,
+        table: TableHandle,
+        txn: Arc<Txn>,
+        store: Store,
+        row_ids: Arc<RowIdAllocator>,
+        kind: WriteKind,
+        local_node: NodeId,
+    ) -> Self {
+        Self::new(
+            input, table, txn, store, row_ids, kind, None, None, None, local_node, None,
+        )
+    }
+
     /// `forward`: for an autocommit INSERT in a cluster, how to reach other nodes; rows that
     /// all belong to one other node's partitions are sent to it and committed there.
     #[allow(clippy::too_many_arguments)]
@@ -251,18 +268,14 @@ impl ExecutionPlan for TableWriteExec {
             // its reads and writes in one transaction of that node.
             if let (WriteKind::Update | WriteKind::Delete, Some(remote)) = (kind, &forward) {
                 if let Some(leader) = single_other_reader(&input, local_node) {
-                    let statement = Arc::new(TableWriteExec::new(
+                    let statement = Arc::new(TableWriteExec::plain(
                         input.clone(),
                         table.clone(),
                         txn.clone(),
                         store.clone(),
                         row_ids.clone(),
                         kind,
-                        None,
-                        None,
-                        None,
                         local_node,
-                        None,
                     ));
                     let count = remote.write_at(leader, statement).await?;
                     return RecordBatch::try_new(

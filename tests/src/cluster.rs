@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::{free_port, wait_until, Node};
+use crate::{free_port, kill_child, wait_until, Node};
 
 /// A one-member etcd on loopback; killed when dropped.
 pub struct Etcd {
@@ -84,10 +84,7 @@ impl Etcd {
 
     /// SIGKILLs etcd, as a crash would.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        kill_child(&mut self.child);
     }
 
     /// Starts etcd again on its data directory and ports.

@@ -65,6 +65,14 @@ pub fn shoal_bin() -> PathBuf {
         })
 }
 
+/// SIGKILLs the process in `child`, if any, and reaps it.
+pub fn kill_child(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
 /// A running `shoal` node; killed (SIGKILL) when dropped.
 pub struct Node {
     pub port: u16,
@@ -137,10 +145,7 @@ impl Node {
 
     /// SIGKILLs the process, as a crash would.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        kill_child(&mut self.child);
     }
 
     /// Starts the process again on the same data directory (new ports).

@@ -27,11 +27,12 @@ fn compose_command() -> Vec<&'static str> {
     }
 }
 
-/// A compose project on ports picked here; `down -v` when dropped.
+/// A compose project on ports picked here; `down -v` and its images removed when dropped.
 struct Project {
     name: String,
     ports: [u16; 3],
     env: Vec<(&'static str, String)>,
+    images: [String; 2],
 }
 
 impl Project {
@@ -73,6 +74,9 @@ impl Project {
 impl Drop for Project {
     fn drop(&mut self) {
         let _ = self.run(&["down", "-v", "--remove-orphans"]);
+        let _ = Command::new("docker")
+            .args(["rmi", "-f", &self.images[0], &self.images[1]])
+            .output();
     }
 }
 
@@ -105,6 +109,7 @@ fn compose_cluster_serves_on_every_node_and_sees_a_stopped_one() {
             ("SHOAL2_PORT", ports[1].to_string()),
             ("SHOAL3_PORT", ports[2].to_string()),
         ],
+        images: [shoal_image.clone(), etcd_image.clone()],
     };
     let up = project.run(&["up", "-d", "--no-build"]);
     assert!(
@@ -162,8 +167,4 @@ fn compose_cluster_serves_on_every_node_and_sees_a_stopped_one() {
         !refused.status.success() && stderr.contains("node 3"),
         "{stderr}"
     );
-    drop(project);
-    let _ = Command::new("docker")
-        .args(["rmi", "-f", &shoal_image, &etcd_image])
-        .output();
 }

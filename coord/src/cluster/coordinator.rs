@@ -46,10 +46,13 @@ impl EtcdCluster {
     /// when this node is not (or no longer) the coordinator: then nothing is recorded.
     pub fn record_down(self: &Arc<Self>, node: NodeId) -> Result<bool, CoordError> {
         let this = self.clone();
-        self.block(async move {
-            let ops = vec![TxnOp::put(this.keys.down(node), now_ms().to_string(), None)];
-            this.as_coordinator(ops).await
-        })
+        self.block(async move { this.mark_down(node).await })
+    }
+
+    async fn mark_down(&self, node: NodeId) -> Result<bool, CoordError> {
+        let since = now_ms().to_string();
+        self.as_coordinator(vec![TxnOp::put(self.keys.down(node), since, None)])
+            .await
     }
 }
 
@@ -70,12 +73,7 @@ pub(super) async fn coordinate(cluster: Arc<EtcdCluster>) {
         if cluster.is_coordinator() {
             let (went_down, came_back) = cluster.state.read().membership_changes();
             for id in went_down {
-                let ops = vec![TxnOp::put(
-                    cluster.keys.down(id),
-                    now_ms().to_string(),
-                    None,
-                )];
-                match cluster.as_coordinator(ops).await {
+                match cluster.mark_down(id).await {
                     Ok(true) => tracing::warn!(node = id, "node is down (lease expired)"),
                     Ok(false) => {}
                     Err(e) => tracing::warn!(error = %e, "cannot record node down"),

@@ -181,15 +181,7 @@ impl EtcdCluster {
         let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
         let mut fresh = ClusterState::default();
         for kv in resp.kvs() {
-            fresh.apply(
-                &self.keys,
-                &Change::Put {
-                    key: kv.key().to_vec(),
-                    value: kv.value().to_vec(),
-                    create_revision: kv.create_revision(),
-                    mod_revision: kv.mod_revision(),
-                },
-            );
+            fresh.apply(&self.keys, &Change::put(kv));
         }
         {
             let mut state = self.state.write();
@@ -399,6 +391,12 @@ async fn allocate_node_id(client: &mut Client, keys: &Keys) -> Result<NodeId, Co
     }
 }
 
+/// A node's info as its live and member keys hold it.
+fn encode_info(info: &NodeInfo) -> Result<Vec<u8>, CoordError> {
+    serde_json::to_vec(info)
+        .map_err(|e| CoordError::Unavailable(format!("cannot encode node info: {e}")))
+}
+
 /// Puts the node's live key (under its lease) and member record. A live key of the same id
 /// means another process runs as this node, or this node's previous process died less than a
 /// lease ago: wait out one lease, then refuse.
@@ -409,8 +407,7 @@ async fn register(
     lease: i64,
     lease_ttl: Duration,
 ) -> Result<(), CoordError> {
-    let value = serde_json::to_vec(info)
-        .map_err(|e| CoordError::Unavailable(format!("cannot encode node info: {e}")))?;
+    let value = encode_info(info)?;
     let deadline = tokio::time::Instant::now() + lease_ttl * 2 + Duration::from_secs(1);
     loop {
         let txn = Txn::new()

@@ -21,6 +21,18 @@ pub(crate) enum Change {
     },
 }
 
+impl Change {
+    /// A key as etcd returned it, read or watched.
+    pub fn put(kv: &etcd_client::KeyValue) -> Change {
+        Change::Put {
+            key: kv.key().to_vec(),
+            value: kv.value().to_vec(),
+            create_revision: kv.create_revision(),
+            mod_revision: kv.mod_revision(),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct ClusterState {
     pub catalog: Arc<Catalog>,

@@ -9,7 +9,7 @@ use etcd_client::{EventType, PutOptions, WatchOptions};
 
 use super::coordinator::Leadership;
 use super::state::Change;
-use super::{grant_lease, unavailable, EtcdCluster};
+use super::{encode_info, grant_lease, unavailable, EtcdCluster};
 use crate::CoordError;
 
 /// Pause before retrying after etcd failed us.
@@ -57,8 +57,7 @@ async fn heartbeat(cluster: &EtcdCluster, lease: i64) -> Result<(), CoordError> 
 async fn reregister(cluster: &EtcdCluster) -> Result<(), CoordError> {
     let mut client = cluster.client.clone();
     let lease = grant_lease(&mut client, cluster.lease_ttl).await?;
-    let value = serde_json::to_vec(&cluster.info)
-        .map_err(|e| CoordError::Unavailable(format!("cannot encode node info: {e}")))?;
+    let value = encode_info(&cluster.info)?;
     client
         .put(
             cluster.keys.live(cluster.node_id),
@@ -130,12 +129,7 @@ async fn watch_from(cluster: &EtcdCluster, start: i64) -> Result<(), CoordError>
             for event in resp.events() {
                 let Some(kv) = event.kv() else { continue };
                 let change = match event.event_type() {
-                    EventType::Put => Change::Put {
-                        key: kv.key().to_vec(),
-                        value: kv.value().to_vec(),
-                        create_revision: kv.create_revision(),
-                        mod_revision: kv.mod_revision(),
-                    },
+                    EventType::Put => Change::put(kv),
                     EventType::Delete => Change::Delete {
                         key: kv.key().to_vec(),
                     },

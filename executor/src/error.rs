@@ -37,6 +37,9 @@ pub enum ExecError {
         node: u64,
         reason: String,
     },
+    /// The node a forwarded write must go to is down.
+    #[error("relation \"{table}\" cannot be written: node {node}, which leads the partitions this statement writes, is down")]
+    WriteLeaderDown { table: String, node: u64 },
     /// A partition's leader changed while the statement ran; running it again finds the new one.
     #[error("could not serialize access: a partition of relation \"{table}\" changed leader during the statement")]
     LeaderChanged { table: String },

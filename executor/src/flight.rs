@@ -210,6 +210,11 @@ fn error_status(e: &DataFusionError, sqlstate_of: fn(&DataFusionError) -> &'stat
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
+/// A response of one message.
+fn single<T: Send + 'static>(message: T) -> Response<BoxStream<T>> {
+    Response::new(Box::pin(futures::stream::once(async { Ok(message) })))
+}
+
 fn unsupported<T>(what: &str) -> Result<T, Status> {
     Err(Status::unimplemented(format!(
         "{what} is not part of Shoal's fragment service"
@@ -340,12 +345,9 @@ impl FlightService for FragmentService {
         .await
         .map_err(|e| Status::internal(e.to_string()))?
         .map_err(|e| self.error_status(&DataFusionError::External(Box::new(e))))?;
-        let result = PutResult {
+        Ok(single(PutResult {
             app_metadata: inserted.to_le_bytes().to_vec().into(),
-        };
-        Ok(Response::new(Box::pin(futures::stream::once(async {
-            Ok(result)
-        }))))
+        }))
     }
 
     async fn do_exchange(
@@ -395,12 +397,9 @@ impl FlightService for FragmentService {
             .map_err(|e| {
                 self.error_status(&DataFusionError::External(Box::new(ExecError::from(e))))
             })?;
-        let result = arrow_flight::Result {
+        Ok(single(arrow_flight::Result {
             body: count.to_le_bytes().to_vec().into(),
-        };
-        Ok(Response::new(Box::pin(futures::stream::once(async {
-            Ok(result)
-        }))))
+        }))
     }
 
     async fn list_actions(
@@ -463,6 +462,25 @@ impl RemoteFragments {
             .into_iter()
             .find(|n| n.info.id == node && n.live && !n.info.flight_address.is_empty())
             .map(|n| n.info.flight_address)
+    }
+
+    /// A client for `leader`, to which a write is forwarded, or the error the statement gets
+    /// when that node is down.
+    fn leader_client(
+        &self,
+        leader: NodeId,
+        table: &str,
+    ) -> Result<FlightServiceClient<Channel>, DataFusionError> {
+        let Some(address) = self.address_of(leader) else {
+            return Err(DataFusionError::External(Box::new(
+                ExecError::WriteLeaderDown {
+                    table: table.to_string(),
+                    node: leader,
+                },
+            )));
+        };
+        self.client(&address)
+            .map_err(|e| DataFusionError::External(Box::new(e)))
     }
 
     fn client(&self, address: &str) -> Result<FlightServiceClient<Channel>, ExecError> {
@@ -576,7 +594,7 @@ impl RemoteFragments {
         action: ConflictAction,
         rows: Vec<RecordBatch>,
     ) -> Result<u64, DataFusionError> {
-        let table_name = format!("{}.{}", table.def.schema, table.def.name);
+        let table_name = table.qualified_name();
         let action = match action {
             ConflictAction::Error => OnConflict::Error,
             ConflictAction::DoNothing => OnConflict::DoNothing,
@@ -590,16 +608,7 @@ impl RemoteFragments {
                 )))
             }
         };
-        let Some(address) = self.address_of(leader) else {
-            return Err(DataFusionError::External(Box::new(
-                ExecError::PartitionUnavailable {
-                    table: table_name,
-                    partition: 0,
-                    node: leader,
-                    reason: "is down".into(),
-                },
-            )));
-        };
+        let mut client = self.leader_client(leader, &table_name)?;
         let header = serde_json::to_vec(&InsertHeader {
             table_id: table.id(),
             action,
@@ -611,9 +620,6 @@ impl RemoteFragments {
             .try_collect()
             .await
             .map_err(|e| remote_error(e, leader))?;
-        let mut client = self
-            .client(&address)
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
         let mut results = client
             .do_put(with_secret(
                 futures::stream::iter(messages),
@@ -625,17 +631,8 @@ impl RemoteFragments {
         let result = results
             .message()
             .await
-            .map_err(|s| remote_error(FlightError::Tonic(Box::new(s)), leader))?
-            .ok_or_else(|| {
-                remote_error(
-                    FlightError::protocol("the leader sent no insert count"),
-                    leader,
-                )
-            })?;
-        let count = <[u8; 8]>::try_from(result.app_metadata.as_ref())
-            .map(u64::from_le_bytes)
-            .map_err(|_| remote_error(FlightError::protocol("bad insert count"), leader))?;
-        Ok(count)
+            .map_err(|s| remote_error(FlightError::Tonic(Box::new(s)), leader))?;
+        row_count(result.map(|r| r.app_metadata), leader)
     }
 }
 
@@ -646,22 +643,11 @@ impl RemoteFragments {
     pub(crate) async fn write_at(
         &self,
         leader: NodeId,
+        table: &TableHandle,
         statement: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
     ) -> Result<u64, DataFusionError> {
-        let Some(address) = self.address_of(leader) else {
-            return Err(DataFusionError::External(Box::new(
-                ExecError::PartitionUnavailable {
-                    table: String::new(),
-                    partition: 0,
-                    node: leader,
-                    reason: "is down".into(),
-                },
-            )));
-        };
+        let mut client = self.leader_client(leader, &table.qualified_name())?;
         let body = FragmentCodec::encode(statement)?;
-        let mut client = self
-            .client(&address)
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
         let action = Action {
             r#type: WRITE_ACTION.into(),
             body: body.into(),
@@ -672,20 +658,22 @@ impl RemoteFragments {
             .await
             .map_err(tonic_error)?
             .into_inner();
-        let result = results
-            .message()
-            .await
-            .map_err(tonic_error)?
-            .ok_or_else(|| {
-                remote_error(
-                    FlightError::protocol("the leader sent no row count"),
-                    leader,
-                )
-            })?;
-        <[u8; 8]>::try_from(result.body.as_ref())
-            .map(u64::from_le_bytes)
-            .map_err(|_| remote_error(FlightError::protocol("bad row count"), leader))
+        let result = results.message().await.map_err(tonic_error)?;
+        row_count(result.map(|r| r.body), leader)
     }
+}
+
+/// The row count a leader answered a forwarded write with (8 bytes, little-endian).
+fn row_count(answer: Option<impl AsRef<[u8]>>, leader: NodeId) -> Result<u64, DataFusionError> {
+    let bytes = answer.ok_or_else(|| {
+        remote_error(
+            FlightError::protocol("the leader sent no row count"),
+            leader,
+        )
+    })?;
+    <[u8; 8]>::try_from(bytes.as_ref())
+        .map(u64::from_le_bytes)
+        .map_err(|_| remote_error(FlightError::protocol("bad row count"), leader))
 }
 
 /// A leader's error as this node reports it: its message and SQLSTATE.

@@ -108,7 +108,7 @@ impl FragmentExec {
         let encoded = Arc::new(FragmentCodec::encode(subtree.clone())?);
         Ok(Some(FragmentExec {
             table_id: table.id(),
-            table_name: format!("{}.{}", table.def.schema, table.def.name),
+            table_name: table.qualified_name(),
             subtree,
             partitions,
             encoded,
@@ -140,6 +140,21 @@ impl FragmentExec {
     pub fn with_boundary(mut self, reason: String) -> Self {
         self.boundary = Some(reason);
         self
+    }
+
+    /// This fragment, recording why the operator above does not run in it (the subtree and
+    /// its encoding are shared, not built again).
+    pub fn bounded(&self, reason: String) -> FragmentExec {
+        FragmentExec {
+            subtree: self.subtree.clone(),
+            table_id: self.table_id,
+            table_name: self.table_name.clone(),
+            partitions: self.partitions.clone(),
+            encoded: self.encoded.clone(),
+            remote: self.remote.clone(),
+            boundary: Some(reason),
+            metrics: ExecutionPlanMetricsSet::new(),
+        }
     }
 
     /// (partition, leader) of every partition read, in the catalog's current state.

@@ -128,6 +128,11 @@ impl TableHandle {
         self.def.id
     }
 
+    /// `schema.name`, as errors name the table.
+    pub fn qualified_name(&self) -> String {
+        format!("{}.{}", self.def.schema, self.def.name)
+    }
+
     pub fn has_hidden_row_id(&self) -> bool {
         self.key_columns.is_empty()
     }

@@ -121,7 +121,7 @@ impl<'a> TableWriter<'a> {
             .map(|p| p.leader)
             .unwrap_or_default();
         Err(ExecError::PartitionsElsewhere {
-            table: format!("{}.{}", self.table.def.schema, self.table.def.name),
+            table: self.table.qualified_name(),
             local_node: self.local_node,
             partitions: format!("{partition} (node {leader})"),
         })
@@ -263,7 +263,7 @@ impl<'a> TableWriter<'a> {
         let hidden = self.table.has_hidden_row_id();
         if hidden && self.local_partitions.is_empty() {
             return Err(ExecError::PartitionsElsewhere {
-                table: format!("{}.{}", self.table.def.schema, self.table.def.name),
+                table: self.table.qualified_name(),
                 local_node: self.local_node,
                 partitions: "all".into(),
             });

@@ -2,6 +2,7 @@
 //! input to one table inside the statement's transaction, and returns the row count (the
 //! single-row `count` column DataFusion expects from DML plans).
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
 
@@ -36,17 +37,22 @@ fn single_other_leader(
     rows: &[RecordBatch],
 ) -> DfResult<Option<NodeId>> {
     let writer = TableWriter::new(table, txn, store, row_ids, local_node);
-    let mut leaders = std::collections::BTreeSet::new();
+    let mut leaders = BTreeSet::new();
     for batch in rows {
         let of_batch = writer
             .row_leaders(batch)
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
         leaders.extend(of_batch);
     }
-    Ok(match leaders.into_iter().collect::<Vec<_>>().as_slice() {
+    Ok(the_other(leaders, local_node))
+}
+
+/// The one node of `leaders`, if there is one and it is not `local_node`.
+fn the_other(leaders: BTreeSet<NodeId>, local_node: NodeId) -> Option<NodeId> {
+    match leaders.into_iter().collect::<Vec<_>>().as_slice() {
         [only] if *only != local_node => Some(*only),
         _ => None,
-    })
+    }
 }
 
 /// What a `TableWriteExec` does with each input row.
@@ -97,15 +103,32 @@ impl fmt::Debug for TableWriteExec {
 fn single_other_reader(input: &Arc<dyn ExecutionPlan>, local_node: NodeId) -> Option<NodeId> {
     let scan = scan_leaf(input)?;
     let partitions = &scan.table().def.partitions;
-    let leaders: std::collections::BTreeSet<NodeId> = scan
+    let leaders = scan
         .table_partitions()?
         .iter()
         .filter_map(|p| partitions.get(*p as usize).map(|d| d.leader))
         .collect();
-    match leaders.into_iter().collect::<Vec<_>>().as_slice() {
-        [only] if *only != local_node => Some(*only),
-        _ => None,
-    }
+    the_other(leaders, local_node)
+}
+
+/// The statement's result: how many rows it wrote.
+fn count_batch(count: u64) -> DfResult<RecordBatch> {
+    RecordBatch::try_new(
+        count_schema(),
+        vec![Arc::new(UInt64Array::from(vec![count]))],
+    )
+    .map_err(DataFusionError::from)
+}
+
+/// The visible columns of an input batch, every one nullable (see
+/// [`TableHandle::nullable_schema`]): the rows as the writer takes them.
+fn visible_rows(table: &TableHandle, batch: &RecordBatch) -> DfResult<RecordBatch> {
+    let visible: Vec<usize> = (0..table.schema.fields().len()).collect();
+    let rows = batch.project(&visible)?;
+    Ok(RecordBatch::try_new(
+        table.nullable_schema(),
+        rows.columns().to_vec(),
+    )?)
 }
 
 fn count_schema() -> SchemaRef {
@@ -277,12 +300,8 @@ impl ExecutionPlan for TableWriteExec {
                         kind,
                         local_node,
                     ));
-                    let count = remote.write_at(leader, statement).await?;
-                    return RecordBatch::try_new(
-                        count_schema(),
-                        vec![Arc::new(UInt64Array::from(vec![count]))],
-                    )
-                    .map_err(DataFusionError::from);
+                    let count = remote.write_at(leader, &table, statement).await?;
+                    return count_batch(count);
                 }
             }
             // Read every input row before writing, so that an UPDATE never sees its own output.
@@ -294,34 +313,24 @@ impl ExecutionPlan for TableWriteExec {
                     batches.push(b?);
                 }
             }
+            let rows = batches
+                .iter()
+                .map(|b| visible_rows(&table, b))
+                .collect::<DfResult<Vec<_>>>()?;
             if let (WriteKind::Insert(action), Some(remote)) = (kind, &forward) {
-                let visible: Vec<usize> = (0..table.schema.fields().len()).collect();
-                let rows = batches
-                    .iter()
-                    .map(|b| {
-                        let b = b.project(&visible)?;
-                        RecordBatch::try_new(table.nullable_schema(), b.columns().to_vec())
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
                 if let Some(leader) =
                     single_other_leader(&table, &txn, &store, &row_ids, local_node, &rows)?
                 {
                     let count = remote.insert_at(leader, &table, action, rows).await?;
-                    return RecordBatch::try_new(
-                        count_schema(),
-                        vec![Arc::new(UInt64Array::from(vec![count]))],
-                    )
-                    .map_err(DataFusionError::from);
+                    return count_batch(count);
                 }
             }
             let count = tokio::task::spawn_blocking(move || -> Result<u64, ExecError> {
                 let writer = TableWriter::new(&table, &txn, &store, &row_ids, local_node);
+                // The row key, for UPDATE and DELETE, follows the visible columns.
                 let visible = table.schema.fields().len();
-                let relaxed = table.nullable_schema();
                 let mut count = 0;
-                for batch in batches {
-                    let rows = batch.project(&(0..visible).collect::<Vec<_>>())?;
-                    let rows = RecordBatch::try_new(relaxed.clone(), rows.columns().to_vec())?;
+                for (batch, rows) in batches.iter().zip(rows) {
                     let written = match kind {
                         WriteKind::Insert(action) => writer.insert(&rows, action)?,
                         WriteKind::BulkInsert => {
@@ -360,11 +369,7 @@ impl ExecutionPlan for TableWriteExec {
             .await
             .map_err(|e| DataFusionError::External(Box::new(ExecError::TaskFailed(e.to_string()))))?
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
-            RecordBatch::try_new(
-                count_schema(),
-                vec![Arc::new(UInt64Array::from(vec![count]))],
-            )
-            .map_err(DataFusionError::from)
+            count_batch(count)
         };
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             count_schema(),

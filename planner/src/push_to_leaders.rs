@@ -108,10 +108,7 @@ impl PushToLeaders {
             let Some(fragment) = child.downcast_ref::<FragmentExec>() else {
                 continue;
             };
-            if let Some(f) = FragmentExec::try_new(fragment.subtree().clone(), self.remote.clone())?
-            {
-                marked = replace_child(marked, index, Arc::new(f.with_boundary(reason.clone())))?;
-            }
+            marked = replace_child(marked, index, Arc::new(fragment.bounded(reason.clone())))?;
         }
         Ok(Transformed::yes(marked))
     }

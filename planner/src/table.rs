@@ -391,7 +391,7 @@ impl TableProvider for ShoalTable {
         if !remote.is_empty() && txn.isolation().ok() == Some(Isolation::RepeatableRead) {
             return Err(DataFusionError::External(Box::new(
                 ExecError::PartitionsElsewhere {
-                    table: self.qualified_name(),
+                    table: self.handle.qualified_name(),
                     local_node: self.local_node,
                     partitions: format!("{} (REPEATABLE READ)", remote.join(", ")),
                 },
@@ -548,10 +548,6 @@ impl ShoalTable {
             .filter(|p| p.leader != self.local_node)
             .map(|p| format!("{} (node {})", p.index, p.leader))
             .collect()
-    }
-
-    fn qualified_name(&self) -> String {
-        format!("{}.{}", self.handle.def.schema, self.handle.def.name)
     }
 
     fn writer(

@@ -309,7 +309,7 @@ fn exec_state(e: &ExecError) -> &'static str {
         ExecError::Arrow(a) => arrow_state(&a.to_string()),
         ExecError::TaskFailed(_) => "XX000",
         ExecError::PartitionsElsewhere { .. } => "0A000",
-        ExecError::PartitionUnavailable { .. } => "58000",
+        ExecError::PartitionUnavailable { .. } | ExecError::WriteLeaderDown { .. } => "58000",
         ExecError::LeaderChanged { .. } => "40001",
         ExecError::Remote { sqlstate, .. } => sqlstate,
     }

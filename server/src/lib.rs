@@ -29,17 +29,20 @@ pub async fn start(args: StartArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
+    // Other nodes send fragments and rows here; a node alone takes none.
     let flight =
-        match args.etcd.is_empty() {
-            true => None,
-            false => Some(TcpListener::bind(args.flight_listen).await.map_err(|e| {
+        if args.etcd.is_empty() {
+            None
+        } else {
+            Some(TcpListener::bind(args.flight_listen).await.map_err(|e| {
                 format!("cannot listen on {} for fragments: {e}", args.flight_listen)
-            })?),
+            })?)
         };
-    let flight_addr = match &flight {
-        Some(l) => Some(l.local_addr().map_err(|e| e.to_string())?),
-        None => None,
-    };
+    let flight_addr = flight
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()
+        .map_err(|e| e.to_string())?;
     let node = tokio::task::spawn_blocking(move || Node::open(args, local, flight_addr))
         .await
         .map_err(|e| e.to_string())?

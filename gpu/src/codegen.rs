@@ -1,0 +1,760 @@
+//! CUDA C source for a pipeline spec, compiled at run time by NVRTC (see `nvrtc.rs`).
+//!
+//! One thread handles one row. Every expression node becomes two locals, its value and whether it
+//! is valid (not null); a null's value is kept zero/false so that AND, OR and the comparisons read
+//! it safely. Errors are bits OR-ed into one word per launch (division by zero, overflow, a full
+//! hash table); the host turns them into the CPU's errors. Nothing here depends on a GPU: the
+//! generated text is what CI compiles with NVRTC alone.
+//!
+//! Filter + projection takes two kernels so that the kept rows come out dense and in input order:
+//! `fp_count` counts the kept rows per block, the host turns the counts into offsets, and
+//! `fp_write` ranks each kept row within its block (warp ballots) and writes the projections at
+//! its offset. Without a predicate only `fp_write` runs and rows keep their positions.
+//!
+//! The partial aggregate is one kernel over an open-addressing hash table in device memory: a
+//! thread claims an empty slot with a compare-and-swap, publishes its keys, and the aggregates are
+//! updated with atomics (64-bit integer sums wrap like DataFusion's, decimals are summed as 128-bit
+//! two's complement over two words with a carry, float minima and maxima go through the IEEE
+//! total-order bits so that NaN and -0.0 order as on the CPU).
+
+use std::fmt::Write;
+
+use crate::error::GpuError;
+use crate::expr::{ArithOp, CompareOp, GpuExpr, GpuType, Literal};
+use crate::plan::{AggregateFunction, FilterProject, PartialAggregate};
+
+/// Error bits a kernel sets in its error word.
+pub const ERR_DIVIDE_BY_ZERO: u32 = 1;
+pub const ERR_OVERFLOW: u32 = 2;
+pub const ERR_TABLE_FULL: u32 = 4;
+
+/// Threads per block of every kernel (a multiple of the warp size, at most 32 warps).
+pub const BLOCK_THREADS: u32 = 256;
+
+const PRELUDE: &str = r#"
+typedef long long i64;
+typedef unsigned long long u64;
+typedef unsigned int u32;
+typedef unsigned char u8;
+typedef __int128 i128;
+typedef unsigned __int128 u128;
+
+#define ERR_DIVIDE_BY_ZERO 1u
+#define ERR_OVERFLOW 2u
+#define ERR_TABLE_FULL 4u
+
+// A null validity bitmap means every row is valid, as in Arrow.
+__device__ __forceinline__ bool valid_at(const u8* bits, i64 row) {
+    return bits == 0 || ((bits[row >> 3] >> (row & 7)) & 1);
+}
+__device__ __forceinline__ bool bit_at(const u8* bits, i64 row) {
+    return (bits[row >> 3] >> (row & 7)) & 1;
+}
+// IEEE total order as signed integers (Rust's f64::total_cmp): NaN above everything, -0.0 < 0.0.
+__device__ __forceinline__ i64 f64_order(double v) {
+    i64 x = __double_as_longlong(v);
+    return x ^ (i64)(((u64)(x >> 63)) >> 1);
+}
+__device__ __forceinline__ double f64_from_order(i64 x) {
+    return __longlong_as_double(x ^ (i64)(((u64)(x >> 63)) >> 1));
+}
+__device__ __forceinline__ i128 make_i128(i64 hi, u64 lo) {
+    return (i128)(((u128)(u64)hi << 64) | (u128)lo);
+}
+
+__device__ __forceinline__ int add_i32(int a, int b, bool checked, u32* err) {
+    i64 r = (i64)a + (i64)b;
+    if (checked && (r > 2147483647LL || r < -2147483648LL)) *err |= ERR_OVERFLOW;
+    return (int)(u32)(u64)r;
+}
+__device__ __forceinline__ int sub_i32(int a, int b, bool checked, u32* err) {
+    i64 r = (i64)a - (i64)b;
+    if (checked && (r > 2147483647LL || r < -2147483648LL)) *err |= ERR_OVERFLOW;
+    return (int)(u32)(u64)r;
+}
+__device__ __forceinline__ int mul_i32(int a, int b, bool checked, u32* err) {
+    i64 r = (i64)a * (i64)b;
+    if (checked && (r > 2147483647LL || r < -2147483648LL)) *err |= ERR_OVERFLOW;
+    return (int)(u32)(u64)r;
+}
+__device__ __forceinline__ i64 add_i64(i64 a, i64 b, bool checked, u32* err) {
+    i64 r = (i64)((u64)a + (u64)b);
+    if (checked && ((a ^ r) & (b ^ r)) < 0) *err |= ERR_OVERFLOW;
+    return r;
+}
+__device__ __forceinline__ i64 sub_i64(i64 a, i64 b, bool checked, u32* err) {
+    i64 r = (i64)((u64)a - (u64)b);
+    if (checked && ((a ^ b) & (a ^ r)) < 0) *err |= ERR_OVERFLOW;
+    return r;
+}
+__device__ __forceinline__ i64 mul_i64(i64 a, i64 b, bool checked, u32* err) {
+    i64 lo = (i64)((u64)a * (u64)b);
+    if (checked && __mul64hi(a, b) != (lo >> 63)) *err |= ERR_OVERFLOW;
+    return lo;
+}
+__device__ __forceinline__ i128 add_i128(i128 a, i128 b, bool checked, u32* err) {
+    i128 r = (i128)((u128)a + (u128)b);
+    if (checked && ((a ^ r) & (b ^ r)) < 0) *err |= ERR_OVERFLOW;
+    return r;
+}
+__device__ __forceinline__ i128 sub_i128(i128 a, i128 b, bool checked, u32* err) {
+    i128 r = (i128)((u128)a - (u128)b);
+    if (checked && ((a ^ b) & (a ^ r)) < 0) *err |= ERR_OVERFLOW;
+    return r;
+}
+// 128-bit product through 64-bit halves of the magnitudes, so no 128-bit division is needed to
+// detect overflow.
+__device__ __forceinline__ i128 mul_i128(i128 a, i128 b, bool checked, u32* err) {
+    i128 wrapped = (i128)((u128)a * (u128)b);
+    if (!checked) return wrapped;
+    bool negative = (a < 0) != (b < 0);
+    u128 ua = a < 0 ? (u128)0 - (u128)a : (u128)a;
+    u128 ub = b < 0 ? (u128)0 - (u128)b : (u128)b;
+    u64 ah = (u64)(ua >> 64), al = (u64)ua, bh = (u64)(ub >> 64), bl = (u64)ub;
+    bool overflow = ah != 0 && bh != 0;
+    u128 low = (u128)al * (u128)bl;
+    u128 cross = (u128)ah * (u128)bl + (u128)al * (u128)bh;
+    overflow = overflow || (cross >> 64) != 0;
+    u128 magnitude = low + (cross << 64);
+    overflow = overflow || magnitude < low;
+    u128 limit = ((u128)1 << 127) - (negative ? 0 : 1);
+    overflow = overflow || magnitude > limit;
+    if (overflow) *err |= ERR_OVERFLOW;
+    return wrapped;
+}
+__device__ __forceinline__ i128 rescale_i128(i128 v, int digits, bool checked, u32* err) {
+    for (int i = 0; i < digits; i++) v = mul_i128(v, (i128)10, checked, err);
+    return v;
+}
+
+// Division and remainder are always checked, as in arrow: by zero, and MIN / -1.
+__device__ __forceinline__ int div_i32(int a, int b, bool rem, u32* err) {
+    if (b == 0) { *err |= ERR_DIVIDE_BY_ZERO; return 0; }
+    if (a == (-2147483647 - 1) && b == -1) { *err |= ERR_OVERFLOW; return 0; }
+    return rem ? a % b : a / b;
+}
+__device__ __forceinline__ i64 div_i64(i64 a, i64 b, bool rem, u32* err) {
+    if (b == 0) { *err |= ERR_DIVIDE_BY_ZERO; return 0; }
+    if (a == (-9223372036854775807LL - 1) && b == -1) { *err |= ERR_OVERFLOW; return 0; }
+    return rem ? a % b : a / b;
+}
+__device__ __forceinline__ double div_f64(double a, double b, bool rem, u32* err) {
+    if (b == 0.0) { *err |= ERR_DIVIDE_BY_ZERO; return 0.0; }
+    return rem ? fmod(a, b) : a / b;
+}
+
+__device__ __forceinline__ u64 mix64(u64 x) {
+    x ^= x >> 30; x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27; x *= 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+"#;
+
+/// The C type of a value of `t` inside a kernel.
+fn c_type(t: GpuType) -> &'static str {
+    match t {
+        GpuType::Boolean => "bool",
+        GpuType::Int32 | GpuType::Date32 => "int",
+        GpuType::Int64 => "i64",
+        GpuType::Float64 => "double",
+        GpuType::Decimal128 { .. } => "i128",
+    }
+}
+
+/// A generated module: its source and the input columns its kernels take, in parameter order
+/// (each as a data pointer and a validity pointer).
+#[derive(Debug, Clone)]
+pub struct KernelSource {
+    pub source: String,
+    pub inputs: Vec<(usize, GpuType)>,
+}
+
+/// Kernel names in every generated module.
+pub const FP_COUNT: &str = "fp_count";
+pub const FP_WRITE: &str = "fp_write";
+pub const AGG_INIT: &str = "agg_init";
+pub const AGG_UPDATE: &str = "agg_update";
+
+/// Emits one expression tree as statements; each node's result is `v<N>` / `ok<N>`.
+struct Emitter<'a> {
+    out: String,
+    next: usize,
+    inputs: &'a [(usize, GpuType)],
+}
+
+impl<'a> Emitter<'a> {
+    fn new(inputs: &'a [(usize, GpuType)]) -> Self {
+        Emitter {
+            out: String::new(),
+            next: 0,
+            inputs,
+        }
+    }
+
+    fn line(&mut self, text: &str) {
+        self.out.push_str("        ");
+        self.out.push_str(text);
+        self.out.push('\n');
+    }
+
+    /// The parameter position of input column `index`.
+    fn input_slot(&self, index: usize) -> Result<usize, GpuError> {
+        self.inputs
+            .iter()
+            .position(|(i, _)| *i == index)
+            .ok_or_else(|| GpuError::Unsupported(format!("column #{index} is not an input")))
+    }
+
+    /// Emits `expr` and returns the number N of its `v<N>`/`ok<N>` pair.
+    fn emit(&mut self, expr: &GpuExpr) -> Result<usize, GpuError> {
+        let data_type = expr.data_type()?;
+        let ty = c_type(data_type);
+        let code = match expr {
+            GpuExpr::Column { index, .. } => {
+                let slot = self.input_slot(*index)?;
+                let n = self.fresh();
+                self.line(&format!("bool ok{n} = valid_at(valid{slot}, row);"));
+                let load = match data_type {
+                    GpuType::Boolean => format!("bit_at(data{slot}, row)"),
+                    _ => format!("((const {ty}*)data{slot})[row]"),
+                };
+                self.line(&format!("{ty} v{n} = ok{n} ? {load} : ({ty})0;"));
+                return Ok(n);
+            }
+            GpuExpr::Literal(literal) => {
+                let n = self.fresh();
+                let (ok, value) = literal_c(*literal);
+                self.line(&format!("bool ok{n} = {ok};"));
+                self.line(&format!("{ty} v{n} = {value};"));
+                return Ok(n);
+            }
+            GpuExpr::Compare { op, left, right } => {
+                let operand_type = left.data_type()?;
+                let (l, r) = (self.emit(left)?, self.emit(right)?);
+                let (a, b) = if operand_type == GpuType::Float64 {
+                    (format!("f64_order(v{l})"), format!("f64_order(v{r})"))
+                } else {
+                    (format!("v{l}"), format!("v{r}"))
+                };
+                let op = match op {
+                    CompareOp::Eq => "==",
+                    CompareOp::NotEq => "!=",
+                    CompareOp::Lt => "<",
+                    CompareOp::LtEq => "<=",
+                    CompareOp::Gt => ">",
+                    CompareOp::GtEq => ">=",
+                };
+                (
+                    format!("ok{l} && ok{r}"),
+                    format!("ok{l} && ok{r} && ({a} {op} {b})"),
+                )
+            }
+            GpuExpr::And(left, right) => {
+                let (l, r) = (self.emit(left)?, self.emit(right)?);
+                (
+                    format!("(ok{l} && ok{r}) || (ok{l} && !v{l}) || (ok{r} && !v{r})"),
+                    format!("ok{l} && ok{r} && v{l} && v{r}"),
+                )
+            }
+            GpuExpr::Or(left, right) => {
+                let (l, r) = (self.emit(left)?, self.emit(right)?);
+                (
+                    format!("(ok{l} && ok{r}) || (ok{l} && v{l}) || (ok{r} && v{r})"),
+                    format!("(ok{l} && v{l}) || (ok{r} && v{r})"),
+                )
+            }
+            GpuExpr::Not(input) => {
+                let i = self.emit(input)?;
+                (format!("ok{i}"), format!("ok{i} && !v{i}"))
+            }
+            GpuExpr::IsNull(input) => {
+                let i = self.emit(input)?;
+                ("true".to_string(), format!("!ok{i}"))
+            }
+            GpuExpr::IsNotNull(input) => {
+                let i = self.emit(input)?;
+                ("true".to_string(), format!("ok{i}"))
+            }
+            GpuExpr::Cast { input, .. } => {
+                let i = self.emit(input)?;
+                (format!("ok{i}"), format!("ok{i} ? ({ty})v{i} : ({ty})0"))
+            }
+            GpuExpr::Arith {
+                op,
+                left,
+                right,
+                checked,
+            } => {
+                let (lt, rt) = (left.data_type()?, right.data_type()?);
+                let (l, r) = (self.emit(left)?, self.emit(right)?);
+                let call = arith_c(*op, lt, rt, *checked, &format!("v{l}"), &format!("v{r}"))?;
+                (
+                    format!("ok{l} && ok{r}"),
+                    format!("ok{l} && ok{r} ? {call} : ({ty})0"),
+                )
+            }
+        };
+        let n = self.fresh();
+        self.line(&format!("bool ok{n} = {};", code.0));
+        self.line(&format!("{ty} v{n} = {};", code.1));
+        Ok(n)
+    }
+
+    fn fresh(&mut self) -> usize {
+        self.next += 1;
+        self.next
+    }
+}
+
+fn literal_c(literal: Literal) -> (&'static str, String) {
+    match literal {
+        Literal::Null(t) => ("false", format!("({})0", c_type(t))),
+        Literal::Boolean(b) => ("true", b.to_string()),
+        Literal::Int32(v) | Literal::Date32(v) => ("true", format!("(int){}", v as i64)),
+        // i64::MIN has no literal in C; spell every value through its bits.
+        Literal::Int64(v) => ("true", format!("(i64){}ULL", v as u64)),
+        Literal::Float64(v) => (
+            "true",
+            format!("__longlong_as_double({}LL)", v.to_bits() as i64),
+        ),
+        Literal::Decimal128 { value, .. } => (
+            "true",
+            format!("make_i128({}LL, {}ULL)", (value >> 64) as i64, value as u64),
+        ),
+    }
+}
+
+fn arith_c(
+    op: ArithOp,
+    lt: GpuType,
+    rt: GpuType,
+    checked: bool,
+    a: &str,
+    b: &str,
+) -> Result<String, GpuError> {
+    let checked = if checked { "true" } else { "false" };
+    Ok(match (lt, op) {
+        (GpuType::Date32, ArithOp::Sub) => format!("((i64){a} - (i64){b})"),
+        (GpuType::Int32, ArithOp::Add) => format!("add_i32({a}, {b}, {checked}, &err)"),
+        (GpuType::Int32, ArithOp::Sub) => format!("sub_i32({a}, {b}, {checked}, &err)"),
+        (GpuType::Int32, ArithOp::Mul) => format!("mul_i32({a}, {b}, {checked}, &err)"),
+        (GpuType::Int32, ArithOp::Div) => format!("div_i32({a}, {b}, false, &err)"),
+        (GpuType::Int32, ArithOp::Mod) => format!("div_i32({a}, {b}, true, &err)"),
+        (GpuType::Int64, ArithOp::Add) => format!("add_i64({a}, {b}, {checked}, &err)"),
+        (GpuType::Int64, ArithOp::Sub) => format!("sub_i64({a}, {b}, {checked}, &err)"),
+        (GpuType::Int64, ArithOp::Mul) => format!("mul_i64({a}, {b}, {checked}, &err)"),
+        (GpuType::Int64, ArithOp::Div) => format!("div_i64({a}, {b}, false, &err)"),
+        (GpuType::Int64, ArithOp::Mod) => format!("div_i64({a}, {b}, true, &err)"),
+        (GpuType::Float64, ArithOp::Add) => format!("__dadd_rn({a}, {b})"),
+        (GpuType::Float64, ArithOp::Sub) => format!("__dsub_rn({a}, {b})"),
+        (GpuType::Float64, ArithOp::Mul) => format!("__dmul_rn({a}, {b})"),
+        (GpuType::Float64, ArithOp::Div) => format!("div_f64({a}, {b}, false, &err)"),
+        (GpuType::Float64, ArithOp::Mod) => format!("div_f64({a}, {b}, true, &err)"),
+        (GpuType::Decimal128 { scale: s1, .. }, _) => {
+            let GpuType::Decimal128 { scale: s2, .. } = rt else {
+                return Err(GpuError::Unsupported(format!(
+                    "{op:?} of {lt:?} and {rt:?}"
+                )));
+            };
+            let scale = s1.max(s2);
+            let (ra, rb) = (scale - s1, scale - s2);
+            match op {
+                ArithOp::Add => format!(
+                    "add_i128(rescale_i128({a}, {ra}, {checked}, &err), rescale_i128({b}, {rb}, {checked}, &err), {checked}, &err)"
+                ),
+                ArithOp::Sub => format!(
+                    "sub_i128(rescale_i128({a}, {ra}, {checked}, &err), rescale_i128({b}, {rb}, {checked}, &err), {checked}, &err)"
+                ),
+                ArithOp::Mul => format!("mul_i128({a}, {b}, {checked}, &err)"),
+                ArithOp::Div | ArithOp::Mod => {
+                    return Err(GpuError::Unsupported(
+                        "decimal division and remainder".to_string(),
+                    ))
+                }
+            }
+        }
+        _ => {
+            return Err(GpuError::Unsupported(format!(
+                "{op:?} of {lt:?} and {rt:?}"
+            )))
+        }
+    })
+}
+
+fn input_params(inputs: &[(usize, GpuType)]) -> String {
+    (0..inputs.len())
+        .map(|slot| format!(", const u8* data{slot}, const u8* valid{slot}"))
+        .collect()
+}
+
+fn inputs_of(columns: &[usize], types: impl Fn(usize) -> Option<GpuType>) -> Vec<(usize, GpuType)> {
+    columns
+        .iter()
+        .filter_map(|&c| types(c).map(|t| (c, t)))
+        .collect()
+}
+
+/// The two kernels of a fused filter + projection.
+pub fn filter_project_source(spec: &FilterProject) -> Result<KernelSource, GpuError> {
+    spec.output_schema()?;
+    let mut types = std::collections::HashMap::new();
+    for expr in spec
+        .predicate
+        .iter()
+        .chain(spec.projections.iter().map(|p| &p.expr))
+    {
+        collect_column_types(expr, &mut types);
+    }
+    let inputs = inputs_of(&spec.input_columns(), |c| types.get(&c).copied());
+    let params = input_params(&inputs);
+    let mut source = String::from(PRELUDE);
+
+    let predicate = match &spec.predicate {
+        Some(p) => {
+            let mut e = Emitter::new(&inputs);
+            let n = e.emit(p)?;
+            Some((e.out, n))
+        }
+        None => None,
+    };
+
+    if let Some((body, n)) = &predicate {
+        let _ = write!(
+            source,
+            r#"
+extern "C" __global__ void {FP_COUNT}(i64 num_rows{params}, u32* block_counts, u32* error_word) {{
+    i64 row = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    u32 err = 0;
+    bool keep = false;
+    if (row < num_rows) {{
+{body}        keep = ok{n} && v{n};
+    }}
+    int kept = __syncthreads_count(keep);
+    if (threadIdx.x == 0) block_counts[blockIdx.x] = (u32)kept;
+    if (err) atomicOr(error_word, err);
+}}
+"#
+        );
+    }
+
+    let mut out_params = String::new();
+    let mut projection_body = String::new();
+    for (j, projection) in spec.projections.iter().enumerate() {
+        let data_type = projection.expr.data_type()?;
+        let out_type = match data_type {
+            GpuType::Boolean => "u8",
+            other => c_type(other),
+        };
+        let _ = write!(out_params, ", {out_type}* out{j}, u8* out_valid{j}");
+        let mut e = Emitter::new(&inputs);
+        let n = e.emit(&projection.expr)?;
+        // Each projection in its own block: their locals reuse the same names.
+        projection_body.push_str("        {\n");
+        projection_body.push_str(&e.out);
+        let _ = writeln!(
+            projection_body,
+            "        out{j}[pos] = ({out_type})v{n};\n        out_valid{j}[pos] = ok{n} ? 1 : 0;\n        }}"
+        );
+    }
+
+    let (keep, position) = match &predicate {
+        Some((body, n)) => (
+            format!("{body}        keep = ok{n} && v{n};\n"),
+            "block_offsets[blockIdx.x] + warp_offsets[warp] + __popc(ballot & ((1u << lane) - 1u))",
+        ),
+        None => ("        keep = true;\n".to_string(), "(u32)row"),
+    };
+    let _ = write!(
+        source,
+        r#"
+extern "C" __global__ void {FP_WRITE}(i64 num_rows{params}, const u32* block_offsets{out_params}, u32* error_word) {{
+    __shared__ u32 warp_offsets[32];
+    i64 row = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    u32 err = 0;
+    bool keep = false;
+    if (row < num_rows) {{
+{keep}    }}
+    u32 lane = threadIdx.x & 31u, warp = threadIdx.x >> 5;
+    u32 ballot = __ballot_sync(0xffffffffu, keep);
+    if (lane == 0) warp_offsets[warp] = __popc(ballot);
+    __syncthreads();
+    if (threadIdx.x == 0) {{
+        u32 running = 0;
+        for (u32 w = 0; w < (blockDim.x + 31u) / 32u; w++) {{
+            u32 c = warp_offsets[w];
+            warp_offsets[w] = running;
+            running += c;
+        }}
+    }}
+    __syncthreads();
+    if (keep) {{
+        u32 pos = {position};
+{projection_body}    }}
+    if (err) atomicOr(error_word, err);
+}}
+"#
+    );
+    Ok(KernelSource { source, inputs })
+}
+
+fn collect_column_types(expr: &GpuExpr, types: &mut std::collections::HashMap<usize, GpuType>) {
+    match expr {
+        GpuExpr::Column { index, data_type } => {
+            types.insert(*index, *data_type);
+        }
+        GpuExpr::Literal(_) => {}
+        GpuExpr::Compare { left, right, .. }
+        | GpuExpr::Arith { left, right, .. }
+        | GpuExpr::And(left, right)
+        | GpuExpr::Or(left, right) => {
+            collect_column_types(left, types);
+            collect_column_types(right, types);
+        }
+        GpuExpr::Not(e)
+        | GpuExpr::IsNull(e)
+        | GpuExpr::IsNotNull(e)
+        | GpuExpr::Cast { input: e, .. } => collect_column_types(e, types),
+    }
+}
+
+/// How one aggregate keeps its state in the hash table: the arrays it adds to the kernel's
+/// parameters, in order.
+pub fn accumulator_arrays(
+    function: AggregateFunction,
+    input: Option<GpuType>,
+) -> Vec<AccumulatorArray> {
+    use AccumulatorArray::*;
+    match (function, input) {
+        (AggregateFunction::Count, _) => vec![Count],
+        (AggregateFunction::Sum | AggregateFunction::Avg, Some(GpuType::Float64)) => {
+            vec![Count, SumF64]
+        }
+        (AggregateFunction::Sum | AggregateFunction::Avg, Some(GpuType::Decimal128 { .. })) => {
+            vec![Count, SumLow, SumHigh]
+        }
+        (AggregateFunction::Sum | AggregateFunction::Avg, _) => vec![Count, SumI64],
+        (AggregateFunction::Min, _) => vec![Count, Min],
+        (AggregateFunction::Max, _) => vec![Count, Max],
+    }
+}
+
+/// One per-slot array of the aggregation hash table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccumulatorArray {
+    /// u64: rows counted (COUNT), or non-null inputs seen (to tell an empty SUM/MIN/MAX).
+    Count,
+    /// u64 wrapping sum of i64 values.
+    SumI64,
+    /// double.
+    SumF64,
+    /// u64 low and high words of a 128-bit sum.
+    SumLow,
+    SumHigh,
+    /// i64, starting at i64::MAX / i64::MIN; floats as their total-order bits.
+    Min,
+    Max,
+}
+
+/// The init and update kernels of a partial aggregate.
+pub fn aggregate_source(spec: &PartialAggregate) -> Result<KernelSource, GpuError> {
+    spec.output_schema()?;
+    let mut columns: Vec<(usize, GpuType)> = spec
+        .group_by
+        .iter()
+        .map(|(i, t, _)| (*i, *t))
+        .chain(spec.aggregates.iter().filter_map(|c| c.input))
+        .collect();
+    columns.sort_by_key(|(i, _)| *i);
+    columns.dedup_by_key(|(i, _)| *i);
+    let inputs = columns;
+    let params = input_params(&inputs);
+    let slot_of = |index: usize| inputs.iter().position(|(i, _)| *i == index).unwrap_or(0);
+    let key_count = spec.group_by.len();
+
+    let mut acc_params = String::new();
+    let mut init_body = String::new();
+    let mut update_body = String::new();
+    let mut array = 0;
+    for call in &spec.aggregates {
+        let input_type = call.input.map(|(_, t)| t);
+        let (valid, value) = match call.input {
+            None => ("true".to_string(), "0".to_string()),
+            Some((index, t)) => {
+                let slot = slot_of(index);
+                let load = match t {
+                    GpuType::Boolean => format!("(i64)bit_at(data{slot}, row)"),
+                    GpuType::Float64 => format!("((const double*)data{slot})[row]"),
+                    GpuType::Decimal128 { .. } => format!("((const i128*)data{slot})[row]"),
+                    _ => format!("(i64)((const {}*)data{slot})[row]", c_type(t)),
+                };
+                (format!("valid_at(valid{slot}, row)"), load)
+            }
+        };
+        let _ = writeln!(update_body, "    if ({valid}) {{");
+        for kind in accumulator_arrays(call.function, input_type) {
+            let a = array;
+            array += 1;
+            let (c_ty, init, update) = match kind {
+                AccumulatorArray::Count => ("u64", "0ULL".to_string(), format!("atomicAdd(&acc{a}[slot], 1ULL);")),
+                AccumulatorArray::SumI64 => (
+                    "u64",
+                    "0ULL".to_string(),
+                    format!("atomicAdd(&acc{a}[slot], (u64)(i64)({value}));"),
+                ),
+                AccumulatorArray::SumF64 => (
+                    "double",
+                    "0.0".to_string(),
+                    format!("atomicAdd(&acc{a}[slot], {value});"),
+                ),
+                AccumulatorArray::SumLow => (
+                    "u64",
+                    "0ULL".to_string(),
+                    format!(
+                        "i128 d = {value}; u64 add_lo = (u64)d; u64 old_lo = atomicAdd(&acc{a}[slot], add_lo); u64 carry = (old_lo + add_lo < old_lo) ? 1ULL : 0ULL; atomicAdd(&acc{}[slot], (u64)(d >> 64) + carry);",
+                        a + 1
+                    ),
+                ),
+                AccumulatorArray::SumHigh => ("u64", "0ULL".to_string(), String::new()),
+                AccumulatorArray::Min | AccumulatorArray::Max => {
+                    let ordered = if input_type == Some(GpuType::Float64) {
+                        format!("f64_order({value})")
+                    } else {
+                        value.clone()
+                    };
+                    let (start, f) = if kind == AccumulatorArray::Min {
+                        ("9223372036854775807LL", "atomicMin")
+                    } else {
+                        ("(-9223372036854775807LL - 1)", "atomicMax")
+                    };
+                    ("i64", start.to_string(), format!("{f}(&acc{a}[slot], (i64)({ordered}));"))
+                }
+            };
+            let _ = write!(acc_params, ", {c_ty}* acc{a}");
+            let _ = writeln!(init_body, "    acc{a}[slot] = {init};");
+            if !update.is_empty() {
+                let _ = writeln!(update_body, "        {{ {update} }}");
+            }
+        }
+        let _ = writeln!(update_body, "    }}");
+    }
+
+    let mut key_loads = String::new();
+    let mut key_compare = String::from("true");
+    let mut key_store = String::new();
+    for (k, (index, t, _)) in spec.group_by.iter().enumerate() {
+        let slot = slot_of(*index);
+        let load = match t {
+            GpuType::Boolean => format!("(i64)bit_at(data{slot}, row)"),
+            _ => format!("(i64)((const {}*)data{slot})[row]", c_type(*t)),
+        };
+        let _ = writeln!(
+            key_loads,
+            "    bool key_ok{k} = valid_at(valid{slot}, row);\n    i64 key{k} = key_ok{k} ? {load} : 0;\n    if (!key_ok{k}) nulls |= {}u;\n    hash = mix64(hash ^ (u64)key{k});",
+            1u32 << k
+        );
+        let _ = write!(
+            key_compare,
+            " && ((volatile i64*)slot_keys)[slot * {key_count} + {k}] == key{k}"
+        );
+        let _ = writeln!(
+            key_store,
+            "            slot_keys[slot * {key_count} + {k}] = key{k};"
+        );
+    }
+    let keys_param = if key_count > 0 {
+        ", i64* slot_keys"
+    } else {
+        ""
+    };
+
+    let source = format!(
+        r#"{PRELUDE}
+extern "C" __global__ void {AGG_INIT}(u64 capacity{acc_params}) {{
+    u64 slot = (u64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (slot >= capacity) return;
+{init_body}}}
+
+extern "C" __global__ void {AGG_UPDATE}(i64 num_rows{params}, u64 mask, u32* slot_state, u32* slot_nulls{keys_param}{acc_params}, u32* error_word) {{
+    i64 row = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (row >= num_rows) return;
+    u32 nulls = 0;
+    u64 hash = 0x9e3779b97f4a7c15ULL;
+{key_loads}    hash = mix64(hash ^ nulls);
+    u64 slot = hash & mask;
+    bool found = false;
+    for (u64 probe = 0; probe <= mask; probe++) {{
+        u32 state = atomicCAS(&slot_state[slot], 0u, 1u);
+        if (state == 0u) {{
+{key_store}            slot_nulls[slot] = nulls;
+            __threadfence();
+            atomicExch(&slot_state[slot], 2u);
+            found = true;
+            break;
+        }}
+        // Another thread is publishing this slot's keys: wait until they are visible.
+        while (atomicAdd(&slot_state[slot], 0u) == 1u) {{ }}
+        __threadfence();
+        if (((volatile u32*)slot_nulls)[slot] == nulls{key_compare_tail}) {{
+            found = true;
+            break;
+        }}
+        slot = (slot + 1) & mask;
+    }}
+    if (!found) {{
+        atomicOr(error_word, ERR_TABLE_FULL);
+        return;
+    }}
+{update_body}}}
+"#,
+        key_compare_tail = key_compare.trim_start_matches("true"),
+    );
+    Ok(KernelSource { source, inputs })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{AggregateCall, Projection};
+
+    #[test]
+    fn filter_project_source_names_its_kernels_and_inputs() {
+        let spec = FilterProject {
+            predicate: Some(GpuExpr::compare(
+                CompareOp::Gt,
+                GpuExpr::column(2, GpuType::Float64),
+                GpuExpr::Literal(Literal::Float64(1.5)),
+            )),
+            projections: vec![Projection {
+                expr: GpuExpr::arith(
+                    ArithOp::Add,
+                    GpuExpr::column(0, GpuType::Int64),
+                    GpuExpr::Literal(Literal::Int64(i64::MIN)),
+                    true,
+                ),
+                name: "x".into(),
+            }],
+        };
+        let generated = filter_project_source(&spec).unwrap();
+        assert_eq!(
+            generated.inputs,
+            vec![(0, GpuType::Int64), (2, GpuType::Float64)]
+        );
+        assert!(generated.source.contains("void fp_count("));
+        assert!(generated.source.contains("void fp_write("));
+        assert!(generated.source.contains("(i64)9223372036854775808ULL"));
+    }
+
+    #[test]
+    fn aggregate_source_has_one_array_per_state() {
+        let spec = PartialAggregate {
+            group_by: vec![(1, GpuType::Int32, "k".into())],
+            aggregates: vec![AggregateCall {
+                function: AggregateFunction::Avg,
+                input: Some((0, GpuType::Float64)),
+                name: "avg(x)".into(),
+            }],
+        };
+        let generated = aggregate_source(&spec).unwrap();
+        assert!(generated.source.contains("u64* acc0, double* acc1"));
+    }
+}

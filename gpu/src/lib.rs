@@ -1,0 +1,76 @@
+//! Shoal's GPU executor: fused filter + projection and partial hash aggregation over Arrow
+//! batches, run on an NVIDIA GPU through CUDA (cudarc, loaded at run time) or on the CPU by a
+//! reference implementation of the same operators.
+//!
+//! In: a pipeline spec (`FilterProject`, `PartialAggregate`, built from `GpuExpr` trees by the
+//! executor's planner rule) and Arrow `RecordBatch`es. Out: Arrow batches with exactly the CPU's
+//! answer (partial aggregates in the state layout DataFusion's final aggregate merges), or an
+//! error that is either the query's own (division by zero, overflow) or a reason to run the batch
+//! on the CPU instead (no device, not supported, out of device memory).
+//!
+//! Kernels are generated as CUDA C (`codegen`) and compiled by NVRTC at run time, cached by
+//! source and architecture (`nvrtc`). Nothing needs a CUDA toolkit at build time, and a node
+//! without a GPU loads neither libcuda nor libnvrtc unless asked. Depends on arrow only: not on
+//! DataFusion, storage or the rest of Shoal.
+
+pub mod codegen;
+pub mod cpu;
+pub mod cuda;
+pub mod device;
+pub mod error;
+pub mod expr;
+pub mod nvrtc;
+pub mod plan;
+pub mod testdata;
+
+use std::time::Duration;
+
+use arrow::record_batch::RecordBatch;
+
+pub use cpu::CpuReference;
+pub use cuda::CudaBackend;
+pub use device::{probe, DeviceProbe};
+pub use error::GpuError;
+pub use expr::{ArithOp, CompareOp, GpuExpr, GpuType, Literal};
+pub use plan::{AggregateCall, AggregateFunction, FilterProject, PartialAggregate, Projection};
+
+/// What running pipelines cost, summed over batches: the figures EXPLAIN ANALYZE shows.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct RunStats {
+    pub bytes_to_device: u64,
+    pub bytes_from_device: u64,
+    /// Wall time from the first launch to the error check, per batch.
+    pub kernel_time: Duration,
+    /// NVRTC time for kernels not found in the cache.
+    pub compile_time: Duration,
+    pub device_batches: u64,
+}
+
+impl RunStats {
+    pub fn add(&mut self, other: &RunStats) {
+        self.bytes_to_device += other.bytes_to_device;
+        self.bytes_from_device += other.bytes_from_device;
+        self.kernel_time += other.kernel_time;
+        self.compile_time += other.compile_time;
+        self.device_batches += other.device_batches;
+    }
+}
+
+/// A place pipelines run: the GPU, or the CPU reference. Both give the same answer.
+pub trait PipelineBackend: Send + Sync + std::fmt::Debug {
+    fn name(&self) -> &'static str;
+
+    fn filter_project(
+        &self,
+        spec: &FilterProject,
+        batch: &RecordBatch,
+        stats: &mut RunStats,
+    ) -> Result<RecordBatch, GpuError>;
+
+    fn partial_aggregate(
+        &self,
+        spec: &PartialAggregate,
+        batch: &RecordBatch,
+        stats: &mut RunStats,
+    ) -> Result<RecordBatch, GpuError>;
+}

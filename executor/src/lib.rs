@@ -13,21 +13,31 @@
 //!
 //! [`ExecutionPlan`]: datafusion::physical_plan::ExecutionPlan
 
+#[cfg(test)]
+mod device_differential_tests;
+mod device_exec;
+mod device_translate;
 mod error;
 mod flight;
 mod fragment_codec;
 mod fragment_exec;
 mod index_entries;
+mod offload_to_device;
 mod per_row_subquery_exec;
 mod scan;
 mod table;
 mod write;
 mod write_exec;
 
+pub use device_exec::{
+    GpuFilterProjectExec, GpuNotUsedExec, GpuPartialAggregateExec, OutputColumn, Placement,
+};
+pub use device_translate::{translate_expr, translate_partial_aggregate};
 pub use error::ExecError;
 pub use flight::{FragmentService, RemoteFragments};
 pub use fragment_exec::{shipped_totals, FragmentExec, StatementKind};
 pub use index_entries::{build_index, remove_index_entries};
+pub use offload_to_device::{placement_for, GpuMode, GpuOptions, OffloadToDevice};
 pub use per_row_subquery_exec::{PerRowSubqueryExec, PerRowSubquerySpec, SubqueryValue};
 pub use scan::{scan_totals, IndexLookup, KeyLookup, PartitionScanExec, ScanSpec, ROW_KEY_COLUMN};
 pub use table::{arrow_type_of, SecondaryIndex, TableHandle, PG_TYPE_METADATA_KEY};

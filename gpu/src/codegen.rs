@@ -55,6 +55,10 @@ __device__ __forceinline__ i64 f64_order(double v) {
     i64 x = __double_as_longlong(v);
     return x ^ (i64)(((u64)(x >> 63)) >> 1);
 }
+// Comparisons: total order, but -0.0 equals 0.0 as in DataFusion's float comparisons.
+__device__ __forceinline__ i64 f64_compare_key(double v) {
+    return f64_order(v == 0.0 ? 0.0 : v);
+}
 __device__ __forceinline__ double f64_from_order(i64 x) {
     return __longlong_as_double(x ^ (i64)(((u64)(x >> 63)) >> 1));
 }
@@ -128,19 +132,26 @@ __device__ __forceinline__ i128 rescale_i128(i128 v, int digits, bool checked, u
 }
 
 // Division and remainder are always checked, as in arrow: by zero, and MIN / -1.
+// MIN % -1 is 0 (arrow's wrapping remainder); MIN / -1 overflows.
 __device__ __forceinline__ int div_i32(int a, int b, bool rem, u32* err) {
     if (b == 0) { *err |= ERR_DIVIDE_BY_ZERO; return 0; }
-    if (a == (-2147483647 - 1) && b == -1) { *err |= ERR_OVERFLOW; return 0; }
+    if (a == (-2147483647 - 1) && b == -1) {
+        if (!rem) *err |= ERR_OVERFLOW;
+        return 0;
+    }
     return rem ? a % b : a / b;
 }
 __device__ __forceinline__ i64 div_i64(i64 a, i64 b, bool rem, u32* err) {
     if (b == 0) { *err |= ERR_DIVIDE_BY_ZERO; return 0; }
-    if (a == (-9223372036854775807LL - 1) && b == -1) { *err |= ERR_OVERFLOW; return 0; }
+    if (a == (-9223372036854775807LL - 1) && b == -1) {
+        if (!rem) *err |= ERR_OVERFLOW;
+        return 0;
+    }
     return rem ? a % b : a / b;
 }
-__device__ __forceinline__ double div_f64(double a, double b, bool rem, u32* err) {
-    if (b == 0.0) { *err |= ERR_DIVIDE_BY_ZERO; return 0.0; }
-    return rem ? fmod(a, b) : a / b;
+// Floats follow IEEE: x / 0.0 is an infinity or NaN, as in arrow's float kernels.
+__device__ __forceinline__ double div_f64(double a, double b, bool rem) {
+    return rem ? fmod(a, b) : __ddiv_rn(a, b);
 }
 
 __device__ __forceinline__ u64 mix64(u64 x) {
@@ -180,6 +191,9 @@ struct Emitter<'a> {
     out: String,
     next: usize,
     inputs: &'a [(usize, GpuType)],
+    /// The local that collects errors of the code being emitted: `err`, or a right operand's
+    /// own word under AND/OR, kept only where the left operand does not decide.
+    err_var: String,
 }
 
 impl<'a> Emitter<'a> {
@@ -188,6 +202,7 @@ impl<'a> Emitter<'a> {
             out: String::new(),
             next: 0,
             inputs,
+            err_var: "err".to_string(),
         }
     }
 
@@ -232,7 +247,10 @@ impl<'a> Emitter<'a> {
                 let operand_type = left.data_type()?;
                 let (l, r) = (self.emit(left)?, self.emit(right)?);
                 let (a, b) = if operand_type == GpuType::Float64 {
-                    (format!("f64_order(v{l})"), format!("f64_order(v{r})"))
+                    (
+                        format!("f64_compare_key(v{l})"),
+                        format!("f64_compare_key(v{r})"),
+                    )
                 } else {
                     (format!("v{l}"), format!("v{r}"))
                 };
@@ -250,14 +268,14 @@ impl<'a> Emitter<'a> {
                 )
             }
             GpuExpr::And(left, right) => {
-                let (l, r) = (self.emit(left)?, self.emit(right)?);
+                let (l, r) = self.emit_short_circuit(left, right, "!")?;
                 (
                     format!("(ok{l} && ok{r}) || (ok{l} && !v{l}) || (ok{r} && !v{r})"),
                     format!("ok{l} && ok{r} && v{l} && v{r}"),
                 )
             }
             GpuExpr::Or(left, right) => {
-                let (l, r) = (self.emit(left)?, self.emit(right)?);
+                let (l, r) = self.emit_short_circuit(left, right, "")?;
                 (
                     format!("(ok{l} && ok{r}) || (ok{l} && v{l}) || (ok{r} && v{r})"),
                     format!("(ok{l} && v{l}) || (ok{r} && v{r})"),
@@ -287,7 +305,13 @@ impl<'a> Emitter<'a> {
             } => {
                 let (lt, rt) = (left.data_type()?, right.data_type()?);
                 let (l, r) = (self.emit(left)?, self.emit(right)?);
-                let call = arith_c(*op, lt, rt, *checked, &format!("v{l}"), &format!("v{r}"))?;
+                let call = arith_c(
+                    *op,
+                    (lt, rt),
+                    *checked,
+                    (&format!("v{l}"), &format!("v{r}")),
+                    &self.err_var,
+                )?;
                 (
                     format!("ok{l} && ok{r}"),
                     format!("ok{l} && ok{r} ? {call} : ({ty})0"),
@@ -298,6 +322,26 @@ impl<'a> Emitter<'a> {
         self.line(&format!("bool ok{n} = {};", code.0));
         self.line(&format!("{ty} v{n} = {};", code.1));
         Ok(n)
+    }
+
+    /// Emits both operands of AND (`decides` = "!": a false left decides) or OR (`decides` =
+    /// "": a true left decides). The right operand's errors count only where the left one does
+    /// not decide, as PostgreSQL evaluates per row.
+    fn emit_short_circuit(
+        &mut self,
+        left: &GpuExpr,
+        right: &GpuExpr,
+        decides: &str,
+    ) -> Result<(usize, usize), GpuError> {
+        let l = self.emit(left)?;
+        let e = self.fresh();
+        self.line(&format!("u32 e{e} = 0;"));
+        let outer = std::mem::replace(&mut self.err_var, format!("e{e}"));
+        let r = self.emit(right)?;
+        self.err_var = outer;
+        let err = self.err_var.clone();
+        self.line(&format!("if (!(ok{l} && {decides}v{l})) {err} |= e{e};"));
+        Ok((l, r))
     }
 
     fn fresh(&mut self) -> usize {
@@ -326,46 +370,47 @@ fn literal_c(literal: Literal) -> (&'static str, String) {
 
 fn arith_c(
     op: ArithOp,
-    lt: GpuType,
-    rt: GpuType,
+    (lt, rt): (GpuType, GpuType),
     checked: bool,
-    a: &str,
-    b: &str,
+    (a, b): (&str, &str),
+    err: &str,
 ) -> Result<String, GpuError> {
     let checked = if checked { "true" } else { "false" };
     Ok(match (lt, op) {
         (GpuType::Date32, ArithOp::Sub) => format!("((i64){a} - (i64){b})"),
-        (GpuType::Int32, ArithOp::Add) => format!("add_i32({a}, {b}, {checked}, &err)"),
-        (GpuType::Int32, ArithOp::Sub) => format!("sub_i32({a}, {b}, {checked}, &err)"),
-        (GpuType::Int32, ArithOp::Mul) => format!("mul_i32({a}, {b}, {checked}, &err)"),
-        (GpuType::Int32, ArithOp::Div) => format!("div_i32({a}, {b}, false, &err)"),
-        (GpuType::Int32, ArithOp::Mod) => format!("div_i32({a}, {b}, true, &err)"),
-        (GpuType::Int64, ArithOp::Add) => format!("add_i64({a}, {b}, {checked}, &err)"),
-        (GpuType::Int64, ArithOp::Sub) => format!("sub_i64({a}, {b}, {checked}, &err)"),
-        (GpuType::Int64, ArithOp::Mul) => format!("mul_i64({a}, {b}, {checked}, &err)"),
-        (GpuType::Int64, ArithOp::Div) => format!("div_i64({a}, {b}, false, &err)"),
-        (GpuType::Int64, ArithOp::Mod) => format!("div_i64({a}, {b}, true, &err)"),
+        (GpuType::Int32, ArithOp::Add) => format!("add_i32({a}, {b}, {checked}, &{err})"),
+        (GpuType::Int32, ArithOp::Sub) => format!("sub_i32({a}, {b}, {checked}, &{err})"),
+        (GpuType::Int32, ArithOp::Mul) => format!("mul_i32({a}, {b}, {checked}, &{err})"),
+        (GpuType::Int32, ArithOp::Div) => format!("div_i32({a}, {b}, false, &{err})"),
+        (GpuType::Int32, ArithOp::Mod) => format!("div_i32({a}, {b}, true, &{err})"),
+        (GpuType::Int64, ArithOp::Add) => format!("add_i64({a}, {b}, {checked}, &{err})"),
+        (GpuType::Int64, ArithOp::Sub) => format!("sub_i64({a}, {b}, {checked}, &{err})"),
+        (GpuType::Int64, ArithOp::Mul) => format!("mul_i64({a}, {b}, {checked}, &{err})"),
+        (GpuType::Int64, ArithOp::Div) => format!("div_i64({a}, {b}, false, &{err})"),
+        (GpuType::Int64, ArithOp::Mod) => format!("div_i64({a}, {b}, true, &{err})"),
         (GpuType::Float64, ArithOp::Add) => format!("__dadd_rn({a}, {b})"),
         (GpuType::Float64, ArithOp::Sub) => format!("__dsub_rn({a}, {b})"),
         (GpuType::Float64, ArithOp::Mul) => format!("__dmul_rn({a}, {b})"),
-        (GpuType::Float64, ArithOp::Div) => format!("div_f64({a}, {b}, false, &err)"),
-        (GpuType::Float64, ArithOp::Mod) => format!("div_f64({a}, {b}, true, &err)"),
+        (GpuType::Float64, ArithOp::Div) => format!("div_f64({a}, {b}, false)"),
+        (GpuType::Float64, ArithOp::Mod) => format!("div_f64({a}, {b}, true)"),
         (GpuType::Decimal128 { scale: s1, .. }, _) => {
             let GpuType::Decimal128 { scale: s2, .. } = rt else {
                 return Err(GpuError::Unsupported(format!(
                     "{op:?} of {lt:?} and {rt:?}"
                 )));
             };
+            // Arrow checks decimal arithmetic for overflow even in its wrapping forms.
+            let checked = "true";
             let scale = s1.max(s2);
             let (ra, rb) = (scale - s1, scale - s2);
             match op {
                 ArithOp::Add => format!(
-                    "add_i128(rescale_i128({a}, {ra}, {checked}, &err), rescale_i128({b}, {rb}, {checked}, &err), {checked}, &err)"
+                    "add_i128(rescale_i128({a}, {ra}, {checked}, &{err}), rescale_i128({b}, {rb}, {checked}, &{err}), {checked}, &{err})"
                 ),
                 ArithOp::Sub => format!(
-                    "sub_i128(rescale_i128({a}, {ra}, {checked}, &err), rescale_i128({b}, {rb}, {checked}, &err), {checked}, &err)"
+                    "sub_i128(rescale_i128({a}, {ra}, {checked}, &{err}), rescale_i128({b}, {rb}, {checked}, &{err}), {checked}, &{err})"
                 ),
-                ArithOp::Mul => format!("mul_i128({a}, {b}, {checked}, &err)"),
+                ArithOp::Mul => format!("mul_i128({a}, {b}, {checked}, &{err})"),
                 ArithOp::Div | ArithOp::Mod => {
                     return Err(GpuError::Unsupported(
                         "decimal division and remainder".to_string(),
@@ -457,6 +502,10 @@ extern "C" __global__ void {FP_COUNT}(i64 num_rows{params}, u32* block_counts, u
         );
     }
 
+    if spec.row_numbers {
+        out_params.push_str(", u32* out_rows");
+        projection_body.push_str("        out_rows[pos] = (u32)row;\n");
+    }
     let (keep, position) = match &predicate {
         Some((body, n)) => (
             format!("{body}        keep = ok{n} && v{n};\n"),
@@ -733,6 +782,7 @@ mod tests {
                 ),
                 name: "x".into(),
             }],
+            row_numbers: true,
         };
         let generated = filter_project_source(&spec).unwrap();
         assert_eq!(
@@ -742,6 +792,7 @@ mod tests {
         assert!(generated.source.contains("void fp_count("));
         assert!(generated.source.contains("void fp_write("));
         assert!(generated.source.contains("(i64)9223372036854775808ULL"));
+        assert!(generated.source.contains("out_rows[pos] = (u32)row;"));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use arrow::array::{
     Array, ArrayRef, BooleanArray, BooleanBuilder, Date32Array, Date32Builder, Decimal128Array,
     Decimal128Builder, Float64Array, Float64Builder, Int32Array, Int32Builder, Int64Array,
-    Int64Builder, UInt64Builder,
+    Int64Builder, UInt32Array, UInt64Builder,
 };
 use arrow::datatypes::DataType;
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
@@ -68,6 +68,10 @@ impl PipelineBackend for CpuReference {
                 .collect::<Result<Vec<_>, _>>()?;
             outputs.push(build_array(data_type.to_arrow(), &values)?);
         }
+        if spec.row_numbers {
+            let rows: Vec<u32> = kept.iter().map(|&r| r as u32).collect();
+            outputs.push(Arc::new(UInt32Array::from(rows)));
+        }
         let options = RecordBatchOptions::new().with_row_count(Some(kept.len()));
         Ok(RecordBatch::try_new_with_options(
             schema, outputs, &options,
@@ -109,6 +113,16 @@ impl PipelineBackend for CpuReference {
                 acc.update(call.function, value);
             }
         }
+        // Without GROUP BY there is one group even over no rows (COUNT 0, SUM NULL).
+        if spec.group_by.is_empty() && keys.is_empty() {
+            keys.push(Vec::new());
+            states.push(
+                spec.aggregates
+                    .iter()
+                    .map(|_| Accumulator::default())
+                    .collect(),
+            );
+        }
         let mut outputs: Vec<ArrayRef> = Vec::new();
         for (position, (_, data_type, _)) in spec.group_by.iter().enumerate() {
             let values: Vec<Value> = keys.iter().map(|k| k[position]).collect();
@@ -126,7 +140,7 @@ impl PipelineBackend for CpuReference {
                 AggregateFunction::Avg => {
                     let mut counts = UInt64Builder::with_capacity(accs.len());
                     for a in &accs {
-                        counts.append_value(a.count);
+                        counts.append_option(avg_count_state(a.count, !spec.group_by.is_empty()));
                     }
                     outputs.push(Arc::new(counts.finish()));
                     let sums: Vec<Value> = accs.iter().map(|a| a.value).collect();
@@ -190,6 +204,10 @@ impl Accumulator {
             (_, Value::Null, Value::I32(v)) if function == AggregateFunction::Sum => {
                 Value::I64(v as i64)
             }
+            // Sums start from zero, as DataFusion's do: 0.0 + -0.0 is 0.0.
+            (AggregateFunction::Sum | AggregateFunction::Avg, Value::Null, Value::F64(v)) => {
+                Value::F64(0.0 + v)
+            }
             (_, Value::Null, first) => first,
             // SUM wraps around like DataFusion's sum accumulator (add_wrapping).
             (AggregateFunction::Sum | AggregateFunction::Avg, Value::I64(a), Value::I32(b)) => {
@@ -221,6 +239,12 @@ impl Accumulator {
             (_, current, _) => current,
         };
     }
+}
+
+/// AVG's partial count as DataFusion emits it: null for a group that saw no value when grouped
+/// (its groups accumulator), zero without GROUP BY (its plain accumulator).
+pub(crate) fn avg_count_state(count: u64, grouped: bool) -> Option<u64> {
+    (count > 0 || !grouped).then_some(count)
 }
 
 /// Reads one row of a column as a `Value`.
@@ -264,13 +288,23 @@ fn literal_value(literal: Literal) -> Value {
     }
 }
 
-/// Arrow's order: numbers by value, floats by IEEE total order, false before true.
+fn zero_as_positive(v: f64) -> f64 {
+    if v == 0.0 {
+        0.0
+    } else {
+        v
+    }
+}
+
+/// DataFusion's order: numbers by value, floats by IEEE total order except that -0.0 equals
+/// 0.0, false before true.
 fn compare(a: Value, b: Value) -> Ordering {
     match (a, b) {
         (Value::Bool(x), Value::Bool(y)) => x.cmp(&y),
         (Value::I32(x), Value::I32(y)) | (Value::Date(x), Value::Date(y)) => x.cmp(&y),
         (Value::I64(x), Value::I64(y)) => x.cmp(&y),
-        (Value::F64(x), Value::F64(y)) => x.total_cmp(&y),
+        // Total order with the two zeros made one, as DataFusion compares floats.
+        (Value::F64(x), Value::F64(y)) => zero_as_positive(x).total_cmp(&zero_as_positive(y)),
         (Value::Dec(x), Value::Dec(y)) => x.cmp(&y),
         _ => Ordering::Equal,
     }
@@ -301,17 +335,23 @@ pub(crate) fn eval(expr: &GpuExpr, columns: &[ArrayRef], row: usize) -> Result<V
                 CompareOp::GtEq => ordering != Ordering::Less,
             })
         }
-        GpuExpr::And(left, right) => {
-            match (eval(left, columns, row)?, eval(right, columns, row)?) {
-                (Value::Bool(false), _) | (_, Value::Bool(false)) => Value::Bool(false),
+        // The right operand is not evaluated where the left one decides, as in PostgreSQL: its
+        // errors (a division by zero) do not count for those rows.
+        GpuExpr::And(left, right) => match eval(left, columns, row)? {
+            Value::Bool(false) => Value::Bool(false),
+            l => match (l, eval(right, columns, row)?) {
+                (_, Value::Bool(false)) => Value::Bool(false),
                 (Value::Bool(true), Value::Bool(true)) => Value::Bool(true),
                 _ => Value::Null,
-            }
-        }
-        GpuExpr::Or(left, right) => match (eval(left, columns, row)?, eval(right, columns, row)?) {
-            (Value::Bool(true), _) | (_, Value::Bool(true)) => Value::Bool(true),
-            (Value::Bool(false), Value::Bool(false)) => Value::Bool(false),
-            _ => Value::Null,
+            },
+        },
+        GpuExpr::Or(left, right) => match eval(left, columns, row)? {
+            Value::Bool(true) => Value::Bool(true),
+            l => match (l, eval(right, columns, row)?) {
+                (_, Value::Bool(true)) => Value::Bool(true),
+                (Value::Bool(false), Value::Bool(false)) => Value::Bool(false),
+                _ => Value::Null,
+            },
         },
         GpuExpr::Not(input) => match eval(input, columns, row)? {
             Value::Bool(b) => Value::Bool(!b),
@@ -359,11 +399,12 @@ macro_rules! integer_arith {
             ArithOp::Mul => l.checked_mul(r),
             ArithOp::Div | ArithOp::Mod if r == 0 => return Err(GpuError::DivideByZero),
             ArithOp::Div => l.checked_div(r),
-            ArithOp::Mod => l.checked_rem(r),
+            // MIN % -1 is 0 in arrow (wrapping), not an overflow.
+            ArithOp::Mod => Some(l.wrapping_rem(r)),
         };
         match (checked_result, $op) {
             (Some(v), _) => $wrap(v),
-            // Division and remainder are checked whatever `checked` says, as in arrow.
+            // Division is checked whatever `checked` says, as in arrow.
             (None, ArithOp::Div | ArithOp::Mod) => return Err(overflow($op, l, r)),
             (None, _) if $checked => return Err(overflow($op, l, r)),
             (None, ArithOp::Add) => $wrap(l.wrapping_add(r)),
@@ -388,11 +429,13 @@ fn arith(
             ArithOp::Add => a + b,
             ArithOp::Sub => a - b,
             ArithOp::Mul => a * b,
-            ArithOp::Div | ArithOp::Mod if b == 0.0 => return Err(GpuError::DivideByZero),
+            // IEEE: x / 0.0 is an infinity or NaN, as in arrow's float kernels.
             ArithOp::Div => a / b,
             ArithOp::Mod => a % b,
         }),
         (Value::Dec(a), Value::Dec(b)) => {
+            // Arrow checks decimal arithmetic for overflow even in its wrapping forms.
+            let checked = true;
             let (s1, s2) = decimal_scales.unwrap_or((0, 0));
             let (a, b) = match op {
                 ArithOp::Add | ArithOp::Sub => {

@@ -22,7 +22,7 @@ use crate::codegen::{
     AGG_INIT, AGG_UPDATE, BLOCK_THREADS, ERR_DIVIDE_BY_ZERO, ERR_OVERFLOW, ERR_TABLE_FULL,
     FP_COUNT, FP_WRITE,
 };
-use crate::cpu::{build_array, Value};
+use crate::cpu::{avg_count_state, build_array, Value};
 use crate::device::{device, CudaDevice};
 use crate::error::GpuError;
 use crate::expr::GpuType;
@@ -273,6 +273,14 @@ impl CudaBackend {
             let validity = Self::driver("allocating", stream.alloc_zeros::<u8>(kept.max(1)))?;
             outputs.push((values, validity));
         }
+        let mut row_numbers = if spec.row_numbers {
+            Some(Self::driver(
+                "allocating",
+                stream.alloc_zeros::<u32>(kept.max(1)),
+            )?)
+        } else {
+            None
+        };
         let mut launch = stream.launch_builder(&write);
         launch.arg(&num_rows);
         for column in &columns {
@@ -285,6 +293,9 @@ impl CudaBackend {
         launch.arg(&offsets);
         for (values, validity) in &mut outputs {
             launch.arg(values).arg(validity);
+        }
+        if let Some(rows) = &mut row_numbers {
+            launch.arg(rows);
         }
         launch.arg(&error_word);
         // SAFETY: the arguments match fp_write's parameters, generated from the same spec.
@@ -304,6 +315,12 @@ impl CudaBackend {
                 &validity[..kept],
             )?);
         }
+        if let Some(rows) = &row_numbers {
+            let mut rows = Self::driver("copying results back", stream.clone_dtoh(rows))?;
+            stats.bytes_from_device += 4 * rows.len() as u64;
+            rows.truncate(kept);
+            arrays.push(Arc::new(arrow::array::UInt32Array::from(rows)));
+        }
         stats.device_batches += 1;
         let options = RecordBatchOptions::new().with_row_count(Some(kept));
         Ok(RecordBatch::try_new_with_options(schema, arrays, &options)?)
@@ -316,10 +333,10 @@ impl CudaBackend {
         batch: &RecordBatch,
         stats: &mut RunStats,
     ) -> Result<RecordBatch, GpuError> {
-        let schema = spec.output_schema()?;
         let rows = batch.num_rows();
         if rows == 0 {
-            return Ok(RecordBatch::new_empty(schema));
+            // Nothing to move; without GROUP BY the answer is still one row.
+            return crate::CpuReference.partial_aggregate(spec, batch, stats);
         }
         // Start small (most GROUP BYs have few groups) and grow when the table fills; with
         // twice as many slots as rows it cannot fill.
@@ -487,12 +504,12 @@ impl CudaBackend {
                     outputs.push(build_array(DataType::Int64, &values)?);
                 }
                 AggregateFunction::Avg => {
-                    let values: Vec<Value> = slots
+                    let grouped = key_count > 0;
+                    let states: arrow::array::UInt64Array = slots
                         .iter()
-                        .map(|&s| Value::I64(counts[s] as i64))
+                        .map(|&s| avg_count_state(counts[s], grouped))
                         .collect();
-                    let counts_array = build_array(DataType::Int64, &values)?;
-                    outputs.push(arrow::compute::cast(&counts_array, &DataType::UInt64)?);
+                    outputs.push(Arc::new(states));
                     let sums: Vec<Value> = slots.iter().map(|&s| value_of(s)).collect();
                     outputs.push(build_array(fields[1].data_type().clone(), &sums)?);
                 }

@@ -91,6 +91,7 @@ fn open_device() -> Result<CudaDevice, String> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(info.total_memory / 10 * 7);
     let stream = context.default_stream();
+    calibrate_transfer(&stream);
     Ok(CudaDevice {
         arch: nvrtc_arch(info.compute_capability),
         info,
@@ -99,6 +100,18 @@ fn open_device() -> Result<CudaDevice, String> {
         functions: Mutex::new(HashMap::new()),
         budget: MemoryBudget::new(budget),
     })
+}
+
+/// Times one 64 MiB host→device copy, the cost model's first transfer rate.
+fn calibrate_transfer(stream: &Arc<CudaStream>) {
+    let bytes = vec![0u8; 64 << 20];
+    let started = std::time::Instant::now();
+    let copied = stream
+        .clone_htod(&bytes)
+        .and_then(|slice| stream.synchronize().map(|_| slice));
+    if copied.is_ok() {
+        crate::cost_model().record_transfer(bytes.len() as u64, started.elapsed());
+    }
 }
 
 /// The NVRTC `--gpu-architecture` for a compute capability (PTX, JIT-compiled by the driver).

@@ -14,6 +14,7 @@
 //! DataFusion, storage or the rest of Shoal.
 
 pub mod codegen;
+pub mod cost;
 pub mod cpu;
 pub mod cuda;
 pub mod device;
@@ -27,12 +28,19 @@ use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
 
+pub use cost::{CostModel, Estimate};
 pub use cpu::CpuReference;
 pub use cuda::CudaBackend;
 pub use device::{probe, DeviceProbe};
 pub use error::GpuError;
 pub use expr::{ArithOp, CompareOp, GpuExpr, GpuType, Literal};
 pub use plan::{AggregateCall, AggregateFunction, FilterProject, PartialAggregate, Projection};
+
+/// The node's cost model, shared by every query (see `cost`).
+pub fn cost_model() -> &'static CostModel {
+    static MODEL: std::sync::OnceLock<CostModel> = std::sync::OnceLock::new();
+    MODEL.get_or_init(CostModel::default)
+}
 
 /// What running pipelines cost, summed over batches: the figures EXPLAIN ANALYZE shows.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]

@@ -24,7 +24,14 @@ pub struct Projection {
 pub struct FilterProject {
     pub predicate: Option<GpuExpr>,
     pub projections: Vec<Projection>,
+    /// Also output each kept row's position in the input batch, as a last UInt32 column named
+    /// `ROW_NUMBER_COLUMN`: the caller takes the columns the device cannot read (text, lists)
+    /// by these positions.
+    pub row_numbers: bool,
 }
+
+/// The name of the kept rows' input positions when `FilterProject::row_numbers` asks for them.
+pub const ROW_NUMBER_COLUMN: &str = "__shoal_row";
 
 impl FilterProject {
     /// Checks the expressions' types and returns the output schema.
@@ -36,11 +43,14 @@ impl FilterProject {
                 ));
             }
         }
-        let fields = self
+        let mut fields = self
             .projections
             .iter()
             .map(|p| Ok(Field::new(&p.name, p.expr.data_type()?.to_arrow(), true)))
             .collect::<Result<Vec<_>, GpuError>>()?;
+        if self.row_numbers {
+            fields.push(Field::new(ROW_NUMBER_COLUMN, DataType::UInt32, false));
+        }
         Ok(Arc::new(Schema::new(fields)))
     }
 
@@ -66,6 +76,9 @@ impl FilterProject {
         for p in &self.projections {
             key.push(' ');
             key.push_str(&p.expr.to_string());
+        }
+        if self.row_numbers {
+            key.push_str(" +rows");
         }
         key
     }
@@ -106,9 +119,11 @@ impl AggregateCall {
                     state("sum", avg_sum_type(t)?),
                 ]
             }
+            // Not Float64: DataFusion's grouped MIN/MAX of floats start from f64::MAX/MIN, so
+            // MIN(inf) is f64::MAX there; the device would answer inf. Kept on the CPU.
             (
                 AggregateFunction::Min | AggregateFunction::Max,
-                Some(t @ (GpuType::Int32 | GpuType::Int64 | GpuType::Float64 | GpuType::Date32)),
+                Some(t @ (GpuType::Int32 | GpuType::Int64 | GpuType::Date32)),
             ) => {
                 let suffix = if self.function == AggregateFunction::Min {
                     "min"

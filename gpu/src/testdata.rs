@@ -237,12 +237,13 @@ impl ExprGenerator {
                     ArithOp::Mod,
                 ][self.rng.random_range(0..5)];
                 let checked = !self.allow_wrapping || self.rng.random_bool(0.5);
-                GpuExpr::arith(
-                    op,
-                    self.expr_of(t, depth - 1),
-                    self.expr_of(t, depth - 1),
-                    checked,
-                )
+                let mut left = self.expr_of(t, depth - 1);
+                let right = self.expr_of(t, depth - 1);
+                // Plans fold constant arithmetic before it runs; keep a column in it.
+                if matches!((&left, &right), (GpuExpr::Literal(_), GpuExpr::Literal(_))) {
+                    left = self.column_of(t).unwrap_or(left);
+                }
+                GpuExpr::arith(op, left, right, checked)
             }
             // Decimal arithmetic widens the type: see `decimal_expr`.
             _ => self.column_of(t).unwrap_or_else(|| self.literal_of(t)),
@@ -292,6 +293,7 @@ impl ExprGenerator {
         FilterProject {
             predicate,
             projections,
+            row_numbers: self.rng.random_bool(0.5),
         }
     }
 
@@ -320,8 +322,7 @@ impl ExprGenerator {
             (AggregateFunction::Sum, Some((4, DECIMAL))),
             (AggregateFunction::Min, Some((0, GpuType::Int32))),
             (AggregateFunction::Max, Some((1, GpuType::Int64))),
-            (AggregateFunction::Min, Some((2, GpuType::Float64))),
-            (AggregateFunction::Max, Some((2, GpuType::Float64))),
+            (AggregateFunction::Min, Some((3, GpuType::Date32))),
             (AggregateFunction::Max, Some((3, GpuType::Date32))),
             (AggregateFunction::Avg, Some((2, GpuType::Float64))),
             (AggregateFunction::Avg, Some((4, DECIMAL))),

@@ -186,10 +186,12 @@ fn every_operator_and_type_compiles() {
     compile_filter_project(&FilterProject {
         predicate: Some(predicate),
         projections: projections.clone(),
+        row_numbers: true,
     });
     compile_filter_project(&FilterProject {
         predicate: None,
         projections,
+        row_numbers: false,
     });
 
     let call = |function, input: Option<(usize, GpuType)>| AggregateCall {
@@ -211,7 +213,6 @@ fn every_operator_and_type_compiles() {
             call(AggregateFunction::Sum, Some((6, GpuType::Int64))),
             call(AggregateFunction::Sum, Some((5, GpuType::Float64))),
             call(AggregateFunction::Sum, Some((1, DECIMAL))),
-            call(AggregateFunction::Min, Some((5, GpuType::Float64))),
             call(AggregateFunction::Max, Some((3, GpuType::Date32))),
             call(AggregateFunction::Min, Some((0, GpuType::Int32))),
             call(AggregateFunction::Max, Some((6, GpuType::Int64))),

@@ -1,0 +1,614 @@
+//! The device operators: [`GpuFilterProjectExec`] (a filter and the projection above it, fused)
+//! and [`GpuPartialAggregateExec`] (a partial hash aggregate), which the `offload_to_device` rule
+//! puts in place of DataFusion's operators inside a partition's pipeline.
+//!
+//! Both coalesce their input into chunks of tens of MiB (a transfer pays only when it is large)
+//! and run each chunk on DataFusion's blocking pool, never on the async runtime. For each chunk
+//! the node's cost model chooses the device or the CPU (`SET shoal.gpu = on` always chooses the
+//! device). A chunk the device cannot take (out of device memory after splitting, a driver
+//! failure) runs on the CPU instead; a chunk whose data makes the query fail (a division by
+//! zero, an overflow) fails it with the CPU's error. EXPLAIN ANALYZE shows how many chunks ran
+//! where, the bytes moved each way, and the kernel and compile times.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use datafusion::arrow::array::{ArrayRef, AsArray, RecordBatch};
+use datafusion::arrow::compute::{concat_batches, filter_record_batch, take};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::error::ArrowError;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::TaskContext;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties,
+    ReplaceChildrenOptions, SendableRecordBatchStream,
+};
+use futures::StreamExt;
+use shoal_gpu::{
+    cost_model, CpuReference, FilterProject, GpuError, PartialAggregate, PipelineBackend, RunStats,
+};
+
+/// Input is gathered into chunks of about this size before it goes to the device.
+pub const CHUNK_BYTES: usize = 32 << 20;
+
+/// Where chunks run: the device and how it was chosen, for EXPLAIN.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    pub backend: Arc<dyn PipelineBackend>,
+    /// Every chunk goes to `backend` (`SET shoal.gpu = on`), or the cost model picks per chunk.
+    pub forced: bool,
+    /// The device's description ("NVIDIA H200 (compute 9.0, ...)", or why there is none).
+    pub device: String,
+}
+
+impl fmt::Display for Placement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let choice = if self.forced {
+            "on"
+        } else {
+            "auto: cost model per chunk"
+        };
+        write!(
+            f,
+            "device={} [{}] ({choice})",
+            self.backend.name(),
+            self.device
+        )
+    }
+}
+
+/// An output column of a fused filter + projection.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum OutputColumn {
+    /// The n-th projection the device computes.
+    Device(usize),
+    /// An input column the device does not read (text...), taken by the kept rows' positions.
+    Carried(usize),
+}
+
+/// A filter and projection over `input`, on the device.
+#[derive(Debug)]
+pub struct GpuFilterProjectExec {
+    input: Arc<dyn ExecutionPlan>,
+    work: Arc<FilterProjectWork>,
+    properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+/// Everything a chunk needs, shared by the partitions' streams.
+#[derive(Debug)]
+struct FilterProjectWork {
+    spec: FilterProject,
+    outputs: Vec<OutputColumn>,
+    /// The same work as DataFusion expressions: the CPU side of every chunk that does not go
+    /// to the device.
+    predicate: Option<Arc<dyn PhysicalExpr>>,
+    projections: Vec<Arc<dyn PhysicalExpr>>,
+    placement: Placement,
+    schema: SchemaRef,
+}
+
+fn properties_for(schema: SchemaRef, input: &Arc<dyn ExecutionPlan>) -> Arc<PlanProperties> {
+    Arc::new(PlanProperties::new(
+        EquivalenceProperties::new(schema),
+        input.properties().output_partitioning().clone(),
+        EmissionType::Incremental,
+        Boundedness::Bounded,
+    ))
+}
+
+impl GpuFilterProjectExec {
+    /// `predicate` and `projections` are over `input`'s schema; `schema` is the output's.
+    pub fn new(
+        input: Arc<dyn ExecutionPlan>,
+        spec: FilterProject,
+        outputs: Vec<OutputColumn>,
+        predicate: Option<Arc<dyn PhysicalExpr>>,
+        projections: Vec<Arc<dyn PhysicalExpr>>,
+        placement: Placement,
+        schema: SchemaRef,
+    ) -> Self {
+        let properties = properties_for(schema.clone(), &input);
+        GpuFilterProjectExec {
+            input,
+            work: Arc::new(FilterProjectWork {
+                spec,
+                outputs,
+                predicate,
+                projections,
+                placement,
+                schema,
+            }),
+            properties,
+            metrics: ExecutionPlanMetricsSet::new(),
+        }
+    }
+}
+
+/// A partial aggregate over `input`, on the device.
+#[derive(Debug)]
+pub struct GpuPartialAggregateExec {
+    input: Arc<dyn ExecutionPlan>,
+    work: Arc<AggregateWork>,
+    properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+#[derive(Debug)]
+struct AggregateWork {
+    spec: PartialAggregate,
+    placement: Placement,
+    /// The CPU partial aggregate's schema (its names and nullability), which the output keeps.
+    schema: SchemaRef,
+}
+
+impl GpuPartialAggregateExec {
+    pub fn new(
+        input: Arc<dyn ExecutionPlan>,
+        spec: PartialAggregate,
+        placement: Placement,
+        schema: SchemaRef,
+    ) -> Self {
+        let properties = properties_for(schema.clone(), &input);
+        GpuPartialAggregateExec {
+            input,
+            work: Arc::new(AggregateWork {
+                spec,
+                placement,
+                schema,
+            }),
+            properties,
+            metrics: ExecutionPlanMetricsSet::new(),
+        }
+    }
+}
+
+/// The query's own errors keep the CPU's wording, so they map to the same SQLSTATE.
+fn query_error(error: GpuError) -> DataFusionError {
+    match error {
+        GpuError::DivideByZero => {
+            DataFusionError::ArrowError(Box::new(ArrowError::DivideByZero), None)
+        }
+        GpuError::ArithmeticOverflow(what) => {
+            DataFusionError::ArrowError(Box::new(ArrowError::ArithmeticOverflow(what)), None)
+        }
+        GpuError::Arrow(e) => DataFusionError::ArrowError(Box::new(e), None),
+        other => DataFusionError::External(Box::new(other)),
+    }
+}
+
+/// The metrics one partition's stream updates.
+struct ChunkMetrics {
+    device_chunks: datafusion::physical_plan::metrics::Count,
+    cpu_chunks: datafusion::physical_plan::metrics::Count,
+    bytes_to_device: datafusion::physical_plan::metrics::Count,
+    bytes_from_device: datafusion::physical_plan::metrics::Count,
+    kernel_time: datafusion::physical_plan::metrics::Time,
+    compile_time: datafusion::physical_plan::metrics::Time,
+    output_rows: datafusion::physical_plan::metrics::Count,
+}
+
+impl ChunkMetrics {
+    fn new(metrics: &ExecutionPlanMetricsSet, partition: usize) -> Self {
+        let m = || MetricBuilder::new(metrics);
+        ChunkMetrics {
+            device_chunks: m().counter("device_chunks", partition),
+            cpu_chunks: m().counter("cpu_chunks", partition),
+            bytes_to_device: m().counter("bytes_to_device", partition),
+            bytes_from_device: m().counter("bytes_from_device", partition),
+            kernel_time: m().subset_time("kernel_time", partition),
+            compile_time: m().subset_time("compile_time", partition),
+            output_rows: m().output_rows(partition),
+        }
+    }
+
+    fn record(&self, stats: &RunStats) {
+        self.bytes_to_device.add(stats.bytes_to_device as usize);
+        self.bytes_from_device.add(stats.bytes_from_device as usize);
+        self.kernel_time.add_duration(stats.kernel_time);
+        self.compile_time.add_duration(stats.compile_time);
+    }
+}
+
+/// Runs `input` through `run` chunk by chunk, each chunk on the blocking pool.
+fn chunked_stream(
+    input: SendableRecordBatchStream,
+    schema: SchemaRef,
+    run: Arc<dyn Fn(RecordBatch) -> DfResult<RecordBatch> + Send + Sync>,
+) -> SendableRecordBatchStream {
+    let input_schema = input.schema();
+    let chunks = futures::stream::unfold(Some(input), move |input| {
+        let input_schema = input_schema.clone();
+        async move {
+            let mut input = input?;
+            let mut pending = Vec::new();
+            let mut bytes = 0;
+            let mut ended = false;
+            while bytes < CHUNK_BYTES {
+                match input.next().await {
+                    Some(Ok(batch)) => {
+                        bytes += batch.get_array_memory_size();
+                        pending.push(batch);
+                    }
+                    Some(Err(e)) => return Some((Err(e), None)),
+                    None => {
+                        ended = true;
+                        break;
+                    }
+                }
+            }
+            if pending.is_empty() {
+                return None;
+            }
+            let chunk = concat_batches(&input_schema, &pending);
+            Some((
+                chunk.map_err(DataFusionError::from),
+                (!ended).then_some(input),
+            ))
+        }
+    });
+    let outputs = chunks.then(move |chunk| {
+        let run = run.clone();
+        async move {
+            let chunk = chunk?;
+            tokio::task::spawn_blocking(move || run(chunk))
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?
+        }
+    });
+    Box::pin(RecordBatchStreamAdapter::new(schema, outputs))
+}
+
+/// Whether this chunk goes to the device: always when forced, else when the cost model says
+/// it pays for `bytes` moved.
+fn chooses_device(placement: &Placement, rows: usize, bytes: usize) -> bool {
+    placement.forced || cost_model().estimate(rows, bytes, true).device_pays()
+}
+
+impl FilterProjectWork {
+    fn run_chunk(&self, chunk: RecordBatch, metrics: &ChunkMetrics) -> DfResult<RecordBatch> {
+        let rows = chunk.num_rows();
+        if chooses_device(&self.placement, rows, chunk.get_array_memory_size()) {
+            let mut stats = RunStats::default();
+            match self
+                .placement
+                .backend
+                .filter_project(&self.spec, &chunk, &mut stats)
+            {
+                Ok(out) => {
+                    metrics.record(&stats);
+                    metrics.device_chunks.add(1);
+                    cost_model().record_device(rows, stats.kernel_time);
+                    cost_model().record_compile(stats.compile_time);
+                    let assembled = self.assemble(&chunk, &out)?;
+                    metrics.output_rows.add(assembled.num_rows());
+                    return Ok(assembled);
+                }
+                Err(e) if e.is_query_error() => return Err(query_error(e)),
+                Err(e) => {
+                    tracing::warn!("a filter + projection chunk runs on the CPU: {e}");
+                }
+            }
+        }
+        let started = Instant::now();
+        let out = self.on_cpu(&chunk)?;
+        cost_model().record_cpu(rows, started.elapsed());
+        metrics.cpu_chunks.add(1);
+        metrics.output_rows.add(out.num_rows());
+        Ok(out)
+    }
+
+    /// The device's output in the plan's column order, carried columns taken by row position.
+    fn assemble(&self, input: &RecordBatch, device: &RecordBatch) -> DfResult<RecordBatch> {
+        let rows = device
+            .columns()
+            .last()
+            .filter(|_| self.spec.row_numbers)
+            .map(|c| {
+                c.as_primitive::<datafusion::arrow::datatypes::UInt32Type>()
+                    .clone()
+            });
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.outputs.len());
+        for output in &self.outputs {
+            columns.push(match (output, &rows) {
+                (OutputColumn::Device(i), _) => device.column(*i).clone(),
+                (OutputColumn::Carried(c), Some(rows)) => take(input.column(*c), rows, None)?,
+                (OutputColumn::Carried(_), None) => {
+                    return Err(DataFusionError::Internal(
+                        "a carried column without row positions".into(),
+                    ))
+                }
+            });
+        }
+        let options = datafusion::arrow::record_batch::RecordBatchOptions::new()
+            .with_row_count(Some(device.num_rows()));
+        Ok(RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            columns,
+            &options,
+        )?)
+    }
+
+    /// What DataFusion's FilterExec and ProjectionExec compute.
+    fn on_cpu(&self, chunk: &RecordBatch) -> DfResult<RecordBatch> {
+        let kept = match &self.predicate {
+            Some(predicate) => {
+                let mask = predicate.evaluate(chunk)?.into_array(chunk.num_rows())?;
+                filter_record_batch(chunk, mask.as_boolean())?
+            }
+            None => chunk.clone(),
+        };
+        let columns = self
+            .projections
+            .iter()
+            .map(|p| p.evaluate(&kept)?.into_array(kept.num_rows()))
+            .collect::<DfResult<Vec<_>>>()?;
+        let options = datafusion::arrow::record_batch::RecordBatchOptions::new()
+            .with_row_count(Some(kept.num_rows()));
+        Ok(RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            columns,
+            &options,
+        )?)
+    }
+}
+
+impl AggregateWork {
+    fn run_chunk(&self, chunk: RecordBatch, metrics: &ChunkMetrics) -> DfResult<RecordBatch> {
+        let rows = chunk.num_rows();
+        let mut stats = RunStats::default();
+        let started = Instant::now();
+        let result = if chooses_device(&self.placement, rows, chunk.get_array_memory_size()) {
+            match self
+                .placement
+                .backend
+                .partial_aggregate(&self.spec, &chunk, &mut stats)
+            {
+                Ok(out) => {
+                    metrics.device_chunks.add(1);
+                    cost_model().record_device(rows, stats.kernel_time);
+                    cost_model().record_compile(stats.compile_time);
+                    Ok(out)
+                }
+                Err(e) if e.is_query_error() => return Err(query_error(e)),
+                Err(e) => Err(e),
+            }
+        } else {
+            Err(GpuError::Unsupported("the cost model chose the CPU".into()))
+        };
+        let out = match result {
+            Ok(out) => out,
+            Err(reason) => {
+                if !matches!(reason, GpuError::Unsupported(_)) {
+                    tracing::warn!("a partial aggregate chunk runs on the CPU: {reason}");
+                }
+                // The CPU reference computes the same states.
+                let out = CpuReference
+                    .partial_aggregate(&self.spec, &chunk, &mut stats)
+                    .map_err(query_error)?;
+                cost_model().record_cpu(rows, started.elapsed());
+                metrics.cpu_chunks.add(1);
+                out
+            }
+        };
+        metrics.record(&stats);
+        metrics.output_rows.add(out.num_rows());
+        Ok(RecordBatch::try_new(
+            self.schema.clone(),
+            out.columns().to_vec(),
+        )?)
+    }
+}
+
+macro_rules! device_plan_boilerplate {
+    ($exec:ident) => {
+        impl ExecutionPlan for $exec {
+            fn name(&self) -> &'static str {
+                stringify!($exec)
+            }
+
+            fn properties(&self) -> &Arc<PlanProperties> {
+                &self.properties
+            }
+
+            fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+                vec![&self.input]
+            }
+
+            fn apply_expressions(
+                &self,
+                _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+            ) -> DfResult<TreeNodeRecursion> {
+                Ok(TreeNodeRecursion::Continue)
+            }
+
+            fn replace_children(
+                self: Arc<Self>,
+                children: Vec<Arc<dyn ExecutionPlan>>,
+                _: ReplaceChildrenOptions,
+            ) -> DfResult<Arc<dyn ExecutionPlan>> {
+                let Some(input) = children.into_iter().next() else {
+                    return Err(DataFusionError::Internal(
+                        concat!(stringify!($exec), " needs one child").into(),
+                    ));
+                };
+                Ok(Arc::new($exec {
+                    properties: properties_for(self.work.schema.clone(), &input),
+                    input,
+                    work: self.work.clone(),
+                    metrics: ExecutionPlanMetricsSet::new(),
+                }))
+            }
+
+            fn with_new_children(
+                self: Arc<Self>,
+                children: Vec<Arc<dyn ExecutionPlan>>,
+            ) -> DfResult<Arc<dyn ExecutionPlan>> {
+                self.replace_children(
+                    children,
+                    ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+                )
+            }
+
+            fn metrics(&self) -> Option<MetricsSet> {
+                Some(self.metrics.clone_inner())
+            }
+
+            fn execute(
+                &self,
+                partition: usize,
+                context: Arc<TaskContext>,
+            ) -> DfResult<SendableRecordBatchStream> {
+                let input = self.input.execute(partition, context)?;
+                let work = self.work.clone();
+                let metrics = ChunkMetrics::new(&self.metrics, partition);
+                Ok(chunked_stream(
+                    input,
+                    self.work.schema.clone(),
+                    Arc::new(move |chunk| work.run_chunk(chunk, &metrics)),
+                ))
+            }
+        }
+    };
+}
+
+device_plan_boilerplate!(GpuFilterProjectExec);
+device_plan_boilerplate!(GpuPartialAggregateExec);
+
+impl DisplayAs for GpuFilterProjectExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "GpuFilterProjectExec: {}", self.work.placement)?;
+        if let Some(p) = &self.work.spec.predicate {
+            write!(f, ", predicate={p}")?;
+        }
+        let outputs: Vec<String> = self
+            .work
+            .outputs
+            .iter()
+            .zip(self.work.schema.fields())
+            .map(|(o, field)| match o {
+                OutputColumn::Device(i) => {
+                    format!(
+                        "{} as {}",
+                        self.work.spec.projections[*i].expr,
+                        field.name()
+                    )
+                }
+                OutputColumn::Carried(c) => format!("carried #{c} as {}", field.name()),
+            })
+            .collect();
+        write!(f, ", expr=[{}]", outputs.join(", "))
+    }
+}
+
+impl DisplayAs for GpuPartialAggregateExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let keys: Vec<String> = self
+            .work
+            .spec
+            .group_by
+            .iter()
+            .map(|(i, _, name)| format!("#{i} as {name}"))
+            .collect();
+        let aggregates: Vec<&str> = self
+            .work
+            .spec
+            .aggregates
+            .iter()
+            .map(|a| a.name.as_str())
+            .collect();
+        write!(
+            f,
+            "GpuPartialAggregateExec: {}, gby=[{}], aggr=[{}]",
+            self.work.placement,
+            keys.join(", "),
+            aggregates.join(", ")
+        )
+    }
+}
+
+/// A pass-through above an operator that could have run on the device and does not: EXPLAIN
+/// shows why. It changes nothing about the plan's rows, partitions or ordering.
+#[derive(Debug)]
+pub struct GpuNotUsedExec {
+    input: Arc<dyn ExecutionPlan>,
+    reason: String,
+}
+
+impl GpuNotUsedExec {
+    pub fn new(input: Arc<dyn ExecutionPlan>, reason: String) -> Self {
+        GpuNotUsedExec { input, reason }
+    }
+}
+
+impl DisplayAs for GpuNotUsedExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "GpuNotUsedExec: {} stays on the CPU: {}",
+            self.input.name(),
+            self.reason
+        )
+    }
+}
+
+impl ExecutionPlan for GpuNotUsedExec {
+    fn name(&self) -> &'static str {
+        "GpuNotUsedExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.input.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+        _: ReplaceChildrenOptions,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let Some(input) = children.into_iter().next() else {
+            return Err(DataFusionError::Internal(
+                "GpuNotUsedExec needs one child".into(),
+            ));
+        };
+        Ok(Arc::new(GpuNotUsedExec {
+            input,
+            reason: self.reason.clone(),
+        }))
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        self.input.execute(partition, context)
+    }
+}

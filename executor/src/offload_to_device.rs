@@ -1,0 +1,329 @@
+//! The physical optimizer rule that moves a partition's filter, projection and partial
+//! aggregate onto the GPU: `ProjectionExec` over `FilterExec` becomes one
+//! [`GpuFilterProjectExec`], a lone filter or projection too, and a partial `AggregateExec`
+//! becomes a [`GpuPartialAggregateExec`] feeding DataFusion's final aggregate unchanged.
+//!
+//! It runs last, after the cluster's push-down: it leaves the subtrees of `FragmentExec`s alone
+//! (a fragment's leader runs this rule on the fragment it receives, for its own device), so only
+//! operators that run on this node are replaced.
+//!
+//! `SET shoal.gpu` decides: `off` leaves the plan alone; `auto` (the default) replaces operators
+//! only when the node has a GPU, and each chunk then runs where the cost model says it is
+//! faster; `on` sends every chunk to the device, or to the CPU reference of the device
+//! operators when the node has none (so the path is testable anywhere). An operator with
+//! something the device cannot compute stays as it is, under a pass-through
+//! [`GpuNotUsedExec`] whose EXPLAIN line says why.
+
+use std::sync::{Arc, OnceLock};
+
+use datafusion::common::extensions_options;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::config::{ConfigExtension, ConfigOptions};
+use datafusion::error::Result as DfResult;
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::{ChildrenPropertiesMode, ExecutionPlan, ReplaceChildrenOptions};
+use shoal_gpu::{CpuReference, CudaBackend, FilterProject, Projection};
+
+use crate::device_exec::{
+    GpuFilterProjectExec, GpuNotUsedExec, GpuPartialAggregateExec, OutputColumn, Placement,
+};
+use crate::device_translate::{translate_expr, translate_partial_aggregate};
+use crate::FragmentExec;
+
+extensions_options! {
+    /// The session's `shoal.gpu` setting, as the optimizer rule reads it.
+    pub struct GpuOptions {
+        /// `auto`, `on` or `off`.
+        pub mode: String, default = "auto".to_string()
+    }
+}
+
+impl ConfigExtension for GpuOptions {
+    const PREFIX: &'static str = "shoal_gpu";
+}
+
+impl GpuOptions {
+    pub fn with_mode(mode: GpuMode) -> Self {
+        GpuOptions {
+            mode: mode.as_str().to_string(),
+        }
+    }
+}
+
+/// `SET shoal.gpu = auto | on | off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GpuMode {
+    Auto,
+    On,
+    Off,
+}
+
+impl GpuMode {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "auto" => Some(GpuMode::Auto),
+            "on" | "true" | "1" => Some(GpuMode::On),
+            "off" | "false" | "0" => Some(GpuMode::Off),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GpuMode::Auto => "auto",
+            GpuMode::On => "on",
+            GpuMode::Off => "off",
+        }
+    }
+}
+
+/// The node's device backend, opened once; the error is why there is none.
+fn cuda() -> Result<Arc<CudaBackend>, String> {
+    static BACKEND: OnceLock<Result<Arc<CudaBackend>, String>> = OnceLock::new();
+    BACKEND
+        .get_or_init(|| CudaBackend::open().map(Arc::new).map_err(|e| e.to_string()))
+        .clone()
+}
+
+/// Where device operators run under `mode`, or None to leave the plan alone.
+pub fn placement_for(mode: GpuMode) -> Option<Placement> {
+    if mode == GpuMode::Off {
+        return None;
+    }
+    match cuda() {
+        Ok(backend) => {
+            let device = shoal_gpu::probe().describe();
+            Some(Placement {
+                backend,
+                forced: mode == GpuMode::On,
+                device,
+            })
+        }
+        Err(reason) if mode == GpuMode::On => Some(Placement {
+            backend: Arc::new(CpuReference),
+            forced: true,
+            device: reason,
+        }),
+        Err(_) => None,
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct OffloadToDevice;
+
+impl OffloadToDevice {
+    /// Rewrites `plan` for `mode`; also what a fragment's leader runs on the fragment.
+    pub fn rewrite_plan(
+        plan: Arc<dyn ExecutionPlan>,
+        mode: GpuMode,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let Some(placement) = placement_for(mode) else {
+            return Ok(plan);
+        };
+        let offloaded = plan.transform_down(|node| rewrite(node, &placement))?.data;
+        annotate(offloaded, &placement)
+    }
+}
+
+/// Puts a [`GpuNotUsedExec`] above every filter, projection and partial aggregate that stayed
+/// on the CPU, outside fragments.
+fn annotate(
+    plan: Arc<dyn ExecutionPlan>,
+    placement: &Placement,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
+    if plan.is::<FragmentExec>() {
+        return Ok(plan);
+    }
+    let children: Vec<Arc<dyn ExecutionPlan>> = plan.children().into_iter().cloned().collect();
+    let mut annotated = Vec::with_capacity(children.len());
+    let mut changed = false;
+    for child in &children {
+        let new_child = annotate(child.clone(), placement)?;
+        changed |= !Arc::ptr_eq(&new_child, child);
+        annotated.push(new_child);
+    }
+    let plan = if changed {
+        plan.replace_children(
+            annotated,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )?
+    } else {
+        plan
+    };
+    match rewrite(plan.clone(), placement)?.data {
+        // Offloadable now (a child changed): nothing to say.
+        replaced if !Arc::ptr_eq(&replaced, &plan) => Ok(replaced),
+        _ => Ok(match why_not(&plan, placement) {
+            Some(reason) => Arc::new(GpuNotUsedExec::new(plan, reason)),
+            None => plan,
+        }),
+    }
+}
+
+fn rewrite(
+    plan: Arc<dyn ExecutionPlan>,
+    placement: &Placement,
+) -> DfResult<Transformed<Arc<dyn ExecutionPlan>>> {
+    if plan.is::<FragmentExec>() {
+        return Ok(Transformed::new(plan, false, TreeNodeRecursion::Jump));
+    }
+    Ok(match offload(&plan, placement) {
+        Ok(new_plan) => Transformed::yes(new_plan),
+        Err(_) => Transformed::no(plan),
+    })
+}
+
+/// Why a filter, projection or partial aggregate stays on the CPU; None for other operators.
+fn why_not(plan: &Arc<dyn ExecutionPlan>, placement: &Placement) -> Option<String> {
+    offload(plan, placement)
+        .err()
+        .filter(|reason| !reason.is_empty())
+}
+
+/// The device form of `plan`, or why there is none (empty: not a candidate at all).
+fn offload(
+    plan: &Arc<dyn ExecutionPlan>,
+    placement: &Placement,
+) -> Result<Arc<dyn ExecutionPlan>, String> {
+    if let Some(aggregate) = plan.downcast_ref::<AggregateExec>() {
+        offload_aggregate(aggregate, placement)
+    } else if let Some(projection) = plan.downcast_ref::<ProjectionExec>() {
+        let exprs: Vec<(Arc<dyn PhysicalExpr>, String)> = projection
+            .expr()
+            .iter()
+            .map(|p| (p.expr.clone(), p.alias.clone()))
+            .collect();
+        let fused = match projection.input().downcast_ref::<FilterExec>() {
+            Some(filter) if filter.projection().is_none() => offload_filter_project(
+                filter.input(),
+                Some(filter.predicate().clone()),
+                exprs.clone(),
+                plan,
+                placement,
+            ),
+            _ => Err(String::new()),
+        };
+        // Without the filter below when that one cannot go (it stays under its own note).
+        fused.or_else(|_| offload_filter_project(projection.input(), None, exprs, plan, placement))
+    } else if let Some(filter) = plan.downcast_ref::<FilterExec>() {
+        let input_schema = filter.input().schema();
+        let kept: Vec<usize> = match filter.projection() {
+            Some(columns) => columns.iter().copied().collect(),
+            None => (0..input_schema.fields().len()).collect(),
+        };
+        let exprs = kept
+            .into_iter()
+            .map(|i| {
+                let name = input_schema.field(i).name().clone();
+                (
+                    Arc::new(Column::new(&name, i)) as Arc<dyn PhysicalExpr>,
+                    name,
+                )
+            })
+            .collect();
+        offload_filter_project(
+            filter.input(),
+            Some(filter.predicate().clone()),
+            exprs,
+            plan,
+            placement,
+        )
+    } else {
+        Err(String::new())
+    }
+}
+
+fn offload_filter_project(
+    input: &Arc<dyn ExecutionPlan>,
+    predicate: Option<Arc<dyn PhysicalExpr>>,
+    exprs: Vec<(Arc<dyn PhysicalExpr>, String)>,
+    replaced: &Arc<dyn ExecutionPlan>,
+    placement: &Placement,
+) -> Result<Arc<dyn ExecutionPlan>, String> {
+    let schema = input.schema();
+    let device_predicate = predicate
+        .as_ref()
+        .map(|p| translate_expr(p, &schema))
+        .transpose()?;
+    let mut projections = Vec::new();
+    let mut outputs = Vec::new();
+    for (expr, name) in &exprs {
+        match translate_expr(expr, &schema) {
+            Ok(device) => {
+                outputs.push(OutputColumn::Device(projections.len()));
+                projections.push(Projection {
+                    expr: device,
+                    name: name.clone(),
+                });
+            }
+            Err(reason) => match expr.downcast_ref::<Column>() {
+                Some(column) => outputs.push(OutputColumn::Carried(column.index())),
+                None => return Err(reason),
+            },
+        }
+    }
+    if device_predicate.is_none() && projections.is_empty() {
+        return Err("nothing to compute".into());
+    }
+    let row_numbers = outputs
+        .iter()
+        .any(|o| matches!(o, OutputColumn::Carried(_)));
+    let spec = FilterProject {
+        predicate: device_predicate,
+        projections,
+        row_numbers,
+    };
+    Ok(Arc::new(GpuFilterProjectExec::new(
+        input.clone(),
+        spec,
+        outputs,
+        predicate,
+        exprs.into_iter().map(|(e, _)| e).collect(),
+        placement.clone(),
+        replaced.schema(),
+    )))
+}
+
+fn offload_aggregate(
+    aggregate: &AggregateExec,
+    placement: &Placement,
+) -> Result<Arc<dyn ExecutionPlan>, String> {
+    if *aggregate.mode() != AggregateMode::Partial {
+        return Err(String::new());
+    }
+    let spec = translate_partial_aggregate(aggregate)?;
+    Ok(Arc::new(GpuPartialAggregateExec::new(
+        aggregate.input().clone(),
+        spec,
+        placement.clone(),
+        aggregate.schema(),
+    )))
+}
+
+impl PhysicalOptimizerRule for OffloadToDevice {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        config: &ConfigOptions,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let mode = config
+            .extensions
+            .get::<GpuOptions>()
+            .and_then(|o| GpuMode::parse(&o.mode))
+            .unwrap_or(GpuMode::Auto);
+        OffloadToDevice::rewrite_plan(plan, mode)
+    }
+
+    fn name(&self) -> &str {
+        "offload_to_device"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}

@@ -60,6 +60,9 @@ struct TicketHeader {
     leader: NodeId,
     /// The fragment's output partition to run.
     output_partition: usize,
+    /// The sending session's `shoal.gpu`, applied by the leader to the fragment.
+    #[serde(default)]
+    gpu_mode: Option<String>,
 }
 
 /// `header length (u32 LE) | header (JSON) | fragment (datafusion-proto)`
@@ -255,6 +258,14 @@ impl FlightService for FragmentService {
         let fragment = codec
             .decode(plan, &task)
             .map_err(|e| self.error_status(&e))?;
+        // This node's device runs what it can of the fragment, as the sender's session asked.
+        let gpu_mode = header
+            .gpu_mode
+            .as_deref()
+            .and_then(crate::GpuMode::parse)
+            .unwrap_or(crate::GpuMode::Auto);
+        let fragment = crate::OffloadToDevice::rewrite_plan(fragment, gpu_mode)
+            .map_err(|e| self.error_status(&e))?;
         let batches = fragment
             .execute(header.output_partition, task)
             .map_err(|e| self.error_status(&e))?;
@@ -431,6 +442,7 @@ pub(crate) struct FragmentRequest {
     pub partition: u32,
     pub output_partition: usize,
     pub plan: Arc<Vec<u8>>,
+    pub gpu_mode: crate::GpuMode,
 }
 
 impl RemoteFragments {
@@ -543,6 +555,7 @@ impl RemoteFragments {
                 epoch,
                 leader,
                 output_partition: request.output_partition,
+                gpu_mode: Some(request.gpu_mode.as_str().to_string()),
             };
             let ticket = Ticket {
                 ticket: encode_ticket(&header, &request.plan).into(),
@@ -733,6 +746,7 @@ mod tests {
             epoch: 2,
             leader: 5,
             output_partition: 1,
+            gpu_mode: Some("on".into()),
         };
         let ticket = encode_ticket(&header, b"plan bytes");
         let (back, plan) = decode_ticket(&ticket).unwrap();

@@ -257,9 +257,18 @@ impl ExecutionPlan for FragmentExec {
         let Some(Some(table_partition)) = self.partitions.get(partition).copied() else {
             return self.subtree.execute(partition, context);
         };
+        let gpu_mode = context
+            .session_config()
+            .options()
+            .extensions
+            .get::<crate::GpuOptions>()
+            .and_then(|o| crate::GpuMode::parse(&o.mode))
+            .unwrap_or(crate::GpuMode::Auto);
         let leader = self.remote.leader_of(self.table_id, table_partition);
         if leader.map(|(l, _)| l) == Some(self.remote.local_node()) {
-            return self.subtree.execute(partition, context);
+            // Led here: the subtree runs here, on this node's device where it pays.
+            return crate::OffloadToDevice::rewrite_plan(self.subtree.clone(), gpu_mode)?
+                .execute(partition, context);
         }
         let request = FragmentRequest {
             table_id: self.table_id,
@@ -267,6 +276,7 @@ impl ExecutionPlan for FragmentExec {
             partition: table_partition,
             output_partition: partition,
             plan: self.encoded.clone(),
+            gpu_mode,
         };
         let rows = MetricBuilder::new(&self.metrics).output_rows(partition);
         let bytes = MetricBuilder::new(&self.metrics).counter("bytes_shipped", partition);

@@ -193,19 +193,21 @@ fn offload(
     if let Some(aggregate) = plan.downcast_ref::<AggregateExec>() {
         offload_aggregate(aggregate, placement)
     } else if let Some(projection) = plan.downcast_ref::<ProjectionExec>() {
-        let exprs: Vec<(Arc<dyn PhysicalExpr>, String)> = projection
+        let exprs: Vec<NamedExpr> = projection
             .expr()
             .iter()
             .map(|p| (p.expr.clone(), p.alias.clone()))
             .collect();
         let fused = match projection.input().downcast_ref::<FilterExec>() {
-            Some(filter) if filter.projection().is_none() => offload_filter_project(
-                filter.input(),
-                Some(filter.predicate().clone()),
-                exprs.clone(),
-                plan,
-                placement,
-            ),
+            Some(filter) => through_filter_projection(exprs.clone(), filter).and_then(|exprs| {
+                offload_filter_project(
+                    filter.input(),
+                    Some(filter.predicate().clone()),
+                    exprs,
+                    plan,
+                    placement,
+                )
+            }),
             _ => Err(String::new()),
         };
         // Without the filter below when that one cannot go (it stays under its own note).
@@ -238,10 +240,49 @@ fn offload(
     }
 }
 
+/// A projection's expression and the name of its output column.
+type NamedExpr = (Arc<dyn PhysicalExpr>, String);
+
+/// `exprs` over a filter's output, rewritten over the filter's input (a filter may drop
+/// columns itself).
+fn through_filter_projection(
+    exprs: Vec<NamedExpr>,
+    filter: &FilterExec,
+) -> Result<Vec<NamedExpr>, String> {
+    let Some(kept) = filter.projection() else {
+        return Ok(exprs);
+    };
+    let kept: Vec<usize> = kept.iter().copied().collect();
+    let input_schema = filter.input().schema();
+    exprs
+        .into_iter()
+        .map(|(expr, name)| {
+            let rewritten = expr
+                .transform(|e| {
+                    Ok(match e.downcast_ref::<Column>() {
+                        Some(column) => {
+                            let index = *kept.get(column.index()).ok_or_else(|| {
+                                datafusion::error::DataFusionError::Internal(format!(
+                                    "column {column} is not in the filter's output"
+                                ))
+                            })?;
+                            let name = input_schema.field(index).name();
+                            Transformed::yes(Arc::new(Column::new(name, index)) as _)
+                        }
+                        None => Transformed::no(e),
+                    })
+                })
+                .map_err(|e| e.to_string())?
+                .data;
+            Ok((rewritten, name))
+        })
+        .collect()
+}
+
 fn offload_filter_project(
     input: &Arc<dyn ExecutionPlan>,
     predicate: Option<Arc<dyn PhysicalExpr>>,
-    exprs: Vec<(Arc<dyn PhysicalExpr>, String)>,
+    exprs: Vec<NamedExpr>,
     replaced: &Arc<dyn ExecutionPlan>,
     placement: &Placement,
 ) -> Result<Arc<dyn ExecutionPlan>, String> {
@@ -267,8 +308,12 @@ fn offload_filter_project(
             },
         }
     }
-    if device_predicate.is_none() && projections.is_empty() {
-        return Err("nothing to compute".into());
+    // A projection that only picks columns costs nothing on the CPU: not a candidate.
+    let computes = projections
+        .iter()
+        .any(|p| !matches!(p.expr, shoal_gpu::GpuExpr::Column { .. }));
+    if device_predicate.is_none() && !computes {
+        return Err(String::new());
     }
     let row_numbers = outputs
         .iter()

@@ -110,6 +110,9 @@ pub fn base_context(
                 push_to_leaders::PushToLeaders::new(remote),
             ));
         }
+        // Last: what stays on this node goes to its GPU where `shoal.gpu` and the cost model
+        // say so (fragments shipped elsewhere are rewritten by their leader).
+        builder = builder.with_physical_optimizer_rule(Arc::new(shoal_executor::OffloadToDevice));
         *state.write() = builder.build();
     }
     functions::register_static_functions(&ctx);

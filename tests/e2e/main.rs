@@ -7,6 +7,7 @@ mod compat;
 mod compose;
 mod crash;
 mod drivers;
+mod gpu;
 mod indexes;
 mod pgbench;
 mod psql;

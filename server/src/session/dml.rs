@@ -62,6 +62,16 @@ impl Session {
             .config_mut()
             .set_extension(Arc::new(StatementTxn(txn)));
         state.config_mut().set_extension(Arc::new(dml));
+        let gpu = self
+            .settings
+            .get("shoal.gpu")
+            .and_then(|v| shoal_executor::GpuMode::parse(&v))
+            .unwrap_or(shoal_executor::GpuMode::Auto);
+        state
+            .config_mut()
+            .options_mut()
+            .extensions
+            .insert(shoal_executor::GpuOptions::with_mode(gpu));
         state
     }
 

@@ -53,6 +53,10 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("max_index_keys", "32"),
     ("block_size", "8192"),
     ("default_table_access_method", "heap"),
+    // Where partition pipelines run: auto (the GPU when the node has one and the cost model
+    // says it pays), on (always the device; the CPU reference of its operators without a
+    // GPU), off.
+    ("shoal.gpu", "auto"),
 ];
 
 /// Settings that cannot be changed by SET.
@@ -192,6 +196,9 @@ fn normalize(key: &str, value: &str) -> ServerResult<String> {
                 _ => Err(bad()),
             }
         }
+        "shoal.gpu" => shoal_executor::GpuMode::parse(value)
+            .map(|mode| mode.as_str().to_string())
+            .ok_or_else(bad),
         "standard_conforming_strings" => match value.to_lowercase().as_str() {
             "on" | "true" | "1" => Ok("on".into()),
             _ => Err(ServerError::NotSupported(

@@ -239,11 +239,14 @@ impl Session {
     }
 
     pub(super) async fn show(&self, variable: &[Ident]) -> ServerResult<Outcome> {
-        let name = variable
-            .iter()
-            .map(|i| i.value.clone())
-            .collect::<Vec<_>>()
-            .join(" ");
+        let words: Vec<String> = variable.iter().map(|i| i.value.clone()).collect();
+        // `SHOW shoal.gpu` arrives as two identifiers, `SHOW time zone` as two words.
+        let dotted = words.join(".");
+        let name = if words.len() > 1 && self.settings.get(&dotted).is_some() {
+            dotted
+        } else {
+            words.join(" ")
+        };
         let (columns, rows): (Vec<&str>, Vec<Vec<String>>) = if name.eq_ignore_ascii_case("all") {
             (
                 vec!["name", "setting", "description"],

@@ -348,11 +348,13 @@ impl Connection {
         p: &Prepared,
     ) -> Result<Option<Schema>, ServerError> {
         if let Statement::ShowVariable { variable } = &p.stmt {
-            let name = variable
-                .iter()
-                .map(|i| i.value.to_lowercase())
-                .collect::<Vec<_>>()
-                .join("_");
+            let words: Vec<String> = variable.iter().map(|i| i.value.to_lowercase()).collect();
+            let dotted = words.join(".");
+            let name = if words.len() > 1 && session.settings.get(&dotted).is_some() {
+                dotted
+            } else {
+                words.join("_")
+            };
             return Ok(Some(Schema::new(vec![Field::new(
                 name,
                 DataType::Utf8,

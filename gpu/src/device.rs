@@ -27,6 +27,8 @@ pub struct DeviceInfo {
     pub name: String,
     pub compute_capability: (i32, i32),
     pub total_memory: usize,
+    /// Peak memory bandwidth from the memory clock and bus width (bytes/s), when reported.
+    pub memory_bandwidth: Option<f64>,
 }
 
 impl DeviceProbe {
@@ -85,6 +87,7 @@ fn open_device() -> Result<CudaDevice, String> {
         total_memory: context
             .total_mem()
             .map_err(|e| format!("reading the device memory size failed: {e}"))?,
+        memory_bandwidth: peak_bandwidth(&context),
     };
     let budget = std::env::var("SHOAL_GPU_MEMORY_BUDGET")
         .ok()
@@ -100,6 +103,16 @@ fn open_device() -> Result<CudaDevice, String> {
         functions: Mutex::new(HashMap::new()),
         budget: MemoryBudget::new(budget),
     })
+}
+
+fn peak_bandwidth(context: &CudaContext) -> Option<f64> {
+    use cudarc::driver::sys::CUdevice_attribute as A;
+    let clock_khz = context.attribute(A::CU_DEVICE_ATTRIBUTE_MEMORY_CLOCK_RATE).ok()?;
+    let bus_bits = context
+        .attribute(A::CU_DEVICE_ATTRIBUTE_GLOBAL_MEMORY_BUS_WIDTH)
+        .ok()?;
+    // Double data rate: two transfers per clock.
+    (clock_khz > 0 && bus_bits > 0).then(|| 2.0 * clock_khz as f64 * 1e3 * bus_bits as f64 / 8.0)
 }
 
 /// Times one 64 MiB host→device copy, the cost model's first transfer rate.

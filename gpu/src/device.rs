@@ -107,7 +107,9 @@ fn open_device() -> Result<CudaDevice, String> {
 
 fn peak_bandwidth(context: &CudaContext) -> Option<f64> {
     use cudarc::driver::sys::CUdevice_attribute as A;
-    let clock_khz = context.attribute(A::CU_DEVICE_ATTRIBUTE_MEMORY_CLOCK_RATE).ok()?;
+    let clock_khz = context
+        .attribute(A::CU_DEVICE_ATTRIBUTE_MEMORY_CLOCK_RATE)
+        .ok()?;
     let bus_bits = context
         .attribute(A::CU_DEVICE_ATTRIBUTE_GLOBAL_MEMORY_BUS_WIDTH)
         .ok()?;

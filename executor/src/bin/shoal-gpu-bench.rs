@@ -20,8 +20,8 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use rand::{Rng, SeedableRng};
 use shoal_executor::{GpuMode, GpuOptions, OffloadToDevice};
 use shoal_gpu::{
-    AggregateCall, AggregateFunction, CompareOp, CudaBackend, DeviceProbe, FilterProject,
-    GpuExpr, GpuType, Literal, PartialAggregate, PipelineBackend, Projection, RunStats,
+    AggregateCall, AggregateFunction, CompareOp, CudaBackend, DeviceProbe, FilterProject, GpuExpr,
+    GpuType, Literal, PartialAggregate, PipelineBackend, Projection, RunStats,
 };
 
 const QUERY: &str = "SELECT k, count(*), sum(q), avg(x), max(q) FROM t \
@@ -71,7 +71,13 @@ async fn run_sql(schema: Arc<Schema>, batches: &[RecordBatch], mode: GpuMode) ->
     let mut best = f64::MAX;
     for _ in 0..3 {
         let started = Instant::now();
-        let out = ctx.sql(QUERY).await.expect("plan").collect().await.expect("run");
+        let out = ctx
+            .sql(QUERY)
+            .await
+            .expect("plan")
+            .collect()
+            .await
+            .expect("run");
         best = best.min(started.elapsed().as_secs_f64());
         assert!(!out.is_empty());
     }
@@ -93,9 +99,18 @@ fn device_specs() -> (FilterProject, PartialAggregate) {
             )),
         )),
         projections: vec![
-            Projection { expr: GpuExpr::column(0, GpuType::Int32), name: "k".into() },
-            Projection { expr: GpuExpr::column(1, GpuType::Float64), name: "x".into() },
-            Projection { expr: GpuExpr::column(2, GpuType::Int64), name: "q".into() },
+            Projection {
+                expr: GpuExpr::column(0, GpuType::Int32),
+                name: "k".into(),
+            },
+            Projection {
+                expr: GpuExpr::column(1, GpuType::Float64),
+                name: "x".into(),
+            },
+            Projection {
+                expr: GpuExpr::column(2, GpuType::Int64),
+                name: "q".into(),
+            },
         ],
         row_numbers: false,
     };
@@ -122,7 +137,11 @@ async fn main() {
         .skip(1)
         .filter_map(|a| a.parse::<f64>().ok().map(|v| v as usize))
         .collect();
-    let sizes = if sizes.is_empty() { vec![1_000_000, 10_000_000, 100_000_000] } else { sizes };
+    let sizes = if sizes.is_empty() {
+        vec![1_000_000, 10_000_000, 100_000_000]
+    } else {
+        sizes
+    };
     let probe = shoal_gpu::probe();
     println!("device: {}", probe.describe());
     let bandwidth = match &probe {
@@ -143,19 +162,27 @@ async fn main() {
         let device_sql = run_sql(schema.clone(), &batches, GpuMode::On).await;
         // The backend alone, one pass over every batch, after a warm-up that compiles.
         let mut warm = RunStats::default();
-        let kept = gpu.filter_project(&filter, &batches[0], &mut warm).expect("filter");
-        gpu.partial_aggregate(&aggregate, &kept, &mut warm).expect("aggregate");
+        let kept = gpu
+            .filter_project(&filter, &batches[0], &mut warm)
+            .expect("filter");
+        gpu.partial_aggregate(&aggregate, &kept, &mut warm)
+            .expect("aggregate");
         let mut stats = RunStats::default();
         let started = Instant::now();
         for batch in &batches {
-            let kept = gpu.filter_project(&filter, batch, &mut stats).expect("filter");
-            gpu.partial_aggregate(&aggregate, &kept, &mut stats).expect("aggregate");
+            let kept = gpu
+                .filter_project(&filter, batch, &mut stats)
+                .expect("filter");
+            gpu.partial_aggregate(&aggregate, &kept, &mut stats)
+                .expect("aggregate");
         }
         let wall = started.elapsed().as_secs_f64();
         let kernels = stats.kernel_time.as_secs_f64();
         let bytes = rows as f64 * 20.0;
         let rate = bytes / kernels / 1e9;
-        let peak = bandwidth.map_or(String::new(), |b| format!("{:.0}%", 100.0 * bytes / kernels / b));
+        let peak = bandwidth.map_or(String::new(), |b| {
+            format!("{:.0}%", 100.0 * bytes / kernels / b)
+        });
         println!(
             "| {rows} | {cpu:.3} | {device_sql:.3} | {:.2}x | {wall:.3} | {kernels:.4} | {:.3e} | {rate:.1} | {peak} |",
             cpu / device_sql,

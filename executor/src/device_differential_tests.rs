@@ -389,3 +389,124 @@ fn unsupported_expressions_say_why() {
     );
     assert!(matches!(mixed.data_type(), Err(GpuError::Unsupported(_))));
 }
+
+/// A device that fails every chunk the way `error` says.
+#[derive(Debug)]
+struct FailingDevice {
+    error: fn() -> GpuError,
+}
+
+impl PipelineBackend for FailingDevice {
+    fn name(&self) -> &'static str {
+        "failing"
+    }
+
+    fn filter_project(
+        &self,
+        _: &FilterProject,
+        _: &RecordBatch,
+        _: &mut RunStats,
+    ) -> Result<RecordBatch, GpuError> {
+        Err((self.error)())
+    }
+
+    fn partial_aggregate(
+        &self,
+        _: &PartialAggregate,
+        _: &RecordBatch,
+        _: &mut RunStats,
+    ) -> Result<RecordBatch, GpuError> {
+        Err((self.error)())
+    }
+}
+
+/// A filter + projection on `device` over one random batch, as the rule would build it.
+fn device_plan(
+    device: Arc<dyn PipelineBackend>,
+    spec: &FilterProject,
+    batch: &RecordBatch,
+) -> Arc<dyn ExecutionPlan> {
+    use crate::device_exec::{GpuFilterProjectExec, OutputColumn, Placement};
+    let input = MemorySourceConfig::try_new_exec(&[vec![batch.clone()]], batch.schema(), None)
+        .expect("memory source");
+    let outputs = (0..spec.projections.len())
+        .map(OutputColumn::Device)
+        .collect();
+    let schema = spec.output_schema().expect("typed spec");
+    Arc::new(GpuFilterProjectExec::new(
+        input,
+        spec.clone(),
+        outputs,
+        spec.predicate.as_ref().map(to_datafusion),
+        spec.projections
+            .iter()
+            .map(|p| to_datafusion(&p.expr))
+            .collect(),
+        Placement {
+            backend: device,
+            forced: true,
+            device: "a test device".into(),
+        },
+        schema,
+    ))
+}
+
+#[tokio::test]
+async fn chunks_the_device_cannot_take_run_on_the_cpu_and_query_errors_fail_the_query() {
+    let ctx = SessionContext::new();
+    let mut generator = ExprGenerator::new(3);
+    generator.allow_wrapping = false;
+    let batch = random_batch(&mut generator.rng, 500, 10);
+    let spec = FilterProject {
+        predicate: Some(GpuExpr::compare(
+            CompareOp::Gt,
+            GpuExpr::column(2, GpuType::Float64),
+            GpuExpr::Literal(Literal::Float64(0.0)),
+        )),
+        projections: vec![shoal_gpu::Projection {
+            expr: GpuExpr::arith(
+                ArithOp::Mul,
+                GpuExpr::column(0, GpuType::Int32),
+                GpuExpr::Literal(Literal::Int32(2)),
+                false,
+            ),
+            name: "doubled".into(),
+        }],
+        row_numbers: false,
+    };
+    let out_of_memory = device_plan(
+        Arc::new(FailingDevice {
+            error: || GpuError::OutOfDeviceMemory {
+                needed: 1 << 30,
+                available: 0,
+            },
+        }),
+        &spec,
+        &batch,
+    );
+    let got = collect(out_of_memory.clone(), ctx.task_ctx())
+        .await
+        .expect("the CPU takes over");
+    let want = datafusion_filter_project(&spec, &batch).expect("DataFusion runs it");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].column(0).to_data(), want[0].to_data());
+    let metrics = out_of_memory.metrics().expect("metrics");
+    assert_eq!(
+        metrics.sum_by_name("cpu_chunks").map(|m| m.as_usize()),
+        Some(1)
+    );
+    assert_eq!(
+        metrics.sum_by_name("device_chunks").map(|m| m.as_usize()),
+        Some(0)
+    );
+
+    let divide = device_plan(
+        Arc::new(FailingDevice {
+            error: || GpuError::DivideByZero,
+        }),
+        &spec,
+        &batch,
+    );
+    let error = collect(divide, ctx.task_ctx()).await.unwrap_err();
+    assert!(error.to_string().contains("Divide by zero"), "{error}");
+}

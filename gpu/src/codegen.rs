@@ -149,9 +149,21 @@ __device__ __forceinline__ i64 div_i64(i64 a, i64 b, bool rem, u32* err) {
     }
     return rem ? a % b : a / b;
 }
+// A NaN result carries the NaN the host CPU would give: the first NaN operand, quieted, or the
+// host's default NaN (x86-64: negative) when the operation made it. CUDA's own NaN is positive,
+// and floats compare in total order, where a NaN's sign decides its place.
+__device__ __forceinline__ double host_nan(double r, double a, double b) {
+    if (r == r) return r;
+    if (a != a) return __longlong_as_double(__double_as_longlong(a) | 0x0008000000000000LL);
+    if (b != b) return __longlong_as_double(__double_as_longlong(b) | 0x0008000000000000LL);
+    return __longlong_as_double(HOST_DEFAULT_NAN);
+}
+__device__ __forceinline__ double add_f64(double a, double b) { return host_nan(__dadd_rn(a, b), a, b); }
+__device__ __forceinline__ double sub_f64(double a, double b) { return host_nan(__dsub_rn(a, b), a, b); }
+__device__ __forceinline__ double mul_f64(double a, double b) { return host_nan(__dmul_rn(a, b), a, b); }
 // Floats follow IEEE: x / 0.0 is an infinity or NaN, as in arrow's float kernels.
 __device__ __forceinline__ double div_f64(double a, double b, bool rem) {
-    return rem ? fmod(a, b) : __ddiv_rn(a, b);
+    return host_nan(rem ? fmod(a, b) : __ddiv_rn(a, b), a, b);
 }
 
 __device__ __forceinline__ u64 mix64(u64 x) {
@@ -160,6 +172,15 @@ __device__ __forceinline__ u64 mix64(u64 x) {
     return x ^ (x >> 31);
 }
 "#;
+
+/// The common part of every module, with the NaN this host's CPU makes (`inf - inf`).
+fn prelude() -> String {
+    let made = std::hint::black_box(f64::INFINITY) - std::hint::black_box(f64::INFINITY);
+    format!(
+        "#define HOST_DEFAULT_NAN {}LL\n{PRELUDE}",
+        made.to_bits() as i64
+    )
+}
 
 /// The C type of a value of `t` inside a kernel.
 fn c_type(t: GpuType) -> &'static str {
@@ -388,9 +409,9 @@ fn arith_c(
         (GpuType::Int64, ArithOp::Mul) => format!("mul_i64({a}, {b}, {checked}, &{err})"),
         (GpuType::Int64, ArithOp::Div) => format!("div_i64({a}, {b}, false, &{err})"),
         (GpuType::Int64, ArithOp::Mod) => format!("div_i64({a}, {b}, true, &{err})"),
-        (GpuType::Float64, ArithOp::Add) => format!("__dadd_rn({a}, {b})"),
-        (GpuType::Float64, ArithOp::Sub) => format!("__dsub_rn({a}, {b})"),
-        (GpuType::Float64, ArithOp::Mul) => format!("__dmul_rn({a}, {b})"),
+        (GpuType::Float64, ArithOp::Add) => format!("add_f64({a}, {b})"),
+        (GpuType::Float64, ArithOp::Sub) => format!("sub_f64({a}, {b})"),
+        (GpuType::Float64, ArithOp::Mul) => format!("mul_f64({a}, {b})"),
         (GpuType::Float64, ArithOp::Div) => format!("div_f64({a}, {b}, false)"),
         (GpuType::Float64, ArithOp::Mod) => format!("div_f64({a}, {b}, true)"),
         (GpuType::Decimal128 { scale: s1, .. }, _) => {
@@ -452,7 +473,7 @@ pub fn filter_project_source(spec: &FilterProject) -> Result<KernelSource, GpuEr
     }
     let inputs = inputs_of(&spec.input_columns(), |c| types.get(&c).copied());
     let params = input_params(&inputs);
-    let mut source = String::from(PRELUDE);
+    let mut source = prelude();
 
     let predicate = match &spec.predicate {
         Some(p) => {
@@ -717,7 +738,7 @@ pub fn aggregate_source(spec: &PartialAggregate) -> Result<KernelSource, GpuErro
     };
 
     let source = format!(
-        r#"{PRELUDE}
+        r#"{prelude}
 extern "C" __global__ void {AGG_INIT}(u64 capacity{acc_params}) {{
     u64 slot = (u64)blockIdx.x * blockDim.x + threadIdx.x;
     if (slot >= capacity) return;
@@ -755,6 +776,7 @@ extern "C" __global__ void {AGG_UPDATE}(i64 num_rows{params}, u64 mask, u32* slo
     }}
 {update_body}}}
 "#,
+        prelude = prelude(),
         key_compare_tail = key_compare.trim_start_matches("true"),
     );
     Ok(KernelSource { source, inputs })

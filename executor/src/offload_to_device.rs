@@ -199,20 +199,26 @@ fn offload(
             .map(|p| (p.expr.clone(), p.alias.clone()))
             .collect();
         let fused = match projection.input().downcast_ref::<FilterExec>() {
-            Some(filter) => through_filter_projection(exprs.clone(), filter).and_then(|exprs| {
-                offload_filter_project(
-                    filter.input(),
-                    Some(filter.predicate().clone()),
-                    exprs,
-                    plan,
-                    placement,
-                )
-            }),
+            Some(filter) if filter.fetch().is_none() => {
+                through_filter_projection(exprs.clone(), filter).and_then(|exprs| {
+                    offload_filter_project(
+                        filter.input(),
+                        Some(filter.predicate().clone()),
+                        exprs,
+                        plan,
+                        placement,
+                    )
+                })
+            }
             _ => Err(String::new()),
         };
         // Without the filter below when that one cannot go (it stays under its own note).
         fused.or_else(|_| offload_filter_project(projection.input(), None, exprs, plan, placement))
     } else if let Some(filter) = plan.downcast_ref::<FilterExec>() {
+        // The device operator has no row limit of its own to stop at.
+        if filter.fetch().is_some() {
+            return Err("a filter that stops at a row limit".into());
+        }
         let input_schema = filter.input().schema();
         let kept: Vec<usize> = match filter.projection() {
             Some(columns) => columns.iter().copied().collect(),
@@ -340,6 +346,9 @@ fn offload_aggregate(
 ) -> Result<Arc<dyn ExecutionPlan>, String> {
     if *aggregate.mode() != AggregateMode::Partial {
         return Err(String::new());
+    }
+    if aggregate.limit_options().is_some() {
+        return Err("an aggregate that stops at a row limit".into());
     }
     let spec = translate_partial_aggregate(aggregate)?;
     Ok(Arc::new(GpuPartialAggregateExec::new(

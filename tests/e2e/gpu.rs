@@ -70,6 +70,23 @@ async fn device_operators_answer_what_the_cpu_answers() {
         assert_eq!(&sorted(&c, sql).await, want, "{sql}");
     }
 
+    // A row limit pushed into a filter stays with DataFusion's operator.
+    let limited = texts(&c, "select id from readings where value > 0 limit 5").await;
+    assert_eq!(limited.len(), 5);
+    let top = texts(
+        &c,
+        "select id, value * 2 from readings where value > 0 order by value desc limit 3",
+    )
+    .await;
+    c.batch_execute("set shoal.gpu = off").await.unwrap();
+    let top_cpu = texts(
+        &c,
+        "select id, value * 2 from readings where value > 0 order by value desc limit 3",
+    )
+    .await;
+    c.batch_execute("set shoal.gpu = on").await.unwrap();
+    assert_eq!(top, top_cpu);
+
     let fused = plan(&c, query).await;
     assert!(
         fused.contains("GpuFilterProjectExec: device=cpu-reference")

@@ -31,7 +31,8 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 use shoal_gpu::{
-    cost_model, CpuReference, FilterProject, GpuError, PartialAggregate, PipelineBackend, RunStats,
+    cost_model, CpuReference, FilterProject, GpuError, Module, PartialAggregate, PipelineBackend,
+    RunStats,
 };
 
 /// Input is gathered into chunks of about this size before it goes to the device.
@@ -266,15 +267,19 @@ fn chunked_stream(
 }
 
 /// Whether this chunk goes to the device: always when forced, else when the cost model says
-/// it pays for `bytes` moved.
-fn chooses_device(placement: &Placement, rows: usize, bytes: usize) -> bool {
-    placement.forced || cost_model().estimate(rows, bytes, true).device_pays()
+/// it pays for `bytes` moved (and for compiling `module` when that is still to do).
+fn chooses_device(placement: &Placement, module: Module, rows: usize, bytes: usize) -> bool {
+    placement.forced || {
+        let compiled = placement.backend.kernels_ready(&module);
+        cost_model().estimate(rows, bytes, compiled).device_pays()
+    }
 }
 
 impl FilterProjectWork {
     fn run_chunk(&self, chunk: RecordBatch, metrics: &ChunkMetrics) -> DfResult<RecordBatch> {
         let rows = chunk.num_rows();
-        if chooses_device(&self.placement, rows, chunk.get_array_memory_size()) {
+        let module = Module::FilterProject(&self.spec);
+        if chooses_device(&self.placement, module, rows, chunk.get_array_memory_size()) {
             let mut stats = RunStats::default();
             match self
                 .placement
@@ -364,7 +369,9 @@ impl AggregateWork {
         let rows = chunk.num_rows();
         let mut stats = RunStats::default();
         let started = Instant::now();
-        let result = if chooses_device(&self.placement, rows, chunk.get_array_memory_size()) {
+        let module = Module::PartialAggregate(&self.spec);
+        let result = if chooses_device(&self.placement, module, rows, chunk.get_array_memory_size())
+        {
             match self
                 .placement
                 .backend

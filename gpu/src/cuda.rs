@@ -59,6 +59,14 @@ impl PipelineBackend for CudaBackend {
         "cuda"
     }
 
+    fn kernels_ready(&self, module: &crate::Module) -> bool {
+        let source = match module {
+            crate::Module::FilterProject(spec) => filter_project_source(spec),
+            crate::Module::PartialAggregate(spec) => aggregate_source(spec),
+        };
+        source.is_ok_and(|s| crate::nvrtc::is_cached(&s.source, self.device.arch))
+    }
+
     fn filter_project(
         &self,
         spec: &FilterProject,

@@ -81,4 +81,17 @@ pub trait PipelineBackend: Send + Sync + std::fmt::Debug {
         batch: &RecordBatch,
         stats: &mut RunStats,
     ) -> Result<RecordBatch, GpuError>;
+
+    /// Whether the kernels of this module source are compiled already (the cost model adds the
+    /// compile time when not). Backends without kernels are always ready.
+    fn kernels_ready(&self, _module: &Module) -> bool {
+        true
+    }
+}
+
+/// Which pipeline's kernels a cost estimate is about.
+#[derive(Debug, Clone, Copy)]
+pub enum Module<'a> {
+    FilterProject(&'a FilterProject),
+    PartialAggregate(&'a PartialAggregate),
 }

@@ -75,6 +75,13 @@ fn cache() -> &'static Cache {
     CACHE.get_or_init(Default::default)
 }
 
+/// Whether `source` was compiled for `arch` already.
+pub fn is_cached(source: &str, arch: &'static str) -> bool {
+    cache()
+        .lock()
+        .contains_key(&(arch.to_string(), source.to_string()))
+}
+
 /// Compiles `source` for `arch` (`compute_90`...), or returns the module compiled before.
 /// `kernel` names the module in errors.
 pub fn compile(source: &str, arch: &'static str, kernel: &str) -> Result<Compiled, GpuError> {

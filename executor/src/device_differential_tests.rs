@@ -418,6 +418,15 @@ impl PipelineBackend for FailingDevice {
     ) -> Result<RecordBatch, GpuError> {
         Err((self.error)())
     }
+
+    fn top_n(
+        &self,
+        _: &shoal_gpu::TopN,
+        _: &RecordBatch,
+        _: &mut RunStats,
+    ) -> Result<RecordBatch, GpuError> {
+        Err((self.error)())
+    }
 }
 
 /// A filter + projection on `device` over one random batch, as the rule would build it.
@@ -509,4 +518,48 @@ async fn chunks_the_device_cannot_take_run_on_the_cpu_and_query_errors_fail_the_
     );
     let error = collect(divide, ctx.task_ctx()).await.unwrap_err();
     assert!(error.to_string().contains("Divide by zero"), "{error}");
+}
+
+#[tokio::test]
+async fn random_top_n_match_datafusion() {
+    use datafusion::arrow::compute::SortOptions;
+    use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
+    use datafusion::physical_plan::sorts::sort::SortExec;
+    let ctx = SessionContext::new();
+    for seed in 0..300u64 {
+        let mut generator = ExprGenerator::new(20_000 + seed);
+        let spec = generator.top_n();
+        let rows = batch_sizes(&mut generator.rng);
+        let nulls = generator.rng.random_range(0..40);
+        let batch = random_batch(&mut generator.rng, rows, nulls);
+        let input = MemorySourceConfig::try_new_exec(&[vec![batch.clone()]], batch.schema(), None)
+            .expect("memory source");
+        let (index, _) = spec.key;
+        let order = PhysicalSortExpr::new(
+            Arc::new(Column::new(column_types()[index].0, index)),
+            SortOptions {
+                descending: spec.descending,
+                nulls_first: spec.nulls_first,
+            },
+        );
+        let ordering = LexOrdering::new(vec![order]).expect("one sort expression");
+        let sort = SortExec::new(ordering, input).with_fetch(Some(spec.limit));
+        let expected = collect(Arc::new(sort), ctx.task_ctx())
+            .await
+            .expect("sorts");
+        let expected =
+            datafusion::arrow::compute::concat_batches(&batch.schema(), &expected).expect("one");
+        let got = CpuReference
+            .top_n(&spec, &batch, &mut RunStats::default())
+            .expect("reference");
+        // Ties may pick different rows: the key column must agree, value for value.
+        let keys = |b: &RecordBatch| {
+            let options = FormatOptions::default().with_null("NULL");
+            let f = ArrayFormatter::try_new(b.column(index).as_ref(), &options).expect("fmt");
+            (0..b.num_rows())
+                .map(|r| f.value(r).to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(keys(&got), keys(&expected), "seed {seed}: {spec:?}");
+    }
 }

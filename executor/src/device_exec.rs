@@ -29,10 +29,10 @@ use datafusion::physical_plan::{
     ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties,
     ReplaceChildrenOptions, SendableRecordBatchStream,
 };
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use shoal_gpu::{
     cost_model, CpuReference, FilterProject, GpuError, Module, PartialAggregate, PipelineBackend,
-    RunStats,
+    RunStats, TopN,
 };
 
 /// Input is gathered into chunks of about this size before it goes to the device.
@@ -446,7 +446,7 @@ macro_rules! device_plan_boilerplate {
                     ));
                 };
                 Ok(Arc::new($exec {
-                    properties: properties_for(self.work.schema.clone(), &input),
+                    properties: self.work.properties_over(&input),
                     input,
                     work: self.work.clone(),
                     metrics: ExecutionPlanMetricsSet::new(),
@@ -475,11 +475,12 @@ macro_rules! device_plan_boilerplate {
                 let input = self.input.execute(partition, context)?;
                 let work = self.work.clone();
                 let metrics = ChunkMetrics::new(&self.metrics, partition);
-                Ok(chunked_stream(
+                let chunks = chunked_stream(
                     input,
                     self.work.schema.clone(),
                     Arc::new(move |chunk| work.run_chunk(chunk, &metrics)),
-                ))
+                );
+                Ok(self.work.finish(chunks))
             }
         }
     };
@@ -487,6 +488,136 @@ macro_rules! device_plan_boilerplate {
 
 device_plan_boilerplate!(GpuFilterProjectExec);
 device_plan_boilerplate!(GpuPartialAggregateExec);
+device_plan_boilerplate!(GpuTopNExec);
+
+/// What differs between the device operators around their chunks.
+trait ChunkWork {
+    /// The operator's properties over `input` (a top-N keeps its sort order).
+    fn properties_over(&self, input: &Arc<dyn ExecutionPlan>) -> Arc<PlanProperties>;
+
+    /// The stream of the chunks' outputs made into the operator's output.
+    fn finish(&self, chunks: SendableRecordBatchStream) -> SendableRecordBatchStream {
+        chunks
+    }
+}
+
+impl ChunkWork for FilterProjectWork {
+    fn properties_over(&self, input: &Arc<dyn ExecutionPlan>) -> Arc<PlanProperties> {
+        properties_for(self.schema.clone(), input)
+    }
+}
+
+impl ChunkWork for AggregateWork {
+    fn properties_over(&self, input: &Arc<dyn ExecutionPlan>) -> Arc<PlanProperties> {
+        properties_for(self.schema.clone(), input)
+    }
+}
+
+impl ChunkWork for TopNWork {
+    fn properties_over(&self, _input: &Arc<dyn ExecutionPlan>) -> Arc<PlanProperties> {
+        self.properties.clone()
+    }
+
+    /// Each chunk's top rows, ordered again together: the partition's top rows.
+    fn finish(&self, chunks: SendableRecordBatchStream) -> SendableRecordBatchStream {
+        let spec = self.spec.clone();
+        let schema = self.schema.clone();
+        let merged = futures::stream::once(async move {
+            let tops: Vec<RecordBatch> = chunks.try_collect().await?;
+            let all = concat_batches(&schema, &tops)?;
+            CpuReference
+                .top_n(&spec, &all, &mut RunStats::default())
+                .map_err(query_error)
+        });
+        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), merged))
+    }
+}
+
+/// ORDER BY one column LIMIT n within each partition, on the device.
+#[derive(Debug)]
+pub struct GpuTopNExec {
+    input: Arc<dyn ExecutionPlan>,
+    work: Arc<TopNWork>,
+    properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+#[derive(Debug)]
+struct TopNWork {
+    spec: TopN,
+    placement: Placement,
+    schema: SchemaRef,
+    /// The replaced SortExec's properties: the same order and partitioning.
+    properties: Arc<PlanProperties>,
+}
+
+impl GpuTopNExec {
+    pub fn new(
+        input: Arc<dyn ExecutionPlan>,
+        spec: TopN,
+        placement: Placement,
+        properties: Arc<PlanProperties>,
+    ) -> Self {
+        GpuTopNExec {
+            work: Arc::new(TopNWork {
+                spec,
+                placement,
+                schema: input.schema(),
+                properties: properties.clone(),
+            }),
+            input,
+            properties,
+            metrics: ExecutionPlanMetricsSet::new(),
+        }
+    }
+}
+
+impl TopNWork {
+    fn run_chunk(&self, chunk: RecordBatch, metrics: &ChunkMetrics) -> DfResult<RecordBatch> {
+        let rows = chunk.num_rows();
+        let mut stats = RunStats::default();
+        let module = Module::TopN(&self.spec);
+        if chooses_device(&self.placement, module, rows, chunk.get_array_memory_size()) {
+            match self.placement.backend.top_n(&self.spec, &chunk, &mut stats) {
+                Ok(out) => {
+                    metrics.record(&stats);
+                    metrics.device_chunks.add(1);
+                    cost_model().record_device(rows, stats.kernel_time);
+                    metrics.output_rows.add(out.num_rows());
+                    return Ok(out);
+                }
+                Err(e) => tracing::warn!("a top-N chunk runs on the CPU: {e}"),
+            }
+        }
+        let started = Instant::now();
+        let out = CpuReference
+            .top_n(&self.spec, &chunk, &mut stats)
+            .map_err(query_error)?;
+        cost_model().record_cpu(rows, started.elapsed());
+        metrics.cpu_chunks.add(1);
+        metrics.output_rows.add(out.num_rows());
+        Ok(out)
+    }
+}
+
+impl DisplayAs for GpuTopNExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let spec = &self.work.spec;
+        write!(
+            f,
+            "GpuTopNExec: {}, key=#{} {}{}, limit={}",
+            self.work.placement,
+            spec.key.0,
+            if spec.descending { "DESC" } else { "ASC" },
+            if spec.nulls_first {
+                " NULLS FIRST"
+            } else {
+                " NULLS LAST"
+            },
+            spec.limit
+        )
+    }
+}
 
 impl DisplayAs for GpuFilterProjectExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {

@@ -30,7 +30,8 @@ mod write;
 mod write_exec;
 
 pub use device_exec::{
-    GpuFilterProjectExec, GpuNotUsedExec, GpuPartialAggregateExec, OutputColumn, Placement,
+    GpuFilterProjectExec, GpuNotUsedExec, GpuPartialAggregateExec, GpuTopNExec, OutputColumn,
+    Placement,
 };
 pub use device_translate::{translate_expr, translate_partial_aggregate};
 pub use error::ExecError;

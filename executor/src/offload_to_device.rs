@@ -26,11 +26,13 @@ use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::{ChildrenPropertiesMode, ExecutionPlan, ReplaceChildrenOptions};
-use shoal_gpu::{CpuReference, CudaBackend, FilterProject, Projection};
+use shoal_gpu::{CpuReference, CudaBackend, FilterProject, GpuType, Projection, TopN};
 
 use crate::device_exec::{
-    GpuFilterProjectExec, GpuNotUsedExec, GpuPartialAggregateExec, OutputColumn, Placement,
+    GpuFilterProjectExec, GpuNotUsedExec, GpuPartialAggregateExec, GpuTopNExec, OutputColumn,
+    Placement,
 };
 use crate::device_translate::{translate_expr, translate_partial_aggregate};
 use crate::FragmentExec;
@@ -214,6 +216,8 @@ fn offload(
         };
         // Without the filter below when that one cannot go (it stays under its own note).
         fused.or_else(|_| offload_filter_project(projection.input(), None, exprs, plan, placement))
+    } else if let Some(sort) = plan.downcast_ref::<SortExec>() {
+        offload_top_n(sort, placement)
     } else if let Some(filter) = plan.downcast_ref::<FilterExec>() {
         // The device operator has no row limit of its own to stop at.
         if filter.fetch().is_some() {
@@ -337,6 +341,34 @@ fn offload_filter_project(
         exprs.into_iter().map(|(e, _)| e).collect(),
         placement.clone(),
         replaced.schema(),
+    )))
+}
+
+fn offload_top_n(sort: &SortExec, placement: &Placement) -> Result<Arc<dyn ExecutionPlan>, String> {
+    // A sort without a limit is not a top-N.
+    let limit = sort.fetch().ok_or_else(String::new)?;
+    let [order] = sort.expr().as_ref() else {
+        return Err("ORDER BY several expressions".into());
+    };
+    let column = order
+        .expr
+        .downcast_ref::<Column>()
+        .ok_or_else(|| format!("ORDER BY the expression {}", order.expr))?;
+    let input_schema = sort.input().schema();
+    let data_type = GpuType::from_arrow(input_schema.field(column.index()).data_type())
+        .map_err(|e| e.to_string())?;
+    let spec = TopN {
+        key: (column.index(), data_type),
+        descending: order.options.descending,
+        nulls_first: order.options.nulls_first,
+        limit,
+    };
+    spec.check().map_err(|e| e.to_string())?;
+    Ok(Arc::new(GpuTopNExec::new(
+        sort.input().clone(),
+        spec,
+        placement.clone(),
+        sort.properties().clone(),
     )))
 }
 

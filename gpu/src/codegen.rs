@@ -31,150 +31,12 @@ pub const ERR_TABLE_FULL: u32 = 4;
 /// Threads per block of every kernel (a multiple of the warp size, at most 32 warps).
 pub const BLOCK_THREADS: u32 = 256;
 
-const PRELUDE: &str = r#"
-typedef long long i64;
-typedef unsigned long long u64;
-typedef unsigned int u32;
-typedef unsigned char u8;
-typedef __int128 i128;
-typedef unsigned __int128 u128;
-
-#define ERR_DIVIDE_BY_ZERO 1u
-#define ERR_OVERFLOW 2u
-#define ERR_TABLE_FULL 4u
-
-// A null validity bitmap means every row is valid, as in Arrow.
-__device__ __forceinline__ bool valid_at(const u8* bits, i64 row) {
-    return bits == 0 || ((bits[row >> 3] >> (row & 7)) & 1);
-}
-__device__ __forceinline__ bool bit_at(const u8* bits, i64 row) {
-    return (bits[row >> 3] >> (row & 7)) & 1;
-}
-// IEEE total order as signed integers (Rust's f64::total_cmp): NaN above everything, -0.0 < 0.0.
-__device__ __forceinline__ i64 f64_order(double v) {
-    i64 x = __double_as_longlong(v);
-    return x ^ (i64)(((u64)(x >> 63)) >> 1);
-}
-// Comparisons: total order, but -0.0 equals 0.0 as in DataFusion's float comparisons.
-__device__ __forceinline__ i64 f64_compare_key(double v) {
-    return f64_order(v == 0.0 ? 0.0 : v);
-}
-__device__ __forceinline__ double f64_from_order(i64 x) {
-    return __longlong_as_double(x ^ (i64)(((u64)(x >> 63)) >> 1));
-}
-__device__ __forceinline__ i128 make_i128(i64 hi, u64 lo) {
-    return (i128)(((u128)(u64)hi << 64) | (u128)lo);
-}
-
-__device__ __forceinline__ int add_i32(int a, int b, bool checked, u32* err) {
-    i64 r = (i64)a + (i64)b;
-    if (checked && (r > 2147483647LL || r < -2147483648LL)) *err |= ERR_OVERFLOW;
-    return (int)(u32)(u64)r;
-}
-__device__ __forceinline__ int sub_i32(int a, int b, bool checked, u32* err) {
-    i64 r = (i64)a - (i64)b;
-    if (checked && (r > 2147483647LL || r < -2147483648LL)) *err |= ERR_OVERFLOW;
-    return (int)(u32)(u64)r;
-}
-__device__ __forceinline__ int mul_i32(int a, int b, bool checked, u32* err) {
-    i64 r = (i64)a * (i64)b;
-    if (checked && (r > 2147483647LL || r < -2147483648LL)) *err |= ERR_OVERFLOW;
-    return (int)(u32)(u64)r;
-}
-__device__ __forceinline__ i64 add_i64(i64 a, i64 b, bool checked, u32* err) {
-    i64 r = (i64)((u64)a + (u64)b);
-    if (checked && ((a ^ r) & (b ^ r)) < 0) *err |= ERR_OVERFLOW;
-    return r;
-}
-__device__ __forceinline__ i64 sub_i64(i64 a, i64 b, bool checked, u32* err) {
-    i64 r = (i64)((u64)a - (u64)b);
-    if (checked && ((a ^ b) & (a ^ r)) < 0) *err |= ERR_OVERFLOW;
-    return r;
-}
-__device__ __forceinline__ i64 mul_i64(i64 a, i64 b, bool checked, u32* err) {
-    i64 lo = (i64)((u64)a * (u64)b);
-    if (checked && __mul64hi(a, b) != (lo >> 63)) *err |= ERR_OVERFLOW;
-    return lo;
-}
-__device__ __forceinline__ i128 add_i128(i128 a, i128 b, bool checked, u32* err) {
-    i128 r = (i128)((u128)a + (u128)b);
-    if (checked && ((a ^ r) & (b ^ r)) < 0) *err |= ERR_OVERFLOW;
-    return r;
-}
-__device__ __forceinline__ i128 sub_i128(i128 a, i128 b, bool checked, u32* err) {
-    i128 r = (i128)((u128)a - (u128)b);
-    if (checked && ((a ^ b) & (a ^ r)) < 0) *err |= ERR_OVERFLOW;
-    return r;
-}
-// 128-bit product through 64-bit halves of the magnitudes, so no 128-bit division is needed to
-// detect overflow.
-__device__ __forceinline__ i128 mul_i128(i128 a, i128 b, bool checked, u32* err) {
-    i128 wrapped = (i128)((u128)a * (u128)b);
-    if (!checked) return wrapped;
-    bool negative = (a < 0) != (b < 0);
-    u128 ua = a < 0 ? (u128)0 - (u128)a : (u128)a;
-    u128 ub = b < 0 ? (u128)0 - (u128)b : (u128)b;
-    u64 ah = (u64)(ua >> 64), al = (u64)ua, bh = (u64)(ub >> 64), bl = (u64)ub;
-    bool overflow = ah != 0 && bh != 0;
-    u128 low = (u128)al * (u128)bl;
-    u128 cross = (u128)ah * (u128)bl + (u128)al * (u128)bh;
-    overflow = overflow || (cross >> 64) != 0;
-    u128 magnitude = low + (cross << 64);
-    overflow = overflow || magnitude < low;
-    u128 limit = ((u128)1 << 127) - (negative ? 0 : 1);
-    overflow = overflow || magnitude > limit;
-    if (overflow) *err |= ERR_OVERFLOW;
-    return wrapped;
-}
-__device__ __forceinline__ i128 rescale_i128(i128 v, int digits, bool checked, u32* err) {
-    for (int i = 0; i < digits; i++) v = mul_i128(v, (i128)10, checked, err);
-    return v;
-}
-
-// Division and remainder are always checked, as in arrow: by zero, and MIN / -1.
-// MIN % -1 is 0 (arrow's wrapping remainder); MIN / -1 overflows.
-__device__ __forceinline__ int div_i32(int a, int b, bool rem, u32* err) {
-    if (b == 0) { *err |= ERR_DIVIDE_BY_ZERO; return 0; }
-    if (a == (-2147483647 - 1) && b == -1) {
-        if (!rem) *err |= ERR_OVERFLOW;
-        return 0;
-    }
-    return rem ? a % b : a / b;
-}
-__device__ __forceinline__ i64 div_i64(i64 a, i64 b, bool rem, u32* err) {
-    if (b == 0) { *err |= ERR_DIVIDE_BY_ZERO; return 0; }
-    if (a == (-9223372036854775807LL - 1) && b == -1) {
-        if (!rem) *err |= ERR_OVERFLOW;
-        return 0;
-    }
-    return rem ? a % b : a / b;
-}
-// A NaN result carries the NaN the host CPU would give: the first NaN operand, quieted, or the
-// host's default NaN (x86-64: negative) when the operation made it. CUDA's own NaN is positive,
-// and floats compare in total order, where a NaN's sign decides its place.
-__device__ __forceinline__ double host_nan(double r, double a, double b) {
-    if (r == r) return r;
-    if (a != a) return __longlong_as_double(__double_as_longlong(a) | 0x0008000000000000LL);
-    if (b != b) return __longlong_as_double(__double_as_longlong(b) | 0x0008000000000000LL);
-    return __longlong_as_double(HOST_DEFAULT_NAN);
-}
-__device__ __forceinline__ double add_f64(double a, double b) { return host_nan(__dadd_rn(a, b), a, b); }
-__device__ __forceinline__ double sub_f64(double a, double b) { return host_nan(__dsub_rn(a, b), a, b); }
-__device__ __forceinline__ double mul_f64(double a, double b) { return host_nan(__dmul_rn(a, b), a, b); }
-// Floats follow IEEE: x / 0.0 is an infinity or NaN, as in arrow's float kernels.
-__device__ __forceinline__ double div_f64(double a, double b, bool rem) {
-    return host_nan(rem ? fmod(a, b) : __ddiv_rn(a, b), a, b);
-}
-
-__device__ __forceinline__ u64 mix64(u64 x) {
-    x ^= x >> 30; x *= 0xbf58476d1ce4e5b9ULL;
-    x ^= x >> 27; x *= 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
-}
-"#;
+/// Device helpers every module starts with: validity bits, float order keys, checked integer
+/// and decimal arithmetic, the host's NaN rules, the hash mixer.
+const PRELUDE: &str = include_str!("prelude.cu");
 
 /// The common part of every module, with the NaN this host's CPU makes (`inf - inf`).
-fn prelude() -> String {
+pub(crate) fn prelude() -> String {
     let made = std::hint::black_box(f64::INFINITY) - std::hint::black_box(f64::INFINITY);
     format!(
         "#define HOST_DEFAULT_NAN {}LL\n{PRELUDE}",
@@ -183,7 +45,7 @@ fn prelude() -> String {
 }
 
 /// The C type of a value of `t` inside a kernel.
-fn c_type(t: GpuType) -> &'static str {
+pub(crate) fn c_type(t: GpuType) -> &'static str {
     match t {
         GpuType::Boolean => "bool",
         GpuType::Int32 | GpuType::Date32 => "int",
@@ -206,6 +68,9 @@ pub const FP_COUNT: &str = "fp_count";
 pub const FP_WRITE: &str = "fp_write";
 pub const AGG_INIT: &str = "agg_init";
 pub const AGG_UPDATE: &str = "agg_update";
+pub const TOPN_HISTOGRAM: &str = "topn_histogram";
+pub const TOPN_COUNT: &str = "topn_count";
+pub const TOPN_WRITE: &str = "topn_write";
 
 /// Emits one expression tree as statements; each node's result is `v<N>` / `ok<N>`.
 struct Emitter<'a> {

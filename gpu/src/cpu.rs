@@ -18,6 +18,7 @@ use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use crate::error::GpuError;
 use crate::expr::{ArithOp, CompareOp, GpuExpr, GpuType, Literal};
 use crate::plan::{AggregateFunction, FilterProject, PartialAggregate};
+use crate::top_n::TopN;
 use crate::{PipelineBackend, RunStats};
 
 /// One value of a row, as the reference computes with it.
@@ -76,6 +77,15 @@ impl PipelineBackend for CpuReference {
         Ok(RecordBatch::try_new_with_options(
             schema, outputs, &options,
         )?)
+    }
+
+    fn top_n(
+        &self,
+        spec: &TopN,
+        batch: &RecordBatch,
+        _stats: &mut RunStats,
+    ) -> Result<RecordBatch, GpuError> {
+        crate::top_n::ordered_rows(batch, spec, 0..batch.num_rows())
     }
 
     fn partial_aggregate(

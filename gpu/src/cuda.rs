@@ -35,9 +35,9 @@ const MIN_SPLIT_ROWS: usize = 4096;
 /// Runs pipelines on the node's GPU.
 #[derive(Debug)]
 pub struct CudaBackend {
-    device: Arc<CudaDevice>,
+    pub(crate) device: Arc<CudaDevice>,
     /// One pipeline at a time on the device's stream, so kernel times are the kernel's own.
-    running: Mutex<()>,
+    pub(crate) running: Mutex<()>,
 }
 
 impl CudaBackend {
@@ -63,6 +63,7 @@ impl PipelineBackend for CudaBackend {
         let source = match module {
             crate::Module::FilterProject(spec) => filter_project_source(spec),
             crate::Module::PartialAggregate(spec) => aggregate_source(spec),
+            crate::Module::TopN(spec) => crate::top_n::kernel_source(spec),
         };
         source.is_ok_and(|s| crate::nvrtc::is_cached(&s.source, self.device.arch))
     }
@@ -79,6 +80,21 @@ impl PipelineBackend for CudaBackend {
             self.filter_project_once(spec, &kernels, part, stats)
         })?;
         Ok(concat_batches(&schema, &parts)?)
+    }
+
+    fn top_n(
+        &self,
+        spec: &crate::TopN,
+        batch: &RecordBatch,
+        stats: &mut RunStats,
+    ) -> Result<RecordBatch, GpuError> {
+        let kernels = crate::top_n::kernel_source(spec)?;
+        let parts = split_on_oom(batch, &mut |part| {
+            self.top_n_once(spec, &kernels, part, stats)
+        })?;
+        // The halves' top rows, ordered again: still the top rows of the whole batch.
+        let merged = concat_batches(&batch.schema(), &parts)?;
+        crate::top_n::ordered_rows(&merged, spec, 0..merged.num_rows())
     }
 
     fn partial_aggregate(
@@ -115,12 +131,12 @@ fn split_on_oom(
 }
 
 /// One input column on the device: its values and, when it has nulls, its validity bitmap.
-struct DeviceColumn {
-    data: CudaSlice<u8>,
-    validity: Option<CudaSlice<u8>>,
+pub(crate) struct DeviceColumn {
+    pub(crate) data: CudaSlice<u8>,
+    pub(crate) validity: Option<CudaSlice<u8>>,
 }
 
-fn grid_for(rows: usize) -> LaunchConfig {
+pub(crate) fn grid_for(rows: usize) -> LaunchConfig {
     LaunchConfig {
         grid_dim: ((rows as u32).div_ceil(BLOCK_THREADS).max(1), 1, 1),
         block_dim: (BLOCK_THREADS, 1, 1),
@@ -140,14 +156,14 @@ fn value_bytes(array: &dyn Array, data_type: GpuType) -> Buffer {
 }
 
 impl CudaBackend {
-    fn driver<T>(
+    pub(crate) fn driver<T>(
         during: &'static str,
         result: Result<T, cudarc::driver::DriverError>,
     ) -> Result<T, GpuError> {
         result.map_err(|e| GpuError::driver(during, e))
     }
 
-    fn upload(
+    pub(crate) fn upload(
         &self,
         batch: &RecordBatch,
         inputs: &[(usize, GpuType)],
@@ -182,7 +198,7 @@ impl CudaBackend {
         Ok(columns)
     }
 
-    fn input_bytes(batch: &RecordBatch, inputs: &[(usize, GpuType)]) -> usize {
+    pub(crate) fn input_bytes(batch: &RecordBatch, inputs: &[(usize, GpuType)]) -> usize {
         inputs
             .iter()
             .map(|(_, t)| batch.num_rows() * t.width() + batch.num_rows() / 8 + 1)

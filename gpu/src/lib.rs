@@ -17,12 +17,14 @@ pub mod codegen;
 pub mod cost;
 pub mod cpu;
 pub mod cuda;
+mod cuda_top_n;
 pub mod device;
 pub mod error;
 pub mod expr;
 pub mod nvrtc;
 pub mod plan;
 pub mod testdata;
+pub mod top_n;
 
 use std::time::Duration;
 
@@ -35,6 +37,7 @@ pub use device::{probe, DeviceProbe};
 pub use error::GpuError;
 pub use expr::{ArithOp, CompareOp, GpuExpr, GpuType, Literal};
 pub use plan::{AggregateCall, AggregateFunction, FilterProject, PartialAggregate, Projection};
+pub use top_n::TopN;
 
 /// The node's cost model, shared by every query (see `cost`).
 pub fn cost_model() -> &'static CostModel {
@@ -82,6 +85,14 @@ pub trait PipelineBackend: Send + Sync + std::fmt::Debug {
         stats: &mut RunStats,
     ) -> Result<RecordBatch, GpuError>;
 
+    /// The first `spec.limit` rows of `batch` in the spec's order (all its columns).
+    fn top_n(
+        &self,
+        spec: &TopN,
+        batch: &RecordBatch,
+        stats: &mut RunStats,
+    ) -> Result<RecordBatch, GpuError>;
+
     /// Whether the kernels of this module source are compiled already (the cost model adds the
     /// compile time when not). Backends without kernels are always ready.
     fn kernels_ready(&self, _module: &Module) -> bool {
@@ -94,4 +105,5 @@ pub trait PipelineBackend: Send + Sync + std::fmt::Debug {
 pub enum Module<'a> {
     FilterProject(&'a FilterProject),
     PartialAggregate(&'a PartialAggregate),
+    TopN(&'a TopN),
 }

@@ -14,6 +14,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::expr::{ArithOp, CompareOp, GpuExpr, GpuType, Literal};
 use crate::plan::{AggregateCall, AggregateFunction, FilterProject, PartialAggregate, Projection};
+use crate::top_n::TopN;
 
 /// The columns of every random batch: one of each type, plus two low-cardinality group keys.
 pub fn column_types() -> Vec<(&'static str, GpuType)> {
@@ -341,6 +342,28 @@ impl ExprGenerator {
         PartialAggregate {
             group_by,
             aggregates,
+        }
+    }
+
+    /// ORDER BY one of the fixed-width columns, either direction, nulls either side.
+    pub fn top_n(&mut self) -> TopN {
+        let keys = [
+            (0, GpuType::Int32),
+            (1, GpuType::Int64),
+            (2, GpuType::Float64),
+            (3, GpuType::Date32),
+            (6, GpuType::Int32),
+        ];
+        TopN {
+            key: keys[self.rng.random_range(0..keys.len())],
+            descending: self.rng.random_bool(0.5),
+            nulls_first: self.rng.random_bool(0.5),
+            limit: match self.rng.random_range(0..4) {
+                0 => 1,
+                1 => self.rng.random_range(2..20),
+                2 => self.rng.random_range(20..2_000),
+                _ => 100_000,
+            },
         }
     }
 }

@@ -237,4 +237,13 @@ fn random_specs_compile() {
     for _ in 0..50 {
         compile_aggregate(&generator.partial_aggregate());
     }
+    for _ in 0..20 {
+        let spec = generator.top_n();
+        let generated = shoal_gpu::top_n::kernel_source(&spec).expect("supported key");
+        for arch in ["compute_80", "compute_90"] {
+            if let Err(e) = nvrtc::compile(&generated.source, arch, "top_n") {
+                panic!("{e}\nspec: {spec:?}\nsource:\n{}", generated.source);
+            }
+        }
+    }
 }

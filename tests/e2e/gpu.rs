@@ -75,17 +75,23 @@ async fn device_operators_answer_what_the_cpu_answers() {
     assert_eq!(limited.len(), 5);
     let top = texts(
         &c,
-        "select id, value * 2 from readings where value > 0 order by value desc limit 3",
+        "select id, value * 2 from readings where value > 0 order by id desc limit 3",
     )
     .await;
     c.batch_execute("set shoal.gpu = off").await.unwrap();
     let top_cpu = texts(
         &c,
-        "select id, value * 2 from readings where value > 0 order by value desc limit 3",
+        "select id, value * 2 from readings where value > 0 order by id desc limit 3",
     )
     .await;
     c.batch_execute("set shoal.gpu = on").await.unwrap();
     assert_eq!(top, top_cpu);
+    let top_plan = plan(
+        &c,
+        "select id, value from readings order by value desc limit 3",
+    )
+    .await;
+    assert!(top_plan.contains("GpuTopNExec"), "{top_plan}");
 
     let fused = plan(&c, query).await;
     assert!(

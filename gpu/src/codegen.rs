@@ -395,7 +395,7 @@ extern "C" __global__ void {FP_COUNT}(i64 num_rows{params}, u32* block_counts, u
     let (keep, position) = match &predicate {
         Some((body, n)) => (
             format!("{body}        keep = ok{n} && v{n};\n"),
-            "block_offsets[blockIdx.x] + warp_offsets[warp] + __popc(ballot & ((1u << lane) - 1u))",
+            "block_offsets[blockIdx.x] + rank",
         ),
         None => ("        keep = true;\n".to_string(), "(u32)row"),
     };
@@ -409,19 +409,7 @@ extern "C" __global__ void {FP_WRITE}(i64 num_rows{params}, const u32* block_off
     bool keep = false;
     if (row < num_rows) {{
 {keep}    }}
-    u32 lane = threadIdx.x & 31u, warp = threadIdx.x >> 5;
-    u32 ballot = __ballot_sync(0xffffffffu, keep);
-    if (lane == 0) warp_offsets[warp] = __popc(ballot);
-    __syncthreads();
-    if (threadIdx.x == 0) {{
-        u32 running = 0;
-        for (u32 w = 0; w < (blockDim.x + 31u) / 32u; w++) {{
-            u32 c = warp_offsets[w];
-            warp_offsets[w] = running;
-            running += c;
-        }}
-    }}
-    __syncthreads();
+    u32 rank = rank_in_block(keep, warp_offsets);
     if (keep) {{
         u32 pos = {position};
 {projection_body}    }}

@@ -14,7 +14,7 @@ use arrow::buffer::{BooleanBuffer, Buffer, NullBuffer};
 use arrow::compute::concat_batches;
 use arrow::datatypes::DataType;
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
-use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, LaunchArgs, LaunchConfig, PushKernelArg};
 use parking_lot::Mutex;
 
 use crate::codegen::{
@@ -134,6 +134,18 @@ fn split_on_oom(
 pub(crate) struct DeviceColumn {
     pub(crate) data: CudaSlice<u8>,
     pub(crate) validity: Option<CudaSlice<u8>>,
+}
+
+impl DeviceColumn {
+    /// Pushes the column's two kernel parameters: its values, and its validity bitmap or a null
+    /// pointer when it has no nulls.
+    pub(crate) fn push_args<'a>(&'a self, launch: &mut LaunchArgs<'a>, null_pointer: &'a u64) {
+        launch.arg(&self.data);
+        match &self.validity {
+            Some(v) => launch.arg(v),
+            None => launch.arg(null_pointer),
+        };
+    }
 }
 
 pub(crate) fn grid_for(rows: usize) -> LaunchConfig {
@@ -261,11 +273,7 @@ impl CudaBackend {
             let mut launch = stream.launch_builder(&count);
             launch.arg(&num_rows);
             for column in &columns {
-                launch.arg(&column.data);
-                match &column.validity {
-                    Some(v) => launch.arg(v),
-                    None => launch.arg(&null_pointer),
-                };
+                column.push_args(&mut launch, &null_pointer);
             }
             launch.arg(&mut counts).arg(&error_word);
             // SAFETY: the arguments match fp_count's parameters, generated from the same inputs.
@@ -308,11 +316,7 @@ impl CudaBackend {
         let mut launch = stream.launch_builder(&write);
         launch.arg(&num_rows);
         for column in &columns {
-            launch.arg(&column.data);
-            match &column.validity {
-                Some(v) => launch.arg(v),
-                None => launch.arg(&null_pointer),
-            };
+            column.push_args(&mut launch, &null_pointer);
         }
         launch.arg(&offsets);
         for (values, validity) in &mut outputs {
@@ -436,11 +440,7 @@ impl CudaBackend {
         let mut launch = stream.launch_builder(&update);
         launch.arg(&num_rows);
         for column in &columns {
-            launch.arg(&column.data);
-            match &column.validity {
-                Some(v) => launch.arg(v),
-                None => launch.arg(&null_pointer),
-            };
+            column.push_args(&mut launch, &null_pointer);
         }
         launch.arg(&mask).arg(&slot_state).arg(&slot_nulls);
         if key_count > 0 {

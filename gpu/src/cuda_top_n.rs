@@ -58,11 +58,8 @@ impl CudaBackend {
             let shift = 56 - 8 * pass;
             let mut histogram = Self::driver("allocating", stream.alloc_zeros::<u32>(256))?;
             let mut launch = stream.launch_builder(&histogram_kernel);
-            launch.arg(&num_rows).arg(&key_column.data);
-            match &key_column.validity {
-                Some(v) => launch.arg(v),
-                None => launch.arg(&null_pointer),
-            };
+            launch.arg(&num_rows);
+            key_column.push_args(&mut launch, &null_pointer);
             launch
                 .arg(&prefix)
                 .arg(&mask)
@@ -90,11 +87,8 @@ impl CudaBackend {
         let blocks = grid.grid_dim.0 as usize;
         let mut block_counts = Self::driver("allocating", stream.alloc_zeros::<u32>(blocks))?;
         let mut launch = stream.launch_builder(&count_kernel);
-        launch.arg(&num_rows).arg(&key_column.data);
-        match &key_column.validity {
-            Some(v) => launch.arg(v),
-            None => launch.arg(&null_pointer),
-        };
+        launch.arg(&num_rows);
+        key_column.push_args(&mut launch, &null_pointer);
         launch.arg(&threshold).arg(&mut block_counts);
         // SAFETY: the arguments match topn_count's parameters.
         Self::driver("running topn_count", unsafe { launch.launch(grid) })?;
@@ -113,11 +107,8 @@ impl CudaBackend {
             stream.alloc_zeros::<u32>((total as usize).max(1)),
         )?;
         let mut launch = stream.launch_builder(&write_kernel);
-        launch.arg(&num_rows).arg(&key_column.data);
-        match &key_column.validity {
-            Some(v) => launch.arg(v),
-            None => launch.arg(&null_pointer),
-        };
+        launch.arg(&num_rows);
+        key_column.push_args(&mut launch, &null_pointer);
         launch.arg(&threshold).arg(&offsets).arg(&mut candidates);
         // SAFETY: the arguments match topn_write's parameters.
         Self::driver("running topn_write", unsafe { launch.launch(grid) })?;

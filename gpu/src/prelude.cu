@@ -139,3 +139,23 @@ __device__ __forceinline__ u64 mix64(u64 x) {
     x ^= x >> 27; x *= 0x94d049bb133111ebULL;
     return x ^ (x >> 31);
 }
+
+// The position of a kept row among the kept rows of its block, in row order, through warp
+// ballots and a scan of the warps' counts in shared memory. Every thread of the block must call
+// it (it synchronises the block).
+__device__ __forceinline__ u32 rank_in_block(bool keep, u32* warp_offsets) {
+    u32 lane = threadIdx.x & 31u, warp = threadIdx.x >> 5;
+    u32 ballot = __ballot_sync(0xffffffffu, keep);
+    if (lane == 0) warp_offsets[warp] = __popc(ballot);
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        u32 running = 0;
+        for (u32 w = 0; w < (blockDim.x + 31u) / 32u; w++) {
+            u32 c = warp_offsets[w];
+            warp_offsets[w] = running;
+            running += c;
+        }
+    }
+    __syncthreads();
+    return warp_offsets[warp] + __popc(ballot & ((1u << lane) - 1u));
+}

@@ -160,22 +160,8 @@ extern "C" __global__ void {TOPN_WRITE}(i64 num_rows, const u8* data0, const u8*
     __shared__ u32 warp_offsets[32];
     i64 row = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     bool keep = row < num_rows && valid_at(valid0, row) && order_key_at(data0, row) <= threshold;
-    u32 lane = threadIdx.x & 31u, warp = threadIdx.x >> 5;
-    u32 ballot = __ballot_sync(0xffffffffu, keep);
-    if (lane == 0) warp_offsets[warp] = __popc(ballot);
-    __syncthreads();
-    if (threadIdx.x == 0) {{
-        u32 running = 0;
-        for (u32 w = 0; w < (blockDim.x + 31u) / 32u; w++) {{
-            u32 c = warp_offsets[w];
-            warp_offsets[w] = running;
-            running += c;
-        }}
-    }}
-    __syncthreads();
-    if (keep) {{
-        out_rows[block_offsets[blockIdx.x] + warp_offsets[warp] + __popc(ballot & ((1u << lane) - 1u))] = (u32)row;
-    }}
+    u32 rank = rank_in_block(keep, warp_offsets);
+    if (keep) out_rows[block_offsets[blockIdx.x] + rank] = (u32)row;
 }}
 "#,
         prelude = prelude(),

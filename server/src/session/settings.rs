@@ -98,6 +98,17 @@ impl Settings {
         }
     }
 
+    /// The setting a SHOW names: `SHOW shoal.gpu` arrives as two identifiers, `SHOW time zone`
+    /// as two words.
+    pub fn name_of(&self, words: &[String]) -> String {
+        let dotted = words.join(".");
+        if words.len() > 1 && self.get(&dotted).is_some() {
+            dotted
+        } else {
+            words.join(" ")
+        }
+    }
+
     pub fn get(&self, name: &str) -> Option<String> {
         self.values.lock().get(&key(name)).map(|(_, v)| v.clone())
     }

@@ -240,13 +240,7 @@ impl Session {
 
     pub(super) async fn show(&self, variable: &[Ident]) -> ServerResult<Outcome> {
         let words: Vec<String> = variable.iter().map(|i| i.value.clone()).collect();
-        // `SHOW shoal.gpu` arrives as two identifiers, `SHOW time zone` as two words.
-        let dotted = words.join(".");
-        let name = if words.len() > 1 && self.settings.get(&dotted).is_some() {
-            dotted
-        } else {
-            words.join(" ")
-        };
+        let name = self.settings.name_of(&words);
         let (columns, rows): (Vec<&str>, Vec<Vec<String>>) = if name.eq_ignore_ascii_case("all") {
             (
                 vec!["name", "setting", "description"],

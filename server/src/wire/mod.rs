@@ -349,12 +349,7 @@ impl Connection {
     ) -> Result<Option<Schema>, ServerError> {
         if let Statement::ShowVariable { variable } = &p.stmt {
             let words: Vec<String> = variable.iter().map(|i| i.value.to_lowercase()).collect();
-            let dotted = words.join(".");
-            let name = if words.len() > 1 && session.settings.get(&dotted).is_some() {
-                dotted
-            } else {
-                words.join("_")
-            };
+            let name = session.settings.name_of(&words).replace(' ', "_");
             return Ok(Some(Schema::new(vec![Field::new(
                 name,
                 DataType::Utf8,

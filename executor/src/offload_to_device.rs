@@ -201,53 +201,50 @@ fn offload(
             .map(|p| (p.expr.clone(), p.alias.clone()))
             .collect();
         let fused = match projection.input().downcast_ref::<FilterExec>() {
-            Some(filter) if filter.fetch().is_none() => {
-                through_filter_projection(exprs.clone(), filter).and_then(|exprs| {
-                    offload_filter_project(
-                        filter.input(),
-                        Some(filter.predicate().clone()),
-                        exprs,
-                        plan,
-                        placement,
-                    )
-                })
-            }
-            _ => Err(String::new()),
+            Some(filter) => offload_through_filter(filter, exprs.clone(), plan, placement),
+            None => Err(String::new()),
         };
         // Without the filter below when that one cannot go (it stays under its own note).
         fused.or_else(|_| offload_filter_project(projection.input(), None, exprs, plan, placement))
     } else if let Some(sort) = plan.downcast_ref::<SortExec>() {
         offload_top_n(sort, placement)
     } else if let Some(filter) = plan.downcast_ref::<FilterExec>() {
-        // The device operator has no row limit of its own to stop at.
-        if filter.fetch().is_some() {
-            return Err("a filter that stops at a row limit".into());
-        }
-        let input_schema = filter.input().schema();
-        let kept: Vec<usize> = match filter.projection() {
-            Some(columns) => columns.iter().copied().collect(),
-            None => (0..input_schema.fields().len()).collect(),
-        };
-        let exprs = kept
-            .into_iter()
-            .map(|i| {
-                let name = input_schema.field(i).name().clone();
-                (
-                    Arc::new(Column::new(&name, i)) as Arc<dyn PhysicalExpr>,
-                    name,
-                )
+        // Every output column of the filter, as it is.
+        let exprs = filter
+            .schema()
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, field)| {
+                let column: Arc<dyn PhysicalExpr> = Arc::new(Column::new(field.name(), i));
+                (column, field.name().clone())
             })
             .collect();
-        offload_filter_project(
-            filter.input(),
-            Some(filter.predicate().clone()),
-            exprs,
-            plan,
-            placement,
-        )
+        offload_through_filter(filter, exprs, plan, placement)
     } else {
         Err(String::new())
     }
+}
+
+/// `filter`, then `exprs` over its output, as one device operator.
+fn offload_through_filter(
+    filter: &FilterExec,
+    exprs: Vec<NamedExpr>,
+    replaced: &Arc<dyn ExecutionPlan>,
+    placement: &Placement,
+) -> Result<Arc<dyn ExecutionPlan>, String> {
+    // The device operator has no row limit of its own to stop at.
+    if filter.fetch().is_some() {
+        return Err("a filter that stops at a row limit".into());
+    }
+    let exprs = through_filter_projection(exprs, filter)?;
+    offload_filter_project(
+        filter.input(),
+        Some(filter.predicate().clone()),
+        exprs,
+        replaced,
+        placement,
+    )
 }
 
 /// A projection's expression and the name of its output column.

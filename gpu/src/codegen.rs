@@ -597,7 +597,7 @@ extern "C" __global__ void {AGG_INIT}(u64 capacity{acc_params}) {{
     if (slot >= capacity) return;
 {init_body}}}
 
-extern "C" __global__ void {AGG_UPDATE}(i64 num_rows{params}, u64 mask, u32* slot_state, u32* slot_nulls{keys_param}{acc_params}, u32* error_word) {{
+extern "C" __global__ void {AGG_UPDATE}(i64 num_rows{params}, u64 mask, u64 max_probes, u32* slot_state, u32* slot_nulls{keys_param}{acc_params}, u32* error_word) {{
     i64 row = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     if (row >= num_rows) return;
     u32 nulls = 0;
@@ -605,7 +605,8 @@ extern "C" __global__ void {AGG_UPDATE}(i64 num_rows{params}, u64 mask, u32* slo
 {key_loads}    hash = mix64(hash ^ nulls);
     u64 slot = hash & mask;
     bool found = false;
-    for (u64 probe = 0; probe <= mask; probe++) {{
+    // A long chain means a crowded table: give up (TABLE_FULL) and let the host grow it.
+    for (u64 probe = 0; probe <= mask && probe < max_probes; probe++) {{
         u32 state = atomicCAS(&slot_state[slot], 0u, 1u);
         if (state == 0u) {{
 {key_store}            slot_nulls[slot] = nulls;

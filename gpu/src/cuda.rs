@@ -371,8 +371,16 @@ impl CudaBackend {
         let most = (2 * rows).next_power_of_two().max(64);
         let mut capacity = most.min(1 << 16);
         loop {
-            match self.aggregate_with_capacity(spec, kernels, batch, capacity, stats) {
-                Err(GpuError::TooManyGroups { .. }) if capacity < most => capacity *= 8,
+            // Short probe chains until the table has its full size, where any chain may do.
+            let max_probes = if capacity < most {
+                128
+            } else {
+                capacity as u64
+            };
+            match self.aggregate_with_capacity(spec, kernels, batch, capacity, max_probes, stats) {
+                Err(GpuError::TooManyGroups { .. }) if capacity < most => {
+                    capacity = (capacity * 8).min(most)
+                }
                 other => return other,
             }
         }
@@ -384,6 +392,7 @@ impl CudaBackend {
         kernels: &KernelSource,
         batch: &RecordBatch,
         capacity: usize,
+        max_probes: u64,
         stats: &mut RunStats,
     ) -> Result<RecordBatch, GpuError> {
         let rows = batch.num_rows();
@@ -442,7 +451,11 @@ impl CudaBackend {
         for column in &columns {
             column.push_args(&mut launch, &null_pointer);
         }
-        launch.arg(&mask).arg(&slot_state).arg(&slot_nulls);
+        launch
+            .arg(&mask)
+            .arg(&max_probes)
+            .arg(&slot_state)
+            .arg(&slot_nulls);
         if key_count > 0 {
             launch.arg(&slot_keys);
         }

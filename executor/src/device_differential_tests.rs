@@ -429,14 +429,15 @@ impl PipelineBackend for FailingDevice {
     }
 }
 
-/// A filter + projection on `device` over one random batch, as the rule would build it.
+/// A filter + projection on `device` over random batches (one partition), as the rule would
+/// build it.
 fn device_plan(
     device: Arc<dyn PipelineBackend>,
     spec: &FilterProject,
-    batch: &RecordBatch,
+    batches: &[RecordBatch],
 ) -> Arc<dyn ExecutionPlan> {
     use crate::device_exec::{GpuFilterProjectExec, OutputColumn, Placement};
-    let input = MemorySourceConfig::try_new_exec(&[vec![batch.clone()]], batch.schema(), None)
+    let input = MemorySourceConfig::try_new_exec(&[batches.to_vec()], batches[0].schema(), None)
         .expect("memory source");
     let outputs = (0..spec.projections.len())
         .map(OutputColumn::Device)
@@ -491,7 +492,7 @@ async fn chunks_the_device_cannot_take_run_on_the_cpu_and_query_errors_fail_the_
             },
         }),
         &spec,
-        &batch,
+        std::slice::from_ref(&batch),
     );
     let got = collect(out_of_memory.clone(), ctx.task_ctx())
         .await
@@ -514,7 +515,7 @@ async fn chunks_the_device_cannot_take_run_on_the_cpu_and_query_errors_fail_the_
             error: || GpuError::DivideByZero,
         }),
         &spec,
-        &batch,
+        std::slice::from_ref(&batch),
     );
     let error = collect(divide, ctx.task_ctx()).await.unwrap_err();
     assert!(error.to_string().contains("Divide by zero"), "{error}");
@@ -562,4 +563,53 @@ async fn random_top_n_match_datafusion() {
         };
         assert_eq!(keys(&got), keys(&expected), "seed {seed}: {spec:?}");
     }
+}
+
+#[tokio::test]
+async fn a_short_memory_pool_cuts_chunks_instead_of_failing() {
+    use datafusion::execution::memory_pool::GreedyMemoryPool;
+    use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(GreedyMemoryPool::new(4096)))
+        .build_arc()
+        .expect("runtime");
+    let ctx = SessionContext::new_with_config_rt(Default::default(), runtime);
+    let mut generator = ExprGenerator::new(11);
+    let batches: Vec<RecordBatch> = (0..6)
+        .map(|_| random_batch(&mut generator.rng, 200, 10))
+        .collect();
+    let spec = FilterProject {
+        predicate: Some(GpuExpr::IsNotNull(Box::new(GpuExpr::column(
+            1,
+            GpuType::Int64,
+        )))),
+        projections: vec![shoal_gpu::Projection {
+            expr: GpuExpr::column(0, GpuType::Int32),
+            name: "i32".into(),
+        }],
+        row_numbers: false,
+    };
+    let plan = device_plan(Arc::new(CpuReference), &spec, &batches);
+    let got = collect(plan.clone(), ctx.task_ctx()).await.expect("runs");
+    let mut want = Vec::new();
+    for batch in &batches {
+        want.extend(datafusion_filter_project(&spec, batch).expect("DataFusion"));
+    }
+    let got: Vec<ArrayRef> = got.iter().map(|b| b.column(0).clone()).collect();
+    let flat = |arrays: &[ArrayRef]| {
+        let refs: Vec<&dyn datafusion::arrow::array::Array> =
+            arrays.iter().map(|a| a.as_ref()).collect();
+        datafusion::arrow::compute::concat(&refs)
+            .expect("concat")
+            .to_data()
+    };
+    assert_eq!(flat(&got), flat(&want));
+    let chunks = plan
+        .metrics()
+        .expect("metrics")
+        .sum_by_name("device_chunks");
+    assert!(
+        chunks.map(|m| m.as_usize()).unwrap_or(0) > 1,
+        "the pool cut the input"
+    );
 }

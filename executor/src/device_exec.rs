@@ -20,6 +20,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::error::ArrowError;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
@@ -217,43 +218,53 @@ impl ChunkMetrics {
     }
 }
 
-/// Runs `input` through `run` chunk by chunk, each chunk on the blocking pool.
+/// Runs `input` through `run` chunk by chunk, each chunk on the blocking pool. A chunk's input
+/// is counted in the statement's memory pool while it is gathered and processed; when the pool
+/// is short, the chunk is cut where it stands rather than failing the query.
 fn chunked_stream(
     input: SendableRecordBatchStream,
     schema: SchemaRef,
+    reservation: MemoryReservation,
     run: Arc<dyn Fn(RecordBatch) -> DfResult<RecordBatch> + Send + Sync>,
 ) -> SendableRecordBatchStream {
     let input_schema = input.schema();
-    let chunks = futures::stream::unfold(Some(input), move |input| {
-        let input_schema = input_schema.clone();
-        async move {
-            let mut input = input?;
-            let mut pending = Vec::new();
-            let mut bytes = 0;
-            let mut ended = false;
-            while bytes < CHUNK_BYTES {
-                match input.next().await {
-                    Some(Ok(batch)) => {
-                        bytes += batch.get_array_memory_size();
-                        pending.push(batch);
-                    }
-                    Some(Err(e)) => return Some((Err(e), None)),
-                    None => {
-                        ended = true;
-                        break;
+    let chunks =
+        futures::stream::unfold((Some(input), reservation), move |(input, reservation)| {
+            let input_schema = input_schema.clone();
+            async move {
+                let mut input = input?;
+                // The previous chunk has been processed: its memory is free again.
+                reservation.free();
+                let mut pending = Vec::new();
+                let mut bytes = 0;
+                let mut ended = false;
+                while bytes < CHUNK_BYTES {
+                    match input.next().await {
+                        Some(Ok(batch)) => {
+                            let size = batch.get_array_memory_size();
+                            bytes += size;
+                            pending.push(batch);
+                            if reservation.try_grow(size).is_err() {
+                                break;
+                            }
+                        }
+                        Some(Err(e)) => return Some((Err(e), (None, reservation))),
+                        None => {
+                            ended = true;
+                            break;
+                        }
                     }
                 }
+                if pending.is_empty() {
+                    return None;
+                }
+                let chunk = concat_batches(&input_schema, &pending);
+                Some((
+                    chunk.map_err(DataFusionError::from),
+                    ((!ended).then_some(input), reservation),
+                ))
             }
-            if pending.is_empty() {
-                return None;
-            }
-            let chunk = concat_batches(&input_schema, &pending);
-            Some((
-                chunk.map_err(DataFusionError::from),
-                (!ended).then_some(input),
-            ))
-        }
-    });
+        });
     let outputs = chunks.then(move |chunk| {
         let run = run.clone();
         async move {
@@ -472,12 +483,15 @@ macro_rules! device_plan_boilerplate {
                 partition: usize,
                 context: Arc<TaskContext>,
             ) -> DfResult<SendableRecordBatchStream> {
-                let input = self.input.execute(partition, context)?;
+                let input = self.input.execute(partition, context.clone())?;
                 let work = self.work.clone();
                 let metrics = ChunkMetrics::new(&self.metrics, partition);
+                let reservation = MemoryConsumer::new(format!("{}[{partition}]", self.name()))
+                    .register(context.memory_pool());
                 let chunks = chunked_stream(
                     input,
                     self.work.schema.clone(),
+                    reservation,
                     Arc::new(move |chunk| work.run_chunk(chunk, &metrics)),
                 );
                 Ok(self.work.finish(chunks))

@@ -497,6 +497,19 @@ pub fn aggregate_source(spec: &PartialAggregate) -> Result<KernelSource, GpuErro
     let mut acc_params = String::new();
     let mut init_body = String::new();
     let mut update_body = String::new();
+    // Without GROUP BY every row updates one slot: each block sums into shared memory first and
+    // one thread merges the block's states, instead of every row contending for one address.
+    let global = key_count == 0;
+    let mut block_declare = String::new();
+    let mut block_init = String::new();
+    let mut block_merge = String::new();
+    let target = |a: usize| {
+        if global {
+            format!("block_acc{a}")
+        } else {
+            format!("acc{a}[slot]")
+        }
+    };
     let mut array = 0;
     for call in &spec.aggregates {
         let input_type = call.input.map(|(_, t)| t);
@@ -517,24 +530,26 @@ pub fn aggregate_source(spec: &PartialAggregate) -> Result<KernelSource, GpuErro
         for kind in accumulator_arrays(call.function, input_type) {
             let a = array;
             array += 1;
+            let (t, t_next) = (target(a), target(a + 1));
             let (c_ty, init, update) = match kind {
-                AccumulatorArray::Count => ("u64", "0ULL".to_string(), format!("atomicAdd(&acc{a}[slot], 1ULL);")),
+                AccumulatorArray::Count => {
+                    ("u64", "0ULL".to_string(), format!("atomicAdd(&{t}, 1ULL);"))
+                }
                 AccumulatorArray::SumI64 => (
                     "u64",
                     "0ULL".to_string(),
-                    format!("atomicAdd(&acc{a}[slot], (u64)(i64)({value}));"),
+                    format!("atomicAdd(&{t}, (u64)(i64)({value}));"),
                 ),
                 AccumulatorArray::SumF64 => (
                     "double",
                     "0.0".to_string(),
-                    format!("atomicAdd(&acc{a}[slot], {value});"),
+                    format!("atomicAdd(&{t}, {value});"),
                 ),
                 AccumulatorArray::SumLow => (
                     "u64",
                     "0ULL".to_string(),
                     format!(
-                        "i128 d = {value}; u64 add_lo = (u64)d; u64 old_lo = atomicAdd(&acc{a}[slot], add_lo); u64 carry = (old_lo + add_lo < old_lo) ? 1ULL : 0ULL; atomicAdd(&acc{}[slot], (u64)(d >> 64) + carry);",
-                        a + 1
+                        "i128 d = {value}; u64 add_lo = (u64)d; u64 old_lo = atomicAdd(&{t}, add_lo); u64 carry = (old_lo + add_lo < old_lo) ? 1ULL : 0ULL; atomicAdd(&{t_next}, (u64)(d >> 64) + carry);"
                     ),
                 ),
                 AccumulatorArray::SumHigh => ("u64", "0ULL".to_string(), String::new()),
@@ -549,11 +564,28 @@ pub fn aggregate_source(spec: &PartialAggregate) -> Result<KernelSource, GpuErro
                     } else {
                         ("(-9223372036854775807LL - 1)", "atomicMax")
                     };
-                    ("i64", start.to_string(), format!("{f}(&acc{a}[slot], (i64)({ordered}));"))
+                    ("i64", start.to_string(), format!("{f}(&{t}, (i64)({ordered}));"))
                 }
             };
             let _ = write!(acc_params, ", {c_ty}* acc{a}");
             let _ = writeln!(init_body, "    acc{a}[slot] = {init};");
+            let _ = writeln!(block_declare, "    __shared__ {c_ty} block_acc{a};");
+            let _ = writeln!(block_init, "        block_acc{a} = {init};");
+            let merge = match kind {
+                AccumulatorArray::Count | AccumulatorArray::SumI64 | AccumulatorArray::SumF64 => {
+                    format!("atomicAdd(&acc{a}[0], block_acc{a});")
+                }
+                AccumulatorArray::SumLow => format!(
+                    "u64 old_lo = atomicAdd(&acc{a}[0], block_acc{a}); u64 carry = (old_lo + block_acc{a} < old_lo) ? 1ULL : 0ULL; atomicAdd(&acc{n}[0], block_acc{n} + carry);",
+                    n = a + 1
+                ),
+                AccumulatorArray::SumHigh => String::new(),
+                AccumulatorArray::Min => format!("atomicMin(&acc{a}[0], block_acc{a});"),
+                AccumulatorArray::Max => format!("atomicMax(&acc{a}[0], block_acc{a});"),
+            };
+            if !merge.is_empty() {
+                let _ = writeln!(block_merge, "        {{ {merge} }}");
+            }
             if !update.is_empty() {
                 let _ = writeln!(update_body, "        {{ {update} }}");
             }
@@ -590,14 +622,28 @@ pub fn aggregate_source(spec: &PartialAggregate) -> Result<KernelSource, GpuErro
         ""
     };
 
-    let source = format!(
-        r#"{prelude}
-extern "C" __global__ void {AGG_INIT}(u64 capacity{acc_params}) {{
-    u64 slot = (u64)blockIdx.x * blockDim.x + threadIdx.x;
-    if (slot >= capacity) return;
-{init_body}}}
-
-extern "C" __global__ void {AGG_UPDATE}(i64 num_rows{params}, u64 mask, u64 max_probes, u32* slot_state, u32* slot_nulls{keys_param}{acc_params}, u32* error_word) {{
+    let update_kernel = if global {
+        format!(
+            r#"extern "C" __global__ void {AGG_UPDATE}(i64 num_rows{params}, u64 mask, u64 max_probes, u32* slot_state, u32* slot_nulls{acc_params}, u32* error_word) {{
+{block_declare}    if (threadIdx.x == 0) {{
+{block_init}    }}
+    __syncthreads();
+    i64 row = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (row < num_rows) {{
+{update_body}    }}
+    __syncthreads();
+    if (threadIdx.x == 0) {{
+{block_merge}        // The one group exists once any block ran.
+        if (blockIdx.x == 0) slot_state[0] = 2u;
+    }}
+}}
+"#
+        )
+    } else {
+        String::new()
+    };
+    let keyed_update = format!(
+        r#"extern "C" __global__ void {AGG_UPDATE}(i64 num_rows{params}, u64 mask, u64 max_probes, u32* slot_state, u32* slot_nulls{keys_param}{acc_params}, u32* error_word) {{
     i64 row = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     if (row >= num_rows) return;
     u32 nulls = 0;
@@ -630,8 +676,18 @@ extern "C" __global__ void {AGG_UPDATE}(i64 num_rows{params}, u64 mask, u64 max_
     }}
 {update_body}}}
 "#,
-        prelude = prelude(),
         key_compare_tail = key_compare.trim_start_matches("true"),
+    );
+    let source = format!(
+        r#"{prelude}
+extern "C" __global__ void {AGG_INIT}(u64 capacity{acc_params}) {{
+    u64 slot = (u64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (slot >= capacity) return;
+{init_body}}}
+
+{update}"#,
+        prelude = prelude(),
+        update = if global { update_kernel } else { keyed_update },
     );
     Ok(KernelSource { source, inputs })
 }

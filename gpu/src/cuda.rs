@@ -368,7 +368,12 @@ impl CudaBackend {
         }
         // Start small (most GROUP BYs have few groups) and grow when the table fills; with
         // twice as many slots as rows it cannot fill.
-        let most = (2 * rows).next_power_of_two().max(64);
+        let most = if spec.group_by.is_empty() {
+            // One group: the kernel uses slot 0 only.
+            64
+        } else {
+            (2 * rows).next_power_of_two().max(64)
+        };
         let mut capacity = most.min(1 << 16);
         loop {
             // Short probe chains until the table has its full size, where any chain may do.

@@ -220,10 +220,18 @@ fn every_operator_and_type_compiles() {
             call(AggregateFunction::Avg, Some((1, DECIMAL))),
         ],
     });
-    // No GROUP BY: one group, no key array.
+    // No GROUP BY: one group, no key array, block-level states merged once per block.
     compile_aggregate(&PartialAggregate {
         group_by: vec![],
-        aggregates: vec![call(AggregateFunction::Count, None)],
+        aggregates: vec![
+            call(AggregateFunction::Count, None),
+            call(AggregateFunction::Sum, Some((6, GpuType::Int64))),
+            call(AggregateFunction::Sum, Some((5, GpuType::Float64))),
+            call(AggregateFunction::Sum, Some((1, DECIMAL))),
+            call(AggregateFunction::Min, Some((0, GpuType::Int32))),
+            call(AggregateFunction::Max, Some((3, GpuType::Date32))),
+            call(AggregateFunction::Avg, Some((1, DECIMAL))),
+        ],
     });
 }
 

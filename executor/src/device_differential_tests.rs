@@ -613,3 +613,47 @@ async fn a_short_memory_pool_cuts_chunks_instead_of_failing() {
         "the pool cut the input"
     );
 }
+
+#[tokio::test]
+async fn aggregate_chunks_on_the_cpu_run_datafusions_own_aggregate() {
+    use crate::device_exec::{GpuPartialAggregateExec, Placement};
+    let ctx = SessionContext::new();
+    let mut generator = ExprGenerator::new(77);
+    let batch = random_batch(&mut generator.rng, 500, 10);
+    let spec = PartialAggregate {
+        group_by: vec![(6, GpuType::Int32, "k32".into())],
+        aggregates: vec![shoal_gpu::AggregateCall {
+            function: AggregateFunction::Sum,
+            input: Some((1, GpuType::Int64)),
+            name: "s".into(),
+        }],
+    };
+    let cpu = datafusion_partial_aggregate(&spec, &batch).expect("plan");
+    let expected = collect(cpu.clone() as Arc<dyn ExecutionPlan>, ctx.task_ctx())
+        .await
+        .expect("DataFusion");
+    let expected =
+        datafusion::arrow::compute::concat_batches(&cpu.schema(), &expected).expect("one batch");
+    // A device that fails: whether the cost model picks it or not, the CPU answers.
+    let device = GpuPartialAggregateExec::new(
+        cpu.input().clone(),
+        translate_partial_aggregate(&cpu).expect("translates"),
+        Placement {
+            backend: Arc::new(FailingDevice {
+                error: || GpuError::NoDevice("gone".into()),
+            }),
+            forced: false,
+            device: "a test device".into(),
+        },
+        cpu.clone(),
+    );
+    let device: Arc<dyn ExecutionPlan> = Arc::new(device);
+    let got = collect(device.clone(), ctx.task_ctx()).await.expect("runs");
+    let got = datafusion::arrow::compute::concat_batches(&cpu.schema(), &got).expect("one");
+    assert_eq!(sorted_rows(&got), sorted_rows(&expected));
+    let metrics = device.metrics().expect("metrics");
+    assert_eq!(
+        metrics.sum_by_name("cpu_chunks").map(|m| m.as_usize()),
+        Some(1)
+    );
+}

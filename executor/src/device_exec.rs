@@ -19,10 +19,12 @@ use datafusion::arrow::compute::{concat_batches, filter_record_batch, take};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::error::ArrowError;
 use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::collect;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -148,15 +150,19 @@ struct AggregateWork {
     placement: Placement,
     /// The CPU partial aggregate's schema (its names and nullability), which the output keeps.
     schema: SchemaRef,
+    /// DataFusion's partial aggregate this replaces: it runs the chunks the CPU takes.
+    cpu_plan: Arc<dyn ExecutionPlan>,
 }
 
 impl GpuPartialAggregateExec {
+    /// In place of `replaced`, DataFusion's partial aggregate over `input`.
     pub fn new(
         input: Arc<dyn ExecutionPlan>,
         spec: PartialAggregate,
         placement: Placement,
-        schema: SchemaRef,
+        replaced: Arc<dyn ExecutionPlan>,
     ) -> Self {
+        let schema = replaced.schema();
         let properties = properties_for(schema.clone(), &input);
         GpuPartialAggregateExec {
             input,
@@ -164,6 +170,7 @@ impl GpuPartialAggregateExec {
                 spec,
                 placement,
                 schema,
+                cpu_plan: replaced,
             }),
             properties,
             metrics: ExecutionPlanMetricsSet::new(),
@@ -287,7 +294,12 @@ fn chooses_device(placement: &Placement, module: Module, rows: usize, bytes: usi
 }
 
 impl FilterProjectWork {
-    fn run_chunk(&self, chunk: RecordBatch, metrics: &ChunkMetrics) -> DfResult<RecordBatch> {
+    fn run_chunk(
+        &self,
+        chunk: RecordBatch,
+        metrics: &ChunkMetrics,
+        _context: &Arc<TaskContext>,
+    ) -> DfResult<RecordBatch> {
         let rows = chunk.num_rows();
         let module = Module::FilterProject(&self.spec);
         if chooses_device(&self.placement, module, rows, chunk.get_array_memory_size()) {
@@ -376,10 +388,28 @@ impl FilterProjectWork {
 }
 
 impl AggregateWork {
-    fn run_chunk(&self, chunk: RecordBatch, metrics: &ChunkMetrics) -> DfResult<RecordBatch> {
+    /// DataFusion's own partial aggregate over one chunk.
+    fn on_cpu(&self, chunk: RecordBatch, context: &Arc<TaskContext>) -> DfResult<RecordBatch> {
+        let input_schema = chunk.schema();
+        let input = MemorySourceConfig::try_new_exec(&[vec![chunk]], input_schema, None)?;
+        let plan = self.cpu_plan.clone().replace_children(
+            vec![input],
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )?;
+        // In-memory input and a partial aggregate: nothing here waits on I/O or spawns tasks,
+        // and this runs on the blocking pool already.
+        let batches = futures::executor::block_on(collect(plan, context.clone()))?;
+        Ok(concat_batches(&self.schema, &batches)?)
+    }
+
+    fn run_chunk(
+        &self,
+        chunk: RecordBatch,
+        metrics: &ChunkMetrics,
+        context: &Arc<TaskContext>,
+    ) -> DfResult<RecordBatch> {
         let rows = chunk.num_rows();
         let mut stats = RunStats::default();
-        let started = Instant::now();
         let module = Module::PartialAggregate(&self.spec);
         let result = if chooses_device(&self.placement, module, rows, chunk.get_array_memory_size())
         {
@@ -406,10 +436,8 @@ impl AggregateWork {
                 if !matches!(reason, GpuError::Unsupported(_)) {
                     tracing::warn!("a partial aggregate chunk runs on the CPU: {reason}");
                 }
-                // The CPU reference computes the same states.
-                let out = CpuReference
-                    .partial_aggregate(&self.spec, &chunk, &mut stats)
-                    .map_err(query_error)?;
+                let started = Instant::now();
+                let out = self.on_cpu(chunk, context)?;
                 cost_model().record_cpu(rows, started.elapsed());
                 metrics.cpu_chunks.add(1);
                 out
@@ -488,11 +516,12 @@ macro_rules! device_plan_boilerplate {
                 let metrics = ChunkMetrics::new(&self.metrics, partition);
                 let reservation = MemoryConsumer::new(format!("{}[{partition}]", self.name()))
                     .register(context.memory_pool());
+                let context = context.clone();
                 let chunks = chunked_stream(
                     input,
                     self.work.schema.clone(),
                     reservation,
-                    Arc::new(move |chunk| work.run_chunk(chunk, &metrics)),
+                    Arc::new(move |chunk| work.run_chunk(chunk, &metrics, &context)),
                 );
                 Ok(self.work.finish(chunks))
             }
@@ -587,7 +616,12 @@ impl GpuTopNExec {
 }
 
 impl TopNWork {
-    fn run_chunk(&self, chunk: RecordBatch, metrics: &ChunkMetrics) -> DfResult<RecordBatch> {
+    fn run_chunk(
+        &self,
+        chunk: RecordBatch,
+        metrics: &ChunkMetrics,
+        _context: &Arc<TaskContext>,
+    ) -> DfResult<RecordBatch> {
         let rows = chunk.num_rows();
         let mut stats = RunStats::default();
         let module = Module::TopN(&self.spec);

@@ -384,7 +384,7 @@ fn offload_aggregate(
         aggregate.input().clone(),
         spec,
         placement.clone(),
-        aggregate.schema(),
+        Arc::new(aggregate.clone()),
     )))
 }
 

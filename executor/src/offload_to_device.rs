@@ -17,7 +17,7 @@
 use std::sync::{Arc, OnceLock};
 
 use datafusion::common::extensions_options;
-use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::config::{ConfigExtension, ConfigOptions};
 use datafusion::error::Result as DfResult;
 use datafusion::physical_expr::expressions::Column;
@@ -127,64 +127,42 @@ impl OffloadToDevice {
         let Some(placement) = placement_for(mode) else {
             return Ok(plan);
         };
-        let offloaded = plan.transform_down(|node| rewrite(node, &placement))?.data;
-        annotate(offloaded, &placement)
+        place(plan, &placement)
     }
 }
 
-/// Puts a [`GpuNotUsedExec`] above every filter, projection and partial aggregate that stayed
-/// on the CPU, outside fragments.
-fn annotate(
-    plan: Arc<dyn ExecutionPlan>,
-    placement: &Placement,
-) -> DfResult<Arc<dyn ExecutionPlan>> {
+/// Replaces what can run on the device, from the top down (so that a projection meets the
+/// filter below it before the filter could be replaced alone), and puts a [`GpuNotUsedExec`]
+/// with the reason above each candidate that stays on the CPU. Fragments are left to the node
+/// that runs them.
+fn place(plan: Arc<dyn ExecutionPlan>, placement: &Placement) -> DfResult<Arc<dyn ExecutionPlan>> {
     if plan.is::<FragmentExec>() {
         return Ok(plan);
     }
-    let children: Vec<Arc<dyn ExecutionPlan>> = plan.children().into_iter().cloned().collect();
-    let mut annotated = Vec::with_capacity(children.len());
+    let (node, note) = match offload(&plan, placement) {
+        Ok(device) => (device, None),
+        Err(reason) => (plan, (!reason.is_empty()).then_some(reason)),
+    };
+    let children: Vec<Arc<dyn ExecutionPlan>> = node.children().into_iter().cloned().collect();
+    let mut placed = Vec::with_capacity(children.len());
     let mut changed = false;
     for child in &children {
-        let new_child = annotate(child.clone(), placement)?;
+        let new_child = place(child.clone(), placement)?;
         changed |= !Arc::ptr_eq(&new_child, child);
-        annotated.push(new_child);
+        placed.push(new_child);
     }
-    let plan = if changed {
-        plan.replace_children(
-            annotated,
+    let node = if changed {
+        node.replace_children(
+            placed,
             ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
         )?
     } else {
-        plan
+        node
     };
-    match rewrite(plan.clone(), placement)?.data {
-        // Offloadable now (a child changed): nothing to say.
-        replaced if !Arc::ptr_eq(&replaced, &plan) => Ok(replaced),
-        _ => Ok(match why_not(&plan, placement) {
-            Some(reason) => Arc::new(GpuNotUsedExec::new(plan, reason)),
-            None => plan,
-        }),
-    }
-}
-
-fn rewrite(
-    plan: Arc<dyn ExecutionPlan>,
-    placement: &Placement,
-) -> DfResult<Transformed<Arc<dyn ExecutionPlan>>> {
-    if plan.is::<FragmentExec>() {
-        return Ok(Transformed::new(plan, false, TreeNodeRecursion::Jump));
-    }
-    Ok(match offload(&plan, placement) {
-        Ok(new_plan) => Transformed::yes(new_plan),
-        Err(_) => Transformed::no(plan),
+    Ok(match note {
+        Some(reason) => Arc::new(GpuNotUsedExec::new(node, reason)),
+        None => node,
     })
-}
-
-/// Why a filter, projection or partial aggregate stays on the CPU; None for other operators.
-fn why_not(plan: &Arc<dyn ExecutionPlan>, placement: &Placement) -> Option<String> {
-    offload(plan, placement)
-        .err()
-        .filter(|reason| !reason.is_empty())
 }
 
 /// The device form of `plan`, or why there is none (empty: not a candidate at all).

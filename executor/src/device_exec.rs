@@ -1,8 +1,9 @@
-//! The device operators: [`GpuFilterProjectExec`] (a filter and the projection above it, fused)
-//! and [`GpuPartialAggregateExec`] (a partial hash aggregate), which the `offload_to_device` rule
-//! puts in place of DataFusion's operators inside a partition's pipeline.
+//! The device operators: [`GpuFilterProjectExec`] (a filter and the projection above it, fused),
+//! [`GpuPartialAggregateExec`] (a partial hash aggregate) and [`GpuTopNExec`] (ORDER BY one
+//! column LIMIT n), which the `offload_to_device` rule puts in place of DataFusion's operators
+//! inside a partition's pipeline.
 //!
-//! Both coalesce their input into chunks of tens of MiB (a transfer pays only when it is large)
+//! All three coalesce their input into chunks of tens of MiB (a transfer pays only when it is large)
 //! and run each chunk on DataFusion's blocking pool, never on the async runtime. For each chunk
 //! the node's cost model chooses the device or the CPU (`SET shoal.gpu = on` always chooses the
 //! device). A chunk the device cannot take (out of device memory after splitting, a driver
@@ -294,44 +295,6 @@ fn chooses_device(placement: &Placement, module: Module, rows: usize, bytes: usi
 }
 
 impl FilterProjectWork {
-    fn run_chunk(
-        &self,
-        chunk: RecordBatch,
-        metrics: &ChunkMetrics,
-        _context: &Arc<TaskContext>,
-    ) -> DfResult<RecordBatch> {
-        let rows = chunk.num_rows();
-        let module = Module::FilterProject(&self.spec);
-        if chooses_device(&self.placement, module, rows, chunk.get_array_memory_size()) {
-            let mut stats = RunStats::default();
-            match self
-                .placement
-                .backend
-                .filter_project(&self.spec, &chunk, &mut stats)
-            {
-                Ok(out) => {
-                    metrics.record(&stats);
-                    metrics.device_chunks.add(1);
-                    cost_model().record_device(rows, stats.kernel_time);
-                    cost_model().record_compile(stats.compile_time);
-                    let assembled = self.assemble(&chunk, &out)?;
-                    metrics.output_rows.add(assembled.num_rows());
-                    return Ok(assembled);
-                }
-                Err(e) if e.is_query_error() => return Err(query_error(e)),
-                Err(e) => {
-                    tracing::warn!("a filter + projection chunk runs on the CPU: {e}");
-                }
-            }
-        }
-        let started = Instant::now();
-        let out = self.on_cpu(&chunk)?;
-        cost_model().record_cpu(rows, started.elapsed());
-        metrics.cpu_chunks.add(1);
-        metrics.output_rows.add(out.num_rows());
-        Ok(out)
-    }
-
     /// The device's output in the plan's column order, carried columns taken by row position.
     fn assemble(&self, input: &RecordBatch, device: &RecordBatch) -> DfResult<RecordBatch> {
         let rows = device
@@ -364,13 +327,13 @@ impl FilterProjectWork {
     }
 
     /// What DataFusion's FilterExec and ProjectionExec compute.
-    fn on_cpu(&self, chunk: &RecordBatch) -> DfResult<RecordBatch> {
+    fn cpu_filter_project(&self, chunk: RecordBatch) -> DfResult<RecordBatch> {
         let kept = match &self.predicate {
             Some(predicate) => {
-                let mask = predicate.evaluate(chunk)?.into_array(chunk.num_rows())?;
-                filter_record_batch(chunk, mask.as_boolean())?
+                let mask = predicate.evaluate(&chunk)?.into_array(chunk.num_rows())?;
+                filter_record_batch(&chunk, mask.as_boolean())?
             }
-            None => chunk.clone(),
+            None => chunk,
         };
         let columns = self
             .projections
@@ -389,7 +352,11 @@ impl FilterProjectWork {
 
 impl AggregateWork {
     /// DataFusion's own partial aggregate over one chunk.
-    fn on_cpu(&self, chunk: RecordBatch, context: &Arc<TaskContext>) -> DfResult<RecordBatch> {
+    fn cpu_aggregate(
+        &self,
+        chunk: RecordBatch,
+        context: &Arc<TaskContext>,
+    ) -> DfResult<RecordBatch> {
         let input_schema = chunk.schema();
         let input = MemorySourceConfig::try_new_exec(&[vec![chunk]], input_schema, None)?;
         let plan = self.cpu_plan.clone().replace_children(
@@ -400,55 +367,6 @@ impl AggregateWork {
         // and this runs on the blocking pool already.
         let batches = futures::executor::block_on(collect(plan, context.clone()))?;
         Ok(concat_batches(&self.schema, &batches)?)
-    }
-
-    fn run_chunk(
-        &self,
-        chunk: RecordBatch,
-        metrics: &ChunkMetrics,
-        context: &Arc<TaskContext>,
-    ) -> DfResult<RecordBatch> {
-        let rows = chunk.num_rows();
-        let mut stats = RunStats::default();
-        let module = Module::PartialAggregate(&self.spec);
-        let result = if chooses_device(&self.placement, module, rows, chunk.get_array_memory_size())
-        {
-            match self
-                .placement
-                .backend
-                .partial_aggregate(&self.spec, &chunk, &mut stats)
-            {
-                Ok(out) => {
-                    metrics.device_chunks.add(1);
-                    cost_model().record_device(rows, stats.kernel_time);
-                    cost_model().record_compile(stats.compile_time);
-                    Ok(out)
-                }
-                Err(e) if e.is_query_error() => return Err(query_error(e)),
-                Err(e) => Err(e),
-            }
-        } else {
-            Err(GpuError::Unsupported("the cost model chose the CPU".into()))
-        };
-        let out = match result {
-            Ok(out) => out,
-            Err(reason) => {
-                if !matches!(reason, GpuError::Unsupported(_)) {
-                    tracing::warn!("a partial aggregate chunk runs on the CPU: {reason}");
-                }
-                let started = Instant::now();
-                let out = self.on_cpu(chunk, context)?;
-                cost_model().record_cpu(rows, started.elapsed());
-                metrics.cpu_chunks.add(1);
-                out
-            }
-        };
-        metrics.record(&stats);
-        metrics.output_rows.add(out.num_rows());
-        Ok(RecordBatch::try_new(
-            self.schema.clone(),
-            out.columns().to_vec(),
-        )?)
     }
 }
 
@@ -533,8 +451,28 @@ device_plan_boilerplate!(GpuFilterProjectExec);
 device_plan_boilerplate!(GpuPartialAggregateExec);
 device_plan_boilerplate!(GpuTopNExec);
 
-/// What differs between the device operators around their chunks.
+/// What differs between the device operators around their chunks; `run_chunk` is what they
+/// share: the device when it is chosen and can take the chunk, else the CPU.
 trait ChunkWork {
+    /// Names the operator in the log line of a chunk the device could not take.
+    const WHAT: &'static str;
+
+    fn placement(&self) -> &Placement;
+
+    fn module(&self) -> Module<'_>;
+
+    /// The chunk on the placement's backend.
+    fn on_device(&self, chunk: &RecordBatch, stats: &mut RunStats)
+        -> Result<RecordBatch, GpuError>;
+
+    /// The backend's output in the operator's shape.
+    fn shape_device_output(&self, _chunk: &RecordBatch, out: RecordBatch) -> DfResult<RecordBatch> {
+        Ok(out)
+    }
+
+    /// The chunk through DataFusion's own operators (the reference's for a top-N).
+    fn on_cpu(&self, chunk: RecordBatch, context: &Arc<TaskContext>) -> DfResult<RecordBatch>;
+
     /// The operator's properties over `input` (a top-N keeps its sort order).
     fn properties_over(&self, input: &Arc<dyn ExecutionPlan>) -> Arc<PlanProperties>;
 
@@ -542,21 +480,141 @@ trait ChunkWork {
     fn finish(&self, chunks: SendableRecordBatchStream) -> SendableRecordBatchStream {
         chunks
     }
+
+    /// One chunk, where the placement and the cost model say; a chunk the device cannot take
+    /// runs on the CPU, a chunk whose data fails fails the query with the CPU's error.
+    fn run_chunk(
+        &self,
+        chunk: RecordBatch,
+        metrics: &ChunkMetrics,
+        context: &Arc<TaskContext>,
+    ) -> DfResult<RecordBatch> {
+        let rows = chunk.num_rows();
+        let bytes = chunk.get_array_memory_size();
+        if chooses_device(self.placement(), self.module(), rows, bytes) {
+            let mut stats = RunStats::default();
+            let outcome = self.on_device(&chunk, &mut stats);
+            // What moved counts even when the device gave up half way.
+            metrics.record(&stats);
+            match outcome {
+                Ok(out) => {
+                    metrics.device_chunks.add(1);
+                    cost_model().record_device(rows, stats.kernel_time);
+                    cost_model().record_compile(stats.compile_time);
+                    let out = self.shape_device_output(&chunk, out)?;
+                    metrics.output_rows.add(out.num_rows());
+                    return Ok(out);
+                }
+                Err(e) if e.is_query_error() => return Err(query_error(e)),
+                Err(e) => tracing::warn!("a {} chunk runs on the CPU: {e}", Self::WHAT),
+            }
+        }
+        let started = Instant::now();
+        let out = self.on_cpu(chunk, context)?;
+        cost_model().record_cpu(rows, started.elapsed());
+        metrics.cpu_chunks.add(1);
+        metrics.output_rows.add(out.num_rows());
+        Ok(out)
+    }
 }
 
 impl ChunkWork for FilterProjectWork {
+    const WHAT: &'static str = "filter + projection";
+
+    fn placement(&self) -> &Placement {
+        &self.placement
+    }
+
+    fn module(&self) -> Module<'_> {
+        Module::FilterProject(&self.spec)
+    }
+
+    fn on_device(
+        &self,
+        chunk: &RecordBatch,
+        stats: &mut RunStats,
+    ) -> Result<RecordBatch, GpuError> {
+        self.placement
+            .backend
+            .filter_project(&self.spec, chunk, stats)
+    }
+
+    fn shape_device_output(&self, chunk: &RecordBatch, out: RecordBatch) -> DfResult<RecordBatch> {
+        self.assemble(chunk, &out)
+    }
+
+    fn on_cpu(&self, chunk: RecordBatch, _context: &Arc<TaskContext>) -> DfResult<RecordBatch> {
+        self.cpu_filter_project(chunk)
+    }
+
     fn properties_over(&self, input: &Arc<dyn ExecutionPlan>) -> Arc<PlanProperties> {
         properties_for(self.schema.clone(), input)
     }
 }
 
 impl ChunkWork for AggregateWork {
+    const WHAT: &'static str = "partial aggregate";
+
+    fn placement(&self) -> &Placement {
+        &self.placement
+    }
+
+    fn module(&self) -> Module<'_> {
+        Module::PartialAggregate(&self.spec)
+    }
+
+    fn on_device(
+        &self,
+        chunk: &RecordBatch,
+        stats: &mut RunStats,
+    ) -> Result<RecordBatch, GpuError> {
+        self.placement
+            .backend
+            .partial_aggregate(&self.spec, chunk, stats)
+    }
+
+    /// The device's states under the CPU aggregate's names and nullability.
+    fn shape_device_output(&self, _chunk: &RecordBatch, out: RecordBatch) -> DfResult<RecordBatch> {
+        Ok(RecordBatch::try_new(
+            self.schema.clone(),
+            out.columns().to_vec(),
+        )?)
+    }
+
+    fn on_cpu(&self, chunk: RecordBatch, context: &Arc<TaskContext>) -> DfResult<RecordBatch> {
+        self.cpu_aggregate(chunk, context)
+    }
+
     fn properties_over(&self, input: &Arc<dyn ExecutionPlan>) -> Arc<PlanProperties> {
         properties_for(self.schema.clone(), input)
     }
 }
 
 impl ChunkWork for TopNWork {
+    const WHAT: &'static str = "top-N";
+
+    fn placement(&self) -> &Placement {
+        &self.placement
+    }
+
+    fn module(&self) -> Module<'_> {
+        Module::TopN(&self.spec)
+    }
+
+    fn on_device(
+        &self,
+        chunk: &RecordBatch,
+        stats: &mut RunStats,
+    ) -> Result<RecordBatch, GpuError> {
+        self.placement.backend.top_n(&self.spec, chunk, stats)
+    }
+
+    fn on_cpu(&self, chunk: RecordBatch, _context: &Arc<TaskContext>) -> DfResult<RecordBatch> {
+        CpuReference
+            .top_n(&self.spec, &chunk, &mut RunStats::default())
+            .map_err(query_error)
+    }
+
     fn properties_over(&self, _input: &Arc<dyn ExecutionPlan>) -> Arc<PlanProperties> {
         self.properties.clone()
     }
@@ -612,39 +670,6 @@ impl GpuTopNExec {
             properties,
             metrics: ExecutionPlanMetricsSet::new(),
         }
-    }
-}
-
-impl TopNWork {
-    fn run_chunk(
-        &self,
-        chunk: RecordBatch,
-        metrics: &ChunkMetrics,
-        _context: &Arc<TaskContext>,
-    ) -> DfResult<RecordBatch> {
-        let rows = chunk.num_rows();
-        let mut stats = RunStats::default();
-        let module = Module::TopN(&self.spec);
-        if chooses_device(&self.placement, module, rows, chunk.get_array_memory_size()) {
-            match self.placement.backend.top_n(&self.spec, &chunk, &mut stats) {
-                Ok(out) => {
-                    metrics.record(&stats);
-                    metrics.device_chunks.add(1);
-                    cost_model().record_device(rows, stats.kernel_time);
-                    metrics.output_rows.add(out.num_rows());
-                    return Ok(out);
-                }
-                Err(e) => tracing::warn!("a top-N chunk runs on the CPU: {e}"),
-            }
-        }
-        let started = Instant::now();
-        let out = CpuReference
-            .top_n(&self.spec, &chunk, &mut stats)
-            .map_err(query_error)?;
-        cost_model().record_cpu(rows, started.elapsed());
-        metrics.cpu_chunks.add(1);
-        metrics.output_rows.add(out.num_rows());
-        Ok(out)
     }
 }
 

@@ -3,16 +3,7 @@
 //! the errors are exercised here; with `auto` (the default) and no GPU the plan is untouched.
 //! The same queries must answer exactly what the CPU plan answers.
 
-use shoal_tests::{texts, Node};
-
-async fn plan(c: &tokio_postgres::Client, sql: &str) -> String {
-    texts(c, &format!("explain {sql}"))
-        .await
-        .into_iter()
-        .map(|r| r[0].clone().unwrap_or_default())
-        .collect::<Vec<_>>()
-        .join("\n")
-}
+use shoal_tests::{explain, texts, Node};
 
 async fn sorted(c: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Option<String>>> {
     let mut rows = texts(c, sql).await;
@@ -43,9 +34,9 @@ async fn device_operators_answer_what_the_cpu_answers() {
                  where sensor = 3 and (value > 10 or value is null)";
     // No GPU here: `auto` leaves the plan as DataFusion made it.
     assert!(
-        !plan(&c, query).await.contains("Gpu"),
+        !explain(&c, query).await.contains("Gpu"),
         "{}",
-        plan(&c, query).await
+        explain(&c, query).await
     );
 
     let queries = [
@@ -61,7 +52,7 @@ async fn device_operators_answer_what_the_cpu_answers() {
     let mut cpu = Vec::new();
     c.batch_execute("set shoal.gpu = off").await.unwrap();
     for sql in queries {
-        assert!(!plan(&c, sql).await.contains("Gpu"));
+        assert!(!explain(&c, sql).await.contains("Gpu"));
         cpu.push(sorted(&c, sql).await);
     }
     c.batch_execute("set shoal.gpu = on").await.unwrap();
@@ -86,14 +77,14 @@ async fn device_operators_answer_what_the_cpu_answers() {
     .await;
     c.batch_execute("set shoal.gpu = on").await.unwrap();
     assert_eq!(top, top_cpu);
-    let top_plan = plan(
+    let top_plan = explain(
         &c,
         "select id, value from readings order by value desc limit 3",
     )
     .await;
     assert!(top_plan.contains("GpuTopNExec"), "{top_plan}");
 
-    let fused = plan(&c, query).await;
+    let fused = explain(&c, query).await;
     assert!(
         fused.contains("GpuFilterProjectExec: device=cpu-reference")
             && fused.contains("predicate=")
@@ -104,13 +95,13 @@ async fn device_operators_answer_what_the_cpu_answers() {
         !fused.contains("FilterExec:"),
         "filter and projection fused: {fused}"
     );
-    let grouped = plan(&c, queries[4]).await;
+    let grouped = explain(&c, queries[4]).await;
     assert!(
         grouped.contains("GpuPartialAggregateExec")
             && grouped.contains("GpuNotUsedExec: FilterExec stays on the CPU: the expression"),
         "{grouped}"
     );
-    let analyzed = plan(&c, &format!("analyze {}", queries[1])).await;
+    let analyzed = explain(&c, &format!("analyze {}", queries[1])).await;
     assert!(
         analyzed.contains("device_chunks=") && analyzed.contains("bytes_to_device="),
         "{analyzed}"

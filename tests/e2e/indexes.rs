@@ -2,16 +2,7 @@
 //! equality predicates answered through an index (EXPLAIN shows `index_lookup`) with the same
 //! rows a full scan finds.
 
-use shoal_tests::{row, texts, Node};
-
-async fn plan(c: &tokio_postgres::Client, sql: &str) -> String {
-    texts(c, &format!("explain {sql}"))
-        .await
-        .into_iter()
-        .map(|r| r[0].clone().unwrap_or_default())
-        .collect::<Vec<_>>()
-        .join("\n")
-}
+use shoal_tests::{explain, row, texts, Node};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn equality_predicates_read_through_indexes() {
@@ -40,18 +31,18 @@ async fn equality_predicates_read_through_indexes() {
     ];
     for (sql, index) in cases {
         assert!(
-            plan(&c, sql)
+            explain(&c, sql)
                 .await
                 .contains(&format!("index_lookup index={index}")),
             "{sql}: {}",
-            plan(&c, sql).await
+            explain(&c, sql).await
         );
         // The same rows as a scan that cannot use the index (the predicate is not a bare column).
         let scanned = sql
             .replace("sku =", "sku || '' =")
             .replace("sku in", "sku || '' in")
             .replace("shelf =", "shelf + 0 =");
-        assert!(!plan(&c, &scanned).await.contains("index_lookup"));
+        assert!(!explain(&c, &scanned).await.contains("index_lookup"));
         let mut want = texts(&c, &scanned).await;
         let mut got = texts(&c, sql).await;
         want.sort();

@@ -188,6 +188,16 @@ impl Drop for Node {
 }
 
 /// The rows of a simple query, every value as PostgreSQL's text form (None for NULL).
+/// `EXPLAIN sql`, its lines joined into one text.
+pub async fn explain(c: &tokio_postgres::Client, sql: &str) -> String {
+    texts(c, &format!("explain {sql}"))
+        .await
+        .into_iter()
+        .map(|r| r[0].clone().unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 pub async fn texts(c: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Option<String>>> {
     c.simple_query(sql)
         .await

@@ -198,14 +198,7 @@ impl ExprGenerator {
                     let operand = self.any_type();
                     let left = self.expr_of(operand, depth - 1);
                     let right = self.expr_of(operand, depth - 1);
-                    let op = [
-                        CompareOp::Eq,
-                        CompareOp::NotEq,
-                        CompareOp::Lt,
-                        CompareOp::LtEq,
-                        CompareOp::Gt,
-                        CompareOp::GtEq,
-                    ][self.rng.random_range(0..6)];
+                    let op = CompareOp::ALL[self.rng.random_range(0..CompareOp::ALL.len())];
                     GpuExpr::compare(op, left, right)
                 }
             },

@@ -158,14 +158,7 @@ fn every_operator_and_type_compiles() {
     push(GpuExpr::Literal(Literal::Null(DECIMAL)));
     push(GpuExpr::IsNull(Box::new(col(4, GpuType::Boolean))));
     let mut predicate = GpuExpr::Literal(Literal::Boolean(true));
-    for op in [
-        CompareOp::Eq,
-        CompareOp::NotEq,
-        CompareOp::Lt,
-        CompareOp::LtEq,
-        CompareOp::Gt,
-        CompareOp::GtEq,
-    ] {
+    for op in CompareOp::ALL {
         for (t, index) in [
             (GpuType::Float64, 5),
             (DECIMAL, 1),

@@ -115,8 +115,9 @@ impl CostModel {
     }
 
     /// The rows at which the device starts to pay for a pipeline moving `bytes_per_row`, with
-    /// the kernel compiled: what EXPLAIN reports as the threshold.
-    pub fn break_even_rows(&self, bytes_per_row: usize) -> usize {
+    /// the kernel compiled: the threshold the tests reason with.
+    #[cfg(test)]
+    fn break_even_rows(&self, bytes_per_row: usize) -> usize {
         let cpu = 1.0 / load(&self.cpu_rows_per_sec);
         let device = bytes_per_row as f64 / load(&self.transfer_bytes_per_sec)
             + 1.0 / load(&self.device_rows_per_sec);

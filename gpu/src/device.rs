@@ -209,10 +209,6 @@ impl MemoryBudget {
         }
     }
 
-    pub fn limit(&self) -> usize {
-        self.limit
-    }
-
     pub fn reserve(&self, bytes: usize) -> Result<Reservation<'_>, GpuError> {
         let mut used = self.used.load(Ordering::Relaxed);
         loop {

@@ -57,16 +57,6 @@ pub struct RunStats {
     pub device_batches: u64,
 }
 
-impl RunStats {
-    pub fn add(&mut self, other: &RunStats) {
-        self.bytes_to_device += other.bytes_to_device;
-        self.bytes_from_device += other.bytes_from_device;
-        self.kernel_time += other.kernel_time;
-        self.compile_time += other.compile_time;
-        self.device_batches += other.device_batches;
-    }
-}
-
 /// A place pipelines run: the GPU, or the CPU reference. Both give the same answer.
 pub trait PipelineBackend: Send + Sync + std::fmt::Debug {
     fn name(&self) -> &'static str;

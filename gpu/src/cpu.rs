@@ -10,14 +10,14 @@ use std::sync::Arc;
 use arrow::array::{
     Array, ArrayRef, BooleanArray, BooleanBuilder, Date32Array, Date32Builder, Decimal128Array,
     Decimal128Builder, Float64Array, Float64Builder, Int32Array, Int32Builder, Int64Array,
-    Int64Builder, UInt32Array, UInt64Builder,
+    Int64Builder, UInt32Array, UInt64Array,
 };
 use arrow::datatypes::DataType;
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 
 use crate::error::GpuError;
 use crate::expr::{ArithOp, CompareOp, GpuExpr, GpuType, Literal};
-use crate::plan::{AggregateFunction, FilterProject, PartialAggregate};
+use crate::plan::{AggregateCall, AggregateFunction, FilterProject, PartialAggregate};
 use crate::top_n::TopN;
 use crate::{PipelineBackend, RunStats};
 
@@ -139,28 +139,15 @@ impl PipelineBackend for CpuReference {
             outputs.push(build_array(data_type.to_arrow(), &values)?);
         }
         for (position, call) in spec.aggregates.iter().enumerate() {
-            let fields = call.state_fields()?;
-            let accs: Vec<&Accumulator> = states.iter().map(|s| &s[position]).collect();
-            match call.function {
-                AggregateFunction::Count => {
-                    let counts: Vec<Value> =
-                        accs.iter().map(|a| Value::I64(a.count as i64)).collect();
-                    outputs.push(build_array(DataType::Int64, &counts)?);
-                }
-                AggregateFunction::Avg => {
-                    let mut counts = UInt64Builder::with_capacity(accs.len());
-                    for a in &accs {
-                        counts.append_option(avg_count_state(a.count, !spec.group_by.is_empty()));
-                    }
-                    outputs.push(Arc::new(counts.finish()));
-                    let sums: Vec<Value> = accs.iter().map(|a| a.value).collect();
-                    outputs.push(build_array(fields[1].data_type().clone(), &sums)?);
-                }
-                AggregateFunction::Sum | AggregateFunction::Min | AggregateFunction::Max => {
-                    let values: Vec<Value> = accs.iter().map(|a| a.value).collect();
-                    outputs.push(build_array(fields[0].data_type().clone(), &values)?);
-                }
-            }
+            let group_states: Vec<(u64, Value)> = states
+                .iter()
+                .map(|s| (s[position].count, s[position].value))
+                .collect();
+            outputs.extend(state_columns(
+                call,
+                &group_states,
+                !spec.group_by.is_empty(),
+            )?);
         }
         let options = RecordBatchOptions::new().with_row_count(Some(keys.len()));
         Ok(RecordBatch::try_new_with_options(
@@ -251,10 +238,36 @@ impl Accumulator {
     }
 }
 
-/// AVG's partial count as DataFusion emits it: null for a group that saw no value when grouped
-/// (its groups accumulator), zero without GROUP BY (its plain accumulator).
-pub(crate) fn avg_count_state(count: u64, grouped: bool) -> Option<u64> {
-    (count > 0 || !grouped).then_some(count)
+/// One aggregate's partial state columns from each group's (rows counted, value) — the value
+/// being the sum, minimum or maximum, `Null` for a group without inputs. Both backends end here.
+pub(crate) fn state_columns(
+    call: &AggregateCall,
+    groups: &[(u64, Value)],
+    grouped: bool,
+) -> Result<Vec<ArrayRef>, GpuError> {
+    let fields = call.state_fields()?;
+    let values: Vec<Value> = groups.iter().map(|(_, v)| *v).collect();
+    Ok(match call.function {
+        AggregateFunction::Count => {
+            let counts: Vec<Value> = groups.iter().map(|(c, _)| Value::I64(*c as i64)).collect();
+            vec![build_array(DataType::Int64, &counts)?]
+        }
+        AggregateFunction::Avg => {
+            // AVG's count as DataFusion emits it: null for a group that saw no value when
+            // grouped (its groups accumulator), zero without GROUP BY (its plain accumulator).
+            let counts: UInt64Array = groups
+                .iter()
+                .map(|(c, _)| (*c > 0 || !grouped).then_some(*c))
+                .collect();
+            vec![
+                Arc::new(counts),
+                build_array(fields[1].data_type().clone(), &values)?,
+            ]
+        }
+        AggregateFunction::Sum | AggregateFunction::Min | AggregateFunction::Max => {
+            vec![build_array(fields[0].data_type().clone(), &values)?]
+        }
+    })
 }
 
 /// Reads one row of a column as a `Value`.

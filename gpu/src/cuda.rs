@@ -12,7 +12,6 @@ use std::time::Instant;
 use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::buffer::{BooleanBuffer, Buffer, NullBuffer};
 use arrow::compute::concat_batches;
-use arrow::datatypes::DataType;
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use cudarc::driver::{CudaSlice, LaunchArgs, LaunchConfig, PushKernelArg};
 use parking_lot::Mutex;
@@ -22,11 +21,11 @@ use crate::codegen::{
     AGG_INIT, AGG_UPDATE, BLOCK_THREADS, ERR_DIVIDE_BY_ZERO, ERR_OVERFLOW, ERR_TABLE_FULL,
     FP_COUNT, FP_WRITE,
 };
-use crate::cpu::{avg_count_state, build_array, Value};
+use crate::cpu::{build_array, state_columns, Value};
 use crate::device::{device, CudaDevice};
 use crate::error::GpuError;
 use crate::expr::GpuType;
-use crate::plan::{AggregateFunction, FilterProject, PartialAggregate};
+use crate::plan::{FilterProject, PartialAggregate};
 use crate::{PipelineBackend, RunStats};
 
 /// Below this many rows a batch that does not fit is not split further.
@@ -513,14 +512,13 @@ impl CudaBackend {
         }
         let mut next = 0;
         for (call, kinds) in spec.aggregates.iter().zip(&arrays) {
-            let fields = call.state_fields()?;
             let base = next;
             next += kinds.len();
             let counts = &host_accumulators[base];
             let input = call.input.map(|(_, t)| t);
             // The value of the second array (sum/min/max) for a slot with inputs.
             let value_of = |s: usize| -> Value {
-                if counts[s] == 0 {
+                if counts[s] == 0 || kinds.len() < 2 {
                     return Value::Null;
                 }
                 let raw = host_accumulators[base + 1][s];
@@ -537,29 +535,9 @@ impl CudaBackend {
                     _ => Value::I64(raw as i64),
                 }
             };
-            match call.function {
-                AggregateFunction::Count => {
-                    let values: Vec<Value> = slots
-                        .iter()
-                        .map(|&s| Value::I64(counts[s] as i64))
-                        .collect();
-                    outputs.push(build_array(DataType::Int64, &values)?);
-                }
-                AggregateFunction::Avg => {
-                    let grouped = key_count > 0;
-                    let states: arrow::array::UInt64Array = slots
-                        .iter()
-                        .map(|&s| avg_count_state(counts[s], grouped))
-                        .collect();
-                    outputs.push(Arc::new(states));
-                    let sums: Vec<Value> = slots.iter().map(|&s| value_of(s)).collect();
-                    outputs.push(build_array(fields[1].data_type().clone(), &sums)?);
-                }
-                _ => {
-                    let values: Vec<Value> = slots.iter().map(|&s| value_of(s)).collect();
-                    outputs.push(build_array(fields[0].data_type().clone(), &values)?);
-                }
-            }
+            let groups: Vec<(u64, Value)> =
+                slots.iter().map(|&s| (counts[s], value_of(s))).collect();
+            outputs.extend(state_columns(call, &groups, key_count > 0)?);
         }
         let options = RecordBatchOptions::new().with_row_count(Some(slots.len()));
         Ok(RecordBatch::try_new_with_options(

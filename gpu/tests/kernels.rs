@@ -43,8 +43,15 @@ fn run(cmd: &mut Command) {
 }
 
 /// Makes libnvrtc loadable, installing the wheel when neither the environment nor the loader's
-/// path has it. Panics when that fails: the test command runs where PyPI is reachable.
+/// path has it. Panics when that fails: the test command runs where PyPI is reachable. The tests
+/// of this binary run in parallel, so the install happens once, behind a `OnceLock`: two
+/// `venv --clear` runs on one directory race and fail.
 fn ensure_nvrtc() {
+    static READY: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    READY.get_or_init(install_nvrtc);
+}
+
+fn install_nvrtc() {
     if nvrtc::nvrtc_available().is_ok() {
         return;
     }

@@ -36,6 +36,7 @@ mod table;
 mod typed_array_agg;
 mod types;
 mod updatable_views;
+mod vacuum_syntax;
 
 pub use catalog::{ShoalCatalog, DATABASE_NAME};
 pub use error::PlannerError;
@@ -219,6 +220,7 @@ pub fn parse_sql(
             first.token = Token::make_keyword("ROLLBACK");
         }
     }
+    let tokens = vacuum_syntax::reduce_vacuum(tokens);
     // sqlparser's default depth (50) refuses WHERE clauses that PostgreSQL takes (nested
     // AND/OR of generated queries); the server's worker stacks are sized for deeper trees.
     let parsed = Parser::new(&dialect)

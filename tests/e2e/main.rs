@@ -1,6 +1,7 @@
 //! End-to-end tests: real `shoal` processes, real clients. One binary for all of them.
 
 mod bad_input;
+mod bench;
 mod catalog;
 mod cluster;
 mod compat;

@@ -1,0 +1,129 @@
+"""The three systems under test, each started fresh in a work directory of the run.
+
+PostgreSQL 15 (Debian's `postgresql-15`) and Shoal run as separate server processes on free
+loopback ports, both with fsync on commit, and are stopped when the run ends. DuckDB runs in
+this process on a database file of its own.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import psycopg
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+# What PostgreSQL gets beyond its defaults: durability as Shoal's default (`--fsync true`),
+# and memory a user of a 24 GiB machine would give it.
+PG_SETTINGS = {
+    "fsync": "on",
+    "synchronous_commit": "on",
+    "full_page_writes": "on",
+    "shared_buffers": "2GB",
+    "work_mem": "64MB",
+    "maintenance_work_mem": "512MB",
+    "max_connections": "100",
+    "max_wal_size": "8GB",
+}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for(connect, what, proc, log, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}; its log:\n{log.read_text()}")
+        try:
+            with connect():
+                return
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not accept connections in {timeout} s")
+            time.sleep(0.2)
+
+
+def _stop(proc):
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class Postgres:
+    name = "PostgreSQL"
+
+    def __init__(self, workdir: Path):
+        self.dir = workdir / "postgres"
+        self.dir.mkdir(parents=True)
+        self.port = free_port()
+        self.user = "postgres"
+        self.dbname = "postgres"
+        self.log = self.dir / "server.log"
+        as_root = os.geteuid() == 0
+        # PostgreSQL refuses to run as root: then the server runs as the `postgres` user.
+        prefix = ["runuser", "-u", "postgres", "--"] if as_root else []
+        if as_root:
+            # The postgres user must reach its directory through the run's (private) one.
+            workdir.chmod(0o755)
+            shutil.chown(self.dir, "postgres")
+            self.log.touch()
+            shutil.chown(self.log, "postgres")
+        data = self.dir / "data"
+        subprocess.run(
+            prefix + [str(PG_BIN / "initdb"), "-D", str(data), "--auth=trust", "-U", self.user,
+                      "--encoding=UTF8", "--locale=C.UTF-8"],
+            check=True, stdout=subprocess.DEVNULL)
+        settings = [arg for k, v in PG_SETTINGS.items() for arg in ("-c", f"{k}={v}")]
+        self.proc = subprocess.Popen(
+            prefix + [str(PG_BIN / "postgres"), "-D", str(data), "-p", str(self.port),
+                      "-k", str(self.dir), "-c", "listen_addresses=127.0.0.1"] + settings,
+            stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
+        _wait_for(self.connect, "postgres", self.proc, self.log)
+
+    def connect(self, **kw):
+        return psycopg.connect(host="127.0.0.1", port=self.port, user=self.user,
+                               dbname=self.dbname, autocommit=True, **kw)
+
+    def version(self):
+        with self.connect() as c:
+            return c.execute("show server_version").fetchone()[0]
+
+    def stop(self):
+        _stop(self.proc)
+
+
+class Shoal:
+    name = "Shoal"
+
+    def __init__(self, workdir: Path, binary: Path):
+        self.dir = workdir / "shoal"
+        self.dir.mkdir(parents=True)
+        self.port = free_port()
+        self.user = "shoal"
+        self.dbname = "shoal"
+        self.log = self.dir / "server.log"
+        env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "warn"))
+        self.proc = subprocess.Popen(
+            [str(binary), "start", "--data-dir", str(self.dir / "data"),
+             "--listen", f"127.0.0.1:{self.port}", "--metrics-listen", "off",
+             "--auth", "trust", "--fsync", "true"],
+            stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, env=env)
+        _wait_for(self.connect, "shoal", self.proc, self.log)
+
+    def connect(self, **kw):
+        return psycopg.connect(host="127.0.0.1", port=self.port, user=self.user,
+                               dbname=self.dbname, autocommit=True, **kw)
+
+    def stop(self):
+        _stop(self.proc)

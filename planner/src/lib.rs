@@ -27,6 +27,7 @@ mod pg_relations;
 mod pg_settings;
 mod pg_shared;
 mod pg_static_arrays;
+mod pg_syntax;
 mod pg_views;
 mod push_to_leaders;
 mod reg_output;
@@ -36,7 +37,6 @@ mod table;
 mod typed_array_agg;
 mod types;
 mod updatable_views;
-mod vacuum_syntax;
 
 pub use catalog::{ShoalCatalog, DATABASE_NAME};
 pub use error::PlannerError;
@@ -185,9 +185,7 @@ pub fn parse_sql(
     datafusion::sql::sqlparser::parser::ParserError,
 > {
     use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-    use datafusion::sql::sqlparser::keywords::Keyword;
     use datafusion::sql::sqlparser::parser::Parser;
-    use datafusion::sql::sqlparser::tokenizer::Token;
     use datafusion_pg_catalog::sql::rules::*;
     type Rules = Vec<Box<dyn SqlStatementRewriteRule>>;
     fn rules(catalog: bool) -> Rules {
@@ -210,17 +208,8 @@ pub fn parse_sql(
     static CATALOG_RULES: std::sync::LazyLock<Rules> = std::sync::LazyLock::new(|| rules(true));
 
     let dialect = PostgreSqlDialect {};
-    let mut tokens = Parser::new(&dialect).try_with_sql(sql)?.into_tokens();
-    // `ABORT` is PostgreSQL's synonym of `ROLLBACK`, which sqlparser does not know.
-    let first = tokens
-        .iter_mut()
-        .find(|t| !matches!(t.token, Token::Whitespace(_)));
-    if let Some(first) = first {
-        if matches!(&first.token, Token::Word(w) if w.keyword == Keyword::ABORT) {
-            first.token = Token::make_keyword("ROLLBACK");
-        }
-    }
-    let tokens = vacuum_syntax::reduce_vacuum(tokens);
+    let tokens = Parser::new(&dialect).try_with_sql(sql)?.into_tokens();
+    let tokens = pg_syntax::rewrite_statements(tokens);
     // sqlparser's default depth (50) refuses WHERE clauses that PostgreSQL takes (nested
     // AND/OR of generated queries); the server's worker stacks are sized for deeper trees.
     let parsed = Parser::new(&dialect)

@@ -1,4 +1,4 @@
-//! pgbench against Shoal: server-side initialization, then the built-in TPC-B-like and
+//! pgbench against Shoal: server-side initialization and its VACUUM ANALYZE, then the built-in TPC-B-like and
 //! select-only scripts in every protocol mode, with several clients writing the same branch
 //! row. Every transaction must succeed (READ COMMITTED writers wait for each other instead of
 //! failing), and TPC-B's balances must add up afterwards.
@@ -38,12 +38,16 @@ async fn sum(c: &tokio_postgres::Client, sql: &str) -> i64 {
 #[tokio::test]
 async fn tpcb_and_select_only_run_without_failures_in_every_protocol_mode() {
     let node = Node::start();
-    let init = pgbench(&node, &["-i", "-I", "dtG", "-s", "1"]);
-    assert!(
-        init.status.success(),
-        "pgbench -i failed: {}",
-        String::from_utf8_lossy(&init.stderr)
-    );
+    // Client-side generation (COPY ... WITH (freeze on)), then server-side generation; each
+    // drops and recreates the tables and ends with VACUUM ANALYZE.
+    for steps in ["dtgv", "dtGv"] {
+        let init = pgbench(&node, &["-i", "-I", steps, "-s", "1"]);
+        assert!(
+            init.status.success(),
+            "pgbench -i -I {steps} failed: {}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+    }
     for mode in ["simple", "extended", "prepared"] {
         // Without -n pgbench also vacuums and truncates pgbench_history first.
         let tpcb = pgbench(&node, &["-c", "4", "-j", "2", "-t", "8", "-M", mode]);

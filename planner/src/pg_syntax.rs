@@ -1,4 +1,10 @@
-//! PostgreSQL's VACUUM grammar reduced to what sqlparser parses.
+//! PostgreSQL statement forms that sqlparser does not parse, rewritten at the token level into
+//! forms it does, before parsing.
+//!
+//! - `ABORT` is PostgreSQL's synonym of `ROLLBACK`.
+//! - COPY's boolean options take `on`/`off` in PostgreSQL (`pgbench -i` sends
+//!   `copy pgbench_accounts from stdin with (freeze on)`); sqlparser knows `true`/`false` only.
+//! - VACUUM: see [`reduce_vacuum`].
 //!
 //! sqlparser's VACUUM is Redshift's (`VACUUM [FULL] [table]`): PostgreSQL's
 //! `VACUUM (ANALYZE, VERBOSE) t`, `VACUUM ANALYZE t` or `VACUUM FREEZE a, b (x)` are syntax
@@ -22,19 +28,19 @@ fn is_option_word(token: &Token) -> bool {
         && (OPTIONS.contains(&w.keyword) || w.value.eq_ignore_ascii_case("analyse")))
 }
 
-/// Rewrites every statement of `tokens` that starts with VACUUM; others pass unchanged.
-pub(crate) fn reduce_vacuum(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
+/// Rewrites each statement of `tokens` by its first word; others pass unchanged.
+pub(crate) fn rewrite_statements(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
     let mut out = Vec::with_capacity(tokens.len());
     let mut statement = Vec::new();
     for t in tokens {
         if t.token == Token::SemiColon {
-            out.extend(reduce_statement(std::mem::take(&mut statement)));
+            out.extend(rewrite_statement(std::mem::take(&mut statement)));
             out.push(t);
         } else {
             statement.push(t);
         }
     }
-    out.extend(reduce_statement(statement));
+    out.extend(rewrite_statement(statement));
     out
 }
 
@@ -42,13 +48,50 @@ fn is_space(t: &TokenWithSpan) -> bool {
     matches!(t.token, Token::Whitespace(_))
 }
 
-fn reduce_statement(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
+fn rewrite_statement(mut tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
     let Some(first) = tokens.iter().position(|t| !is_space(t)) else {
         return tokens;
     };
-    if !matches!(&tokens[first].token, Token::Word(w) if w.keyword == Keyword::VACUUM) {
+    let Token::Word(word) = &tokens[first].token else {
         return tokens;
+    };
+    match word.keyword {
+        Keyword::ABORT => {
+            tokens[first].token = Token::make_keyword("ROLLBACK");
+            tokens
+        }
+        Keyword::VACUUM => reduce_vacuum(tokens, first),
+        Keyword::COPY => {
+            copy_boolean_words(&mut tokens);
+            tokens
+        }
+        _ => tokens,
     }
+}
+
+/// `on`/`off` as the value of a COPY option (inside its parenthesized list) become
+/// `true`/`false`.
+fn copy_boolean_words(tokens: &mut [TokenWithSpan]) {
+    let mut depth = 0;
+    for t in tokens.iter_mut() {
+        match &t.token {
+            Token::LParen => depth += 1,
+            Token::RParen => depth -= 1,
+            Token::Word(w) if depth == 1 && w.quote_style.is_none() => {
+                if w.keyword == Keyword::ON {
+                    t.token = Token::make_keyword("TRUE");
+                } else if w.keyword == Keyword::OFF {
+                    t.token = Token::make_keyword("FALSE");
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `VACUUM [(options)] [FULL] [FREEZE] [VERBOSE] [ANALYZE] [table [(columns)] [, ...]]`
+/// becomes `VACUUM [table]`.
+fn reduce_vacuum(tokens: Vec<TokenWithSpan>, first: usize) -> Vec<TokenWithSpan> {
     let mut rest = tokens
         .into_iter()
         .skip(first + 1)
@@ -111,5 +154,25 @@ mod tests {
         let two = parse_sql("VACUUM ANALYZE a; SELECT 1").expect("two statements");
         assert_eq!(two.len(), 2);
         assert!(parse_sql("VACUUM a b").is_err());
+    }
+
+    #[test]
+    fn copy_options_take_on_and_off() {
+        use datafusion::sql::sqlparser::ast::{CopyOption, Statement};
+        let sql = "copy pgbench_accounts from stdin with (freeze on, header off, format csv)";
+        let Statement::Copy { options, .. } = parse_sql(sql).expect(sql).remove(0) else {
+            panic!("{sql} is a COPY");
+        };
+        assert!(options.contains(&CopyOption::Freeze(true)), "{options:?}");
+        assert!(options.contains(&CopyOption::Header(false)), "{options:?}");
+    }
+
+    #[test]
+    fn abort_is_rollback() {
+        let stmt = parse_sql("abort").expect("abort").remove(0);
+        assert!(matches!(
+            stmt,
+            datafusion::sql::sqlparser::ast::Statement::Rollback { .. }
+        ));
     }
 }

@@ -32,6 +32,10 @@ import servers
 import workloads
 
 REPO = Path(__file__).resolve().parents[2]
+# PostgreSQL runs the correlated subqueries of Q17 and Q20 once per outer row: tens of seconds
+# already at scale 0.1, past the timeout at scale 1. They are reported, but kept out of the
+# geometric mean so that it compares the engines on the other twenty.
+REPORTED_APART = ("q17", "q20")
 
 
 def log(message):
@@ -95,7 +99,7 @@ def run_tpch(args, pg, shoal, duck):
              "shoal_over_pg": s["seconds"] / p["seconds"] if both else None,
              "duckdb_over_pg": (d["seconds"] / p["seconds"]
                                 if p["status"] == "ok" and d["status"] == "ok" else None),
-             "in_geomean": both and d["status"] == "ok"}
+             "in_geomean": both and d["status"] == "ok" and name not in REPORTED_APART}
         for side in (p, s, d):
             side.pop("rows")
         log(f"{name}: PostgreSQL {p['seconds'] or p['status']}, Shoal {s['seconds'] or s['status']}, "

@@ -1,7 +1,7 @@
-//! pgbench against Shoal: server-side initialization and its VACUUM ANALYZE, then the built-in TPC-B-like and
-//! select-only scripts in every protocol mode, with several clients writing the same branch
-//! row. Every transaction must succeed (READ COMMITTED writers wait for each other instead of
-//! failing), and TPC-B's balances must add up afterwards.
+//! pgbench against Shoal: initialization (client- and server-side data generation, VACUUM
+//! ANALYZE), then the built-in TPC-B-like and select-only scripts in every protocol mode, with
+//! several clients writing the same branch row. Every transaction must succeed (READ COMMITTED
+//! writers wait for each other instead of failing), and TPC-B's balances must add up afterwards.
 
 use std::process::{Command, Output};
 

@@ -106,7 +106,7 @@ def write_markdown(path, results, summary):
                  else None)
         if "error" in r:
             lines.append(f"| {r['script']} | {r['mode']} | {r['clients']} | {r['system']} | "
-                         f"error: {r['error'].splitlines()[-1]} | | | | | |")
+                         f"error: {(r['error'].splitlines() or ['(no output)'])[-1]} | | | | | |")
             continue
         lines.append(f"| {r['script']} | {r['mode']} | {r['clients']} | {r['system']} | "
                      f"{r['tps']:.0f} | {fmt(r['p50_ms'])} | {fmt(r['p95_ms'])} | "

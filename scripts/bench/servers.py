@@ -50,26 +50,45 @@ def _wait_for(connect, what, proc, log, timeout=60.0):
             time.sleep(0.2)
 
 
-def _stop(proc):
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+class Server:
+    """A server process of the run: its directory and log under the work directory, a free
+    loopback port, and the user and database the workloads connect as."""
+
+    name = ""
+
+    def __init__(self, workdir: Path, user: str):
+        self.dir = workdir / self.name.lower()
+        self.dir.mkdir(parents=True)
+        self.port = free_port()
+        self.user = user
+        self.dbname = user
+        self.log = self.dir / "server.log"
+        self.proc = None
+
+    def start(self, args, **popen):
+        self.proc = subprocess.Popen(args, stdout=open(self.log, "ab"),
+                                     stderr=subprocess.STDOUT, **popen)
+        _wait_for(self.connect, self.name, self.proc, self.log)
+
+    def connect(self, **kw):
+        return psycopg.connect(host="127.0.0.1", port=self.port, user=self.user,
+                               dbname=self.dbname, autocommit=True, **kw)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
 
-class Postgres:
+class Postgres(Server):
     name = "PostgreSQL"
 
     def __init__(self, workdir: Path):
-        self.dir = workdir / "postgres"
-        self.dir.mkdir(parents=True)
-        self.port = free_port()
-        self.user = "postgres"
-        self.dbname = "postgres"
-        self.log = self.dir / "server.log"
+        super().__init__(workdir, "postgres")
         as_root = os.geteuid() == 0
         # PostgreSQL refuses to run as root: then the server runs as the `postgres` user.
         prefix = ["runuser", "-u", "postgres", "--"] if as_root else []
@@ -85,45 +104,20 @@ class Postgres:
                       "--encoding=UTF8", "--locale=C.UTF-8"],
             check=True, stdout=subprocess.DEVNULL)
         settings = [arg for k, v in PG_SETTINGS.items() for arg in ("-c", f"{k}={v}")]
-        self.proc = subprocess.Popen(
-            prefix + [str(PG_BIN / "postgres"), "-D", str(data), "-p", str(self.port),
-                      "-k", str(self.dir), "-c", "listen_addresses=127.0.0.1"] + settings,
-            stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
-        _wait_for(self.connect, "postgres", self.proc, self.log)
-
-    def connect(self, **kw):
-        return psycopg.connect(host="127.0.0.1", port=self.port, user=self.user,
-                               dbname=self.dbname, autocommit=True, **kw)
+        self.start(prefix + [str(PG_BIN / "postgres"), "-D", str(data), "-p", str(self.port),
+                             "-k", str(self.dir), "-c", "listen_addresses=127.0.0.1"] + settings)
 
     def version(self):
         with self.connect() as c:
             return c.execute("show server_version").fetchone()[0]
 
-    def stop(self):
-        _stop(self.proc)
 
-
-class Shoal:
+class Shoal(Server):
     name = "Shoal"
 
     def __init__(self, workdir: Path, binary: Path):
-        self.dir = workdir / "shoal"
-        self.dir.mkdir(parents=True)
-        self.port = free_port()
-        self.user = "shoal"
-        self.dbname = "shoal"
-        self.log = self.dir / "server.log"
+        super().__init__(workdir, "shoal")
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "warn"))
-        self.proc = subprocess.Popen(
-            [str(binary), "start", "--data-dir", str(self.dir / "data"),
-             "--listen", f"127.0.0.1:{self.port}", "--metrics-listen", "off",
-             "--auth", "trust", "--fsync", "true"],
-            stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, env=env)
-        _wait_for(self.connect, "shoal", self.proc, self.log)
-
-    def connect(self, **kw):
-        return psycopg.connect(host="127.0.0.1", port=self.port, user=self.user,
-                               dbname=self.dbname, autocommit=True, **kw)
-
-    def stop(self):
-        _stop(self.proc)
+        self.start([str(binary), "start", "--data-dir", str(self.dir / "data"),
+                    "--listen", f"127.0.0.1:{self.port}", "--metrics-listen", "off",
+                    "--auth", "trust", "--fsync", "true"], env=env)

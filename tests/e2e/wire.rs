@@ -130,6 +130,43 @@ async fn portals_with_row_limits_resume_inside_a_transaction() {
 }
 
 #[tokio::test]
+async fn copy_options_shoal_does_not_implement_are_refused() {
+    let node = Node::start();
+    let c = node.connect().await;
+    c.batch_execute("create table opts (id int primary key, name text)")
+        .await
+        .unwrap();
+    for sql in [
+        "copy opts from stdin with (format csv, force_null (name))",
+        "copy opts from stdin with (encoding 'latin1')",
+        "copy opts to stdout with (format csv, force_quote (name))",
+    ] {
+        // tokio-postgres reads the next COPY after a refused one as an unexpected message, on
+        // PostgreSQL too: each statement gets its own connection.
+        let c = node.connect().await;
+        let err = match c.copy_in::<_, bytes::Bytes>(sql).await {
+            Ok(_) => panic!("{sql} was accepted"),
+            Err(e) => e,
+        };
+        assert_eq!(
+            err.code(),
+            Some(&tokio_postgres::error::SqlState::FEATURE_NOT_SUPPORTED),
+            "{sql}: {err}"
+        );
+    }
+    // UTF-8 under any of its names, and FREEZE (pgbench -i sends `freeze on`), are accepted.
+    let sink = c
+        .copy_in("copy opts from stdin with (format csv, encoding 'UTF-8', freeze on)")
+        .await
+        .unwrap();
+    futures::pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(b"1,a\n"))
+        .await
+        .unwrap();
+    assert_eq!(sink.finish().await.unwrap(), 1);
+}
+
+#[tokio::test]
 async fn copy_in_and_out_text_and_csv() {
     let node = Node::start();
     let c = node.connect().await;

@@ -90,18 +90,26 @@ fn parse_options(options: &[CopyOption], legacy: &[CopyLegacyOption]) -> ServerR
         return Err(ServerError::NotSupported("COPY binary format".into()));
     }
     let mut f = CopyFormat::new(csv);
+    // Options Shoal does not implement are refused rather than ignored: ignoring FORCE_NULL or
+    // an encoding would load other values than the client asked for.
+    let unsupported = |what: String| Err(ServerError::NotSupported(format!("COPY option {what}")));
     for o in options {
         match o {
+            CopyOption::Format(_) => {}
+            // No hint bits to set: every committed row is visible to later snapshots anyway.
+            CopyOption::Freeze(_) => {}
             CopyOption::Delimiter(c) => f.delimiter = *c as u8,
             CopyOption::Null(n) => f.null = n.clone(),
             CopyOption::Header(h) => f.header = *h,
             CopyOption::Quote(c) => f.quote = *c as u8,
             CopyOption::Escape(c) => f.escape = *c as u8,
-            _ => {}
+            CopyOption::Encoding(e) if is_utf8(e) => {}
+            other => return unsupported(other.to_string()),
         }
     }
     for o in legacy {
         match o {
+            CopyLegacyOption::Binary => {}
             CopyLegacyOption::Delimiter(c) => f.delimiter = *c as u8,
             CopyLegacyOption::Null(n) => f.null = n.clone(),
             CopyLegacyOption::Header => f.header = true,
@@ -111,14 +119,25 @@ fn parse_options(options: &[CopyOption], legacy: &[CopyLegacyOption]) -> ServerR
                         CopyLegacyCsvOption::Header => f.header = true,
                         CopyLegacyCsvOption::Quote(q) => f.quote = *q as u8,
                         CopyLegacyCsvOption::Escape(e) => f.escape = *e as u8,
-                        _ => {}
+                        other => return unsupported(other.to_string()),
                     }
                 }
             }
-            _ => {}
+            other => return unsupported(other.to_string()),
         }
     }
     Ok(f)
+}
+
+/// Whether a COPY `ENCODING` names UTF-8, the only encoding Shoal's connections use.
+fn is_utf8(encoding: &str) -> bool {
+    matches!(
+        encoding
+            .to_ascii_lowercase()
+            .replace(['-', '_'], "")
+            .as_str(),
+        "utf8" | "unicode"
+    )
 }
 
 impl Session {

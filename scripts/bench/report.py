@@ -35,14 +35,23 @@ def fmt(value, digits=3):
     return str(value)
 
 
-def summarize(results):
-    """The headline ratios, computed once for the Markdown report and the JSON."""
-    summary = {}
+def tps_ratios(results):
+    """Shoal's TPS over PostgreSQL's per pgbench run, keyed by (script, mode, clients), for the
+    runs that succeeded on both, in the order they ran."""
     tps = {(r["system"], r["script"], r["mode"], r["clients"]): r.get("tps")
            for r in results["pgbench"]}
-    shoal = tps.get(("Shoal", "select-only", "prepared", 8))
-    pg = tps.get(("PostgreSQL", "select-only", "prepared", 8))
-    summary["select_only_prepared_8"] = shoal / pg if shoal and pg else None
+    ratios = {}
+    for (system, script, mode, clients), value in tps.items():
+        pg = tps.get(("PostgreSQL", script, mode, clients))
+        if system == "Shoal" and value and pg:
+            ratios[(script, mode, clients)] = value / pg
+    return ratios
+
+
+def summarize(results):
+    """The headline ratios, computed once for the Markdown report, the plot and the JSON."""
+    summary = {}
+    summary["select_only_prepared_8"] = tps_ratios(results).get(("select-only", "prepared", 8))
     copy = {(r["system"], r["table"]): r for r in results["copy"]}
     s, p = copy.get(("Shoal", "lineitem")), copy.get(("PostgreSQL", "lineitem"))
     if s and p and s["seconds"] and p["seconds"]:
@@ -100,11 +109,10 @@ def write_markdown(path, results, summary):
         "| script | mode | clients | system | TPS | p50 ms | p95 ms | p99 ms | failed | Shoal/PG TPS |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    by_key = {(r["script"], r["mode"], r["clients"], r["system"]): r for r in results["pgbench"]}
+    ratios = tps_ratios(results)
     for r in results["pgbench"]:
-        pg = by_key.get((r["script"], r["mode"], r["clients"], "PostgreSQL"), {})
-        ratio = (r["tps"] / pg["tps"] if r["system"] == "Shoal" and r.get("tps") and pg.get("tps")
-                 else None)
+        ratio = (ratios.get((r["script"], r["mode"], r["clients"]))
+                 if r["system"] == "Shoal" else None)
         if "error" in r:
             lines.append(f"| {r['script']} | {r['mode']} | {r['clients']} | {r['system']} | "
                          f"error: {(r['error'].splitlines() or ['(no output)'])[-1]} | | | | | |")
@@ -145,22 +153,17 @@ def write_markdown(path, results, summary):
     path.write_text("\n".join(lines))
 
 
-def write_plot(path, results):
+def write_plot(path, results, summary):
     """One bar per workload: Shoal's speed over PostgreSQL's (and DuckDB's for TPC-H), on a log
     scale, so that bars right of 1 are where Shoal is faster."""
     labels, shoal, duck = [], [], []
-    tps = {(r["system"], r["script"], r["mode"], r["clients"]): r.get("tps")
-           for r in results["pgbench"]}
-    for (system, script, mode, clients), value in tps.items():
-        pg = tps.get(("PostgreSQL", script, mode, clients))
-        if system == "Shoal" and value and pg:
-            labels.append(f"pgbench {script} {mode} c{clients}")
-            shoal.append(value / pg)
-            duck.append(None)
-    copy = {(r["system"], r["table"]): r["seconds"] for r in results["copy"]}
-    if copy.get(("Shoal", "lineitem")) and copy.get(("PostgreSQL", "lineitem")):
+    for (script, mode, clients), ratio in tps_ratios(results).items():
+        labels.append(f"pgbench {script} {mode} c{clients}")
+        shoal.append(ratio)
+        duck.append(None)
+    if summary["copy_lineitem"]:
         labels.append("COPY lineitem")
-        shoal.append(copy[("PostgreSQL", "lineitem")] / copy[("Shoal", "lineitem")])
+        shoal.append(summary["copy_lineitem"])
         duck.append(None)
     for q in results["tpch"]:
         if q["shoal_over_pg"]:
@@ -189,6 +192,6 @@ def write_all(out_dir, results):
     summary = summarize(results)
     results["summary"] = summary
     write_markdown(out_dir / "report.md", results, summary)
-    write_plot(out_dir / "ratios.png", results)
+    write_plot(out_dir / "ratios.png", results, summary)
     (out_dir / "report.json").write_text(json.dumps(results, indent=1, default=str))
     return summary

@@ -172,39 +172,37 @@ def tpch_queries():
     return [(p.stem, p.read_text()) for p in sorted(TPCH_DIR.glob("q*.sql"))]
 
 
-def run_query_server(server, sql, runs, timeout_s):
-    """Best of `runs` executions over the wire, with the rows of the last one; a statement that
-    passes `timeout_s` is cancelled by the server (statement_timeout) and reported as such."""
-    best = None
-    rows = None
-    with server.connect() as c:
-        c.execute(f"SET statement_timeout = {int(timeout_s * 1000)}")
-        for _ in range(runs):
-            start = time.monotonic()
-            try:
-                rows = c.execute(sql).fetchall()
-            except psycopg.errors.QueryCanceled:
-                return {"status": "timeout", "seconds": None, "rows": None}
-            except psycopg.Error as e:
-                return {"status": "error", "seconds": None, "rows": None,
-                        "error": f"{e.sqlstate}: {str(e).strip()}"}
-            elapsed = time.monotonic() - start
-            best = elapsed if best is None else min(best, elapsed)
-    return {"status": "ok", "seconds": best, "rows": rows}
-
-
-def run_query_duckdb(con, sql, runs):
+def _best_of(runs, run_once):
+    """Times `run_once` `runs` times: the best time, and the rows of the last run."""
     best = None
     rows = None
     for _ in range(runs):
         start = time.monotonic()
-        try:
-            rows = con.execute(sql).fetchall()
-        except Exception as e:  # DuckDB raises its own exception classes
-            return {"status": "error", "seconds": None, "rows": None, "error": str(e)}
+        rows = run_once()
         elapsed = time.monotonic() - start
         best = elapsed if best is None else min(best, elapsed)
     return {"status": "ok", "seconds": best, "rows": rows}
+
+
+def run_query_server(server, sql, runs, timeout_s):
+    """Best of `runs` executions over the wire; a statement that passes `timeout_s` is
+    cancelled by the server (statement_timeout) and reported as such."""
+    with server.connect() as c:
+        c.execute(f"SET statement_timeout = {int(timeout_s * 1000)}")
+        try:
+            return _best_of(runs, lambda: c.execute(sql).fetchall())
+        except psycopg.errors.QueryCanceled:
+            return {"status": "timeout", "seconds": None, "rows": None}
+        except psycopg.Error as e:
+            return {"status": "error", "seconds": None, "rows": None,
+                    "error": f"{e.sqlstate}: {str(e).strip()}"}
+
+
+def run_query_duckdb(con, sql, runs):
+    try:
+        return _best_of(runs, lambda: con.execute(sql).fetchall())
+    except Exception as e:  # DuckDB raises its own exception classes
+        return {"status": "error", "seconds": None, "rows": None, "error": str(e)}
 
 
 def _normalize(value):

@@ -109,7 +109,6 @@ fn parse_options(options: &[CopyOption], legacy: &[CopyLegacyOption]) -> ServerR
     }
     for o in legacy {
         match o {
-            CopyLegacyOption::Binary => {}
             CopyLegacyOption::Delimiter(c) => f.delimiter = *c as u8,
             CopyLegacyOption::Null(n) => f.null = n.clone(),
             CopyLegacyOption::Header => f.header = true,

@@ -45,6 +45,12 @@ pub fn scan_totals() -> (u64, u64) {
     )
 }
 
+/// Adds reads made outside a scan (point reads) to the process totals.
+pub(crate) fn count_scanned(rows: u64, bytes: usize) {
+    ROWS_SCANNED.fetch_add(rows, Ordering::Relaxed);
+    BYTES_SCANNED.fetch_add(bytes as u64, Ordering::Relaxed);
+}
+
 /// Primary keys to fetch directly, grouped by the partition that holds them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KeyLookup {

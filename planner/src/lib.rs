@@ -29,6 +29,7 @@ mod pg_shared;
 mod pg_static_arrays;
 mod pg_syntax;
 mod pg_views;
+mod point_select;
 mod push_to_leaders;
 mod reg_output;
 mod relation_functions;
@@ -43,6 +44,7 @@ pub use error::PlannerError;
 pub use functions::{register_session_functions, SessionInfo};
 pub use naming::DUPLICATE_NAME_SUFFIX;
 pub use pg_overlay::{ActivityRow, ActivitySource};
+pub use point_select::PointSelect;
 pub use table::{DmlOptions, ShoalTable, StatementTxn, DML_TABLE_PREFIX};
 pub use updatable_views::through_view;
 

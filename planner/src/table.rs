@@ -24,7 +24,7 @@ use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::ExecutionPlan;
 use shoal_coord::{NodeId, TableDef};
 use shoal_executor::{
-    BulkSink, ConflictAction, ExecError, IndexLookup, KeyLookup, PartitionScanExec,
+    exact_cast, BulkSink, ConflictAction, ExecError, IndexLookup, KeyLookup, PartitionScanExec,
     RemoteFragments, ReturningSink, RowIdAllocator, TableHandle, TableWriteExec, WriteKind,
     ROW_KEY_COLUMN,
 };
@@ -250,16 +250,6 @@ impl ShoalTable {
                 .collect(),
         )
     }
-}
-
-/// `value` as type `t`, when the cast keeps it exactly: a literal that does not survive the cast
-/// (or is NULL) cannot equal any stored key.
-fn exact_cast(value: &ScalarValue, t: &DataType) -> Option<ArrayRef> {
-    let cast = value.cast_to(t).ok()?;
-    if cast.is_null() || cast.cast_to(&value.data_type()).ok().as_ref() != Some(value) {
-        return None;
-    }
-    cast.to_array().ok()
 }
 
 /// Every combination of one value per column, each cast exactly to its column's type.

@@ -15,6 +15,7 @@ pub struct Metrics {
     pub errors: IntCounterVec,
     pub latency: HistogramVec,
     pub statement_restarts: IntCounter,
+    pub point_reads: IntCounter,
     pub rows_scanned: IntCounter,
     pub bytes_scanned: IntCounter,
     pub bytes_shipped: IntCounterVec,
@@ -49,6 +50,11 @@ impl Metrics {
             "READ COMMITTED writes run again because a row changed after their snapshot",
         )
         .expect("static");
+        let point_reads = IntCounter::new(
+            "point_reads_total",
+            "SELECTs of one primary key read straight from storage, without a query plan",
+        )
+        .expect("static");
         let rows_scanned =
             IntCounter::new("rows_scanned_total", "Rows read by scan fragments").expect("static");
         let bytes_scanned =
@@ -76,6 +82,7 @@ impl Metrics {
             Box::new(errors.clone()),
             Box::new(latency.clone()),
             Box::new(statement_restarts.clone()),
+            Box::new(point_reads.clone()),
             Box::new(rows_scanned.clone()),
             Box::new(bytes_scanned.clone()),
             Box::new(bytes_shipped.clone()),
@@ -91,6 +98,7 @@ impl Metrics {
             errors,
             latency,
             statement_restarts,
+            point_reads,
             rows_scanned,
             bytes_scanned,
             bytes_shipped,

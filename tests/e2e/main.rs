@@ -11,6 +11,7 @@ mod drivers;
 mod gpu;
 mod indexes;
 mod pgbench;
+mod point_reads;
 mod psql;
 mod slt_files;
 mod sql;

@@ -8,6 +8,7 @@ pub mod cursor;
 mod ddl;
 mod dml;
 mod index;
+mod point_read;
 pub mod settings;
 mod transaction;
 mod upsert;
@@ -381,8 +382,11 @@ impl Session {
                 let outcome = self.run_dml_or_query(stmt, params).await?;
                 explain_as_query_plan(outcome).await
             }
-            stmt @ (Statement::Query(_)
-            | Statement::Insert(_)
+            Statement::Query(_) => match self.point_read(&stmt, params.as_ref()).await? {
+                Some(outcome) => Ok(outcome),
+                None => self.run_dml_or_query(stmt, params).await,
+            },
+            stmt @ (Statement::Insert(_)
             | Statement::Update(_)
             | Statement::Delete(_)
             | Statement::Explain { .. }) => self.run_dml_or_query(stmt, params).await,

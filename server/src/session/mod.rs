@@ -4,6 +4,7 @@
 //! block failed (25P02) until ROLLBACK, as in PostgreSQL.
 
 mod copy;
+mod copy_format;
 pub mod cursor;
 mod ddl;
 mod dml;

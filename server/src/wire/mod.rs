@@ -549,7 +549,7 @@ impl CopyHandler for Connection {
             return Ok(());
         };
         if let Err(e) = session.copy_data(copy, &copy_data.data).await {
-            session.copy_abort(copy);
+            session.copy_abort(copy).await;
             *guard = None;
             // The rest of the stream is ignored: the error is reported after CopyDone.
             session.set_copy_error(e);
@@ -580,7 +580,7 @@ impl CopyHandler for Connection {
                 Ok(())
             }
             Err(e) => {
-                session.copy_abort(&copy);
+                session.copy_abort(&mut copy).await;
                 Err(to_pg(e))
             }
         }
@@ -593,8 +593,8 @@ impl CopyHandler for Connection {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let session = self.session(client);
-        if let Some(copy) = session.copy_in.lock().await.take() {
-            session.copy_abort(&copy);
+        if let Some(mut copy) = session.copy_in.lock().await.take() {
+            session.copy_abort(&mut copy).await;
         }
         PgWireError::UserError(Box::new(ErrorInfo::new(
             "ERROR".into(),

@@ -197,15 +197,17 @@ impl Session {
         }
     }
 
-    /// Runs one statement, with statement_timeout, metrics and failure bookkeeping.
+    /// Runs one statement, with statement_timeout, metrics and failure bookkeeping. `sql` is
+    /// the text the client sent (shown by pg_stat_activity).
     pub async fn execute(
         &self,
-        stmt: Statement,
+        sql: &str,
+        stmt: &Statement,
         params: Option<ParamValues>,
     ) -> ServerResult<Outcome> {
-        let kind = kind_of(&stmt);
+        let kind = kind_of(stmt);
         let started = Instant::now();
-        self.set_activity("active", Some(&stmt.to_string()));
+        self.set_activity("active", Some(sql));
         let timeout_ms: u64 = self
             .settings
             .get("statement_timeout")
@@ -241,20 +243,26 @@ impl Session {
         result
     }
 
-    /// Runs a statement and gathers its rows. A write that met a row changed after its READ
-    /// COMMITTED snapshot runs again (in a block, after undoing its own partial writes), as
-    /// PostgreSQL re-checks such rows instead of failing.
+    /// Runs a statement and gathers its rows. A point select is read without a plan. A write
+    /// that met a row changed after its READ COMMITTED snapshot runs again (in a block, after
+    /// undoing its own partial writes), as PostgreSQL re-checks such rows instead of failing.
     async fn run_to_completion(
         &self,
-        stmt: Statement,
+        stmt: &Statement,
         params: Option<ParamValues>,
     ) -> ServerResult<Outcome> {
+        if let Statement::Query(_) = stmt {
+            self.check_not_failed(stmt)?;
+            if let Some(outcome) = self.point_read(stmt, params.as_ref()).await? {
+                return Ok(outcome);
+            }
+        }
         let restartable = matches!(
             stmt,
             Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_)
         );
         if !restartable {
-            return self.dispatch_gathered(stmt, params).await;
+            return self.dispatch_gathered(stmt.clone(), params).await;
         }
         let mut restarts = 0;
         loop {
@@ -383,11 +391,8 @@ impl Session {
                 let outcome = self.run_dml_or_query(stmt, params).await?;
                 explain_as_query_plan(outcome).await
             }
-            Statement::Query(_) => match self.point_read(&stmt, params.as_ref()).await? {
-                Some(outcome) => Ok(outcome),
-                None => self.run_dml_or_query(stmt, params).await,
-            },
-            stmt @ (Statement::Insert(_)
+            stmt @ (Statement::Query(_)
+            | Statement::Insert(_)
             | Statement::Update(_)
             | Statement::Delete(_)
             | Statement::Explain { .. }) => self.run_dml_or_query(stmt, params).await,

@@ -4,7 +4,6 @@
 //! give: same columns, same types, zero or one row.
 
 use datafusion::common::ParamValues;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::sql::sqlparser::ast::Statement;
 use shoal_coord::MetaStore;
 use shoal_planner::PointSelect;
@@ -59,14 +58,10 @@ impl Session {
             &datafusion::arrow::record_batch::RecordBatchOptions::new()
                 .with_row_count(Some(batch.num_rows())),
         )?;
-        let stream = RecordBatchStreamAdapter::new(
-            schema.clone(),
-            futures::stream::once(async move { Ok(batch) }),
-        );
-        Ok(Some(Outcome::Rows {
+        Ok(Some(super::transaction::rows_outcome(
             schema,
-            stream: Box::pin(stream),
-            tag: "SELECT",
-        }))
+            vec![batch],
+            "SELECT",
+        )))
     }
 }

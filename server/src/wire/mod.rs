@@ -245,7 +245,7 @@ impl SimpleQueryHandler for Connection {
         }
         for stmt in stmts {
             let is_discard = matches!(stmt, Statement::Discard { .. });
-            match session.execute(stmt, None).await {
+            match session.execute(query, &stmt, None).await {
                 Ok(outcome) => {
                     if is_discard {
                         // DISCARD ALL also drops prepared statements and portals.
@@ -525,7 +525,7 @@ impl ExtendedQueryHandler for Connection {
             None
         };
         let outcome = session
-            .execute(p.stmt.clone(), params)
+            .execute(&p.sql, &p.stmt, params)
             .await
             .map_err(to_pg)?;
         if let Some(name) = cursor::declared_name(&p.stmt) {

@@ -127,7 +127,8 @@ fn plain_select(query: &Query) -> Option<&Select> {
     let SetExpr::Select(select) = query.body.as_ref() else {
         return None;
     };
-    let no_grouping = matches!(&select.group_by, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty());
+    let no_grouping =
+        matches!(&select.group_by, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty());
     let plain = select.distinct.is_none()
         && select.select_modifiers.is_none()
         && select.top.is_none()
@@ -184,7 +185,9 @@ impl Columns<'_> {
         for item in items {
             match item {
                 SelectItem::UnnamedExpr(e) => output(self.column(e)?, None),
-                SelectItem::ExprWithAlias { expr, alias } => output(self.column(expr)?, Some(alias)),
+                SelectItem::ExprWithAlias { expr, alias } => {
+                    output(self.column(expr)?, Some(alias))
+                }
                 SelectItem::Wildcard(options) if plain_wildcard(options) => {
                     (0..self.table.schema.fields().len()).for_each(|i| output(i, None))
                 }
@@ -255,11 +258,9 @@ fn key_operand(value: &Expr, sql_type: &SqlType) -> Option<KeyOperand> {
                 let n: usize = p.strip_prefix('$')?.parse().ok()?;
                 (n >= 1 && (integer || text)).then_some(KeyOperand::Param(n))
             }
-            Value::Number(n, false) if integer => {
-                Some(KeyOperand::Literal(ScalarValue::Int64(Some(
-                    n.to_string().parse().ok()?,
-                ))))
-            }
+            Value::Number(n, false) if integer => Some(KeyOperand::Literal(ScalarValue::Int64(
+                Some(n.to_string().parse().ok()?),
+            ))),
             Value::SingleQuotedString(s) if text => {
                 Some(KeyOperand::Literal(ScalarValue::Utf8(Some(s.clone()))))
             }
@@ -269,9 +270,9 @@ fn key_operand(value: &Expr, sql_type: &SqlType) -> Option<KeyOperand> {
             op: UnaryOperator::Minus,
             expr,
         } if integer => match key_operand(expr, sql_type)? {
-            KeyOperand::Literal(ScalarValue::Int64(Some(n))) => {
-                Some(KeyOperand::Literal(ScalarValue::Int64(Some(n.checked_neg()?))))
-            }
+            KeyOperand::Literal(ScalarValue::Int64(Some(n))) => Some(KeyOperand::Literal(
+                ScalarValue::Int64(Some(n.checked_neg()?)),
+            )),
             _ => None,
         },
         Expr::Nested(inner) => key_operand(inner, sql_type),
@@ -331,8 +332,9 @@ mod tests {
 
     #[test]
     fn composite_keys_aliases_and_wildcards() {
-        let p = recognize("SELECT p.v AS value, * FROM public.pairs AS p WHERE (a = -3) AND 'x' = p.b")
-            .expect("point select");
+        let p =
+            recognize("SELECT p.v AS value, * FROM public.pairs AS p WHERE (a = -3) AND 'x' = p.b")
+                .expect("point select");
         assert_eq!(names(&p), vec!["value", "a", "b", "v"]);
         assert_eq!(p.projection, vec![2, 0, 1, 2]);
         assert_eq!(
@@ -369,7 +371,10 @@ mod tests {
             "SELECT nosuch FROM accounts WHERE aid = 1",
             "WITH x AS (SELECT 1) SELECT abalance FROM accounts WHERE aid = 1",
         ] {
-            assert!(recognize(sql).is_none(), "{sql} is not a plain point select");
+            assert!(
+                recognize(sql).is_none(),
+                "{sql} is not a plain point select"
+            );
         }
     }
 }

@@ -80,7 +80,10 @@ async fn point_reads_answer_as_planned_reads() {
         .unwrap();
     assert_eq!(totals[0].get::<_, f64>(0), 2.5);
     let none = c
-        .query("select total from pairs where region = $1 and n = $2", &[&None::<&str>, &2i64])
+        .query(
+            "select total from pairs where region = $1 and n = $2",
+            &[&None::<&str>, &2i64],
+        )
         .await
         .unwrap();
     assert!(none.is_empty(), "= NULL matches no row");
@@ -92,9 +95,11 @@ async fn point_reads_follow_transaction_visibility() {
     let node = Node::start();
     let a = node.connect().await;
     let b = node.connect().await;
-    a.batch_execute("create table acct (id int primary key, balance int); insert into acct values (1, 100)")
-        .await
-        .unwrap();
+    a.batch_execute(
+        "create table acct (id int primary key, balance int); insert into acct values (1, 100)",
+    )
+    .await
+    .unwrap();
     let balance = "select balance from acct where id = 1";
 
     // READ COMMITTED: a block sees its own write at once, others see it after COMMIT.
@@ -107,7 +112,9 @@ async fn point_reads_follow_transaction_visibility() {
     assert_eq!(texts(&b, balance).await, vec![row(&["150"])]);
 
     // REPEATABLE READ: the first read fixes the snapshot for the block.
-    b.batch_execute("begin isolation level repeatable read").await.unwrap();
+    b.batch_execute("begin isolation level repeatable read")
+        .await
+        .unwrap();
     assert_eq!(texts(&b, balance).await, vec![row(&["150"])]);
     a.batch_execute("update acct set balance = 175 where id = 1")
         .await
@@ -117,20 +124,20 @@ async fn point_reads_follow_transaction_visibility() {
     assert_eq!(texts(&b, balance).await, vec![row(&["175"])]);
 
     // A rolled-back insert leaves nothing to read, and a deleted row is gone.
-    a.batch_execute("begin; insert into acct values (2, 1); rollback; delete from acct where id = 1")
+    a.batch_execute(
+        "begin; insert into acct values (2, 1); rollback; delete from acct where id = 1",
+    )
+    .await
+    .unwrap();
+    assert!(texts(&a, "select * from acct where id = 2")
         .await
-        .unwrap();
-    assert!(texts(&a, "select * from acct where id = 2").await.is_empty());
+        .is_empty());
     assert!(texts(&a, balance).await.is_empty());
     // Inside a failed block the read is refused like any statement.
     a.batch_execute("begin").await.unwrap();
     assert!(a.batch_execute("select 1/0").await.is_err());
     let err = a.simple_query(balance).await.unwrap_err();
-    assert_eq!(
-        err.code().map(|c| c.code()),
-        Some("25P02"),
-        "{err:?}"
-    );
+    assert_eq!(err.code().map(|c| c.code()), Some("25P02"), "{err:?}");
     a.batch_execute("rollback").await.unwrap();
     assert!(point_reads(&node).await >= 8);
 }

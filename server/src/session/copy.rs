@@ -18,7 +18,6 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{CopyLegacyOption, CopyOption, CopySource, CopyTarget};
-use tokio::task::JoinHandle;
 use futures::StreamExt;
 use pgwire::api::portal::Format;
 use shoal_coord::MetaStore;
@@ -26,6 +25,7 @@ use shoal_executor::{BulkSink, ExecError};
 use shoal_planner::ddl::{ident_name, object_name};
 use shoal_planner::DmlOptions;
 use shoal_storage::{StorageError, Txn};
+use tokio::task::JoinHandle;
 
 pub use super::copy_format::CopyFormat;
 use super::copy_format::{format_line, parse_options, CopyReader, ParsedColumns};

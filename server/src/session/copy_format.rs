@@ -31,8 +31,10 @@ impl CopyFormat {
     }
 }
 
-
-pub(super) fn parse_options(options: &[CopyOption], legacy: &[CopyLegacyOption]) -> ServerResult<CopyFormat> {
+pub(super) fn parse_options(
+    options: &[CopyOption],
+    legacy: &[CopyLegacyOption],
+) -> ServerResult<CopyFormat> {
     let mut csv = false;
     for o in options {
         if let CopyOption::Format(f) = o {
@@ -415,7 +417,11 @@ mod tests {
         let mut c = CopyFormat::new(true);
         c.header = true;
         assert_eq!(
-            records(c.clone(), 4, b"h1,h2,h3,h4\r\n1,\"x,\"\"y\"\"\",,\"\"\n\"multi\nline\",2,3,4\n\\.\nignored"),
+            records(
+                c.clone(),
+                4,
+                b"h1,h2,h3,h4\r\n1,\"x,\"\"y\"\"\",,\"\"\n\"multi\nline\",2,3,4\n\\.\nignored"
+            ),
             vec![
                 vec![
                     Some("1".into()),

@@ -77,6 +77,10 @@ pub struct StartArgs {
     /// 53200 (out of memory).
     #[arg(long, default_value_t = 2 * 1024 * 1024 * 1024)]
     pub query_memory_bytes: usize,
+    /// Memory for RocksDB's cache of uncompressed data blocks (PostgreSQL's shared_buffers
+    /// plays this part), filled as data is read.
+    #[arg(long, default_value_t = shoal_storage::DEFAULT_BLOCK_CACHE_BYTES)]
+    pub block_cache_bytes: usize,
     /// Partitions for tables created without `WITH (partitions = N)`.
     #[arg(long, default_value_t = 4)]
     pub default_partitions: u32,

@@ -133,6 +133,7 @@ impl Node {
             &args.data_dir.join("rocksdb"),
             StoreOptions {
                 sync_commits: args.fsync,
+                block_cache_bytes: args.block_cache_bytes,
             },
         )?;
         let sql_address = args

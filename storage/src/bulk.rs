@@ -223,6 +223,7 @@ mod tests {
             dir.path(),
             StoreOptions {
                 sync_commits: false,
+                ..StoreOptions::default()
             },
         )
         .unwrap();

@@ -20,6 +20,8 @@ mod store;
 pub use bulk::BulkLoad;
 pub use error::StorageError;
 pub use row::{RowDecoder, RowEncoder, RowLayout};
-pub use store::{Footprint, Isolation, ScanControl, Store, StoreOptions, Txn};
+pub use store::{
+    Footprint, Isolation, ScanControl, Store, StoreOptions, Txn, DEFAULT_BLOCK_CACHE_BYTES,
+};
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;

@@ -82,7 +82,7 @@ def write_markdown(path, results, summary):
         f"PostgreSQL {meta['postgres_version']}, DuckDB {meta['duckdb_version']}, "
         f"{meta['tpchgen_version']}, {meta['pgbench_version']}",
         f"- PostgreSQL settings: {', '.join(f'{k}={v}' for k, v in meta['postgres_settings'].items())}; "
-        "Shoal: `--fsync true` (its default). Both fsync every commit.",
+        f"Shoal: `{' '.join(meta.get('shoal_args', ['--fsync', 'true']))}`. Both fsync every commit.",
         f"- TPC-H scale factor {meta['scale']}, best of {meta['runs']} runs per query, "
         f"PostgreSQL statement timeout {meta['timeout_s']} s; pgbench scale {meta['pgbench_scale']}, "
         f"{meta['pgbench_seconds']} s per run.",

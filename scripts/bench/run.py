@@ -146,6 +146,7 @@ def main():
                 "shoal_profile": args.shoal_profile,
                 "postgres_version": pg.version(),
                 "postgres_settings": servers.PG_SETTINGS,
+                "shoal_args": servers.SHOAL_ARGS,
                 "duckdb_version": duckdb.__version__,
                 "tpchgen_version": output_of([tpchgen, "--version"]),
                 "pgbench_version": output_of(["pgbench", "--version"]),

@@ -29,6 +29,9 @@ PG_SETTINGS = {
     "max_wal_size": "8GB",
 }
 
+# Shoal's counterpart of shared_buffers: its block cache, the same 2 GiB.
+SHOAL_ARGS = ["--fsync", "true", "--block-cache-bytes", str(2 * 1024 ** 3)]
+
 
 def free_port():
     with socket.socket() as s:
@@ -120,4 +123,4 @@ class Shoal(Server):
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "warn"))
         self.start([str(binary), "start", "--data-dir", str(self.dir / "data"),
                     "--listen", f"127.0.0.1:{self.port}", "--metrics-listen", "off",
-                    "--auth", "trust", "--fsync", "true"], env=env)
+                    "--auth", "trust", *SHOAL_ARGS], env=env)

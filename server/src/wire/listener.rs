@@ -18,6 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Framed;
 
 use super::auth::{RegistryPids, Startup, TrustStartup};
+use super::coalesce::CoalescedWrites;
 use super::guard::{error_frame, FrameGuard};
 use super::Connection;
 use crate::config::AuthMode;
@@ -155,7 +156,7 @@ async fn run<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static,
 {
-    let guarded = FrameGuard::new(stream, node.args.max_message_bytes);
+    let guarded = CoalescedWrites::new(FrameGuard::new(stream, node.args.max_message_bytes));
     let client = DefaultClient::new(addr, secure);
     let mut socket = Framed::new(guarded, PgWireMessageServerCodec::new(client));
     socket.set_state(PgWireConnectionState::AwaitingStartup);
@@ -178,6 +179,22 @@ where
     let cancel = Arc::new(pgwire::api::cancel::DefaultCancelHandler::new(
         node.connections.clone(),
     ));
+    let served = answer_messages(&mut socket, startup, handlers, cancel).await;
+    // What the connection still holds (a last error, say) goes out before it closes.
+    let _ = socket.close().await;
+    served
+}
+
+/// Reads and answers messages until the client leaves or the connection fails.
+async fn answer_messages<S>(
+    socket: &mut Framed<CoalescedWrites<FrameGuard<S>>, PgWireMessageServerCodec<super::Prepared>>,
+    startup: Arc<Startup>,
+    handlers: Arc<Connection>,
+    cancel: Arc<pgwire::api::cancel::DefaultCancelHandler>,
+) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static,
+{
     let startup_deadline = tokio::time::sleep(STARTUP_TIMEOUT);
     tokio::pin!(startup_deadline);
     loop {
@@ -220,7 +237,7 @@ where
         };
         if let Err(e) = process_message(
             msg,
-            &mut socket,
+            socket,
             startup.clone(),
             handlers.clone(),
             handlers.clone(),
@@ -229,7 +246,7 @@ where
         )
         .await
         {
-            process_error(&mut socket, e, is_extended).await?;
+            process_error(socket, e, is_extended).await?;
         }
     }
     Ok(())

@@ -2,6 +2,7 @@
 //! calls, and session outcomes back into protocol messages.
 
 pub mod auth;
+pub mod coalesce;
 pub mod encode;
 pub mod guard;
 pub mod listener;

@@ -41,7 +41,7 @@ pub use fragment_exec::{shipped_totals, FragmentExec, StatementKind};
 pub use index_entries::{build_index, remove_index_entries};
 pub use offload_to_device::{placement_for, GpuMode, GpuOptions, OffloadToDevice};
 pub use per_row_subquery_exec::{PerRowSubqueryExec, PerRowSubquerySpec, SubqueryValue};
-pub use point_read::{exact_cast, point_key, read_point, PointKey};
+pub use point_read::{exact_cast, point_key, read_point, read_point_if_cached, PointKey};
 pub use scan::{scan_totals, IndexLookup, KeyLookup, PartitionScanExec, ScanSpec, ROW_KEY_COLUMN};
 pub use table::{arrow_type_of, SecondaryIndex, TableHandle, PG_TYPE_METADATA_KEY};
 pub use write::{ConflictAction, RowIdAllocator, TableWriter, WriteOutcome};

@@ -58,12 +58,40 @@ pub fn read_point(
     key: Option<&PointKey>,
     projection: &[usize],
 ) -> Result<RecordBatch, ExecError> {
+    let row = match key {
+        Some(k) => txn.get(&k.key)?,
+        None => None,
+    };
+    decode_point(table, key, row, projection)
+}
+
+/// [`read_point`] when the row can be read from memory without blocking; `None` otherwise.
+pub fn read_point_if_cached(
+    table: &TableHandle,
+    txn: &Txn,
+    key: Option<&PointKey>,
+    projection: &[usize],
+) -> Result<Option<RecordBatch>, ExecError> {
+    let row = match key {
+        Some(k) => match txn.get_if_cached(&k.key)? {
+            Some(row) => row,
+            None => return Ok(None),
+        },
+        None => None,
+    };
+    decode_point(table, key, row, projection).map(Some)
+}
+
+fn decode_point(
+    table: &TableHandle,
+    key: Option<&PointKey>,
+    row: Option<Vec<u8>>,
+    projection: &[usize],
+) -> Result<RecordBatch, ExecError> {
     let mut decoder = RowDecoder::new(&table.layout, projection, 1);
-    if let Some(key) = key {
-        if let Some(row) = txn.get(&key.key)? {
-            decoder.push(&row)?;
-            crate::scan::count_scanned(1, key.key.len() + row.len());
-        }
+    if let (Some(key), Some(row)) = (key, row) {
+        decoder.push(&row)?;
+        crate::scan::count_scanned(1, key.key.len() + row.len());
     }
     Ok(decoder.finish()?)
 }

@@ -22,8 +22,8 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 use rocksdb::{
     BlockBasedOptions, Cache, DBAccess, DBRawIteratorWithThreadMode, OptimisticTransactionDB,
-    OptimisticTransactionOptions, Options, ReadOptions, SnapshotWithThreadMode, Transaction,
-    WriteOptions,
+    OptimisticTransactionOptions, Options, ReadOptions, ReadTier, SnapshotWithThreadMode,
+    Transaction, WriteOptions,
 };
 
 use crate::keys;
@@ -474,6 +474,23 @@ impl Txn {
         self.with(|t| Ok(t.txn.get_opt(key, &t.read_options())?))
     }
 
+    /// [`Txn::get`] answered from memory (memtables and block cache) without waiting for the
+    /// disk or for another user of the transaction; `None` when it cannot be, so that an async
+    /// caller reads on a blocking thread instead.
+    pub fn get_if_cached(&self, key: &[u8]) -> Result<Option<Option<Vec<u8>>>> {
+        let Some(mut guard) = self.inner.try_lock() else {
+            return Ok(None);
+        };
+        let t = guard.as_mut().ok_or(StorageError::TransactionFinished)?;
+        let mut ro = t.read_options();
+        ro.set_read_tier(ReadTier::BlockCache);
+        match t.txn.get_opt(key, &ro) {
+            Ok(value) => Ok(Some(value)),
+            Err(e) if e.kind() == rocksdb::ErrorKind::Incomplete => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
         self.with(|t| {
             t.touch(key, &self.interrupted)?;
@@ -603,6 +620,26 @@ mod tests {
         )
         .unwrap();
         (dir, s)
+    }
+
+    #[test]
+    fn reads_from_memory_answer_as_reads() {
+        let (_dir, s) = store();
+        let writer = s.begin();
+        writer.put(b"k", b"v").unwrap();
+        writer.commit().unwrap();
+        let reader = s.begin();
+        assert_eq!(
+            reader.get_if_cached(b"k").unwrap(),
+            Some(Some(b"v".to_vec()))
+        );
+        assert_eq!(reader.get_if_cached(b"absent").unwrap(), Some(None));
+        // Its own uncommitted writes too.
+        reader.put(b"mine", b"1").unwrap();
+        assert_eq!(
+            reader.get_if_cached(b"mine").unwrap(),
+            Some(Some(b"1".to_vec()))
+        );
     }
 
     #[test]

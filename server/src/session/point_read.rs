@@ -44,12 +44,17 @@ impl Session {
             schema,
             ..
         } = select;
-        // A key no stored row can have (NULL, out of range) reads nothing.
-        let batch = tokio::task::spawn_blocking(move || {
-            shoal_executor::read_point(&table, &txn, key.as_ref(), &projection)
-        })
-        .await
-        .map_err(|e| ServerError::Internal(e.to_string()))??;
+        // A key no stored row can have (NULL, out of range) reads nothing. A row in memory is
+        // read here; one on disk is read on a blocking thread.
+        let batch =
+            match shoal_executor::read_point_if_cached(&table, &txn, key.as_ref(), &projection)? {
+                Some(batch) => batch,
+                None => tokio::task::spawn_blocking(move || {
+                    shoal_executor::read_point(&table, &txn, key.as_ref(), &projection)
+                })
+                .await
+                .map_err(|e| ServerError::Internal(e.to_string()))??,
+            };
         self.node.metrics.point_reads.inc();
         // The fields carry the select list's names; the columns are the decoded ones.
         let batch = datafusion::arrow::record_batch::RecordBatch::try_new_with_options(

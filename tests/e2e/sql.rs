@@ -188,6 +188,18 @@ async fn ddl_and_dml_round_trip() {
         .await
         .unwrap_err();
     assert_eq!(err.code().map(|c| c.code()), Some("0A000"));
+    // VACUUM and ANALYZE do nothing, but what they name must exist.
+    c.batch_execute("vacuum t; vacuum (verbose) t; analyze t (id, amount); vacuum; analyze")
+        .await
+        .unwrap();
+    for (sql, code) in [
+        ("vacuum missing", "42P01"),
+        ("analyze public.missing", "42P01"),
+        ("analyze t (nosuch)", "42703"),
+    ] {
+        let err = c.simple_query(sql).await.unwrap_err();
+        assert_eq!(err.code().map(|c| c.code()), Some(code), "{sql}: {err}");
+    }
 }
 
 #[tokio::test]

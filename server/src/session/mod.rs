@@ -21,9 +21,9 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::ParamValues;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::prelude::SessionContext;
-use datafusion::sql::sqlparser::ast::{ObjectType, Statement};
+use datafusion::sql::sqlparser::ast::{Ident, ObjectName, ObjectType, Statement};
 use parking_lot::Mutex;
-use shoal_coord::SessionMetaStore;
+use shoal_coord::{CoordError, MetaStore, SessionMetaStore};
 use shoal_planner::SessionInfo;
 use shoal_storage::Txn;
 
@@ -349,9 +349,8 @@ impl Session {
             Statement::Close { cursor } => self.close_cursor(&cursor),
             Statement::UNLISTEN { .. } => Ok(Outcome::tag("UNLISTEN")),
             Statement::Deallocate { .. } => Ok(Outcome::tag("DEALLOCATE")),
-            // PostgreSQL's heap maintenance has nothing to do here; accepted for tools like pgbench.
-            Statement::Vacuum(_) => Ok(Outcome::tag("VACUUM")),
-            Statement::Analyze(_) => Ok(Outcome::tag("ANALYZE")),
+            Statement::Vacuum(v) => self.maintain("VACUUM", v.table_name.as_ref(), &[]),
+            Statement::Analyze(a) => self.maintain("ANALYZE", a.table_name.as_ref(), &a.columns),
             Statement::CreateTable(create) => self.create_table(create),
             Statement::CreateSchema {
                 schema_name,
@@ -406,6 +405,36 @@ impl Session {
                     .join(" ")
             ))),
         }
+    }
+
+    /// VACUUM and ANALYZE: PostgreSQL's heap maintenance has nothing to do here (they are
+    /// accepted for tools like pgbench), but the table and columns they name must exist.
+    fn maintain(
+        &self,
+        tag: &str,
+        table: Option<&ObjectName>,
+        columns: &[Ident],
+    ) -> ServerResult<Outcome> {
+        let Some(name) = table else {
+            return Ok(Outcome::tag(tag));
+        };
+        let (schema, name) = shoal_planner::ddl::object_name(name)?;
+        let catalog = self.meta.catalog();
+        if !catalog.relation_exists(&schema, &name) {
+            return Err(CoordError::RelationNotFound(name).into());
+        }
+        if let Some(def) = catalog.table(&schema, &name) {
+            for column in columns.iter().map(shoal_planner::ddl::ident_name) {
+                if def.column(&column).is_none() {
+                    return Err(CoordError::ColumnNotFound {
+                        table: name.clone(),
+                        column,
+                    }
+                    .into());
+                }
+            }
+        }
+        Ok(Outcome::tag(tag))
     }
 
     /// Records an error raised outside `execute` (a syntax error, say).

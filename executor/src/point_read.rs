@@ -1,8 +1,8 @@
 //! Point reads: the one row a full primary key names, read through a transaction and decoded
 //! straight into an Arrow batch of zero or one row. The server's fast path for
 //! `SELECT columns FROM table WHERE key = value` calls this without building a DataFusion plan,
-//! whose planning costs far more than the read itself; key lookups of scans share the key
-//! encoding ([`exact_cast`]).
+//! whose planning costs far more than the read itself; the key lookups of scans find their
+//! storage keys with the same [`point_key`].
 
 use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::DataType;

@@ -24,9 +24,9 @@ use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::ExecutionPlan;
 use shoal_coord::{NodeId, TableDef};
 use shoal_executor::{
-    exact_cast, BulkSink, ConflictAction, ExecError, IndexLookup, KeyLookup, PartitionScanExec,
-    RemoteFragments, ReturningSink, RowIdAllocator, TableHandle, TableWriteExec, WriteKind,
-    ROW_KEY_COLUMN,
+    exact_cast, point_key, BulkSink, ConflictAction, ExecError, IndexLookup, KeyLookup,
+    PartitionScanExec, RemoteFragments, ReturningSink, RowIdAllocator, TableHandle, TableWriteExec,
+    WriteKind, ROW_KEY_COLUMN,
 };
 use shoal_storage::{keys, Isolation, Store, Txn};
 
@@ -222,21 +222,12 @@ impl ShoalTable {
         if combos == 0 || combos > MAX_LOOKUP_KEYS {
             return None;
         }
-        let key_types: Vec<&DataType> = self
-            .handle
-            .key_columns
-            .iter()
-            .map(|i| self.handle.schema.field(*i).data_type())
-            .collect();
-        let values: Vec<&Vec<ScalarValue>> = values.iter().collect();
         let mut by_partition: BTreeMap<u32, Vec<Vec<u8>>> = BTreeMap::new();
-        for arrays in exact_combinations(&values, &key_types) {
-            let pk = keys::encode_primary_key(&arrays, 0).ok()?;
-            let partition = keys::partition_of(&pk, self.handle.partition_count());
-            by_partition
-                .entry(partition)
-                .or_default()
-                .push(keys::row_key(self.handle.id(), partition, &pk));
+        // A combination holding a value no key can have (see `point_key`) reads nothing.
+        for combination in combinations(&values) {
+            if let Some(k) = point_key(&self.handle, &combination) {
+                by_partition.entry(k.partition).or_default().push(k.key);
+            }
         }
         Some(
             by_partition
@@ -255,15 +246,24 @@ impl ShoalTable {
 /// Every combination of one value per column, each cast exactly to its column's type.
 /// Combinations holding a value that cannot match (see [`exact_cast`]) are left out.
 fn exact_combinations(values: &[&Vec<ScalarValue>], types: &[&DataType]) -> Vec<Vec<ArrayRef>> {
-    let mut combinations: Vec<Vec<ArrayRef>> = vec![Vec::new()];
-    for (column, t) in values.iter().zip(types) {
-        let cast: Vec<ArrayRef> = column.iter().filter_map(|v| exact_cast(v, t)).collect();
+    let cast: Vec<Vec<ArrayRef>> = values
+        .iter()
+        .zip(types)
+        .map(|(column, t)| column.iter().filter_map(|v| exact_cast(v, t)).collect())
+        .collect();
+    combinations(&cast)
+}
+
+/// Every combination of one value per column.
+fn combinations<T: Clone>(columns: &[Vec<T>]) -> Vec<Vec<T>> {
+    let mut combinations: Vec<Vec<T>> = vec![Vec::new()];
+    for column in columns {
         combinations = combinations
             .into_iter()
             .flat_map(|prefix| {
-                cast.iter().map(move |a| {
+                column.iter().map(move |v| {
                     let mut next = prefix.clone();
-                    next.push(a.clone());
+                    next.push(v.clone());
                     next
                 })
             })

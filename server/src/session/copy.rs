@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use datafusion::arrow::array::{Array, ArrayRef, UInt64Array};
+use datafusion::arrow::array::{Array, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::datasource::MemTable;
@@ -39,7 +39,6 @@ const FLUSH_ROWS: usize = 16384;
 
 /// An unfinished COPY FROM STDIN.
 pub struct CopyIn {
-    columns: usize,
     target: String,
     column_list: String,
     reader: CopyReader,
@@ -128,7 +127,6 @@ impl Session {
         let table_name = def.name.clone();
         let columns = names.len();
         *self.copy_in.lock().await = Some(CopyIn {
-            columns: names.len(),
             reader: CopyReader::new(format),
             parsed: ParsedColumns::new(names.len()),
             target: format!("\"{schema}\".\"{table}\""),
@@ -246,17 +244,11 @@ impl Session {
         if copy.parsed.rows == 0 {
             return Ok(());
         }
-        let fields: Vec<Field> = (0..copy.columns)
+        let columns = copy.parsed.finish();
+        let fields: Vec<Field> = (0..columns.len())
             .map(|i| Field::new(format!("c{i}"), DataType::Utf8, true))
             .collect();
         let schema = Arc::new(Schema::new(fields));
-        let columns: Vec<ArrayRef> = copy
-            .parsed
-            .columns
-            .iter_mut()
-            .map(|c| Arc::new(c.finish()) as ArrayRef)
-            .collect();
-        copy.parsed.rows = 0;
         let batch = RecordBatch::try_new(schema.clone(), columns)?;
         let state = self.statement_state(
             copy.txn.clone(),

@@ -2,8 +2,10 @@
 //! stream straight into one string column per target column (no allocation per field), and
 //! rows formatted for COPY TO.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
-use datafusion::arrow::array::StringBuilder;
+use datafusion::arrow::array::{ArrayRef, StringBuilder};
 use datafusion::sql::sqlparser::ast::{CopyLegacyCsvOption, CopyLegacyOption, CopyOption};
 
 use crate::error::{ServerError, ServerResult};
@@ -103,7 +105,7 @@ fn is_utf8(encoding: &str) -> bool {
 
 /// Records parsed so far, as one string column per target column.
 pub(super) struct ParsedColumns {
-    pub columns: Vec<StringBuilder>,
+    columns: Vec<StringBuilder>,
     pub rows: usize,
     /// The current record's unescaped bytes, field after field, and each field's end
     /// (`None`: NULL); kept between records to reuse their allocations.
@@ -119,6 +121,15 @@ impl ParsedColumns {
             bytes: Vec::new(),
             fields: Vec::new(),
         }
+    }
+
+    /// The columns of the records parsed so far, which starts over.
+    pub fn finish(&mut self) -> Vec<ArrayRef> {
+        self.rows = 0;
+        self.columns
+            .iter_mut()
+            .map(|c| Arc::new(c.finish()) as ArrayRef)
+            .collect()
     }
 
     /// Ends the current field: NULL, or the bytes pushed since the previous field.

@@ -110,6 +110,22 @@ impl Session {
             .await?)
     }
 
+    /// The columns `plan` returns once run. A freshly planned statement's schema is taken
+    /// before type coercion, which can still widen a column (a CASE whose branches are int4
+    /// and int8 is int8 when it runs), so the plan is analyzed first. A plan the analyzer
+    /// refuses (parameters whose types nothing determines yet) keeps its own schema; running
+    /// it reports the error.
+    pub fn result_columns(&self, plan: &LogicalPlan) -> Schema {
+        let state = self.ctx.state();
+        match state
+            .analyzer()
+            .execute_and_check(plan.clone(), state.config_options(), |_, _| {})
+        {
+            Ok(analyzed) => analyzed.schema().as_arrow().clone(),
+            Err(_) => plan.schema().as_arrow().clone(),
+        }
+    }
+
     pub(super) async fn run_dml_or_query(
         &self,
         stmt: Statement,
@@ -279,7 +295,7 @@ impl Session {
         );
         let stmt = super::ddl::parse_one(&sql)?;
         let plan = self.plan_only(&stmt).await?;
-        Ok(plan.schema().as_arrow().clone())
+        Ok(self.result_columns(&plan))
     }
 }
 

@@ -387,7 +387,7 @@ impl Connection {
         ) {
             return Ok(None);
         }
-        Ok(Some(plan.schema().as_arrow().clone()))
+        Ok(Some(session.result_columns(&plan)))
     }
 }
 

@@ -2,14 +2,15 @@
 //! triggers, rules or advisory locks, so `pg_get_serial_sequence`, `col_description`,
 //! `obj_description`, `pg_get_triggerdef`, `pg_get_ruledef` answer NULL and
 //! `pg_advisory_unlock_all` has nothing to release. `to_regtype` resolves built-in type names
-//! to their canonical OIDs; `pg_encoding_to_char` names encodings as PostgreSQL does.
+//! to their canonical OIDs; `pg_encoding_to_char` names encodings as PostgreSQL does;
+//! `pg_typeof(value)` names the value's type as `format_type` prints it.
 //! Clients call these while introspecting (psql `\d+`, SQLAlchemy,
 //! psycopg, asyncpg's pool reset); a missing function would fail the whole query.
 
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray, Int32Array, StringArray};
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::common::ScalarValue;
 use datafusion::error::Result as DfResult;
 use datafusion::execution::context::SessionContext;
@@ -188,6 +189,82 @@ impl ScalarUDFImpl for EncodingName {
     }
 }
 
+/// `pg_typeof(value)`: the name of the value's type. A table column names the type it was
+/// declared with (`character varying`, `json`), without its modifiers as PostgreSQL prints it;
+/// other values name the PostgreSQL type of their Arrow type. The result is text, where
+/// PostgreSQL's is a `regtype` (which prints the same).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct PgTypeof {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for PgTypeof {
+    fn name(&self) -> &str {
+        "pg_typeof"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _args: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Utf8)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let name = args.arg_fields.first().map(|f| type_name_of(f));
+        Ok(ColumnarValue::Scalar(ScalarValue::Utf8(name)))
+    }
+}
+
+fn type_name_of(field: &Field) -> String {
+    if let Some(declared) = field.metadata().get(shoal_executor::PG_TYPE_METADATA_KEY) {
+        return without_modifiers(declared);
+    }
+    arrow_type_name(field.data_type())
+}
+
+/// `numeric(10,2)[]` as `numeric[]`.
+fn without_modifiers(declared: &str) -> String {
+    let mut out = String::with_capacity(declared.len());
+    let mut depth = 0;
+    for c in declared.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            _ if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+fn arrow_type_name(t: &DataType) -> String {
+    match t {
+        DataType::Null => "unknown",
+        DataType::Boolean => "boolean",
+        DataType::Int8 => "\"char\"",
+        DataType::Int16 => "smallint",
+        DataType::Int32 => "integer",
+        DataType::Int64 => "bigint",
+        DataType::UInt32 => "oid",
+        DataType::Float32 => "real",
+        DataType::Float64 => "double precision",
+        DataType::Decimal128(..) | DataType::Decimal256(..) | DataType::UInt64 => "numeric",
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "text",
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "bytea",
+        DataType::FixedSizeBinary(16) => "uuid",
+        DataType::Date32 | DataType::Date64 => "date",
+        DataType::Time32(_) | DataType::Time64(_) => "time without time zone",
+        DataType::Timestamp(_, None) => "timestamp without time zone",
+        DataType::Timestamp(_, Some(_)) => "timestamp with time zone",
+        DataType::Interval(_) | DataType::Duration(_) => "interval",
+        DataType::List(item) | DataType::LargeList(item) | DataType::FixedSizeList(item, _) => {
+            return format!("{}[]", type_name_of(item));
+        }
+        DataType::Struct(_) => "record",
+        _ => "text",
+    }
+    .to_string()
+}
+
 pub(crate) fn register(ctx: &SessionContext) {
     let constant = |name: &'static str, signature: Signature, value: ScalarValue| {
         ScalarUDF::new_from_impl(ConstantFunction {
@@ -234,6 +311,9 @@ pub(crate) fn register(ctx: &SessionContext) {
     }));
     ctx.register_udf(ScalarUDF::new_from_impl(ToRegtype {
         signature: Signature::any(1, Volatility::Stable),
+    }));
+    ctx.register_udf(ScalarUDF::new_from_impl(PgTypeof {
+        signature: Signature::any(1, Volatility::Immutable),
     }));
 }
 

@@ -264,6 +264,9 @@ impl FlightService for FragmentService {
             .as_deref()
             .and_then(crate::GpuMode::parse)
             .unwrap_or(crate::GpuMode::Auto);
+        // Checked arithmetic does not travel in the encoded plan.
+        let fragment =
+            crate::CheckedArithmetic::rewrite_plan(fragment).map_err(|e| self.error_status(&e))?;
         let fragment = crate::OffloadToDevice::rewrite_plan(fragment, gpu_mode)
             .map_err(|e| self.error_status(&e))?;
         let batches = fragment

@@ -13,6 +13,7 @@
 //!
 //! [`ExecutionPlan`]: datafusion::physical_plan::ExecutionPlan
 
+mod checked_arithmetic;
 #[cfg(test)]
 mod device_differential_tests;
 mod device_exec;
@@ -30,6 +31,7 @@ mod table;
 mod write;
 mod write_exec;
 
+pub use checked_arithmetic::CheckedArithmetic;
 pub use device_exec::{
     GpuFilterProjectExec, GpuNotUsedExec, GpuPartialAggregateExec, GpuTopNExec, OutputColumn,
     Placement,

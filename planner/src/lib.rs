@@ -12,6 +12,7 @@ mod array_subquery;
 mod catalog;
 mod catalog_functions;
 mod computed;
+mod constant_overflow;
 pub mod ddl;
 mod error;
 mod function_signatures;
@@ -103,11 +104,13 @@ pub fn base_context(
         // Array literals must be read before type coercion looks at the comparison.
         let mut analyzers = existing.analyzer().rules.clone();
         analyzers.insert(0, Arc::new(pg_input::ArrayTextInput));
+        analyzers.push(Arc::new(constant_overflow::ConstantOverflow));
         let mut builder = per_row_subquery::install(
             SessionStateBuilder::new_from_existing(existing)
                 .with_type_planner(Arc::new(types::ShoalTypePlanner))
                 .with_analyzer_rules(analyzers),
         );
+        builder = builder.with_physical_optimizer_rule(Arc::new(shoal_executor::CheckedArithmetic));
         if let Some(remote) = remote {
             builder = builder.with_physical_optimizer_rule(Arc::new(
                 push_to_leaders::PushToLeaders::new(remote),

@@ -251,7 +251,7 @@ pub fn datafusion_state(e: &DataFusionError) -> &'static str {
                         "22012"
                     } else if text.contains("Cannot cast") || text.contains("Cast error") {
                         "22P02"
-                    } else if text.contains("overflow") {
+                    } else if text.contains("overflow") || text.contains("out of range") {
                         "22003"
                     } else if text.contains("unrecognized configuration parameter") {
                         "42704"

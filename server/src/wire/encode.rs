@@ -7,8 +7,8 @@ use std::sync::Arc;
 use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryArray, ListArray, StringArray};
 use datafusion::arrow::datatypes::{
-    DataType, Field, Float32Type, Float64Type, IntervalMonthDayNanoType, IntervalUnit, Schema,
-    Time64MicrosecondType, TimeUnit, TimestampMicrosecondType,
+    DataType, Decimal128Type, Field, Float32Type, Float64Type, IntervalMonthDayNanoType,
+    IntervalUnit, Schema, Time64MicrosecondType, TimeUnit, TimestampMicrosecondType,
 };
 use datafusion::arrow::record_batch::RecordBatch;
 use pgwire::api::portal::Format;
@@ -18,6 +18,8 @@ use pgwire::error::PgWireResult;
 use pgwire::messages::data::DataRow;
 use shoal_executor::PG_TYPE_METADATA_KEY;
 use shoal_planner::pg_output::{float4_text, float8_text};
+
+use super::numeric::{numeric_binary, numeric_text};
 
 fn declared_type(name: &str) -> Option<Type> {
     let base = name.split('(').next().unwrap_or(name).trim();
@@ -183,7 +185,8 @@ fn push_time(out: &mut String, t: chrono::NaiveTime) {
 
 /// Columns whose encoding arrow-pg gets wrong are encoded here: text-format time, timestamp and
 /// interval (PostgreSQL trims trailing zeros of fractional seconds; arrow-pg prints six digits
-/// and turns NULL intervals into zero), and binary-format intervals (NULLs again).
+/// and turns NULL intervals into zero), binary-format intervals (NULLs again), and numerics
+/// (arrow-pg's fail past 28 digits).
 fn with_postgres_encodings(fields: &[FieldInfo], batch: RecordBatch) -> RecordBatch {
     let schema = batch.schema();
     let rendered: Vec<Option<ArrayRef>> = batch
@@ -281,6 +284,20 @@ fn render_column(text: bool, pg_type: Option<&Type>, column: &ArrayRef) -> Optio
                 .iter()
                 .map(|v| v.map(|v| interval_text(v.months, v.days, v.nanoseconds / 1000)))
                 .collect::<StringArray>(),
+        ),
+        (true, DataType::Decimal128(_, scale)) => Arc::new(
+            column
+                .as_primitive::<Decimal128Type>()
+                .iter()
+                .map(|v| v.map(|v| numeric_text(v, *scale)))
+                .collect::<StringArray>(),
+        ),
+        (false, DataType::Decimal128(_, scale)) => Arc::new(
+            column
+                .as_primitive::<Decimal128Type>()
+                .iter()
+                .map(|v| v.map(|v| numeric_binary(v, *scale)))
+                .collect::<BinaryArray>(),
         ),
         // PostgreSQL's binary interval: microseconds, days, months.
         (false, DataType::Interval(IntervalUnit::MonthDayNano)) => Arc::new(

@@ -6,6 +6,7 @@ pub mod coalesce;
 pub mod encode;
 pub mod guard;
 pub mod listener;
+mod numeric;
 pub mod params;
 
 use std::fmt::Debug;

@@ -19,6 +19,7 @@ mod function_signatures;
 mod functions;
 mod json_functions;
 mod naming;
+mod numeric_avg;
 mod per_row_subquery;
 mod pg15_catalog;
 pub mod pg_input;
@@ -127,6 +128,7 @@ pub fn base_context(
     ctx.register_udf(pg_input::interval_in_udf());
     ctx.register_udf(json_functions::json_build_object_udf());
     ctx.register_udaf(typed_array_agg::typed_array_agg_udaf());
+    ctx.register_udaf(numeric_avg::numeric_avg_udaf());
     ctx.register_udf(array_subquery::udf());
     for udf in function_signatures::udfs() {
         ctx.register_udf(udf);

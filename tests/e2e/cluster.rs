@@ -238,7 +238,7 @@ async fn queries_run_at_the_partition_leaders_and_merge_on_any_node() {
                 "select count(*), sum(id), avg(id), min(v), max(id) from t"
             )
             .await,
-            vec![row(&["300", "45150", "150.5", "v1", "300"])]
+            vec![row(&["300", "45150", "150.5000000000000000", "v1", "300"])]
         );
         assert_eq!(
             texts(

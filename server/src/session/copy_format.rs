@@ -146,16 +146,17 @@ impl ParsedColumns {
                 self.columns.len()
             )));
         }
+        // One check for the whole record; an escape may still have split a character
+        // across two fields, which the boundary checks catch.
+        let invalid =
+            || ServerError::InvalidText("invalid byte sequence for encoding \"UTF8\"".into());
+        let record = std::str::from_utf8(&self.bytes).map_err(|_| invalid())?;
         let mut start = 0;
         for (field, column) in self.fields.iter().zip(&mut self.columns) {
             match field {
                 None => column.append_null(),
                 Some(end) => {
-                    let text = std::str::from_utf8(&self.bytes[start..*end]).map_err(|_| {
-                        ServerError::InvalidText(
-                            "invalid byte sequence for encoding \"UTF8\"".into(),
-                        )
-                    })?;
+                    let text = record.get(start..*end).ok_or_else(invalid)?;
                     column.append_value(text);
                     start = *end;
                 }
@@ -199,63 +200,95 @@ impl CopyReader {
         if self.finished {
             return Ok(());
         }
-        let mut buf = std::mem::take(&mut self.pending);
-        buf.extend_from_slice(chunk);
-        if end && !buf.is_empty() && buf.last() != Some(&b'\n') {
-            buf.push(b'\n');
-        }
+        // Most chunks are parsed where they lie; only a record left unfinished by the last
+        // chunk, or a last record without its newline, needs a copy.
+        let joined;
+        let unterminated = end && !chunk.is_empty() && chunk.last() != Some(&b'\n');
+        let buf: &[u8] = if self.pending.is_empty() && !unterminated {
+            chunk
+        } else {
+            let mut b = std::mem::take(&mut self.pending);
+            b.extend_from_slice(chunk);
+            if end && !b.is_empty() && b.last() != Some(&b'\n') {
+                b.push(b'\n');
+            }
+            joined = b;
+            &joined
+        };
         let f = &self.format;
         let mut start = 0;
-        let mut i = 0;
-        let mut in_quotes = false;
-        while i < buf.len() {
-            let b = buf[i];
+        while let Some(length) = record_length(&buf[start..], f) {
+            let mut line = &buf[start..start + length];
+            start += length + 1;
+            if line.last() == Some(&b'\r') {
+                line = &line[..line.len() - 1];
+            }
+            if line == b"\\." {
+                self.finished = true;
+                return Ok(());
+            }
             if f.csv {
-                if in_quotes {
-                    if b == f.escape && f.escape != f.quote && i + 1 < buf.len() {
-                        i += 2;
-                        continue;
-                    }
-                    if b == f.quote {
-                        if f.escape == f.quote && i + 1 < buf.len() && buf[i + 1] == f.quote {
-                            i += 2;
-                            continue;
-                        }
-                        in_quotes = false;
-                    }
-                } else if b == f.quote {
-                    in_quotes = true;
-                }
-            } else if b == b'\\' && i + 1 < buf.len() {
-                i += 2;
-                continue;
+                parse_csv(line, f, out);
+            } else {
+                parse_text(line, f, out);
             }
-            if b == b'\n' && !in_quotes {
-                let mut line = &buf[start..i];
-                if line.last() == Some(&b'\r') {
-                    line = &line[..line.len() - 1];
-                }
-                start = i + 1;
-                if line == b"\\." {
-                    self.finished = true;
-                    return Ok(());
-                }
-                if f.csv {
-                    parse_csv(line, f, out);
-                } else {
-                    parse_text(line, f, out);
-                }
-                if self.skip_header {
-                    self.skip_header = false;
-                    out.forget_record();
-                } else {
-                    out.end_record()?;
-                }
+            if self.skip_header {
+                self.skip_header = false;
+                out.forget_record();
+            } else {
+                out.end_record()?;
             }
-            i += 1;
         }
         self.pending = buf[start..].to_vec();
         Ok(())
+    }
+}
+
+/// The length of the first record of `buf` without its newline, or `None` when `buf` holds
+/// no complete record. A newline inside CSV quotes or after a text-format backslash belongs
+/// to the record.
+fn record_length(buf: &[u8], f: &CopyFormat) -> Option<usize> {
+    let mut i = 0;
+    if !f.csv {
+        loop {
+            i += memchr::memchr2(b'\n', b'\\', &buf[i..])?;
+            if buf[i] == b'\n' {
+                return Some(i);
+            }
+            if i + 1 >= buf.len() {
+                return None;
+            }
+            i += 2;
+        }
+    }
+    loop {
+        i += memchr::memchr2(b'\n', f.quote, &buf[i..])?;
+        if buf[i] == b'\n' {
+            return Some(i);
+        }
+        // Inside quotes until the closing quote; an escaped quote or escape does not close.
+        i += 1;
+        loop {
+            i += memchr::memchr2(f.quote, f.escape, &buf[i..])?;
+            let b = buf[i];
+            if b == f.escape && f.escape != f.quote && i + 1 < buf.len() {
+                i += 2;
+                continue;
+            }
+            if b == f.quote {
+                if f.escape == f.quote && i + 1 < buf.len() && buf[i + 1] == f.quote {
+                    i += 2;
+                    continue;
+                }
+                if i + 1 >= buf.len() && f.escape == f.quote {
+                    // `"` at the end of the chunk: a doubled quote may follow.
+                    return None;
+                }
+                i += 1;
+                break;
+            }
+            i += 1;
+        }
     }
 }
 
@@ -267,41 +300,41 @@ fn parse_text(line: &[u8], f: &CopyFormat, out: &mut ParsedColumns) {
         }
         let v = &mut out.bytes;
         let mut i = 0;
-        while i < raw.len() {
-            if raw[i] == b'\\' && i + 1 < raw.len() {
-                let c = raw[i + 1];
-                i += 2;
-                match c {
-                    b'n' => v.push(b'\n'),
-                    b't' => v.push(b'\t'),
-                    b'r' => v.push(b'\r'),
-                    b'b' => v.push(8),
-                    b'f' => v.push(12),
-                    b'v' => v.push(11),
-                    b'0'..=b'7' => {
-                        let mut n = (c - b'0') as u32;
-                        let mut k = 0;
-                        while k < 2 && i < raw.len() && (b'0'..=b'7').contains(&raw[i]) {
-                            n = n * 8 + (raw[i] - b'0') as u32;
-                            i += 1;
-                            k += 1;
-                        }
-                        v.push(n as u8);
+        while let Some(slash) = memchr::memchr(b'\\', &raw[i..]) {
+            v.extend_from_slice(&raw[i..i + slash]);
+            i += slash;
+            if i + 1 >= raw.len() {
+                break;
+            }
+            let c = raw[i + 1];
+            i += 2;
+            match c {
+                b'n' => v.push(b'\n'),
+                b't' => v.push(b'\t'),
+                b'r' => v.push(b'\r'),
+                b'b' => v.push(8),
+                b'f' => v.push(12),
+                b'v' => v.push(11),
+                b'0'..=b'7' => {
+                    let mut n = (c - b'0') as u32;
+                    let mut k = 0;
+                    while k < 2 && i < raw.len() && (b'0'..=b'7').contains(&raw[i]) {
+                        n = n * 8 + (raw[i] - b'0') as u32;
+                        i += 1;
+                        k += 1;
                     }
-                    other => v.push(other),
+                    v.push(n as u8);
                 }
-            } else {
-                v.push(raw[i]);
-                i += 1;
+                other => v.push(other),
             }
         }
+        v.extend_from_slice(&raw[i..]);
         out.end_field(false);
     }
 }
 
 fn parse_csv(line: &[u8], f: &CopyFormat, out: &mut ParsedColumns) {
     let mut field_start = out.bytes.len();
-    let mut quoted = false;
     let mut was_quoted = false;
     let mut i = 0;
     // An unquoted field equal to the NULL string is NULL; a quoted one never is.
@@ -312,9 +345,33 @@ fn parse_csv(line: &[u8], f: &CopyFormat, out: &mut ParsedColumns) {
         }
         out.end_field(null);
     };
-    while i < line.len() {
-        let b = line[i];
-        if quoted {
+    loop {
+        // Unquoted: up to the next delimiter or opening quote.
+        let Some(next) = memchr::memchr2(f.delimiter, f.quote, &line[i..]) else {
+            out.bytes.extend_from_slice(&line[i..]);
+            break;
+        };
+        out.bytes.extend_from_slice(&line[i..i + next]);
+        i += next;
+        if line[i] == f.delimiter {
+            end_field(out, field_start, was_quoted);
+            field_start = out.bytes.len();
+            was_quoted = false;
+            i += 1;
+            continue;
+        }
+        // Quoted: up to the closing quote, with escaped quotes and escapes taken literally.
+        was_quoted = true;
+        i += 1;
+        loop {
+            let Some(next) = memchr::memchr2(f.quote, f.escape, &line[i..]) else {
+                out.bytes.extend_from_slice(&line[i..]);
+                i = line.len();
+                break;
+            };
+            out.bytes.extend_from_slice(&line[i..i + next]);
+            i += next;
+            let b = line[i];
             if b == f.escape
                 && i + 1 < line.len()
                 && (line[i + 1] == f.quote || line[i + 1] == f.escape)
@@ -324,22 +381,12 @@ fn parse_csv(line: &[u8], f: &CopyFormat, out: &mut ParsedColumns) {
                 i += 2;
                 continue;
             }
+            i += 1;
             if b == f.quote {
-                quoted = false;
-            } else {
-                out.bytes.push(b);
+                break;
             }
-        } else if b == f.quote {
-            quoted = true;
-            was_quoted = true;
-        } else if b == f.delimiter {
-            end_field(out, field_start, was_quoted);
-            field_start = out.bytes.len();
-            was_quoted = false;
-        } else {
             out.bytes.push(b);
         }
-        i += 1;
     }
     end_field(out, field_start, was_quoted);
 }
@@ -396,12 +443,13 @@ mod tests {
 
     use super::*;
 
-    /// The records `input` holds, each field as text or None for NULL.
-    fn records(format: CopyFormat, columns: usize, input: &[u8]) -> Vec<Vec<Option<String>>> {
+    type Records = Vec<Vec<Option<String>>>;
+
+    /// The records `input` holds when it arrives in two chunks split at `at`.
+    fn records_split(format: CopyFormat, columns: usize, input: &[u8], at: usize) -> Records {
         let mut reader = CopyReader::new(format);
         let mut out = ParsedColumns::new(columns);
-        // Split the input anywhere: records may straddle chunks.
-        let (a, b) = input.split_at(input.len() / 2);
+        let (a, b) = input.split_at(at);
         reader.read(a, false, &mut out).unwrap();
         reader.read(b, true, &mut out).unwrap();
         let columns: Vec<_> = out.columns.iter_mut().map(|c| c.finish()).collect();
@@ -413,6 +461,20 @@ mod tests {
                     .collect()
             })
             .collect()
+    }
+
+    /// The records `input` holds, each field as text or None for NULL: the same wherever
+    /// the stream is cut into chunks, since records may straddle them.
+    fn records(format: CopyFormat, columns: usize, input: &[u8]) -> Records {
+        let whole = records_split(format.clone(), columns, input, input.len());
+        for at in 0..input.len() {
+            assert_eq!(
+                records_split(format.clone(), columns, input, at),
+                whole,
+                "split at {at}"
+            );
+        }
+        whole
     }
 
     #[test]
@@ -453,11 +515,39 @@ mod tests {
     }
 
     #[test]
+    fn escapes_and_line_ends_wherever_the_chunks_end() {
+        // Text: a backslash keeps a newline in the field, `\\` is one backslash, octal
+        // escapes build one character from its bytes, CR LF ends a record.
+        let t = CopyFormat::new(false);
+        assert_eq!(
+            records(t, 2, b"a\\\nb\tc\\\\\n\\303\\251\t\\N\r\n"),
+            vec![
+                vec![Some("a\nb".into()), Some("c\\".into())],
+                vec![Some("\u{e9}".into()), None],
+            ]
+        );
+        // CSV with ESCAPE '\': escaped quotes and escapes inside quotes, literal outside.
+        let mut c = CopyFormat::new(true);
+        c.escape = b'\\';
+        assert_eq!(
+            records(c, 2, b"\"a\\\"b\\\\\",c\\d\n\"x\ny\",\"\"\n"),
+            vec![
+                vec![Some("a\"b\\".into()), Some("c\\d".into())],
+                vec![Some("x\ny".into()), Some("".into())],
+            ]
+        );
+    }
+
+    #[test]
     fn records_of_the_wrong_width_or_encoding_are_refused() {
         let mut reader = CopyReader::new(CopyFormat::new(true));
         let mut out = ParsedColumns::new(2);
         assert!(reader.read(b"1,2,3\n", false, &mut out).is_err());
         let mut reader = CopyReader::new(CopyFormat::new(true));
         assert!(reader.read(b"1,\xff\n", false, &mut out).is_err());
+        // Each field valid on its own or not at all: a character split by escapes is refused.
+        let mut reader = CopyReader::new(CopyFormat::new(false));
+        let mut out = ParsedColumns::new(2);
+        assert!(reader.read(b"\\303\t\\251\n", false, &mut out).is_err());
     }
 }

@@ -348,19 +348,30 @@ impl<'a> TableWriter<'a> {
     }
 
     /// Hands the rows of `batch` to a bulk load instead of the transaction (COPY outside a
-    /// transaction block). Uniqueness is checked when the load finishes.
+    /// transaction block). Uniqueness is checked when the load finishes. Rows are encoded
+    /// before the load is locked, so that concurrent inserts of one COPY encode in parallel.
     pub fn insert_bulk(
         &self,
         batch: &RecordBatch,
-        load: &mut shoal_storage::BulkLoad,
+        load: &crate::BulkSink,
     ) -> Result<WriteOutcome, ExecError> {
         let batch = &self.checked(batch)?;
         let keys = self.keys_of(batch)?;
         let encoder = RowEncoder::new(&self.table.layout, batch)?;
-        let mut value = Vec::with_capacity(64);
-        for (row, key) in keys.iter().enumerate() {
+        let mut values = Vec::with_capacity(keys.len());
+        for row in 0..keys.len() {
+            let mut value = Vec::with_capacity(64);
             encoder.encode(row, &mut value)?;
-            load.add(key, &value)?;
+            values.push(value);
+        }
+        let mut guard = load.lock();
+        let Some(load) = guard.as_mut() else {
+            return Err(ExecError::TaskFailed(
+                "bulk insert without a bulk load".into(),
+            ));
+        };
+        for (key, value) in keys.into_iter().zip(values) {
+            load.add(key, value)?;
         }
         Ok(WriteOutcome {
             rows: batch.num_rows() as u64,

@@ -333,17 +333,14 @@ impl ExecutionPlan for TableWriteExec {
                 for (batch, rows) in batches.iter().zip(rows) {
                     let written = match kind {
                         WriteKind::Insert(action) => writer.insert(&rows, action)?,
-                        WriteKind::BulkInsert => {
-                            let mut guard = bulk.as_ref().map(|b| b.lock());
-                            match guard.as_mut().and_then(|g| g.as_mut()) {
-                                Some(load) => writer.insert_bulk(&rows, load)?,
-                                None => {
-                                    return Err(ExecError::TaskFailed(
-                                        "bulk insert without a bulk load".into(),
-                                    ))
-                                }
+                        WriteKind::BulkInsert => match &bulk {
+                            Some(load) => writer.insert_bulk(&rows, load)?,
+                            None => {
+                                return Err(ExecError::TaskFailed(
+                                    "bulk insert without a bulk load".into(),
+                                ))
                             }
-                        }
+                        },
                         WriteKind::Delete => {
                             let n = writer.delete(batch.column(visible).as_ref())?;
                             crate::WriteOutcome {

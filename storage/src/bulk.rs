@@ -1,7 +1,9 @@
 //! Bulk loads (COPY FROM outside a transaction block) with flat memory and all-or-nothing
 //! effect.
 //!
-//! Rows are buffered up to [`RUN_BYTES`], sorted and spilled to run files. `finish` merges the
+//! Rows are buffered up to [`RUN_BYTES`], then sorted and spilled to a run file on a thread of
+//! its own while the next rows arrive (one spill at a time, so at most two buffers are held).
+//! `finish` merges the
 //! runs in key order, refuses duplicate keys (within the load or already stored), writes
 //! non-overlapping SST files and ingests them in one atomic RocksDB operation. During that
 //! final step the table's barrier is held exclusively, so no commit to the table interleaves
@@ -13,7 +15,8 @@ use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
 use std::fs::{self, File};
 use std::io::{BufReader, BufWriter, Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
 
 use rocksdb::{IngestExternalFileOptions, Options, SstFileWriter};
 
@@ -33,6 +36,8 @@ pub struct BulkLoad {
     buffer: Vec<(Vec<u8>, Vec<u8>)>,
     buffer_bytes: usize,
     runs: Vec<PathBuf>,
+    /// The run being written in the background.
+    spilling: Option<JoinHandle<Result<()>>>,
     partitions: BTreeSet<u32>,
     rows: u64,
 }
@@ -61,6 +66,7 @@ impl Store {
             buffer: Vec::new(),
             buffer_bytes: 0,
             runs: Vec::new(),
+            spilling: None,
             partitions: BTreeSet::new(),
             rows: 0,
         })
@@ -90,13 +96,14 @@ impl Run {
 }
 
 impl BulkLoad {
-    /// Adds one row; blocks on disk I/O when the buffer spills.
-    pub fn add(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
-        if let Some((_, partition)) = keys::partition_of_key(key) {
+    /// Adds one row; blocks on disk I/O when the buffer is full while the previous one is
+    /// still being spilled.
+    pub fn add(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<()> {
+        if let Some((_, partition)) = keys::partition_of_key(&key) {
             self.partitions.insert(partition);
         }
         self.buffer_bytes += key.len() + value.len() + 48;
-        self.buffer.push((key.to_vec(), value.to_vec()));
+        self.buffer.push((key, value));
         self.rows += 1;
         if self.buffer_bytes >= RUN_BYTES {
             self.spill()?;
@@ -104,34 +111,40 @@ impl BulkLoad {
         Ok(())
     }
 
+    /// Starts writing the buffer to a new run file, once the previous spill has finished.
     fn spill(&mut self) -> Result<()> {
+        self.wait_for_spill()?;
         if self.buffer.is_empty() {
             return Ok(());
         }
-        self.buffer.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let path = self.dir.join(format!("run-{}", self.runs.len()));
-        let mut w = BufWriter::new(File::create(&path).map_err(io)?);
-        for (k, v) in self.buffer.drain(..) {
-            w.write_all(&(k.len() as u32).to_le_bytes()).map_err(io)?;
-            w.write_all(&k).map_err(io)?;
-            w.write_all(&(v.len() as u32).to_le_bytes()).map_err(io)?;
-            w.write_all(&v).map_err(io)?;
-        }
-        w.flush().map_err(io)?;
+        self.runs.push(path.clone());
+        let rows = std::mem::take(&mut self.buffer);
         self.buffer_bytes = 0;
-        self.runs.push(path);
+        self.spilling = Some(std::thread::spawn(move || write_run(&path, rows)));
         Ok(())
+    }
+
+    fn wait_for_spill(&mut self) -> Result<()> {
+        match self.spilling.take() {
+            Some(spill) => spill
+                .join()
+                .map_err(|_| StorageError::Engine("bulk load spill panicked".into()))?,
+            None => Ok(()),
+        }
     }
 
     /// Makes every added row visible at once, or none of them. Returns the row count.
     pub fn finish(mut self) -> Result<u64> {
         let result = self.finish_inner();
+        let _ = self.wait_for_spill();
         let _ = fs::remove_dir_all(&self.dir);
         result
     }
 
     fn finish_inner(&mut self) -> Result<u64> {
         self.spill()?;
+        self.wait_for_spill()?;
         if self.rows == 0 {
             return Ok(0);
         }
@@ -206,9 +219,23 @@ impl BulkLoad {
     }
 
     /// Gives up the load; nothing was made visible.
-    pub fn abort(self) {
+    pub fn abort(mut self) {
+        let _ = self.wait_for_spill();
         let _ = fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Sorts `rows` by key and writes them to the run file at `path`.
+fn write_run(path: &Path, mut rows: Vec<(Vec<u8>, Vec<u8>)>) -> Result<()> {
+    rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut w = BufWriter::new(File::create(path).map_err(io)?);
+    for (k, v) in rows {
+        w.write_all(&(k.len() as u32).to_le_bytes()).map_err(io)?;
+        w.write_all(&k).map_err(io)?;
+        w.write_all(&(v.len() as u32).to_le_bytes()).map_err(io)?;
+        w.write_all(&v).map_err(io)?;
+    }
+    w.flush().map_err(io)
 }
 
 #[cfg(test)]
@@ -234,7 +261,7 @@ mod tests {
 
         let mut load = store.bulk_load(9, true).unwrap();
         for i in 10..2000 {
-            load.add(&key(i), b"v").unwrap();
+            load.add(key(i), b"v".to_vec()).unwrap();
             if i % 500 == 0 {
                 load.spill().unwrap();
             }
@@ -249,8 +276,8 @@ mod tests {
         assert_eq!(store.partition_log_position(9, 0).unwrap(), 2);
 
         let mut dup = store.bulk_load(9, true).unwrap();
-        dup.add(&key(7000), b"x").unwrap();
-        dup.add(&key(5), b"clash").unwrap();
+        dup.add(key(7000), b"x".to_vec()).unwrap();
+        dup.add(key(5), b"clash".to_vec()).unwrap();
         assert!(matches!(dup.finish(), Err(StorageError::DuplicateKey)));
         assert!(store.begin().get(&key(7000)).unwrap().is_none());
         assert_eq!(store.begin().get(&key(5)).unwrap().unwrap(), b"old");

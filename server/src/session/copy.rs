@@ -3,12 +3,14 @@
 //! COPY FROM parses the incoming stream record by record (keeping only an unfinished record
 //! between CopyData messages, see `copy_format.rs`) and inserts every [`FLUSH_ROWS`] rows
 //! through the ordinary INSERT path (casts, defaults, NOT NULL). Each insert runs as a task of
-//! its own while the next rows are parsed, one at a time, so parsing and writing overlap.
-//! Outside a transaction block the rows feed a bulk load (`shoal_storage::BulkLoad`: sorted
-//! runs on disk, one atomic ingestion at the end), so memory stays flat whatever the input
-//! size; inside a block they join the block's transaction. Either way the load applies
-//! completely or not at all.
+//! its own while the next rows are parsed, so parsing and writing overlap. Outside a
+//! transaction block the rows feed a bulk load (`shoal_storage::BulkLoad`: sorted runs on
+//! disk, one atomic ingestion at the end), so memory stays flat whatever the input size, and
+//! [`BULK_INSERTS`] inserts run at once, since the load checks uniqueness only at its end;
+//! inside a block they join the block's transaction one insert at a time, each seeing the
+//! rows of the one before. Either way the load applies completely or not at all.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -34,8 +36,11 @@ use crate::error::{ServerError, ServerResult};
 use crate::wire::encode;
 
 /// Rows parsed before they are inserted: enough that planning the INSERT is a small part of
-/// its cost, few enough that two batches in memory stay small.
+/// its cost, few enough that the batches in memory stay small.
 const FLUSH_ROWS: usize = 16384;
+/// Inserts of one bulk load running at once: casting and encoding rows is the costly part of
+/// a load, and it parallelizes.
+const BULK_INSERTS: usize = 2;
 
 /// An unfinished COPY FROM STDIN.
 pub struct CopyIn {
@@ -48,8 +53,8 @@ pub struct CopyIn {
     /// Outside a transaction block: the bulk load the rows go to.
     bulk: Option<BulkSink>,
     table_name: String,
-    /// The insert of the previous batch of rows, still running.
-    inserting: Option<JoinHandle<ServerResult<u64>>>,
+    /// The inserts of earlier batches of rows that are still running, oldest first.
+    inserting: VecDeque<JoinHandle<ServerResult<u64>>>,
     count: u64,
 }
 
@@ -139,7 +144,7 @@ impl Session {
             implicit,
             bulk,
             table_name,
-            inserting: None,
+            inserting: VecDeque::new(),
             count: 0,
         });
         Ok(Outcome::CopyIn { columns })
@@ -218,12 +223,12 @@ impl Session {
     }
 
     pub async fn copy_abort(&self, copy: &mut CopyIn) {
-        if let Some(inserting) = copy.inserting.take() {
+        for inserting in copy.inserting.drain(..) {
             inserting.abort();
         }
         let bulk = copy.bulk.clone();
         let txn = copy.implicit.then(|| copy.txn.clone());
-        // The cancelled insert may still hold the bulk load on a blocking thread: wait there.
+        // A cancelled insert may still hold the bulk load on a blocking thread: wait there.
         let _ = tokio::task::spawn_blocking(move || {
             if let Some(load) = bulk.as_ref().and_then(|b| b.lock().take()) {
                 load.abort();
@@ -238,9 +243,12 @@ impl Session {
         }
     }
 
-    /// Starts inserting the rows parsed so far, once the previous insert has finished.
+    /// Starts inserting the rows parsed so far, once fewer inserts than allowed are running.
     async fn copy_flush(&self, copy: &mut CopyIn) -> ServerResult<()> {
-        copy_settle(copy).await?;
+        let running = if copy.bulk.is_some() { BULK_INSERTS } else { 1 };
+        while copy.inserting.len() >= running {
+            copy_settle_oldest(copy).await?;
+        }
         if copy.parsed.rows == 0 {
             return Ok(());
         }
@@ -265,14 +273,23 @@ impl Session {
             copy.column_list,
             super::dml::SCRATCH_TABLE
         );
-        copy.inserting = Some(tokio::spawn(insert_rows(ctx, sql)));
+        copy.inserting
+            .push_back(tokio::spawn(insert_rows(ctx, sql)));
         Ok(())
     }
 }
 
-/// Waits for the running insert of a COPY and counts its rows.
+/// Waits for every running insert of a COPY and counts their rows.
 async fn copy_settle(copy: &mut CopyIn) -> ServerResult<()> {
-    if let Some(inserting) = copy.inserting.take() {
+    while !copy.inserting.is_empty() {
+        copy_settle_oldest(copy).await?;
+    }
+    Ok(())
+}
+
+/// Waits for the oldest running insert of a COPY and counts its rows.
+async fn copy_settle_oldest(copy: &mut CopyIn) -> ServerResult<()> {
+    if let Some(inserting) = copy.inserting.pop_front() {
         copy.count += inserting
             .await
             .map_err(|e| ServerError::Internal(e.to_string()))??;

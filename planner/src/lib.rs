@@ -17,6 +17,7 @@ pub mod ddl;
 mod error;
 mod function_signatures;
 mod functions;
+mod integer_casts;
 mod json_functions;
 mod naming;
 mod numeric_avg;
@@ -129,11 +130,13 @@ pub fn base_context(
     ctx.register_udf(json_functions::json_build_object_udf());
     ctx.register_udaf(typed_array_agg::typed_array_agg_udaf());
     ctx.register_udaf(numeric_avg::numeric_avg_udaf());
+    ctx.register_udf(integer_casts::round_to_integer_udf());
     ctx.register_udf(array_subquery::udf());
     for udf in function_signatures::udfs() {
         ctx.register_udf(udf);
     }
     ctx.add_analyzer_rule(Arc::new(pg_input::PgTextInput::new()));
+    ctx.add_analyzer_rule(Arc::new(integer_casts::IntegerCasts::new()));
     ctx.add_analyzer_rule(per_row_subquery::analyzer_rule());
     ctx.add_optimizer_rule(per_row_subquery::optimizer_rule());
     Ok(ctx)

@@ -38,6 +38,7 @@ mod reg_output;
 mod relation_functions;
 mod system;
 mod table;
+mod to_char;
 mod typed_array_agg;
 mod types;
 mod updatable_views;
@@ -131,6 +132,7 @@ pub fn base_context(
     ctx.register_udaf(typed_array_agg::typed_array_agg_udaf());
     ctx.register_udaf(numeric_avg::numeric_avg_udaf());
     ctx.register_udf(integer_casts::round_to_integer_udf());
+    ctx.register_udf(to_char::to_char_udf());
     ctx.register_udf(array_subquery::udf());
     for udf in function_signatures::udfs() {
         ctx.register_udf(udf);

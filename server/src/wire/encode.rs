@@ -220,6 +220,15 @@ fn with_postgres_encodings(fields: &[FieldInfo], batch: RecordBatch) -> RecordBa
 
 /// The column as the server encodes it, or None when arrow-pg's encoding is right.
 fn render_column(text: bool, pg_type: Option<&Type>, column: &ArrayRef) -> Option<ArrayRef> {
+    // Timestamps print at PostgreSQL's microsecond precision, whatever unit computed them
+    // (`date_trunc` answers in nanoseconds).
+    let column = &match column.data_type() {
+        DataType::Timestamp(unit, tz) if text && *unit != TimeUnit::Microsecond => {
+            let micros = DataType::Timestamp(TimeUnit::Microsecond, tz.clone());
+            datafusion::arrow::compute::cast(column, &micros).ok()?
+        }
+        _ => column.clone(),
+    };
     let vector = [Type::INT2_VECTOR.oid(), Type::OID_VECTOR.oid()];
     if text && pg_type.is_some_and(|t| vector.contains(&t.oid())) {
         return column.as_list_opt::<i32>().map(space_separated);

@@ -10,16 +10,17 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{DataType, Decimal128Type, Float32Type, Float64Type};
-use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::common::{exec_err, DFSchema, ScalarValue};
+use datafusion::common::tree_node::Transformed;
+use datafusion::common::{exec_err, ScalarValue};
 use datafusion::config::ConfigOptions;
 use datafusion::error::Result as DfResult;
-use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::{
     ColumnarValue, Expr, ExprSchemable, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
     Signature, Volatility,
 };
 use datafusion::optimizer::AnalyzerRule;
+
+use crate::pg_input::rewrite_expressions;
 
 /// `pg_round_to_integer(x)`: a float or numeric rounded to a whole number the way
 /// PostgreSQL's casts to integer types round it, in the argument's own type.
@@ -121,35 +122,18 @@ impl IntegerCasts {
 
 impl AnalyzerRule for IntegerCasts {
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> DfResult<LogicalPlan> {
-        plan.transform_up_with_subqueries(|node| {
-            let schema: Arc<DFSchema> = match node.inputs().first() {
-                Some(input) => input.schema().clone(),
-                None => Arc::new(DFSchema::empty()),
-            };
-            let names = NamePreserver::new(&node);
-            node.map_expressions(|e| {
-                let saved = names.save(&e);
-                let rewritten = e.transform_up(|e| match e {
-                    Expr::Cast(mut c)
-                        if matches!(
-                            c.field.data_type(),
-                            DataType::Int16 | DataType::Int32 | DataType::Int64
-                        ) && c.expr.get_type(schema.as_ref()).is_ok_and(|t| rounds(&t)) =>
-                    {
-                        c.expr = Box::new(self.round.call(vec![*c.expr]));
-                        Ok(Transformed::yes(Expr::Cast(c)))
-                    }
-                    other => Ok(Transformed::no(other)),
-                })?;
-                // The column keeps the name it had before the rewrite.
-                Ok(if rewritten.transformed {
-                    Transformed::yes(saved.restore(rewritten.data))
-                } else {
-                    rewritten
-                })
-            })
+        rewrite_expressions(plan, |e, schema| match e {
+            Expr::Cast(mut c)
+                if matches!(
+                    c.field.data_type(),
+                    DataType::Int16 | DataType::Int32 | DataType::Int64
+                ) && c.expr.get_type(schema).is_ok_and(|t| rounds(&t)) =>
+            {
+                c.expr = Box::new(self.round.call(vec![*c.expr]));
+                Ok(Transformed::yes(Expr::Cast(c)))
+            }
+            other => Ok(Transformed::no(other)),
         })
-        .map(|t| t.data)
     }
 
     fn name(&self) -> &str {

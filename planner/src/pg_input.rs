@@ -198,61 +198,65 @@ impl PgTextInput {
     }
 }
 
-impl AnalyzerRule for PgTextInput {
-    fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> DfResult<LogicalPlan> {
-        plan.transform_up_with_subqueries(|node| {
-            // VALUES rows have no input: their expressions are literals and casts of them.
-            let schema: Arc<DFSchema> = match node.inputs().first() {
-                Some(input) => input.schema().clone(),
-                None => Arc::new(DFSchema::empty()),
-            };
-            let names = NamePreserver::new(&node);
-            node.map_expressions(|e| {
-                let saved = names.save(&e);
-                let rewritten = e.transform_up(|e| match e {
-                    Expr::Cast(c)
-                        if matches!(c.field.data_type(), DataType::Utf8 | DataType::Utf8View) =>
-                    {
-                        match c.expr.get_type(schema.as_ref()) {
-                            Ok(DataType::Float32) => {
-                                Ok(Transformed::yes(self.float4_out.call(vec![*c.expr])))
-                            }
-                            Ok(DataType::Float64) => {
-                                Ok(Transformed::yes(self.float8_out.call(vec![*c.expr])))
-                            }
-                            Ok(DataType::List(_)) => {
-                                Ok(Transformed::yes(self.array_out.call(vec![*c.expr])))
-                            }
-                            _ => Ok(Transformed::no(Expr::Cast(c))),
-                        }
-                    }
-                    Expr::Cast(c)
-                        if matches!(
-                            c.expr.get_type(schema.as_ref()),
-                            Ok(DataType::Utf8 | DataType::Utf8View)
-                        ) =>
-                    {
-                        match c.field.data_type() {
-                            DataType::Binary => {
-                                Ok(Transformed::yes(self.bytea.call(vec![*c.expr])))
-                            }
-                            DataType::Interval(IntervalUnit::MonthDayNano) => {
-                                Ok(Transformed::yes(self.interval.call(vec![*c.expr])))
-                            }
-                            _ => Ok(Transformed::no(Expr::Cast(c))),
-                        }
-                    }
-                    other => Ok(Transformed::no(other)),
-                })?;
-                // The column keeps the name it had before the rewrite.
-                Ok(if rewritten.transformed {
-                    Transformed::yes(saved.restore(rewritten.data))
-                } else {
-                    rewritten
-                })
+/// `plan` (subqueries included) with `rewrite` applied bottom-up to every expression, given
+/// the schema the expression reads (its node's first input; empty for VALUES, whose rows are
+/// literals and casts of them). Rewritten columns keep the names they had.
+pub(crate) fn rewrite_expressions(
+    plan: LogicalPlan,
+    rewrite: impl Fn(Expr, &DFSchema) -> DfResult<Transformed<Expr>>,
+) -> DfResult<LogicalPlan> {
+    plan.transform_up_with_subqueries(|node| {
+        let schema: Arc<DFSchema> = match node.inputs().first() {
+            Some(input) => input.schema().clone(),
+            None => Arc::new(DFSchema::empty()),
+        };
+        let names = NamePreserver::new(&node);
+        node.map_expressions(|e| {
+            let saved = names.save(&e);
+            let rewritten = e.transform_up(|e| rewrite(e, schema.as_ref()))?;
+            Ok(if rewritten.transformed {
+                Transformed::yes(saved.restore(rewritten.data))
+            } else {
+                rewritten
             })
         })
-        .map(|t| t.data)
+    })
+    .map(|t| t.data)
+}
+
+impl AnalyzerRule for PgTextInput {
+    fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> DfResult<LogicalPlan> {
+        rewrite_expressions(plan, |e, schema| match e {
+            Expr::Cast(c) if matches!(c.field.data_type(), DataType::Utf8 | DataType::Utf8View) => {
+                match c.expr.get_type(schema) {
+                    Ok(DataType::Float32) => {
+                        Ok(Transformed::yes(self.float4_out.call(vec![*c.expr])))
+                    }
+                    Ok(DataType::Float64) => {
+                        Ok(Transformed::yes(self.float8_out.call(vec![*c.expr])))
+                    }
+                    Ok(DataType::List(_)) => {
+                        Ok(Transformed::yes(self.array_out.call(vec![*c.expr])))
+                    }
+                    _ => Ok(Transformed::no(Expr::Cast(c))),
+                }
+            }
+            Expr::Cast(c)
+                if matches!(
+                    c.expr.get_type(schema),
+                    Ok(DataType::Utf8 | DataType::Utf8View)
+                ) =>
+            {
+                match c.field.data_type() {
+                    DataType::Binary => Ok(Transformed::yes(self.bytea.call(vec![*c.expr]))),
+                    DataType::Interval(IntervalUnit::MonthDayNano) => {
+                        Ok(Transformed::yes(self.interval.call(vec![*c.expr])))
+                    }
+                    _ => Ok(Transformed::no(Expr::Cast(c))),
+                }
+            }
+            other => Ok(Transformed::no(other)),
+        })
     }
 
     fn name(&self) -> &str {

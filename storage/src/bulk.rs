@@ -22,8 +22,9 @@ use rocksdb::{IngestExternalFileOptions, Options, SstFileWriter};
 
 use crate::{keys, Result, StorageError, Store};
 
-/// Bytes of rows held in memory before they are sorted and spilled.
-pub const RUN_BYTES: usize = 32 * 1024 * 1024;
+/// Bytes of rows held in memory before they are sorted and spilled. Two buffers may be held
+/// (one filling, one being spilled), so a load holds at most twice this.
+pub const RUN_BYTES: usize = 16 * 1024 * 1024;
 /// Size at which an output SST file is closed and the next one started.
 const SST_BYTES: u64 = 256 * 1024 * 1024;
 

@@ -36,8 +36,8 @@ use crate::error::{ServerError, ServerResult};
 use crate::wire::encode;
 
 /// Rows parsed before they are inserted: enough that planning the INSERT is a small part of
-/// its cost, few enough that the batches in memory stay small.
-const FLUSH_ROWS: usize = 16384;
+/// its cost, few enough that the batches of the inserts running at once stay small.
+const FLUSH_ROWS: usize = 8192;
 /// Inserts of one bulk load running at once: casting and encoding rows is the costly part of
 /// a load, and it parallelizes.
 const BULK_INSERTS: usize = 2;

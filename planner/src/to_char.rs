@@ -166,7 +166,7 @@ pub(crate) fn format_pg(at: &NaiveDateTime, pattern: &str) -> String {
     let mut rest = pattern;
     let mut fm = false;
     while let Some(c) = rest.chars().next() {
-        if rest.len() >= 2 && rest[..2].eq_ignore_ascii_case("FM") {
+        if rest.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("FM")) {
             fm = true;
             rest = &rest[2..];
             continue;
@@ -279,5 +279,7 @@ mod tests {
             "Friday    Fri 6 040 1 06"
         );
         assert_eq!(format_pg(&at, "\"Week\" WW yy"), "Week 06 24");
+        // Text that is no pattern passes through, multibyte characters and all.
+        assert_eq!(format_pg(&at, "€x é \"unclosed"), "€x é unclosed");
     }
 }

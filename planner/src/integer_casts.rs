@@ -100,7 +100,8 @@ fn round_half_away(v: i128, unit: i128) -> i128 {
     }
     let whole = v / unit * unit;
     let rest = v - whole;
-    if rest.abs() * 2 < unit {
+    // `rest < unit - rest` rather than `2 * rest < unit`: at scale 38 the double overflows.
+    if rest.abs() < unit - rest.abs() {
         whole
     } else {
         whole.saturating_add(unit * rest.signum())
@@ -153,5 +154,9 @@ mod tests {
         assert_eq!(round_half_away(249, 100), 200);
         assert_eq!(round_half_away(-249, 100), -200);
         assert_eq!(round_half_away(7, 1), 7);
+        // numeric(38,38): halves of 10^38 do not overflow.
+        let unit = 10_i128.pow(38);
+        assert_eq!(round_half_away(unit / 2, unit), unit);
+        assert_eq!(round_half_away(unit / 2 - 1, unit), 0);
     }
 }

@@ -353,7 +353,7 @@ impl<'a> TableWriter<'a> {
     pub fn insert_bulk(
         &self,
         batch: &RecordBatch,
-        load: &crate::BulkSink,
+        load: Option<&crate::BulkSink>,
     ) -> Result<WriteOutcome, ExecError> {
         let batch = &self.checked(batch)?;
         let keys = self.keys_of(batch)?;
@@ -364,8 +364,9 @@ impl<'a> TableWriter<'a> {
             encoder.encode(row, &mut value)?;
             values.push(value);
         }
-        let mut guard = load.lock();
-        let Some(load) = guard.as_mut() else {
+        // No load: the statement was planned without one, or the COPY was aborted meanwhile.
+        let mut guard = load.map(|l| l.lock());
+        let Some(load) = guard.as_mut().and_then(|g| g.as_mut()) else {
             return Err(ExecError::TaskFailed(
                 "bulk insert without a bulk load".into(),
             ));

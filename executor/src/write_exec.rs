@@ -333,14 +333,7 @@ impl ExecutionPlan for TableWriteExec {
                 for (batch, rows) in batches.iter().zip(rows) {
                     let written = match kind {
                         WriteKind::Insert(action) => writer.insert(&rows, action)?,
-                        WriteKind::BulkInsert => match &bulk {
-                            Some(load) => writer.insert_bulk(&rows, load)?,
-                            None => {
-                                return Err(ExecError::TaskFailed(
-                                    "bulk insert without a bulk load".into(),
-                                ))
-                            }
-                        },
+                        WriteKind::BulkInsert => writer.insert_bulk(&rows, bulk.as_ref())?,
                         WriteKind::Delete => {
                             let n = writer.delete(batch.column(visible).as_ref())?;
                             crate::WriteOutcome {

@@ -3,10 +3,9 @@
 //!
 //! Rows are buffered up to [`RUN_BYTES`], then sorted and spilled to a run file on a thread of
 //! its own while the next rows arrive (one spill at a time, so at most two buffers are held).
-//! `finish` merges the
-//! runs in key order, refuses duplicate keys (within the load or already stored), writes
-//! non-overlapping SST files and ingests them in one atomic RocksDB operation. During that
-//! final step the table's barrier is held exclusively, so no commit to the table interleaves
+//! `finish` merges the runs in key order, refuses duplicate keys (within the load or already
+//! stored), writes non-overlapping SST files and ingests them in one atomic RocksDB operation.
+//! During that final step the table's barrier is held exclusively, so no commit to the table interleaves
 //! with the uniqueness check, and the table's fence key is rewritten, so every transaction
 //! that started before and writes the table fails its commit with a write conflict instead of
 //! overwriting loaded rows. Snapshots taken before the ingestion do not see the loaded rows.

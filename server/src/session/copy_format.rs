@@ -203,13 +203,14 @@ impl CopyReader {
         // Most chunks are parsed where they lie; only a record left unfinished by the last
         // chunk, or a last record without its newline, needs a copy.
         let joined;
-        let unterminated = end && !chunk.is_empty() && chunk.last() != Some(&b'\n');
+        let last = chunk.last().or(self.pending.last());
+        let unterminated = end && last.is_some_and(|b| *b != b'\n');
         let buf: &[u8] = if self.pending.is_empty() && !unterminated {
             chunk
         } else {
             let mut b = std::mem::take(&mut self.pending);
             b.extend_from_slice(chunk);
-            if end && !b.is_empty() && b.last() != Some(&b'\n') {
+            if unterminated {
                 b.push(b'\n');
             }
             joined = b;
@@ -279,10 +280,6 @@ fn record_length(buf: &[u8], f: &CopyFormat) -> Option<usize> {
                 if f.escape == f.quote && i + 1 < buf.len() && buf[i + 1] == f.quote {
                     i += 2;
                     continue;
-                }
-                if i + 1 >= buf.len() && f.escape == f.quote {
-                    // `"` at the end of the chunk: a doubled quote may follow.
-                    return None;
                 }
                 i += 1;
                 break;

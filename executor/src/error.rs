@@ -16,8 +16,22 @@ pub enum ExecError {
     StringTooLong { type_name: String },
     #[error("invalid input syntax for type {type_name}: \"{value}\"")]
     InvalidInput { type_name: String, value: String },
-    #[error("invalid input syntax for type {type_name}")]
-    InvalidJson { type_name: String },
+    /// Text that is not a json (or jsonb) value; `detail` says what is wrong with it.
+    #[error("invalid input syntax for type {type_name}: {detail}")]
+    InvalidJson { type_name: String, detail: String },
+    /// jsonb cannot hold NUL characters (PostgreSQL's text cannot either).
+    #[error("unsupported Unicode escape sequence: \\u0000 cannot be converted to text")]
+    UnsupportedUnicodeEscape,
+    /// A function or operator met an argument it does not apply to (an array length of a
+    /// JSON object, a key deleted from a scalar, a malformed `format()` string, ...).
+    #[error("{0}")]
+    InvalidParameterValue(String),
+    /// A date or time read by a pattern (`to_date`) names a day or hour that does not exist.
+    #[error("date/time field value out of range: \"{0}\"")]
+    DatetimeFieldOutOfRange(String),
+    /// Text does not fit the date/time pattern it is read by.
+    #[error("{0}")]
+    InvalidDatetimeFormat(String),
     #[error("{0}")]
     Arrow(#[from] datafusion::arrow::error::ArrowError),
     /// A statement on one node needs partitions other nodes lead in a way only a transaction

@@ -23,6 +23,7 @@ mod flight;
 mod fragment_codec;
 mod fragment_exec;
 mod index_entries;
+pub mod json;
 mod offload_to_device;
 mod per_row_subquery_exec;
 mod point_read;

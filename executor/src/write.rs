@@ -16,7 +16,7 @@ use shoal_storage::{keys, RowEncoder, Store, Txn};
 use crate::index_entries::{
     entries_of, first_taken, put_entries, stored_entries_of, unique_violation, write_entries,
 };
-use crate::{ExecError, TableHandle};
+use crate::{json, ExecError, TableHandle};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConflictAction {
@@ -168,22 +168,26 @@ impl<'a> TableWriter<'a> {
     }
 
     /// `batch` as it is stored: its constraints checked, its uuids in PostgreSQL's canonical
-    /// form (lower case, hyphenated), as PostgreSQL prints whatever form was written.
+    /// form (lower case, hyphenated) and its jsonb values in jsonb's, as PostgreSQL prints
+    /// whatever form was written.
     fn checked(&self, batch: &RecordBatch) -> Result<RecordBatch, ExecError> {
         self.check_constraints(batch)?;
         let mut columns = batch.columns().to_vec();
         let mut changed = false;
         for (i, column) in self.table.def.visible_columns().enumerate() {
-            if column.sql_type != SqlType::Uuid {
-                continue;
-            }
             let Some(values) = batch.column(i).as_string_opt::<i32>() else {
                 continue;
             };
-            if values.iter().flatten().all(|v| canonical_uuid(v) == v) {
-                continue;
-            }
-            let canonical: StringArray = values.iter().map(|v| v.map(canonical_uuid)).collect();
+            let canonical: StringArray = match column.sql_type {
+                SqlType::Uuid if values.iter().flatten().any(|v| canonical_uuid(v) != v) => {
+                    values.iter().map(|v| v.map(canonical_uuid)).collect()
+                }
+                SqlType::Jsonb => values
+                    .iter()
+                    .map(|v| v.map(json::canonical_jsonb).transpose())
+                    .collect::<Result<_, _>>()?,
+                _ => continue,
+            };
             columns[i] = Arc::new(canonical);
             changed = true;
         }
@@ -230,12 +234,10 @@ impl<'a> TableWriter<'a> {
                         return Err(invalid(bad));
                     }
                 }
-                SqlType::Json | SqlType::Jsonb => {
-                    let not_json = |v: &&str| serde_json::from_str::<serde_json::Value>(v).is_err();
-                    if values.iter().flatten().any(|v| not_json(&v)) {
-                        return Err(ExecError::InvalidJson {
-                            type_name: column.sql_type.pg_name(),
-                        });
+                // jsonb is parsed (and so checked) when it is made canonical.
+                SqlType::Json => {
+                    for v in values.iter().flatten() {
+                        json::validate_json(v)?;
                     }
                 }
                 _ => {}

@@ -89,7 +89,7 @@ async fn catalog_and_rows_survive_restart() {
             Some("a@x.org".into()),
             Some("2024-02-03".into()),
             Some("{x,y}".into()),
-            Some("{\"k\":1}".into()),
+            Some("{\"k\": 1}".into()),
             Some("t".into()),
         ]]
     );

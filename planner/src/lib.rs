@@ -15,15 +15,17 @@ mod computed;
 mod constant_overflow;
 pub mod ddl;
 mod error;
+mod format_function;
 mod function_signatures;
 mod functions;
 mod integer_casts;
-mod json_functions;
+mod json;
 mod naming;
 mod numeric_avg;
 mod per_row_subquery;
 mod pg15_catalog;
 pub mod pg_input;
+mod pg_operators;
 pub mod pg_output;
 mod pg_overlay;
 mod pg_relations;
@@ -35,10 +37,12 @@ mod pg_views;
 mod point_select;
 mod push_to_leaders;
 mod reg_output;
+mod regex_functions;
 mod relation_functions;
 mod system;
 mod table;
 mod to_char;
+mod to_datetime;
 mod typed_array_agg;
 mod types;
 mod updatable_views;
@@ -108,9 +112,15 @@ pub fn base_context(
         let mut analyzers = existing.analyzer().rules.clone();
         analyzers.insert(0, Arc::new(pg_input::ArrayTextInput));
         analyzers.push(Arc::new(constant_overflow::ConstantOverflow));
+        // First, so that `@>` on jsonb and `substring(s from pattern)` are not taken for the
+        // array and integer forms DataFusion's planners know.
+        let mut expr_planners: Vec<Arc<dyn datafusion::logical_expr::planner::ExprPlanner>> =
+            vec![Arc::new(pg_operators::PgOperatorPlanner)];
+        expr_planners.extend(existing.expr_planners().iter().cloned());
         let mut builder = per_row_subquery::install(
             SessionStateBuilder::new_from_existing(existing)
                 .with_type_planner(Arc::new(types::ShoalTypePlanner))
+                .with_expr_planners(expr_planners)
                 .with_analyzer_rules(analyzers),
         );
         builder = builder.with_physical_optimizer_rule(Arc::new(shoal_executor::CheckedArithmetic));
@@ -128,7 +138,16 @@ pub fn base_context(
     catalog_functions::register(&ctx);
     ctx.register_udf(pg_input::bytea_in_udf());
     ctx.register_udf(pg_input::interval_in_udf());
-    ctx.register_udf(json_functions::json_build_object_udf());
+    for udf in json::udfs() {
+        ctx.register_udf(udf);
+    }
+    ctx.register_udf(format_function::format_udf());
+    for udf in to_datetime::udfs() {
+        ctx.register_udf(udf);
+    }
+    for udf in regex_functions::udfs() {
+        ctx.register_udf(udf);
+    }
     ctx.register_udaf(typed_array_agg::typed_array_agg_udaf());
     ctx.register_udaf(numeric_avg::numeric_avg_udaf());
     ctx.register_udf(integer_casts::round_to_integer_udf());

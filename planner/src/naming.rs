@@ -3,7 +3,7 @@
 //! single-column table function aliased without a column list, `generate_series(1, 3) AS n`,
 //! has one column `n`.
 //! Also where a PostgreSQL function is better written in DataFusion's terms at the SQL level
-//! (`generate_subscripts`, pgJDBC's `information_schema._pg_expandarray`, `ARRAY(subquery)`).
+//! (`generate_subscripts`, `mod`, pgJDBC's `information_schema._pg_expandarray`, `ARRAY(subquery)`).
 
 use std::ops::ControlFlow;
 
@@ -161,12 +161,18 @@ impl VisitorMut for FunctionAliases {
             replace_with_sql(e, &format!("unnest(pg_partition_ancestor_oids{args})"));
             return ControlFlow::Continue(());
         }
-        if name != "generate_subscripts" {
-            return ControlFlow::Continue(());
-        }
         let FunctionArguments::List(list) = &f.args else {
             return ControlFlow::Continue(());
         };
+        if let ("mod", [dividend, divisor]) = (name, list.args.as_slice()) {
+            // PostgreSQL's `mod(a, b)` is its `a % b` (the sign of the dividend).
+            let sql = format!("(({dividend}) % ({divisor}))");
+            replace_with_sql(e, &sql);
+            return ControlFlow::Continue(());
+        }
+        if name != "generate_subscripts" {
+            return ControlFlow::Continue(());
+        }
         let [array, dimension] = list.args.as_slice() else {
             return ControlFlow::Continue(());
         };

@@ -16,6 +16,7 @@ use datafusion::logical_expr::{
     create_udf, ColumnarValue, Expr, ExprSchemable, LogicalPlan, Operator, ScalarUDF, Volatility,
 };
 use datafusion::optimizer::AnalyzerRule;
+use shoal_executor::json::JsonType;
 
 /// Decodes one bytea literal in PostgreSQL's input syntax.
 pub fn decode_bytea(text: &str) -> Result<Vec<u8>, String> {
@@ -226,7 +227,29 @@ pub(crate) fn rewrite_expressions(
 
 impl AnalyzerRule for PgTextInput {
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> DfResult<LogicalPlan> {
-        rewrite_expressions(plan, |e, schema| match e {
+        rewrite_expressions(plan, |e, schema| {
+            self.rewrite_cast(e, schema)
+        })
+    }
+
+    fn name(&self) -> &str {
+        "shoal_pg_text_input"
+    }
+}
+
+impl PgTextInput {
+    fn rewrite_cast(&self, e: Expr, schema: &DFSchema) -> DfResult<Transformed<Expr>> {
+        match e {
+            // `::json` checks the text, `::jsonb` also writes it canonically.
+            Expr::Cast(c) if crate::json::json_type_of(&c.field).is_some() => {
+                let ty = crate::json::json_type_of(&c.field).unwrap_or(JsonType::Json);
+                let input = crate::json::json_udf(
+                    &format!("{}_in", ty.name()),
+                    ty,
+                    crate::json::Access::Input,
+                );
+                Ok(Transformed::yes(input.call(vec![*c.expr])))
+            }
             Expr::Cast(c) if matches!(c.field.data_type(), DataType::Utf8 | DataType::Utf8View) => {
                 match c.expr.get_type(schema) {
                     Ok(DataType::Float32) => {
@@ -256,11 +279,7 @@ impl AnalyzerRule for PgTextInput {
                 }
             }
             other => Ok(Transformed::no(other)),
-        })
-    }
-
-    fn name(&self) -> &str {
-        "shoal_pg_text_input"
+        }
     }
 }
 

@@ -628,7 +628,8 @@ async fn a_cluster_answers_as_one_node_and_postgres_do() {
         cluster.push(n.connect().await);
     }
 
-    let schema = "create table customer (c_id int primary key, name text not null, nation int not null) with (partitions = 3);
+    let schema = "create table customer (c_id int primary key, name text not null, nation int not null,
+                                         meta jsonb not null) with (partitions = 3);
                   create table orders (o_id int primary key, cust int not null, status text not null,
                                        total numeric(12,2) not null, day date not null) with (partitions = 6)";
     let pg_schema = schema
@@ -639,7 +640,12 @@ async fn a_cluster_answers_as_one_node_and_postgres_do() {
     cluster[0].batch_execute(schema).await.unwrap();
 
     let customers: Vec<String> = (1..=50)
-        .map(|c| format!("({c}, 'customer {c:02}', {})", c % 7))
+        .map(|c| {
+            let tier = ["gold", "silver", "bronze"][c % 3];
+            let vip = if c % 5 == 0 { r#", "vip": true"# } else { "" };
+            let meta = format!(r#"{{"tier": "{tier}", "rank": {c}{vip}}}"#);
+            format!("({c}, 'customer {c:02}', {}, '{meta}')", c % 7)
+        })
         .collect();
     let orders: Vec<String> = (1..=500)
         .map(|o| {
@@ -680,6 +686,11 @@ async fn a_cluster_answers_as_one_node_and_postgres_do() {
          (select 1 from orders o where o.cust = c.c_id and o.total > 960) order by c_id",
         "select o_id, rank() over (partition by cust order by total desc) from orders \
          where cust = 8 order by o_id",
+        // Functions planned by Shoal (JSON operators, regular expressions) run at the leaders.
+        "select c_id, meta ->> 'tier', meta -> 'rank' from customer \
+         where meta @> '{\"tier\": \"gold\"}' and meta ? 'vip' order by c_id",
+        "select substring(name from '[0-9]+$') as n, meta #>> '{tier}' from customer \
+         where (meta ->> 'rank')::int > 45 order by n",
     ];
     for q in queries {
         let expected = texts(&reference, q).await;

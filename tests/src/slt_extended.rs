@@ -201,6 +201,17 @@ fn interval(months: i32, days: i32, micros: i64) -> String {
     parts.join(" ")
 }
 
+/// An array element as `array_out` writes it: quoted when empty, `NULL`, or holding quotes,
+/// backslashes, braces, commas or blanks.
+fn array_item(item: String) -> String {
+    let special = |c: char| matches!(c, '"' | '\\' | '{' | '}' | ',') || c.is_ascii_whitespace();
+    if item.is_empty() || item.eq_ignore_ascii_case("null") || item.contains(special) {
+        format!("\"{}\"", item.replace('\\', "\\\\").replace('"', "\\\""))
+    } else {
+        item
+    }
+}
+
 /// One-dimensional arrays: `{1,2,NULL}`.
 fn array(element: &Type, b: &[u8]) -> String {
     let ndim = i32::from_be_bytes(be(b));
@@ -216,7 +227,7 @@ fn array(element: &Type, b: &[u8]) -> String {
         if n < 0 {
             items.push("NULL".to_string());
         } else {
-            items.push(scalar(element, &b[at..at + n as usize]));
+            items.push(array_item(scalar(element, &b[at..at + n as usize])));
             at += n as usize;
         }
     }

@@ -22,6 +22,8 @@ mod integer_casts;
 mod json;
 mod naming;
 mod numeric_avg;
+mod numeric_division;
+mod numeric_literals;
 mod per_row_subquery;
 mod pg15_catalog;
 pub mod pg_input;
@@ -82,7 +84,8 @@ pub fn base_context(
         .with_information_schema(true)
         .with_target_partitions(4)
         .set_bool("datafusion.sql_parser.enable_ident_normalization", true)
-        .set_str("datafusion.sql_parser.dialect", "PostgreSQL");
+        .set_str("datafusion.sql_parser.dialect", "PostgreSQL")
+        .set_bool("datafusion.sql_parser.parse_float_as_decimal", true);
     let state = SessionStateBuilder::new()
         .with_config(config)
         .with_default_features()
@@ -111,6 +114,8 @@ pub fn base_context(
         // Array literals must be read before type coercion looks at the comparison.
         let mut analyzers = existing.analyzer().rules.clone();
         analyzers.insert(0, Arc::new(pg_input::ArrayTextInput));
+        // Also before type coercion, which would turn floats into decimals.
+        analyzers.insert(1, Arc::new(numeric_literals::FloatBesideNumeric));
         analyzers.push(Arc::new(constant_overflow::ConstantOverflow));
         // First, so that `@>` on jsonb and `substring(s from pattern)` are not taken for the
         // array and integer forms DataFusion's planners know.
@@ -151,6 +156,7 @@ pub fn base_context(
     ctx.register_udaf(typed_array_agg::typed_array_agg_udaf());
     ctx.register_udaf(numeric_avg::numeric_avg_udaf());
     ctx.register_udf(integer_casts::round_to_integer_udf());
+    ctx.register_udf(numeric_division::numeric_divide_udf());
     ctx.register_udf(to_char::to_char_udf());
     ctx.register_udf(array_subquery::udf());
     for udf in function_signatures::udfs() {
@@ -158,6 +164,7 @@ pub fn base_context(
     }
     ctx.add_analyzer_rule(Arc::new(pg_input::PgTextInput::new()));
     ctx.add_analyzer_rule(Arc::new(integer_casts::IntegerCasts::new()));
+    ctx.add_analyzer_rule(Arc::new(numeric_division::NumericDivision::new()));
     ctx.add_analyzer_rule(per_row_subquery::analyzer_rule());
     ctx.add_optimizer_rule(per_row_subquery::optimizer_rule());
     Ok(ctx)

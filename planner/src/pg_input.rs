@@ -228,6 +228,16 @@ pub(crate) fn rewrite_expressions(
 impl AnalyzerRule for PgTextInput {
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> DfResult<LogicalPlan> {
         rewrite_expressions(plan, |e, schema| {
+            if let Expr::Cast(c) = &e {
+                if let Expr::Literal(value, _) = c.expr.as_ref() {
+                    let target = c.field.data_type();
+                    if let Some(folded) =
+                        crate::numeric_literals::exact_float_literal(value, target)
+                    {
+                        return Ok(Transformed::yes(folded));
+                    }
+                }
+            }
             self.rewrite_cast(e, schema)
         })
     }

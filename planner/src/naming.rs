@@ -164,6 +164,10 @@ impl VisitorMut for FunctionAliases {
         let FunctionArguments::List(list) = &f.args else {
             return ControlFlow::Continue(());
         };
+        if let Some(sql) = json_set_function(name, &list.args) {
+            replace_with_sql(e, &sql);
+            return ControlFlow::Continue(());
+        }
         if let ("mod", [dividend, divisor]) = (name, list.args.as_slice()) {
             // PostgreSQL's `mod(a, b)` is its `a % b` (the sign of the dividend).
             let sql = format!("(({dividend}) % ({divisor}))");
@@ -237,12 +241,31 @@ fn name_single_column(alias: &mut TableAlias) {
     }
 }
 
+/// `json[b]_array_elements[_text](d)` and `json[b]_object_keys(d)` in a select list: the
+/// unnest of the array of parts `planner/src/json` lists, as documents where PostgreSQL's
+/// function returns them.
+fn json_set_function(function: &str, args: &[FunctionArg]) -> Option<String> {
+    let [doc] = args else {
+        return None;
+    };
+    let (ty, set) = function.split_once('_')?;
+    let parts = match set {
+        "array_elements" => format!("{ty}_in(unnest({ty}_array_elements_array({doc})))"),
+        "array_elements_text" => format!("unnest({ty}_array_elements_text_array({doc}))"),
+        "object_keys" => format!("unnest({ty}_object_keys_array({doc}))"),
+        _ => return None,
+    };
+    matches!(ty, "json" | "jsonb").then_some(parts)
+}
+
 /// Table functions DataFusion cannot call as written, in terms it can:
 /// - `generate_series(a, b)` whose bounds are not constants (psql's `\d` passes a column of
 ///   the outer query) is the unnest of the array that the scalar `generate_series` builds,
 ///   which DataFusion plans for each outer row;
 /// - a function returning an array (`string_to_array(...) AS s`, Grafana's) is one row
 ///   holding the array, as in PostgreSQL;
+/// - the JSON set-returning functions are a query unnesting the arrays of parts that
+///   `planner/src/json` lists;
 /// - `pg_partition_ancestors(rel)` is empty: Shoal has no partitioned tables in
 ///   PostgreSQL's sense (no table is a partition of another), and PostgreSQL returns no rows
 ///   for a relation that is not a partition.
@@ -292,6 +315,56 @@ fn table_function_replacement(t: &TableFactor) -> Option<TableFactor> {
             let list: Vec<String> = args.args.iter().map(|a| a.to_string()).collect();
             let sql = format!("SELECT {function}({}) AS {column}", list.join(", "));
             derived_table(&sql, Some(alias))
+        }
+        // The JSON set-returning functions read one document (a constant or a parameter:
+        // DataFusion cannot run a function over the columns of a table beside it).
+        "json_array_elements"
+        | "jsonb_array_elements"
+        | "json_array_elements_text"
+        | "jsonb_array_elements_text"
+        | "json_object_keys"
+        | "jsonb_object_keys"
+        | "json_each"
+        | "jsonb_each"
+        | "json_each_text"
+        | "jsonb_each_text"
+            if !*with_ordinality =>
+        {
+            let [doc] = args.args.as_slice() else {
+                return None;
+            };
+            let (ty, set) = function.split_once('_')?;
+            let select = match set {
+                "each" => format!(
+                    "SELECT unnest({ty}_object_keys_array({doc})) AS key, \
+                     {ty}_in(unnest({ty}_each_values_array({doc}))) AS value"
+                ),
+                "each_text" => format!(
+                    "SELECT unnest({ty}_object_keys_array({doc})) AS key, \
+                     unnest({ty}_each_text_values_array({doc})) AS value"
+                ),
+                "object_keys" => {
+                    // One column of a base type: named after the alias, as PostgreSQL does.
+                    let column = alias
+                        .as_ref()
+                        .map_or(function.clone(), |a| a.name.value.clone());
+                    let call = json_set_function(&function, &args.args)?;
+                    format!("SELECT {call} AS \"{column}\"")
+                }
+                _ => format!(
+                    "SELECT {} AS value",
+                    json_set_function(&function, &args.args)?
+                ),
+            };
+            let alias = alias.clone().or_else(|| {
+                Some(TableAlias {
+                    explicit: true,
+                    name: Ident::new(function.as_str()),
+                    columns: vec![],
+                    at: None,
+                })
+            });
+            derived_table(&select, alias)
         }
         "pg_partition_ancestors" => {
             let columns = match with_ordinality {

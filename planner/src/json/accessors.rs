@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanBuilder, Int32Builder, StringArray, StringBuilder,
+    Array, ArrayRef, AsArray, BooleanBuilder, Int32Builder, ListBuilder, StringArray, StringBuilder,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
@@ -21,7 +21,7 @@ use datafusion::logical_expr::{
     ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
     Volatility,
 };
-use shoal_executor::json::{self, JsonNode, JsonType};
+use shoal_executor::json::{self, JsonNode, JsonType, JsonValue};
 use shoal_executor::{ExecError, PG_TYPE_METADATA_KEY};
 
 /// What a function does with its document.
@@ -56,6 +56,14 @@ pub(crate) enum Access {
     Delete,
     /// A cast to the type: checks json, writes jsonb canonically.
     Input,
+    /// The parts behind the set-returning functions, each as an array that the planner
+    /// unnests (`naming.rs`): the elements of an array document, as documents or as `->>`
+    /// writes them, the keys of an object, and its values (as documents or text).
+    Elements,
+    ElementsText,
+    Keys,
+    Values,
+    ValuesText,
 }
 
 impl Access {
@@ -78,7 +86,7 @@ pub(crate) fn udf(name: &str, default: JsonType, access: Access) -> ScalarUDF {
 }
 
 /// What each function does, by name without its `json_`/`jsonb_` prefix.
-const FUNCTIONS: [(&str, Access); 16] = [
+const FUNCTIONS: [(&str, Access); 21] = [
     ("object_field", Access::Get),
     ("object_field_text", Access::GetText),
     ("extract_path", Access::PathArgs),
@@ -96,6 +104,12 @@ const FUNCTIONS: [(&str, Access); 16] = [
     ("contained", Access::Contained),
     ("concat", Access::Concat),
     ("delete", Access::Delete),
+    // Not PostgreSQL's names: arrays that `json_array_elements(d)` and friends unnest.
+    ("array_elements_array", Access::Elements),
+    ("array_elements_text_array", Access::ElementsText),
+    ("object_keys_array", Access::Keys),
+    ("each_values_array", Access::Values),
+    ("each_text_values_array", Access::ValuesText),
 ];
 
 /// Operations PostgreSQL has for jsonb only.
@@ -176,7 +190,14 @@ impl JsonFunction {
 
     fn arity_ok(&self, n: usize) -> bool {
         match self.access {
-            Access::Typeof | Access::ArrayLength | Access::Input => n == 1,
+            Access::Typeof
+            | Access::ArrayLength
+            | Access::Input
+            | Access::Elements
+            | Access::ElementsText
+            | Access::Keys
+            | Access::Values
+            | Access::ValuesText => n == 1,
             Access::PathArgs | Access::PathArgsText => n >= 1,
             _ => n == 2,
         }
@@ -320,6 +341,13 @@ impl ScalarUDFImpl for JsonFunction {
             | Access::ExistsAll
             | Access::Contains
             | Access::Contained => DataType::Boolean,
+            Access::Elements
+            | Access::ElementsText
+            | Access::Keys
+            | Access::Values
+            | Access::ValuesText => {
+                DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true)))
+            }
             _ => DataType::Utf8,
         })
     }
@@ -496,8 +524,77 @@ impl ScalarUDFImpl for JsonFunction {
                 Arc::new(out.finish())
             }
             Access::Delete => delete(docs, &arrays[1])?,
+            Access::Elements
+            | Access::ElementsText
+            | Access::Keys
+            | Access::Values
+            | Access::ValuesText => self.parts(docs, ty)?,
         };
         Ok(crate::functions::scalar_or_array(&args.args, result))
+    }
+}
+
+impl JsonFunction {
+    /// The parts of each document an `Elements`..`ValuesText` function lists.
+    fn parts(&self, docs: &StringArray, ty: JsonType) -> Result<ArrayRef> {
+        let mut out = ListBuilder::new(StringBuilder::new());
+        let (set_function, wants_array) = match self.access {
+            Access::Elements => ("array_elements", true),
+            Access::ElementsText => ("array_elements_text", true),
+            Access::Keys => ("object_keys", false),
+            Access::Values => ("each", false),
+            _ => ("each_text", false),
+        };
+        for doc in docs.iter() {
+            let Some(doc) = doc else {
+                out.append_null();
+                continue;
+            };
+            let node = json::parse(doc, ty).map_err(to_exec)?;
+            let kind = node.type_name();
+            match (&node.value, wants_array) {
+                (JsonValue::Array(items), true) => {
+                    for item in items {
+                        out.values().append_option(match self.access {
+                            Access::Elements => Some(item.to_text(ty)),
+                            _ => item.to_unquoted_text(ty),
+                        });
+                    }
+                }
+                (JsonValue::Object(members), false) => {
+                    for (key, value) in members {
+                        out.values().append_option(match self.access {
+                            Access::Keys => Some(key.clone()),
+                            Access::Values => Some(value.to_text(ty)),
+                            _ => value.to_unquoted_text(ty),
+                        });
+                    }
+                }
+                (_, true) => {
+                    let what = if kind == "object" {
+                        "an object"
+                    } else {
+                        "a scalar"
+                    };
+                    return Err(to_exec(ExecError::InvalidParameterValue(format!(
+                        "cannot extract elements from {what}"
+                    ))));
+                }
+                (_, false) => {
+                    let what = if kind == "array" {
+                        "an array"
+                    } else {
+                        "a scalar"
+                    };
+                    return Err(to_exec(ExecError::InvalidParameterValue(format!(
+                        "cannot call {}_{set_function} on {what}",
+                        ty.name()
+                    ))));
+                }
+            }
+            out.append(true);
+        }
+        Ok(Arc::new(out.finish()))
     }
 }
 

@@ -50,8 +50,9 @@ fn is_string_literal(e: &Expr) -> bool {
     matches!(e, Expr::Value(v) if matches!(v.value, Value::SingleQuotedString(_)))
 }
 
-/// `e` when it is a cast to a reg type: the SQL that prints it. Of the literals, only a
-/// `regclass` one is printed (as the name it finds); the others are left to the catalog rules.
+/// `e` when it is a cast to a reg type: the SQL that prints it. `regclass` and `regtype`
+/// literals are looked up here; a `regnamespace` one stays a cast, which the catalog rules
+/// read as an OID, under the printer (`pg_catalog`, as PostgreSQL shows it).
 fn printed(e: &Expr) -> Option<Expr> {
     let Expr::Cast {
         expr, data_type, ..
@@ -60,30 +61,40 @@ fn printed(e: &Expr) -> Option<Expr> {
         return None;
     };
     let printer = printer(data_type)?;
-    let oid = match regclass_literal(e) {
+    let oid = match reg_literal(e) {
         Some(lookup) => lookup.to_string(),
-        None if is_string_literal(expr) => return None,
+        None if is_string_literal(expr) => format!("({e})"),
         None => format!("({expr})"),
     };
     parse_expr(&printer.replace("{}", &oid))
 }
 
-/// `'name'::regclass` as the lookup of the name (the catalog rules would look in public only).
-fn regclass_literal(e: &Expr) -> Option<Expr> {
+/// `'name'::regclass` as the lookup of the name (the catalog rules would look in public only),
+/// and `'name'::regtype` as `to_regtype`'s (which reads SQL names, `integer`, and qualified
+/// ones, `pg_catalog.int8`), falling back on `pg_type.typname` (as the catalog rules read
+/// the cast) for the types it does not know (row types).
+fn reg_literal(e: &Expr) -> Option<Expr> {
     let Expr::Cast {
         expr, data_type, ..
     } = e
     else {
         return None;
     };
-    if bare_type_name(data_type) != "regclass" || !is_string_literal(expr) {
+    if !is_string_literal(expr) {
         return None;
     }
-    parse_expr(&format!("{REGCLASS_IN}({expr})"))
+    match bare_type_name(data_type).as_str() {
+        "regclass" => parse_expr(&format!("{REGCLASS_IN}({expr})")),
+        "regtype" => parse_expr(&format!(
+            "coalesce(to_regtype({expr}), \
+             (SELECT oid FROM pg_catalog.pg_type WHERE typname = {expr}))"
+        )),
+        _ => None,
+    }
 }
 
 /// Rewrites the casts to reg types whose text the statement shows or casts to text, then the
-/// remaining `regclass` literals.
+/// remaining `regclass` and `regtype` literals.
 pub(crate) fn print_reg_casts(stmt: &mut Statement) {
     if let Statement::Query(query) = stmt {
         print_result_columns(&mut query.body);
@@ -102,7 +113,7 @@ pub(crate) fn print_reg_casts(stmt: &mut Statement) {
         ControlFlow::<()>::Continue(())
     });
     let _ = visit_expressions_mut(stmt, |e| {
-        if let Some(lookup) = regclass_literal(e) {
+        if let Some(lookup) = reg_literal(e) {
             *e = lookup;
         }
         ControlFlow::<()>::Continue(())
@@ -169,6 +180,18 @@ mod tests {
             sql.contains("shoal_regclass_out(shoal_regclass_in('cat_t'))"),
             "{sql}"
         );
+    }
+
+    #[test]
+    fn regtype_literals_shown_print_their_names() {
+        let sql = rewritten("select 'int4'::regtype, 'text'::regtype::text");
+        assert!(
+            sql.contains("format_type(coalesce(to_regtype('int4'), (SELECT oid FROM pg_catalog.pg_type WHERE typname = 'int4')), NULL)")
+                && sql.contains("format_type(coalesce(to_regtype('text')"),
+            "{sql}"
+        );
+        let sql = rewritten("select 1 from pg_type where oid = 'int4'::regtype");
+        assert!(!sql.contains("format_type"), "{sql}");
     }
 
     #[test]

@@ -904,8 +904,24 @@ impl Attribute {
     }
 }
 
+/// A `varchar(n)` or `char(n)` tag (`character varying(50)`) as its type.
+fn character_type(tag: &str) -> Option<SqlType> {
+    let length =
+        |rest: &str| -> Option<u32> { rest.strip_prefix('(')?.strip_suffix(')')?.parse().ok() };
+    if let Some(rest) = tag.strip_prefix("character varying") {
+        return match rest {
+            "" => Some(SqlType::Varchar(None)),
+            _ => length(rest).map(|n| SqlType::Varchar(Some(n))),
+        };
+    }
+    tag.strip_prefix("character")
+        .and_then(length)
+        .map(SqlType::Char)
+}
+
 /// The SQL type a view column shows for its Arrow field (the inverse of
-/// `shoal_executor::arrow_type_of`, with json/jsonb/uuid told apart by their field tag).
+/// `shoal_executor::arrow_type_of`, with json/jsonb/uuid and varchar(n)/char(n) told apart by
+/// their field tag).
 fn sql_type_of(field: &Field) -> SqlType {
     use datafusion::arrow::datatypes::TimeUnit;
     let tagged = field
@@ -934,6 +950,13 @@ fn sql_type_of(field: &Field) -> SqlType {
         DataType::Interval(_) | DataType::Duration(_) => SqlType::Interval,
         _ => SqlType::Text,
     };
+    let is_text = matches!(
+        field.data_type(),
+        DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
+    );
+    if let Some(character) = tagged.filter(|_| is_text).and_then(character_type) {
+        return character;
+    }
     match (tagged, field.data_type()) {
         (Some("json"), _) => SqlType::Json,
         (Some("jsonb"), _) => SqlType::Jsonb,

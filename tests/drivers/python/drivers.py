@@ -588,6 +588,55 @@ def sqlalchemy_inspect_asyncpg():
     return asyncio.run(run())
 
 
+@check
+def superset_schema_browsing():
+    """What Apache Superset asks when a database is added and its tables are browsed: the
+    SQLAlchemy inspector through psycopg2, over the tables the checks above made (one with an
+    index) and a view of its own, then a first page of the view as SQL Lab reads it."""
+    from sqlalchemy import inspect, text
+
+    engine = sqlalchemy_psycopg2_engine()
+    with engine.begin() as conn:
+        conn.execute(text("DROP VIEW IF EXISTS sa_author_names"))
+        conn.execute(text("CREATE VIEW sa_author_names AS SELECT id, name FROM sa_authors"))
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+        insp = inspect(conn)
+        schema = insp.default_schema_name
+        shape = {
+            "default_schema": schema,
+            "schemas": sorted(s for s in insp.get_schema_names() if s in ("public", "information_schema")),
+            "tables": sorted(t for t in insp.get_table_names(schema) if t.startswith("sa_")),
+            "views": sorted(v for v in insp.get_view_names(schema) if v.startswith("sa_")),
+            "materialized_views": insp.get_materialized_view_names(schema),
+        }
+        for table in ("sa_items", "sa_authors", "sa_author_names"):
+            shape[table] = {
+                "columns": [
+                    (c["name"], str(c["type"]), c["nullable"], c.get("default"))
+                    for c in insp.get_columns(table, schema)
+                ],
+                "pk": insp.get_pk_constraint(table, schema)["constrained_columns"],
+                "foreign_keys": [
+                    (f["constrained_columns"], f["referred_table"], f["referred_columns"])
+                    for f in insp.get_foreign_keys(table, schema)
+                ],
+                "indexes": sorted(
+                    (i["name"], i["column_names"], bool(i["unique"]))
+                    for i in insp.get_indexes(table, schema)
+                ),
+                "unique": insp.get_unique_constraints(table, schema),
+                "comment": insp.get_table_comment(table, schema)["text"],
+            }
+        view = conn.execute(
+            text("SELECT * FROM sa_author_names ORDER BY id LIMIT 100")
+        ).all()
+        shape["view_rows"] = [tuple(r) for r in view]
+    engine.dispose()
+    expect(shape["sa_items"]["pk"], ["id"], "primary key")
+    return shape
+
+
 def main():
     only = set(sys.argv[6:])
     for fn in CHECKS:

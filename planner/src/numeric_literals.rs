@@ -78,11 +78,7 @@ fn rewrite(e: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
                 .try_into()
                 .map_err(|_| DataFusionError::Internal("a binary expression lost a side".into()))?;
             let e = Expr::BinaryExpr(BinaryExpr::new(Box::new(left), op, Box::new(right)));
-            if changed {
-                Transformed::yes(e)
-            } else {
-                Transformed::no(e)
-            }
+            Transformed::new_transformed(e, changed)
         }
         Expr::Case(case) => {
             let Case {
@@ -107,11 +103,7 @@ fn rewrite(e: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
                 when_then_expr,
                 else_expr,
             });
-            if changed {
-                Transformed::yes(e)
-            } else {
-                Transformed::no(e)
-            }
+            Transformed::new_transformed(e, changed)
         }
         Expr::InList(InList {
             expr,
@@ -127,11 +119,7 @@ fn rewrite(e: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
                 list: all,
                 negated,
             });
-            if changed {
-                Transformed::yes(e)
-            } else {
-                Transformed::no(e)
-            }
+            Transformed::new_transformed(e, changed)
         }
         Expr::Between(Between {
             expr,
@@ -149,22 +137,14 @@ fn rewrite(e: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
                 low,
                 high,
             });
-            if changed {
-                Transformed::yes(e)
-            } else {
-                Transformed::no(e)
-            }
+            Transformed::new_transformed(e, changed)
         }
         Expr::ScalarFunction(ScalarFunction { func, args })
             if COMMON_TYPE_FUNCTIONS.contains(&func.name()) =>
         {
             let (args, changed) = floats_win(args, schema);
             let e = Expr::ScalarFunction(ScalarFunction { func, args });
-            if changed {
-                Transformed::yes(e)
-            } else {
-                Transformed::no(e)
-            }
+            Transformed::new_transformed(e, changed)
         }
         other => Transformed::no(other),
     })

@@ -12,7 +12,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanBuilder, Int32Builder, ListBuilder, StringArray, StringBuilder,
+    Array, ArrayRef, AsArray, BooleanArray, BooleanBuilder, Int32Builder, ListBuilder, StringArray,
+    StringBuilder,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
@@ -490,39 +491,21 @@ impl ScalarUDFImpl for JsonFunction {
                 }
                 Arc::new(out.finish())
             }
-            Access::Contains | Access::Contained => {
-                let others = utf8(&arrays[1])?;
-                let others = others.as_string::<i32>();
-                let mut out = BooleanBuilder::with_capacity(rows);
-                for (doc, other) in docs.iter().zip(others.iter()) {
-                    let (Some(doc), Some(other)) = (doc, other) else {
-                        out.append_null();
-                        continue;
-                    };
-                    let a = json::parse(doc, JsonType::Jsonb).map_err(to_exec)?;
-                    let b = json::parse(other, JsonType::Jsonb).map_err(to_exec)?;
-                    out.append_value(match self.access {
-                        Access::Contains => a.contains(&b),
-                        _ => b.contains(&a),
-                    });
-                }
-                Arc::new(out.finish())
-            }
-            Access::Concat => {
-                let others = utf8(&arrays[1])?;
-                let others = others.as_string::<i32>();
-                let mut out = StringBuilder::new();
-                for (doc, other) in docs.iter().zip(others.iter()) {
-                    let (Some(doc), Some(other)) = (doc, other) else {
-                        out.append_null();
-                        continue;
-                    };
-                    let a = json::parse(doc, JsonType::Jsonb).map_err(to_exec)?;
-                    let b = json::parse(other, JsonType::Jsonb).map_err(to_exec)?;
-                    out.append_value(a.concat(b).to_text(JsonType::Jsonb));
-                }
-                Arc::new(out.finish())
-            }
+            Access::Contains => Arc::new(BooleanArray::from(jsonb_pairs(
+                docs,
+                &arrays[1],
+                |a, b| a.contains(&b),
+            )?)),
+            Access::Contained => Arc::new(BooleanArray::from(jsonb_pairs(
+                docs,
+                &arrays[1],
+                |a, b| b.contains(&a),
+            )?)),
+            Access::Concat => Arc::new(StringArray::from_iter(jsonb_pairs(
+                docs,
+                &arrays[1],
+                |a, b| a.concat(b).to_text(JsonType::Jsonb).into_owned(),
+            )?)),
             Access::Delete => delete(docs, &arrays[1])?,
             Access::Elements
             | Access::ElementsText
@@ -596,6 +579,27 @@ impl JsonFunction {
         }
         Ok(Arc::new(out.finish()))
     }
+}
+
+/// Each row's document and other document read as jsonb and given to `f` (None where either
+/// is NULL).
+fn jsonb_pairs<T>(
+    docs: &StringArray,
+    others: &ArrayRef,
+    f: impl Fn(JsonNode<'_>, JsonNode<'_>) -> T,
+) -> Result<Vec<Option<T>>> {
+    let others = utf8(others)?;
+    docs.iter()
+        .zip(others.as_string::<i32>().iter())
+        .map(|pair| match pair {
+            (Some(doc), Some(other)) => {
+                let a = json::parse(doc, JsonType::Jsonb).map_err(to_exec)?;
+                let b = json::parse(other, JsonType::Jsonb).map_err(to_exec)?;
+                Ok(Some(f(a, b)))
+            }
+            _ => Ok(None),
+        })
+        .collect()
 }
 
 fn input(text: &str, ty: JsonType) -> Result<String> {

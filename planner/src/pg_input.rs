@@ -16,7 +16,8 @@ use datafusion::logical_expr::{
     create_udf, ColumnarValue, Expr, ExprSchemable, LogicalPlan, Operator, ScalarUDF, Volatility,
 };
 use datafusion::optimizer::AnalyzerRule;
-use shoal_executor::json::JsonType;
+
+use crate::json::Access;
 
 /// Decodes one bytea literal in PostgreSQL's input syntax.
 pub fn decode_bytea(text: &str) -> Result<Vec<u8>, String> {
@@ -249,18 +250,20 @@ impl AnalyzerRule for PgTextInput {
 
 impl PgTextInput {
     fn rewrite_cast(&self, e: Expr, schema: &DFSchema) -> DfResult<Transformed<Expr>> {
-        match e {
+        let json_target = match &e {
+            Expr::Cast(c) => crate::json::json_type_of(&c.field),
+            _ => None,
+        };
+        match (e, json_target) {
             // `::json` checks the text, `::jsonb` also writes it canonically.
-            Expr::Cast(c) if crate::json::json_type_of(&c.field).is_some() => {
-                let ty = crate::json::json_type_of(&c.field).unwrap_or(JsonType::Json);
-                let input = crate::json::json_udf(
-                    &format!("{}_in", ty.name()),
-                    ty,
-                    crate::json::Access::Input,
-                );
-                Ok(Transformed::yes(input.call(vec![*c.expr])))
+            (Expr::Cast(c), Some(ty)) => {
+                let input = Access::Input;
+                let udf = crate::json::json_udf(&crate::json::function_name(ty, input), ty, input);
+                Ok(Transformed::yes(udf.call(vec![*c.expr])))
             }
-            Expr::Cast(c) if matches!(c.field.data_type(), DataType::Utf8 | DataType::Utf8View) => {
+            (Expr::Cast(c), None)
+                if matches!(c.field.data_type(), DataType::Utf8 | DataType::Utf8View) =>
+            {
                 match c.expr.get_type(schema) {
                     Ok(DataType::Float32) => {
                         Ok(Transformed::yes(self.float4_out.call(vec![*c.expr])))
@@ -274,7 +277,7 @@ impl PgTextInput {
                     _ => Ok(Transformed::no(Expr::Cast(c))),
                 }
             }
-            Expr::Cast(c)
+            (Expr::Cast(c), None)
                 if matches!(
                     c.expr.get_type(schema),
                     Ok(DataType::Utf8 | DataType::Utf8View)
@@ -288,7 +291,7 @@ impl PgTextInput {
                     _ => Ok(Transformed::no(Expr::Cast(c))),
                 }
             }
-            other => Ok(Transformed::no(other)),
+            (other, _) => Ok(Transformed::no(other)),
         }
     }
 }

@@ -21,29 +21,8 @@ use datafusion::logical_expr::{
 };
 use shoal_executor::ExecError;
 
-const MONTHS: [&str; 12] = [
-    "january",
-    "february",
-    "march",
-    "april",
-    "may",
-    "june",
-    "july",
-    "august",
-    "september",
-    "october",
-    "november",
-    "december",
-];
-const DAYS: [&str; 7] = [
-    "sunday",
-    "monday",
-    "tuesday",
-    "wednesday",
-    "thursday",
-    "friday",
-    "saturday",
-];
+// to_char's names; read here without regard to case.
+use crate::to_char::{DAYS, MONTHS};
 
 fn out_of_range(input: &str) -> DataFusionError {
     DataFusionError::External(Box::new(ExecError::DatetimeFieldOutOfRange(

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::NodeId;
+use crate::{CoordError, NodeId};
 
 /// A node as registered in the cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -14,6 +14,10 @@ pub struct NodeInfo {
     /// Where other nodes send it fragments (Arrow Flight), `host:port`; empty on a single node.
     #[serde(default)]
     pub flight_address: String,
+    /// When this run of the node joined (ms since the epoch): a restarted node has a new one,
+    /// so the work of its previous run (transactions across nodes) is known to be abandoned.
+    #[serde(default)]
+    pub started_ms: u64,
 }
 
 /// A node as `shoal.nodes` shows it.
@@ -42,6 +46,23 @@ pub trait ClusterView: Send + Sync {
     /// single node, which has none).
     fn secret(&self) -> &str {
         ""
+    }
+
+    /// Records the outcome of the transaction `id`, which wrote on several nodes, unless an
+    /// outcome is recorded already, and returns the outcome that holds (`true`: commit). The
+    /// node that runs the commit proposes `commit` once every part is prepared; a node holding
+    /// a prepared part whose commit never came proposes `abort`: whichever comes first decides.
+    fn decide(&self, id: &str, commit: bool) -> Result<bool, CoordError> {
+        let _ = (id, commit);
+        Err(CoordError::Unavailable(
+            "a single node has no transactions across nodes".into(),
+        ))
+    }
+
+    /// Drops the recorded outcome of `id` once every part of it has applied the outcome.
+    fn forget_decision(&self, id: &str) -> Result<(), CoordError> {
+        let _ = id;
+        Ok(())
     }
 
     /// The ids of the live nodes, ascending: where new partitions may be placed.
@@ -73,6 +94,7 @@ impl ClusterView for SingleNode {
                 id: SINGLE_NODE_ID,
                 sql_address: self.sql_address.clone(),
                 flight_address: String::new(),
+                started_ms: 0,
             },
             live: true,
             coordinator: true,

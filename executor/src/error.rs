@@ -6,6 +6,9 @@ use thiserror::Error;
 pub enum ExecError {
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// etcd (the cluster's metadata) failed a request a write needed (a commit decision).
+    #[error(transparent)]
+    Metadata(#[from] shoal_coord::CoordError),
     #[error("duplicate key value violates unique constraint \"{constraint}\"")]
     UniqueViolation { constraint: String },
     #[error(
@@ -34,10 +37,10 @@ pub enum ExecError {
     InvalidDatetimeFormat(String),
     #[error("{0}")]
     Arrow(#[from] datafusion::arrow::error::ArrowError),
-    /// A statement on one node needs partitions other nodes lead in a way only a transaction
-    /// across nodes could serve (cluster mode): writes to several nodes, writes to another
-    /// node inside a transaction block, REPEATABLE READ reads of another node.
-    #[error("partitions {partitions} of relation \"{table}\" are led by other nodes than node {local_node}: this statement would need a transaction across nodes, which is not supported yet")]
+    /// A statement on one node needs partitions other nodes lead in a way Shoal cannot serve
+    /// yet (cluster mode): an UPDATE or DELETE reading several nodes, RETURNING or ON
+    /// CONFLICT DO UPDATE on another node's rows, REPEATABLE READ across nodes.
+    #[error("partitions {partitions} of relation \"{table}\" are led by other nodes than node {local_node}: this statement cannot run across nodes yet")]
     PartitionsElsewhere {
         table: String,
         local_node: u64,
@@ -64,6 +67,23 @@ pub enum ExecError {
         sqlstate: &'static str,
         message: String,
     },
+    /// A node was asked to prepare its part of a transaction it no longer holds (it rolled
+    /// the part back: the node restarted, or the part sat unused too long).
+    #[error("could not serialize access: the writes of transaction {id} on node {node} were rolled back before it committed")]
+    PartGone { id: String, node: u64 },
+    /// A prepared part was sent another statement (a bug of the node running the transaction).
+    #[error("transaction {id} is prepared on this node and takes no more statements")]
+    PartPrepared { id: String },
+    /// A node holding part of the transaction is down; the transaction cannot commit.
+    #[error("node {node}, which holds writes of this transaction, is down")]
+    PartUnreachable { node: u64 },
+    /// A node holding a prepared part decided the transaction had been abandoned first.
+    #[error("could not serialize access: transaction {id} was rolled back by a node holding part of it, which did not hear from this node in time")]
+    TransactionAborted { id: String },
+    /// etcd did not confirm the commit decision: the transaction may have committed or not;
+    /// every node settles it the same way once etcd answers again.
+    #[error("the outcome of transaction {id} is unknown: the decision could not be recorded ({reason}); it will be settled the same way on every node")]
+    CommitOutcomeUnknown { id: String, reason: String },
     #[error("background task failed: {0}")]
     TaskFailed(String),
 }

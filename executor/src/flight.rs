@@ -39,13 +39,16 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::fragment_codec::FragmentCodec;
+use crate::two_phase::{Parts, SpanningTxn, ABORT_ACTION, COMMIT_ACTION, PREPARE_ACTION};
 use crate::{ConflictAction, ExecError, RowIdAllocator, TableHandle, TableWriter};
 
 /// Largest Flight message either side accepts (batches are split well below it).
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 const SQLSTATE_HEADER: &str = "x-shoal-sqlstate";
-/// The action that runs another node's UPDATE or DELETE here.
+/// The action that runs another node's autocommit UPDATE or DELETE here.
 const WRITE_ACTION: &str = "write";
+/// The same inside a part of the other node's transaction (committed with it).
+const WRITE_IN_PART_ACTION: &str = "write_in_part";
 /// Every request carries the cluster's secret: the Flight port serves no one else.
 const SECRET_HEADER: &str = "x-shoal-cluster-secret";
 /// Attempts to reach a partition's leader before giving up (backoff doubles from 50 ms).
@@ -63,28 +66,47 @@ struct TicketHeader {
     /// The sending session's `shoal.gpu`, applied by the leader to the fragment.
     #[serde(default)]
     gpu_mode: Option<String>,
+    /// The transaction whose part (on the leader) the fragment reads through, so that a
+    /// transaction sees the rows it wrote there.
+    #[serde(default)]
+    part: Option<String>,
 }
 
-/// `header length (u32 LE) | header (JSON) | fragment (datafusion-proto)`
+/// `header length (u32 LE) | header | payload`: a ticket (JSON header, fragment in
+/// datafusion-proto's encoding) or a statement for a transaction's part (its id, the plan).
+fn frame(header: &[u8], payload: &[u8]) -> Vec<u8> {
+    let mut framed = Vec::with_capacity(4 + header.len() + payload.len());
+    framed.extend_from_slice(&(header.len() as u32).to_le_bytes());
+    framed.extend_from_slice(header);
+    framed.extend_from_slice(payload);
+    framed
+}
+
+fn unframe(framed: &[u8]) -> Option<(&[u8], &[u8])> {
+    let len = framed
+        .get(..4)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map(|b| u32::from_le_bytes(b) as usize)?;
+    let header = framed.get(4..4 + len)?;
+    Some((header, &framed[4 + len..]))
+}
+
 fn encode_ticket(header: &TicketHeader, plan: &[u8]) -> Vec<u8> {
-    let header = serde_json::to_vec(header).unwrap_or_default();
-    let mut ticket = Vec::with_capacity(4 + header.len() + plan.len());
-    ticket.extend_from_slice(&(header.len() as u32).to_le_bytes());
-    ticket.extend_from_slice(&header);
-    ticket.extend_from_slice(plan);
-    ticket
+    frame(&serde_json::to_vec(header).unwrap_or_default(), plan)
 }
 
 fn decode_ticket(ticket: &[u8]) -> Result<(TicketHeader, &[u8]), Status> {
     let bad = || Status::invalid_argument("malformed fragment ticket");
-    let len = ticket
-        .get(..4)
-        .and_then(|b| <[u8; 4]>::try_from(b).ok())
-        .map(|b| u32::from_le_bytes(b) as usize)
-        .ok_or_else(bad)?;
-    let header = ticket.get(4..4 + len).ok_or_else(bad)?;
+    let (header, plan) = unframe(ticket).ok_or_else(bad)?;
     let header = serde_json::from_slice(header).map_err(|_| bad())?;
-    Ok((header, &ticket[4 + len..]))
+    Ok((header, plan))
+}
+
+/// A statement for a transaction's part: the part's id and the plan.
+fn decode_framed(body: &[u8]) -> Result<(String, &[u8]), Status> {
+    let (id, plan) =
+        unframe(body).ok_or_else(|| Status::invalid_argument("malformed statement"))?;
+    Ok((String::from_utf8_lossy(id).into_owned(), plan))
 }
 
 /// What a forwarded INSERT does with a row whose key exists.
@@ -108,6 +130,10 @@ impl From<OnConflict> for ConflictAction {
 struct InsertHeader {
     table_id: u32,
     action: OnConflict,
+    /// The transaction whose part on the leader takes the rows; without one, the leader
+    /// commits them at once.
+    #[serde(default)]
+    part: Option<String>,
 }
 
 /// The receiving side: runs fragments for the partitions this node leads.
@@ -124,9 +150,12 @@ pub struct FragmentService {
     sqlstate_of: fn(&DataFusionError) -> &'static str,
     /// Memory one fragment may use (the node's per-statement limit).
     memory_limit: usize,
+    /// This node's parts of transactions run by nodes.
+    parts: Arc<Parts>,
 }
 
 impl FragmentService {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         cluster: &dyn ClusterView,
         meta: Arc<dyn MetaStore>,
@@ -135,6 +164,7 @@ impl FragmentService {
         context: SessionContext,
         sqlstate_of: fn(&DataFusionError) -> &'static str,
         memory_limit: usize,
+        parts: Arc<Parts>,
     ) -> Self {
         let local_node = cluster.local_node();
         FragmentService {
@@ -146,7 +176,12 @@ impl FragmentService {
             context,
             sqlstate_of,
             memory_limit,
+            parts,
         }
+    }
+
+    fn exec_status(&self, e: ExecError) -> Status {
+        self.error_status(&DataFusionError::External(Box::new(e)))
     }
 
     /// A task context for one request, with a memory pool of its own: a fragment that needs
@@ -194,7 +229,7 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// `message` as a request carrying the cluster's secret.
-fn with_secret<T>(message: T, secret: &str) -> Request<T> {
+pub(crate) fn with_secret<T>(message: T, secret: &str) -> Request<T> {
     let mut request = Request::new(message);
     if let Ok(value) = secret.parse() {
         request.metadata_mut().insert(SECRET_HEADER, value);
@@ -252,7 +287,10 @@ impl FlightService for FragmentService {
                 self.local_node, header.partition, header.table_id, header.epoch
             )));
         }
-        let txn = Arc::new(self.store.begin());
+        let txn = match header.part.as_deref().and_then(|id| self.parts.reading(id)) {
+            Some(txn) => txn,
+            None => Arc::new(self.store.begin()),
+        };
         let task = self.task_context()?;
         let codec = FragmentCodec::decoder(catalog, txn);
         let fragment = codec
@@ -345,15 +383,21 @@ impl FlightService for FragmentService {
             .table_by_id(header.table_id)
             .ok_or_else(|| Status::failed_precondition("table not in this node's catalog"))?;
         let table = TableHandle::new(Arc::new(def.clone()));
+        let part = match &header.part {
+            Some(id) => Some(self.parts.txn_for(id).map_err(|e| self.exec_status(e))?),
+            None => None,
+        };
         let (store, row_ids, local) = (self.store.clone(), self.row_ids.clone(), self.local_node);
         let inserted = tokio::task::spawn_blocking(move || -> Result<u64, ExecError> {
-            let txn = store.begin();
+            let txn = part.clone().unwrap_or_else(|| Arc::new(store.begin()));
             let writer = TableWriter::new(&table, &txn, &store, &row_ids, local);
             let mut count = 0;
             for batch in &batches {
                 count += writer.insert(batch, header.action.into())?.rows;
             }
-            txn.commit()?;
+            if part.is_none() {
+                txn.commit()?;
+            }
             Ok(count)
         })
         .await
@@ -379,10 +423,35 @@ impl FlightService for FragmentService {
     ) -> Result<Response<Self::DoActionStream>, Status> {
         self.authenticate(&request)?;
         let action = request.into_inner();
-        if action.r#type != WRITE_ACTION {
-            return unsupported(&format!("action {}", action.r#type));
+        let outcome = match action.r#type.as_str() {
+            WRITE_ACTION | WRITE_IN_PART_ACTION => None,
+            PREPARE_ACTION => Some(None),
+            COMMIT_ACTION => Some(Some(true)),
+            ABORT_ACTION => Some(Some(false)),
+            other => return unsupported(&format!("action {other}")),
+        };
+        if let Some(outcome) = outcome {
+            let id = String::from_utf8_lossy(&action.body).into_owned();
+            let parts = self.parts.clone();
+            tokio::task::spawn_blocking(move || match outcome {
+                None => parts.prepare(&id),
+                Some(commit) => parts.finish(&id, commit),
+            })
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| self.exec_status(e))?;
+            return Ok(single(arrow_flight::Result::default()));
         }
-        let txn = Arc::new(self.store.begin());
+        let (part, plan) = if action.r#type == WRITE_IN_PART_ACTION {
+            let (id, plan) = decode_framed(&action.body)?;
+            (Some(id), plan)
+        } else {
+            (None, &action.body[..])
+        };
+        let txn = match &part {
+            Some(id) => self.parts.txn_for(id).map_err(|e| self.exec_status(e))?,
+            None => Arc::new(self.store.begin()),
+        };
         let codec = FragmentCodec::write_decoder(
             self.meta.catalog(),
             txn.clone(),
@@ -392,7 +461,7 @@ impl FlightService for FragmentService {
         );
         let task = self.task_context()?;
         let statement = codec
-            .decode(&action.body, &task)
+            .decode(plan, &task)
             .map_err(|e| self.error_status(&e))?;
         let counts: Vec<RecordBatch> = statement
             .execute(0, task)
@@ -405,12 +474,12 @@ impl FlightService for FragmentService {
             .filter_map(|b| b.column(0).as_any().downcast_ref::<UInt64Array>())
             .flat_map(|c| c.iter().flatten())
             .sum();
-        tokio::task::spawn_blocking(move || txn.commit())
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| {
-                self.error_status(&DataFusionError::External(Box::new(ExecError::from(e))))
-            })?;
+        if part.is_none() {
+            tokio::task::spawn_blocking(move || txn.commit())
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(|e| self.exec_status(ExecError::from(e)))?;
+        }
         Ok(single(arrow_flight::Result {
             body: count.to_le_bytes().to_vec().into(),
         }))
@@ -427,9 +496,14 @@ impl FlightService for FragmentService {
 /// The sending side: where partitions are led and how to reach their leaders.
 pub struct RemoteFragments {
     meta: Arc<dyn MetaStore>,
-    cluster: Arc<dyn ClusterView>,
+    pub(crate) cluster: Arc<dyn ClusterView>,
     /// One HTTP/2 channel per node address, opened on first use.
     channels: Mutex<HashMap<String, FlightServiceClient<Channel>>>,
+    /// Transactions of this node that wrote on other nodes, by local transaction id.
+    pub(crate) spanning: Mutex<HashMap<u64, Arc<SpanningTxn>>>,
+    /// This node's parts of transactions (its own prepared writes land here when their
+    /// decision cannot be learned).
+    pub(crate) parts: Arc<Parts>,
 }
 
 impl std::fmt::Debug for RemoteFragments {
@@ -446,15 +520,32 @@ pub(crate) struct FragmentRequest {
     pub output_partition: usize,
     pub plan: Arc<Vec<u8>>,
     pub gpu_mode: crate::GpuMode,
+    /// The reading transaction (its local id).
+    pub txn_id: u64,
 }
 
 impl RemoteFragments {
-    pub fn new(meta: Arc<dyn MetaStore>, cluster: Arc<dyn ClusterView>) -> Arc<Self> {
+    pub fn new(
+        meta: Arc<dyn MetaStore>,
+        cluster: Arc<dyn ClusterView>,
+        parts: Arc<Parts>,
+    ) -> Arc<Self> {
         Arc::new(RemoteFragments {
             meta,
             cluster,
             channels: Mutex::new(HashMap::new()),
+            spanning: Mutex::new(HashMap::new()),
+            parts,
         })
+    }
+
+    /// The id of the part of local transaction `txn_id` that `node` holds, if it holds one.
+    fn part_at(&self, txn_id: u64, node: NodeId) -> Option<String> {
+        self.spanning
+            .lock()
+            .get(&txn_id)
+            .filter(|s| s.parts.lock().contains(&node))
+            .map(|s| s.id.clone())
     }
 
     pub fn local_node(&self) -> NodeId {
@@ -471,7 +562,7 @@ impl RemoteFragments {
     }
 
     /// Where `node` takes fragments, if it is alive.
-    fn address_of(&self, node: NodeId) -> Option<String> {
+    pub(crate) fn address_of(&self, node: NodeId) -> Option<String> {
         self.cluster
             .nodes()
             .into_iter()
@@ -498,7 +589,7 @@ impl RemoteFragments {
             .map_err(|e| DataFusionError::External(Box::new(e)))
     }
 
-    fn client(&self, address: &str) -> Result<FlightServiceClient<Channel>, ExecError> {
+    pub(crate) fn client(&self, address: &str) -> Result<FlightServiceClient<Channel>, ExecError> {
         let mut channels = self.channels.lock();
         if let Some(c) = channels.get(address) {
             return Ok(c.clone());
@@ -559,6 +650,7 @@ impl RemoteFragments {
                 leader,
                 output_partition: request.output_partition,
                 gpu_mode: Some(request.gpu_mode.as_str().to_string()),
+                part: self.part_at(request.txn_id, leader),
             };
             let ticket = Ticket {
                 ticket: encode_ticket(&header, &request.plan).into(),
@@ -600,15 +692,17 @@ impl RemoteFragments {
 }
 
 impl RemoteFragments {
-    /// Sends the rows of an autocommit INSERT to `leader`, which leads all their partitions,
-    /// and returns how many it inserted and committed. Not retried: a failure after sending
-    /// leaves the outcome unknown, as for a timed-out statement.
+    /// Sends rows of an INSERT to `leader`, which leads all their partitions, and returns how
+    /// many it inserted: committed at once (an autocommit statement whose rows all go there)
+    /// or in transaction `part`. Not retried: a failure after sending leaves the outcome
+    /// unknown, as for a timed-out statement.
     pub(crate) async fn insert_at(
         &self,
         leader: NodeId,
         table: &TableHandle,
         action: ConflictAction,
         rows: Vec<RecordBatch>,
+        part: Option<String>,
     ) -> Result<u64, DataFusionError> {
         let table_name = table.qualified_name();
         let action = match action {
@@ -628,6 +722,7 @@ impl RemoteFragments {
         let header = serde_json::to_vec(&InsertHeader {
             table_id: table.id(),
             action,
+            part,
         })
         .map_err(|e| DataFusionError::External(Box::new(e)))?;
         let messages: Vec<FlightData> = FlightDataEncoderBuilder::new()
@@ -653,20 +748,28 @@ impl RemoteFragments {
 }
 
 impl RemoteFragments {
-    /// Runs an autocommit UPDATE or DELETE at `leader`, which leads every partition it reads,
-    /// and returns the rows it changed. Not retried: a failure after sending leaves the
-    /// outcome unknown, as for a timed-out statement.
+    /// Runs an UPDATE or DELETE at `leader`, which leads every partition it reads, and
+    /// returns the rows it changed: committed at once (autocommit) or in transaction `part`.
+    /// Not retried: a failure after sending leaves the outcome unknown, as for a timed-out
+    /// statement.
     pub(crate) async fn write_at(
         &self,
         leader: NodeId,
         table: &TableHandle,
         statement: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+        part: Option<String>,
     ) -> Result<u64, DataFusionError> {
         let mut client = self.leader_client(leader, &table.qualified_name())?;
-        let body = FragmentCodec::encode(statement)?;
-        let action = Action {
-            r#type: WRITE_ACTION.into(),
-            body: body.into(),
+        let plan = FragmentCodec::encode(statement)?;
+        let action = match part {
+            Some(id) => Action {
+                r#type: WRITE_IN_PART_ACTION.into(),
+                body: frame(id.as_bytes(), &plan).into(),
+            },
+            None => Action {
+                r#type: WRITE_ACTION.into(),
+                body: plan.into(),
+            },
         };
         let tonic_error = |s: Status| remote_error(FlightError::Tonic(Box::new(s)), leader);
         let mut results = client
@@ -694,6 +797,10 @@ fn row_count(answer: Option<impl AsRef<[u8]>>, leader: NodeId) -> Result<u64, Da
 
 /// A leader's error as this node reports it: its message and SQLSTATE.
 fn remote_error(e: FlightError, node: NodeId) -> DataFusionError {
+    DataFusionError::External(Box::new(remote_exec_error(e, node)))
+}
+
+pub(crate) fn remote_exec_error(e: FlightError, node: NodeId) -> ExecError {
     let (message, sqlstate) = match &e {
         FlightError::Tonic(status) => (
             status.message().to_string(),
@@ -706,11 +813,11 @@ fn remote_error(e: FlightError, node: NodeId) -> DataFusionError {
         ),
         other => (other.to_string(), "XX000"),
     };
-    DataFusionError::External(Box::new(ExecError::Remote {
+    ExecError::Remote {
         node,
         sqlstate,
         message,
-    }))
+    }
 }
 
 /// SQLSTATEs are five characters of [0-9A-Z]; each distinct one is stored once.
@@ -750,6 +857,7 @@ mod tests {
             leader: 5,
             output_partition: 1,
             gpu_mode: Some("on".into()),
+            part: Some("2-1700-9".into()),
         };
         let ticket = encode_ticket(&header, b"plan bytes");
         let (back, plan) = decode_ticket(&ticket).unwrap();
@@ -758,6 +866,11 @@ mod tests {
         assert_eq!(plan, b"plan bytes");
         assert!(decode_ticket(b"\xff\xff\xff\xff{}").is_err());
         assert!(decode_ticket(b"").is_err());
+        assert_eq!(back.part.as_deref(), Some("2-1700-9"));
+        let framed = frame(b"2-1700-9", b"update");
+        let (id, plan) = decode_framed(&framed).unwrap();
+        assert_eq!((id.as_str(), plan), ("2-1700-9", &b"update"[..]));
+        assert!(decode_framed(b"\x09\0\0\0short").is_err());
     }
 
     #[test]

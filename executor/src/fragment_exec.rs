@@ -57,6 +57,8 @@ pub struct FragmentExec {
     /// `subtree` in the form it travels in.
     encoded: Arc<Vec<u8>>,
     remote: Arc<RemoteFragments>,
+    /// The reading transaction: a leader that holds a part of it reads through that part.
+    txn_id: u64,
     /// The operator above the fragment that could not join it, and why (for EXPLAIN).
     boundary: Option<String>,
     metrics: ExecutionPlanMetricsSet,
@@ -106,6 +108,7 @@ impl FragmentExec {
         let outputs = subtree.properties().partitioning.partition_count();
         let partitions = (0..outputs).map(|i| read.get(i).copied()).collect();
         let encoded = Arc::new(FragmentCodec::encode(subtree.clone())?);
+        let txn_id = scan.txn().id();
         Ok(Some(FragmentExec {
             table_id: table.id(),
             table_name: table.qualified_name(),
@@ -113,6 +116,7 @@ impl FragmentExec {
             partitions,
             encoded,
             remote,
+            txn_id,
             boundary: None,
             metrics: ExecutionPlanMetricsSet::new(),
         }))
@@ -152,6 +156,7 @@ impl FragmentExec {
             partitions: self.partitions.clone(),
             encoded: self.encoded.clone(),
             remote: self.remote.clone(),
+            txn_id: self.txn_id,
             boundary: Some(reason),
             metrics: ExecutionPlanMetricsSet::new(),
         }
@@ -277,6 +282,7 @@ impl ExecutionPlan for FragmentExec {
             output_partition: partition,
             plan: self.encoded.clone(),
             gpu_mode,
+            txn_id: self.txn_id,
         };
         let rows = MetricBuilder::new(&self.metrics).output_rows(partition);
         let bytes = MetricBuilder::new(&self.metrics).counter("bytes_shipped", partition);

@@ -29,6 +29,7 @@ mod per_row_subquery_exec;
 mod point_read;
 mod scan;
 mod table;
+mod two_phase;
 mod write;
 mod write_exec;
 
@@ -47,5 +48,6 @@ pub use per_row_subquery_exec::{PerRowSubqueryExec, PerRowSubquerySpec, Subquery
 pub use point_read::{exact_cast, point_key, read_point, read_point_if_cached, PointKey};
 pub use scan::{scan_totals, IndexLookup, KeyLookup, PartitionScanExec, ScanSpec, ROW_KEY_COLUMN};
 pub use table::{arrow_type_of, SecondaryIndex, TableHandle, PG_TYPE_METADATA_KEY};
+pub use two_phase::{Parts, IDLE_PART_LIMIT};
 pub use write::{ConflictAction, RowIdAllocator, TableWriter, WriteOutcome};
-pub use write_exec::{BulkSink, ReturningSink, TableWriteExec, WriteKind};
+pub use write_exec::{BulkSink, Forwarding, ReturningSink, TableWriteExec, WriteKind};

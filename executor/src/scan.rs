@@ -167,6 +167,11 @@ impl PartitionScanExec {
         })
     }
 
+    /// The transaction the scan reads through.
+    pub fn txn(&self) -> &Arc<Txn> {
+        &self.txn
+    }
+
     /// Rebuilds a scan from its spec, reading through `txn`.
     pub fn from_spec(table: TableHandle, txn: Arc<Txn>, spec: ScanSpec) -> Self {
         PartitionScanExec::new(

@@ -107,8 +107,9 @@ impl<'a> TableWriter<'a> {
         }
     }
 
-    /// Refuses to write `partition` unless this node leads it: writes are not routed to
-    /// other nodes yet, and this node's storage holds none of their rows.
+    /// Refuses to write `partition` unless this node leads it: this node's storage holds none
+    /// of the other partitions' rows (their writes are sent to their leaders, see
+    /// `TableWriteExec`).
     fn check_leads(&self, partition: u32) -> Result<(), ExecError> {
         if self.local_partitions.binary_search(&partition).is_ok() {
             return Ok(());

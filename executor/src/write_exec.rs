@@ -2,11 +2,13 @@
 //! input to one table inside the statement's transaction, and returns the row count (the
 //! single-row `count` column DataFusion expects from DML plans).
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{RecordBatch, UInt64Array};
+use std::collections::{BTreeMap, BTreeSet};
+
+use datafusion::arrow::array::{BooleanArray, RecordBatch, UInt64Array};
+use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result as DfResult};
@@ -27,24 +29,30 @@ use shoal_coord::NodeId;
 use crate::fragment_exec::scan_leaf;
 use crate::{ConflictAction, ExecError, RemoteFragments, RowIdAllocator, TableHandle, TableWriter};
 
-/// The node that leads every row's partition, when that is one node and not this one.
-fn single_other_leader(
-    table: &TableHandle,
-    txn: &Txn,
-    store: &Store,
-    row_ids: &RowIdAllocator,
-    local_node: NodeId,
-    rows: &[RecordBatch],
-) -> DfResult<Option<NodeId>> {
-    let writer = TableWriter::new(table, txn, store, row_ids, local_node);
-    let mut leaders = BTreeSet::new();
+/// Rows split by the node that leads their partition, ascending by node.
+fn rows_by_leader(
+    writer: &TableWriter,
+    rows: Vec<RecordBatch>,
+) -> DfResult<BTreeMap<NodeId, Vec<RecordBatch>>> {
+    let mut split: BTreeMap<NodeId, Vec<RecordBatch>> = BTreeMap::new();
     for batch in rows {
-        let of_batch = writer
-            .row_leaders(batch)
+        let leaders = writer
+            .row_leaders(&batch)
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        leaders.extend(of_batch);
+        let nodes: BTreeSet<NodeId> = leaders.iter().copied().collect();
+        if nodes.len() == 1 {
+            split.entry(leaders[0]).or_default().push(batch);
+            continue;
+        }
+        for node in nodes {
+            let mask: BooleanArray = leaders.iter().map(|l| Some(*l == node)).collect();
+            split
+                .entry(node)
+                .or_default()
+                .push(filter_record_batch(&batch, &mask)?);
+        }
     }
-    Ok(the_other(leaders, local_node))
+    Ok(split)
 }
 
 /// The one node of `leaders`, if there is one and it is not `local_node`.
@@ -52,6 +60,35 @@ fn the_other(leaders: BTreeSet<NodeId>, local_node: NodeId) -> Option<NodeId> {
     match leaders.into_iter().collect::<Vec<_>>().as_slice() {
         [only] if *only != local_node => Some(*only),
         _ => None,
+    }
+}
+
+/// How a cluster node's INSERT, UPDATE or DELETE reaches rows other nodes lead.
+#[derive(Clone)]
+pub struct Forwarding {
+    pub remote: Arc<RemoteFragments>,
+    /// The statement commits on its own: when all its rows belong to one other node, that
+    /// node commits them at once (no transaction across nodes is needed).
+    pub autocommit: bool,
+}
+
+impl Forwarding {
+    /// The part of the statement's transaction that `node` takes rows in, or `None` when
+    /// `node` commits them at once.
+    fn part_at(
+        &self,
+        txn: &Txn,
+        node: NodeId,
+        alone: bool,
+        table: &TableHandle,
+    ) -> DfResult<Option<String>> {
+        if self.autocommit && alone && !self.remote.writes_elsewhere(txn) {
+            return Ok(None);
+        }
+        self.remote
+            .join_part(txn, node, &table.qualified_name())
+            .map(Some)
+            .map_err(|e| DataFusionError::External(Box::new(e)))
     }
 }
 
@@ -86,9 +123,9 @@ pub struct TableWriteExec {
     bulk: Option<BulkSink>,
     /// The node writing (it writes only the partitions it leads).
     local_node: NodeId,
-    /// Set for an autocommit INSERT in a cluster: rows that all belong to partitions of one
-    /// other node are sent to it and committed there.
-    forward: Option<Arc<RemoteFragments>>,
+    /// In a cluster: rows (or an UPDATE or DELETE reading one other node) go to the nodes
+    /// that lead them.
+    forward: Option<Forwarding>,
     properties: Arc<PlanProperties>,
 }
 
@@ -167,8 +204,7 @@ impl TableWriteExec {
         )
     }
 
-    /// `forward`: for an autocommit INSERT in a cluster, how to reach other nodes; rows that
-    /// all belong to one other node's partitions are sent to it and committed there.
+    /// `forward`: in a cluster, how to reach the nodes that lead other partitions.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         input: Arc<dyn ExecutionPlan>,
@@ -181,7 +217,7 @@ impl TableWriteExec {
         conflicts: Option<ReturningSink>,
         bulk: Option<BulkSink>,
         local_node: NodeId,
-        forward: Option<Arc<RemoteFragments>>,
+        forward: Option<Forwarding>,
     ) -> Self {
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(count_schema()),
@@ -289,8 +325,9 @@ impl ExecutionPlan for TableWriteExec {
         let fut = async move {
             // An UPDATE or DELETE that reads only partitions of one other node runs there whole,
             // its reads and writes in one transaction of that node.
-            if let (WriteKind::Update | WriteKind::Delete, Some(remote)) = (kind, &forward) {
+            if let (WriteKind::Update | WriteKind::Delete, Some(forward)) = (kind, &forward) {
                 if let Some(leader) = single_other_reader(&input, local_node) {
+                    let part = forward.part_at(&txn, leader, true, &table)?;
                     let statement = Arc::new(TableWriteExec::plain(
                         input.clone(),
                         table.clone(),
@@ -300,7 +337,10 @@ impl ExecutionPlan for TableWriteExec {
                         kind,
                         local_node,
                     ));
-                    let count = remote.write_at(leader, &table, statement).await?;
+                    let count = forward
+                        .remote
+                        .write_at(leader, &table, statement, part)
+                        .await?;
                     return count_batch(count);
                 }
             }
@@ -317,13 +357,28 @@ impl ExecutionPlan for TableWriteExec {
                 .iter()
                 .map(|b| visible_rows(&table, b))
                 .collect::<DfResult<Vec<_>>>()?;
-            if let (WriteKind::Insert(action), Some(remote)) = (kind, &forward) {
-                if let Some(leader) =
-                    single_other_leader(&table, &txn, &store, &row_ids, local_node, &rows)?
-                {
-                    let count = remote.insert_at(leader, &table, action, rows).await?;
-                    return count_batch(count);
+            // Rows other nodes lead go to them, all at once; this node writes its own after.
+            let (mut rows, mut sent) = (rows, 0);
+            if let (WriteKind::Insert(action), Some(forward)) = (kind, &forward) {
+                let writer = TableWriter::new(&table, &txn, &store, &row_ids, local_node);
+                let mut by_leader = rows_by_leader(&writer, rows)?;
+                let mine = by_leader.remove(&local_node).unwrap_or_default();
+                let alone = mine.is_empty() && by_leader.len() == 1;
+                let mut sends = Vec::new();
+                for (node, batches) in by_leader {
+                    let part = forward.part_at(&txn, node, alone, &table)?;
+                    sends.push(
+                        forward
+                            .remote
+                            .insert_at(node, &table, action, batches, part),
+                    );
                 }
+                for count in futures::future::join_all(sends).await {
+                    sent += count?;
+                }
+                // Only this node's rows are left; UPDATE and DELETE inputs stay whole.
+                rows = mine;
+                batches = rows.clone();
             }
             let count = tokio::task::spawn_blocking(move || -> Result<u64, ExecError> {
                 let writer = TableWriter::new(&table, &txn, &store, &row_ids, local_node);
@@ -359,7 +414,7 @@ impl ExecutionPlan for TableWriteExec {
             .await
             .map_err(|e| DataFusionError::External(Box::new(ExecError::TaskFailed(e.to_string()))))?
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
-            count_batch(count)
+            count_batch(count + sent)
         };
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             count_schema(),

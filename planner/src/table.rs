@@ -24,7 +24,7 @@ use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::ExecutionPlan;
 use shoal_coord::{NodeId, TableDef};
 use shoal_executor::{
-    exact_cast, point_key, BulkSink, ConflictAction, ExecError, IndexLookup, KeyLookup,
+    exact_cast, point_key, BulkSink, ConflictAction, ExecError, Forwarding, IndexLookup, KeyLookup,
     PartitionScanExec, RemoteFragments, ReturningSink, RowIdAllocator, TableHandle, TableWriteExec,
     WriteKind, ROW_KEY_COLUMN,
 };
@@ -53,7 +53,7 @@ pub struct DmlOptions {
     /// COPY outside a transaction block: inserted rows go to this bulk load.
     pub bulk: Option<BulkSink>,
     /// The statement commits on its own (no transaction block): in a cluster, an INSERT,
-    /// UPDATE or DELETE that touches only one other node's partitions may run on that node.
+    /// UPDATE or DELETE that touches only one other node's partitions commits there at once.
     pub autocommit: bool,
 }
 
@@ -552,9 +552,16 @@ impl ShoalTable {
             WriteKind::Insert(ConflictAction::Error | ConflictAction::DoNothing)
                 | WriteKind::Update
                 | WriteKind::Delete
-        ) && options.autocommit
-            && options.returning.is_none()
+        ) && options.returning.is_none()
             && options.conflicts.is_none();
+        let forward = self
+            .remote
+            .clone()
+            .filter(|_| forwardable)
+            .map(|remote| Forwarding {
+                remote,
+                autocommit: options.autocommit,
+            });
         Ok(Arc::new(TableWriteExec::new(
             input,
             self.handle.clone(),
@@ -566,7 +573,7 @@ impl ShoalTable {
             options.conflicts,
             options.bulk,
             self.local_node,
-            self.remote.clone().filter(|_| forwardable),
+            forward,
         )))
     }
 }

@@ -302,6 +302,7 @@ fn catalog_state(c: &CoordError) -> &'static str {
 fn exec_state(e: &ExecError) -> &'static str {
     match e {
         ExecError::Storage(s) => storage_state(s),
+        ExecError::Metadata(c) => catalog_state(c),
         ExecError::UniqueViolation { .. } => "23505",
         ExecError::NotNullViolation { .. } => "23502",
         ExecError::StringTooLong { .. } => "22001",
@@ -314,20 +315,28 @@ fn exec_state(e: &ExecError) -> &'static str {
         ExecError::TaskFailed(_) => "XX000",
         ExecError::PartitionsElsewhere { .. } => "0A000",
         ExecError::PartitionUnavailable { .. } | ExecError::WriteLeaderDown { .. } => "58000",
-        ExecError::LeaderChanged { .. } => "40001",
+        ExecError::LeaderChanged { .. }
+        | ExecError::PartGone { .. }
+        | ExecError::TransactionAborted { .. } => "40001",
+        ExecError::PartUnreachable { .. } => "58000",
+        ExecError::PartPrepared { .. } => "XX000",
+        ExecError::CommitOutcomeUnknown { .. } => "08007",
         ExecError::Remote { sqlstate, .. } => sqlstate,
     }
 }
 
 fn storage_state(s: &StorageError) -> &'static str {
     match s {
-        StorageError::WriteConflict | StorageError::RowChangedSinceStatementStart => "40001",
+        StorageError::WriteConflict
+        | StorageError::RowChangedSinceStatementStart
+        | StorageError::PreparedWriterActive => "40001",
         StorageError::Deadlock => "40P01",
         StorageError::Interrupted => "57014",
         StorageError::DuplicateKey => "23505",
         StorageError::UnsupportedType(_) | StorageError::UnsupportedKeyType(_) => "0A000",
         StorageError::CorruptRow(_) => "XX001",
         StorageError::TransactionFinished => "25P01",
+        StorageError::TransactionPrepared => "XX000",
         StorageError::Engine(_) | StorageError::DirectoryLocked { .. } => "58030",
     }
 }

@@ -47,7 +47,7 @@ pub async fn start(args: StartArgs) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("cannot open {}: {e}", data_dir.display()))?;
-    if let Some(flight) = flight {
+    if let (Some(flight), Some(parts)) = (flight, node.parts.clone()) {
         let service = shoal_executor::FragmentService::new(
             node.cluster.as_ref(),
             node.meta.clone(),
@@ -56,7 +56,9 @@ pub async fn start(args: StartArgs) -> Result<(), String> {
             node.base.clone(),
             error::datafusion_state,
             node.args.query_memory_bytes,
+            parts.clone(),
         );
+        tokio::spawn(parts.resolve_forever());
         tracing::info!(address = ?flight_addr, "taking fragments from other nodes");
         tokio::spawn(async move {
             let served = tonic::transport::Server::builder()

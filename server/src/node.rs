@@ -12,7 +12,7 @@ use pgwire::messages::startup::SecretKey;
 use shoal_coord::{
     ClusterConfig, ClusterView, EmbeddedMetaStore, EtcdCluster, MetaStore, SingleNode,
 };
-use shoal_executor::RowIdAllocator;
+use shoal_executor::{Parts, RemoteFragments, RowIdAllocator};
 use shoal_planner::{ActivityRow, ActivitySource};
 use shoal_storage::{Store, StoreOptions};
 
@@ -111,6 +111,11 @@ pub struct Node {
     pub row_ids: Arc<RowIdAllocator>,
     pub base: SessionContext,
     pub sessions: Arc<SessionRegistry>,
+    /// In a cluster: how statements reach other nodes, and how transactions that wrote on
+    /// several nodes commit.
+    pub remote: Option<Arc<RemoteFragments>>,
+    /// In a cluster: this node's parts of transactions run by nodes.
+    pub parts: Option<Arc<Parts>>,
     pub metrics: Arc<Metrics>,
     pub connections: Arc<ConnectionManager>,
 }
@@ -134,6 +139,9 @@ impl Node {
             StoreOptions {
                 sync_commits: args.fsync,
                 block_cache_bytes: args.block_cache_bytes,
+                // A cluster commits transactions across nodes in two phases (see
+                // shoal_storage's prepared transactions).
+                lock_every_write: !args.etcd.is_empty(),
             },
         )?;
         let sql_address = args
@@ -165,12 +173,24 @@ impl Node {
         };
         let row_ids = Arc::new(RowIdAllocator::default());
         let sessions = Arc::new(SessionRegistry::default());
-        let remote = (!args.etcd.is_empty())
-            .then(|| shoal_executor::RemoteFragments::new(meta.clone(), cluster.clone()));
+        let (remote, parts) = if args.etcd.is_empty() {
+            (None, None)
+        } else {
+            let parts = Parts::new(store.clone(), cluster.clone());
+            let recovered = parts.recover()?;
+            if recovered > 0 {
+                tracing::info!(
+                    recovered,
+                    "prepared transaction parts wait for their decision"
+                );
+            }
+            let remote = RemoteFragments::new(meta.clone(), cluster.clone(), parts.clone());
+            (Some(remote), Some(parts))
+        };
         let base = shoal_planner::base_context(
             meta.clone(),
             cluster.clone(),
-            remote,
+            remote.clone(),
             store.clone(),
             row_ids.clone(),
             sessions.clone(),
@@ -183,6 +203,8 @@ impl Node {
             row_ids,
             base,
             sessions,
+            remote,
+            parts,
             metrics: Arc::new(Metrics::new()),
             connections: Arc::new(ConnectionManager::new()),
         }))

@@ -150,6 +150,10 @@ impl BulkLoad {
         }
         let barrier = self.store.barrier(self.table);
         let _exclusive = barrier.write();
+        // Applying a prepared transaction skips conflict checks: its keys must not be loaded.
+        if self.store.prepared_tables.lock().contains_key(&self.table) {
+            return Err(StorageError::PreparedWriterActive);
+        }
         let mut runs: Vec<Run> = self
             .runs
             .iter()

@@ -33,6 +33,12 @@ pub enum StorageError {
     DuplicateKey,
     #[error("transaction is already finished")]
     TransactionFinished,
+    /// A prepared transaction (the first phase of a distributed commit) takes no more writes.
+    #[error("transaction is prepared: it can only commit or roll back")]
+    TransactionPrepared,
+    /// A bulk load met a table that a prepared distributed transaction wrote.
+    #[error("a transaction spanning nodes is committing rows of this table")]
+    PreparedWriterActive,
 }
 
 impl From<rocksdb::Error> for StorageError {

@@ -14,6 +14,7 @@ mod bulk;
 mod error;
 pub mod keys;
 mod locks;
+mod prepared;
 pub mod row;
 mod store;
 

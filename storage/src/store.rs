@@ -38,6 +38,10 @@ pub struct StoreOptions {
     /// Memory for uncompressed data blocks, so that scans of data read before skip the
     /// decompression (RocksDB's own default is 8 MiB). Filled on demand.
     pub block_cache_bytes: usize,
+    /// Lock every key a transaction writes, not only rows that exist (cluster mode): a
+    /// prepared transaction of a distributed commit is applied without RocksDB's conflict
+    /// check, so no other writer may hold a key it wrote (see [`crate::prepared`]).
+    pub lock_every_write: bool,
 }
 
 /// The block cache of a store opened with default options.
@@ -48,6 +52,7 @@ impl Default for StoreOptions {
         StoreOptions {
             sync_commits: true,
             block_cache_bytes: DEFAULT_BLOCK_CACHE_BYTES,
+            lock_every_write: false,
         }
     }
 }
@@ -66,6 +71,9 @@ type Positions = Arc<Mutex<HashMap<(u32, u32), u64>>>;
 /// Per-table barriers: commits that write a table hold it shared, a bulk load's final
 /// check-and-ingest holds it exclusively.
 type Barriers = Arc<Mutex<HashMap<u32, Arc<RwLock<()>>>>>;
+
+/// Per table, how many prepared transactions wrote it (a bulk load waits for none).
+pub(crate) type PreparedTables = Arc<Mutex<HashMap<u32, usize>>>;
 
 /// The isolation level of a transaction (see the module comment).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,10 +94,11 @@ pub struct Footprint {
 #[derive(Clone)]
 pub struct Store {
     db: Arc<Db>,
-    options: StoreOptions,
+    pub(crate) options: StoreOptions,
     positions: Positions,
     barriers: Barriers,
-    locks: Arc<LockTable>,
+    pub(crate) prepared_tables: PreparedTables,
+    pub(crate) locks: Arc<LockTable>,
     next_txn_id: Arc<AtomicU64>,
     path: PathBuf,
 }
@@ -130,6 +139,7 @@ impl Store {
             options,
             positions: Arc::new(Mutex::new(HashMap::new())),
             barriers: Arc::new(Mutex::new(HashMap::new())),
+            prepared_tables: Arc::new(Mutex::new(HashMap::new())),
             locks: Arc::new(LockTable::default()),
             next_txn_id: Arc::new(AtomicU64::new(1)),
             path: path.to_path_buf(),
@@ -183,14 +193,17 @@ impl Store {
                 savepoints: 0,
                 wrote: false,
                 touched: BTreeSet::new(),
+                fences: HashMap::new(),
+                prepared: None,
                 store: self.clone(),
                 holds_barrier: false,
             })),
             interrupted: AtomicBool::new(false),
+            id,
         }
     }
 
-    fn snapshot(&self) -> SnapshotWithThreadMode<'static, Db> {
+    pub(crate) fn snapshot(&self) -> SnapshotWithThreadMode<'static, Db> {
         let snapshot = self.db.snapshot();
         // SAFETY: as in `begin_with`: only stored in `TxnInner` ahead of its `Arc` of the db.
         unsafe { std::mem::transmute(snapshot) }
@@ -203,7 +216,12 @@ impl Store {
     }
 
     /// The next position of a partition's log; with `allocate`, it is taken.
-    fn next_log_position(&self, table: u32, partition: u32, allocate: bool) -> Result<u64> {
+    pub(crate) fn next_log_position(
+        &self,
+        table: u32,
+        partition: u32,
+        allocate: bool,
+    ) -> Result<u64> {
         let mut positions = self.positions.lock();
         let next = match positions.get(&(table, partition)) {
             Some(p) => *p,
@@ -318,28 +336,36 @@ impl Store {
     }
 }
 
-struct TxnInner {
-    txn: Transaction<'static, Db>,
+/// A partition log entry to write, and the older one it pushes out of the kept window.
+pub(crate) type LogEntry = (Vec<u8>, Option<Vec<u8>>);
+
+pub(crate) struct TxnInner {
+    pub(crate) txn: Transaction<'static, Db>,
     /// READ COMMITTED: the current statement's snapshot.
     statement_snapshot: Option<SnapshotWithThreadMode<'static, Db>>,
     _db: Arc<Db>,
     isolation: Isolation,
     /// Released when the transaction ends, whichever way (after the commit when it commits).
-    locks: HeldLocks,
+    pub(crate) locks: HeldLocks,
     savepoints: usize,
-    wrote: bool,
+    pub(crate) wrote: bool,
     /// Partitions this transaction wrote, for their log entries at commit.
-    touched: BTreeSet<(u32, u32)>,
-    store: Store,
+    pub(crate) touched: BTreeSet<(u32, u32)>,
+    /// Each written table's fence as this transaction first read it: a prepare checks that no
+    /// bulk load rewrote it since.
+    pub(crate) fences: HashMap<u32, Option<Vec<u8>>>,
+    /// The key of its durable record once prepared (see [`crate::prepared`]).
+    pub(crate) prepared: Option<Vec<u8>>,
+    pub(crate) store: Store,
     /// Set for a bulk load's own commit, which already holds its table's barrier.
     holds_barrier: bool,
 }
 
 /// The row locks a transaction holds.
-struct HeldLocks {
-    table: Arc<LockTable>,
-    txn: u64,
-    keys: Vec<Vec<u8>>,
+pub(crate) struct HeldLocks {
+    pub(crate) table: Arc<LockTable>,
+    pub(crate) txn: u64,
+    pub(crate) keys: Vec<Vec<u8>>,
 }
 
 impl Drop for HeldLocks {
@@ -352,13 +378,27 @@ impl TxnInner {
     /// Notes a write to `key`; the first write to a table also reads its fence. A row key is
     /// locked and checked against what the statement saw first.
     fn touch(&mut self, key: &[u8], interrupted: &AtomicBool) -> Result<()> {
+        if self.prepared.is_some() {
+            return Err(StorageError::TransactionPrepared);
+        }
         self.wrote = true;
         if let Some((table, partition)) = keys::partition_of_key(key) {
             if !self.touched.iter().any(|(t, _)| *t == table) {
-                self.txn.get_for_update(keys::fence_key(table), false)?;
+                let fence = self.txn.get_for_update(keys::fence_key(table), false)?;
+                self.fences.insert(table, fence);
             }
             self.touched.insert((table, partition));
             self.check_row_unchanged(key, interrupted)?;
+        } else if self.store.options.lock_every_write {
+            self.lock(key, interrupted)?;
+        }
+        Ok(())
+    }
+
+    /// Takes `key`'s row lock until the transaction ends.
+    pub(crate) fn lock(&mut self, key: &[u8], interrupted: &AtomicBool) -> Result<()> {
+        if self.locks.table.lock(self.locks.txn, key, interrupted)? {
+            self.locks.keys.push(key.to_vec());
         }
         Ok(())
     }
@@ -367,8 +407,8 @@ impl TxnInner {
     /// change to it after this statement's (READ COMMITTED) or transaction's snapshot.
     fn check_row_unchanged(&mut self, key: &[u8], interrupted: &AtomicBool) -> Result<()> {
         let seen = self.txn.get_opt(key, &self.read_options())?;
-        if seen.is_some() && self.locks.table.lock(self.locks.txn, key, interrupted)? {
-            self.locks.keys.push(key.to_vec());
+        if seen.is_some() || self.store.options.lock_every_write {
+            self.lock(key, interrupted)?;
         }
         let latest = self.txn.get_for_update(key, true)?;
         if latest == seen {
@@ -378,6 +418,20 @@ impl TxnInner {
             Isolation::ReadCommitted => StorageError::RowChangedSinceStatementStart,
             Isolation::RepeatableRead => StorageError::WriteConflict,
         })
+    }
+
+    /// The log entry of each partition written (taking its position), with the entry that
+    /// falls out of the kept window.
+    pub(crate) fn log_entries(&self) -> Result<Vec<LogEntry>> {
+        self.touched
+            .iter()
+            .map(|(table, partition)| {
+                let position = self.store.next_log_position(*table, *partition, true)?;
+                let trimmed = (position > LOG_ENTRIES_KEPT)
+                    .then(|| keys::log_key(*table, *partition, position - LOG_ENTRIES_KEPT));
+                Ok((keys::log_key(*table, *partition, position), trimmed))
+            })
+            .collect()
     }
 
     fn read_options(&self) -> ReadOptions {
@@ -394,9 +448,11 @@ impl TxnInner {
 /// interior lock; every method is blocking (call from a blocking thread) and short, except a
 /// write that waits for a row lock.
 pub struct Txn {
-    inner: Mutex<Option<TxnInner>>,
+    pub(crate) inner: Mutex<Option<TxnInner>>,
     /// Set by [`Txn::interrupt`]; outside the lock, which a waiting writer holds.
-    interrupted: AtomicBool,
+    pub(crate) interrupted: AtomicBool,
+    /// Unique among this store's transactions since it was opened.
+    id: u64,
 }
 
 /// Calls `f` for each entry from `start` (or after `after`) until the iterator's upper bound
@@ -443,7 +499,7 @@ pub enum ScanControl {
 }
 
 impl Txn {
-    fn with<T>(&self, f: impl FnOnce(&mut TxnInner) -> Result<T>) -> Result<T> {
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut TxnInner) -> Result<T>) -> Result<T> {
         let mut guard = self.inner.lock();
         let inner = guard.as_mut().ok_or(StorageError::TransactionFinished)?;
         f(inner)
@@ -453,6 +509,11 @@ impl Txn {
     /// (the statement was cancelled or timed out). The transaction is of no further use.
     pub fn interrupt(&self) {
         self.interrupted.store(true, Ordering::Relaxed);
+    }
+
+    /// Unique among the transactions of this store since it was opened.
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     pub fn isolation(&self) -> Result<Isolation> {
@@ -556,22 +617,18 @@ impl Txn {
             .lock()
             .take()
             .ok_or(StorageError::TransactionFinished)?;
+        if inner.prepared.is_some() {
+            return crate::prepared::commit_prepared(inner);
+        }
         if !inner.wrote {
             return Ok(());
         }
         // One log entry per partition written. Positions are unique per partition, so
         // concurrent transactions never conflict on them.
-        for (table, partition) in &inner.touched {
-            let position = inner.store.next_log_position(*table, *partition, true)?;
-            inner
-                .txn
-                .put(keys::log_key(*table, *partition, position), [])?;
-            if position > LOG_ENTRIES_KEPT {
-                inner.txn.delete(keys::log_key(
-                    *table,
-                    *partition,
-                    position - LOG_ENTRIES_KEPT,
-                ))?;
+        for (key, trimmed) in inner.log_entries()? {
+            inner.txn.put(key, [])?;
+            if let Some(old) = trimmed {
+                inner.txn.delete(old)?;
             }
         }
         // Hold the written tables' barriers (in table order) so that a bulk load's final
@@ -600,6 +657,9 @@ impl Txn {
 
     pub fn rollback(&self) {
         if let Some(inner) = self.inner.lock().take() {
+            if inner.prepared.is_some() {
+                crate::prepared::forget_prepared(&inner);
+            }
             let _ = inner.txn.rollback();
         }
     }

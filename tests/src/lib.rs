@@ -81,6 +81,8 @@ pub struct Node {
     child: Option<Child>,
     _tmp: Option<tempfile::TempDir>,
     extra: Vec<String>,
+    /// Environment variables of the process, on top of the test's (fault injection).
+    pub env: Vec<(String, String)>,
 }
 
 impl Node {
@@ -99,6 +101,7 @@ impl Node {
             child: None,
             _tmp: Some(tmp),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
         };
         node.spawn();
         node
@@ -115,6 +118,7 @@ impl Node {
             .args(&self.extra)
             .env("SHOAL_PASSWORD", PASSWORD)
             .env("SHOAL_LOG", "warn")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         let mut child = cmd.spawn().expect("start shoal");
@@ -201,7 +205,10 @@ pub async fn explain(c: &tokio_postgres::Client, sql: &str) -> String {
 pub async fn texts(c: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Option<String>>> {
     c.simple_query(sql)
         .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .unwrap_or_else(|e| match e.as_db_error() {
+            Some(db) => panic!("{sql}: {} ({})", db.message(), db.code().code()),
+            None => panic!("{sql}: {e}"),
+        })
         .into_iter()
         .filter_map(|m| match m {
             tokio_postgres::SimpleQueryMessage::Row(r) => {

@@ -11,6 +11,7 @@
 //! | `down/<id>` | since when (ms since the epoch) the coordinator has recorded the node down | — |
 //! | `election/coordinator/…` | etcd's election keys; nothing else is written under it | candidates' |
 //! | `locks/ddl/…` | etcd's lock keys serializing catalog changes | the holder's |
+//! | `txns/<id>` | `commit` or `abort`: the decision of a transaction spanning nodes | — |
 
 use crate::NodeId;
 
@@ -73,6 +74,11 @@ impl Keys {
     /// The election's name: etcd puts one key per candidate below it.
     pub fn election(&self) -> String {
         format!("{}election/coordinator", self.prefix)
+    }
+
+    /// Where the outcome of the transaction `id`, which spans nodes, is decided.
+    pub fn decision(&self, id: &str) -> String {
+        format!("{}txns/{id}", self.prefix)
     }
 
     pub fn ddl_lock(&self) -> String {

@@ -28,7 +28,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
+};
 use parking_lot::{Mutex, RwLock};
 use tokio::runtime::Runtime;
 use tokio::sync::{watch, Notify};
@@ -113,13 +115,16 @@ impl EtcdCluster {
         let keys = Keys::new(&config.cluster_name);
         let mut client = connect(&config.endpoints).await?;
         let node_id = node_id(&mut client, &keys, &config).await?;
-        let lease = grant_lease(&mut client, config.lease_ttl).await?;
         let info = NodeInfo {
             id: node_id,
             sql_address: config.sql_address.clone(),
             flight_address: config.flight_address.clone(),
+            started_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or_default(),
         };
-        register(&mut client, &keys, &info, lease, config.lease_ttl).await?;
+        let lease = register(&mut client, &keys, &info, config.lease_ttl).await?;
         // The first node to start writes the empty catalog; the others find it.
         let empty = serde_json::to_vec(&Catalog::default())
             .map_err(|e| CoordError::Unavailable(format!("cannot encode the catalog: {e}")))?;
@@ -237,7 +242,51 @@ impl ClusterView for EtcdCluster {
     fn nodes(&self) -> Vec<NodeStatus> {
         self.state.read().statuses()
     }
+
+    fn decide(&self, id: &str, commit: bool) -> Result<bool, CoordError> {
+        let key = self.keys.decision(id);
+        let mut client = self.client.clone();
+        self.block(async move {
+            let outcome = if commit { COMMIT } else { ABORT };
+            let response = client
+                .txn(
+                    Txn::new()
+                        .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                        .and_then([TxnOp::put(key.clone(), outcome, None)])
+                        .or_else([TxnOp::get(key.clone(), None)]),
+                )
+                .await
+                .map_err(unavailable)?;
+            if response.succeeded() {
+                return Ok(commit);
+            }
+            for answer in response.op_responses() {
+                if let TxnOpResponse::Get(get) = answer {
+                    if let Some(kv) = get.kvs().first() {
+                        return Ok(kv.value() == COMMIT.as_bytes());
+                    }
+                }
+            }
+            // Forgotten between the compare and the read: only after every part applied it.
+            Err(CoordError::Unavailable(format!(
+                "the outcome of transaction {key} was removed while it was read"
+            )))
+        })
+    }
+
+    fn forget_decision(&self, id: &str) -> Result<(), CoordError> {
+        let key = self.keys.decision(id);
+        let mut client = self.client.clone();
+        self.block(async move {
+            client.delete(key, None).await.map_err(unavailable)?;
+            Ok(())
+        })
+    }
 }
+
+/// The recorded outcomes of a transaction spanning nodes.
+const COMMIT: &str = "commit";
+const ABORT: &str = "abort";
 
 /// Runs `fut` on `runtime` and waits for its result on the calling thread, which may belong to
 /// another runtime (so `Runtime::block_on`, which refuses that, is not an option).
@@ -397,19 +446,21 @@ fn encode_info(info: &NodeInfo) -> Result<Vec<u8>, CoordError> {
         .map_err(|e| CoordError::Unavailable(format!("cannot encode node info: {e}")))
 }
 
-/// Puts the node's live key (under its lease) and member record. A live key of the same id
-/// means another process runs as this node, or this node's previous process died less than a
-/// lease ago: wait out one lease, then refuse.
+/// Puts the node's live key (under a new lease, returned) and member record. A live key of
+/// the same id means another process runs as this node, or this node's previous process died
+/// less than a lease ago: wait out one lease, then refuse.
 async fn register(
     client: &mut Client,
     keys: &Keys,
     info: &NodeInfo,
-    lease: i64,
     lease_ttl: Duration,
-) -> Result<(), CoordError> {
+) -> Result<i64, CoordError> {
     let value = encode_info(info)?;
     let deadline = tokio::time::Instant::now() + lease_ttl * 2 + Duration::from_secs(1);
     loop {
+        // A lease per attempt: one granted before waiting out the previous run's key would
+        // expire unused (nothing keeps it alive yet).
+        let lease = grant_lease(client, lease_ttl).await?;
         let txn = Txn::new()
             .when([Compare::create_revision(
                 keys.live(info.id),
@@ -425,8 +476,10 @@ async fn register(
                 TxnOp::put(keys.member(info.id), value.clone(), None),
             ]);
         if client.txn(txn).await.map_err(unavailable)?.succeeded() {
-            return Ok(());
+            return Ok(lease);
         }
+        // Unused: let it go now rather than at its expiry.
+        let _ = client.lease_revoke(lease).await;
         if tokio::time::Instant::now() >= deadline {
             return Err(CoordError::Join(format!(
                 "node {} is already registered by a live process",

@@ -194,6 +194,7 @@ mod tests {
             id,
             sql_address: format!("127.0.0.{id}:5432"),
             flight_address: format!("127.0.0.{id}:5433"),
+            started_ms: 0,
         })
         .unwrap()
     }

@@ -119,7 +119,10 @@ impl Session {
         // A bulk load writes rows only; a table with secondary indexes takes the transactional
         // path, which maintains their entries.
         let has_secondary_indexes = def.indexes.iter().any(|i| !i.primary);
-        let bulk = if implicit && !has_secondary_indexes {
+        // Rows of other nodes' partitions go to them in a transaction across nodes.
+        let local = self.node.cluster.local_node();
+        let all_led_here = def.partitions.iter().all(|p| p.leader == local);
+        let bulk = if implicit && !has_secondary_indexes && all_led_here {
             let store = self.node.store.clone();
             let (id, check) = (def.id, !def.primary_key.is_empty());
             let load = tokio::task::spawn_blocking(move || store.bulk_load(id, check))
@@ -217,7 +220,7 @@ impl Session {
                 });
         }
         if copy.implicit {
-            self.commit_implicit(copy.txn.clone()).await?;
+            self.commit_txn(copy.txn.clone()).await?;
         }
         Ok(copy.count)
     }
@@ -227,17 +230,16 @@ impl Session {
             inserting.abort();
         }
         let bulk = copy.bulk.clone();
-        let txn = copy.implicit.then(|| copy.txn.clone());
         // A cancelled insert may still hold the bulk load on a blocking thread: wait there.
         let _ = tokio::task::spawn_blocking(move || {
             if let Some(load) = bulk.as_ref().and_then(|b| b.lock().take()) {
                 load.abort();
             }
-            if let Some(txn) = txn {
-                txn.rollback();
-            }
         })
         .await;
+        if copy.implicit {
+            self.rollback_txn(copy.txn.clone()).await;
+        }
         if !copy.implicit {
             self.fail_block();
         }

@@ -182,43 +182,56 @@ impl Session {
                 })
             }
             Shape::Write { tag } => {
-                let mut stream = df.execute_stream().await?;
-                let mut count = 0u64;
-                while let Some(batch) = stream.next().await {
-                    let batch = batch?;
-                    if let Some(c) = batch
-                        .column(0)
-                        .as_any()
-                        .downcast_ref::<UInt64Array>()
-                        .filter(|c| !c.is_empty())
-                    {
-                        count += c.value(0);
+                let written: ServerResult<Outcome> = async {
+                    let mut stream = df.execute_stream().await?;
+                    let mut count = 0u64;
+                    while let Some(batch) = stream.next().await {
+                        let batch = batch?;
+                        if let Some(c) = batch
+                            .column(0)
+                            .as_any()
+                            .downcast_ref::<UInt64Array>()
+                            .filter(|c| !c.is_empty())
+                        {
+                            count += c.value(0);
+                        }
                     }
-                }
-                drop(stream);
-                if let (Some(upsert), Some(conflicts)) = (extras.upsert, conflicts) {
-                    let proposed = std::mem::take(&mut *conflicts.lock());
-                    let (updated, rows) = self.apply_upsert(&upsert, proposed, txn.clone()).await?;
-                    count += updated;
-                    if let Some(sink) = &sink {
-                        sink.lock().extend(rows);
+                    drop(stream);
+                    if let (Some(upsert), Some(conflicts)) = (extras.upsert, conflicts) {
+                        let proposed = std::mem::take(&mut *conflicts.lock());
+                        let (updated, rows) =
+                            self.apply_upsert(&upsert, proposed, txn.clone()).await?;
+                        count += updated;
+                        if let Some(sink) = &sink {
+                            sink.lock().extend(rows);
+                        }
                     }
+                    // RETURNING is evaluated before the commit, so that its failure undoes the write.
+                    let outcome = match (returning, sink) {
+                        (Some(r), Some(sink)) => {
+                            let written = std::mem::take(&mut *sink.lock());
+                            self.returning_rows(r, written, tag).await?
+                        }
+                        _ => Outcome::Command {
+                            tag: tag.to_string(),
+                            rows: Some(count as usize),
+                        },
+                    };
+                    Ok(outcome)
                 }
-                // RETURNING is evaluated before the commit, so that its failure undoes the write.
-                let outcome = match (returning, sink) {
-                    (Some(r), Some(sink)) => {
-                        let written = std::mem::take(&mut *sink.lock());
-                        self.returning_rows(r, written, tag).await?
+                .await;
+                match written {
+                    Ok(outcome) if implicit => {
+                        self.commit_txn(txn).await?;
+                        Ok(outcome)
                     }
-                    _ => Outcome::Command {
-                        tag: tag.to_string(),
-                        rows: Some(count as usize),
-                    },
-                };
-                if implicit {
-                    self.commit_implicit(txn).await?;
+                    // Undo what the statement wrote on other nodes now, not when they give up.
+                    Err(e) if implicit => {
+                        self.rollback_txn(txn).await;
+                        Err(e)
+                    }
+                    other => other,
                 }
-                Ok(outcome)
             }
         }
     }

@@ -215,7 +215,7 @@ impl Session {
             .unwrap_or(0);
         // Results are gathered inside the timeout (and inside pgwire's cancel window), so
         // statement_timeout and CancelRequest also stop a query while it produces rows.
-        let interrupt_on_drop = InterruptOnDrop(&self.running);
+        let interrupt_on_drop = InterruptOnDrop(self);
         let fut = self.run_to_completion(stmt, params);
         let result = if timeout_ms > 0 {
             match tokio::time::timeout(Duration::from_millis(timeout_ms), fut).await {
@@ -268,6 +268,14 @@ impl Session {
         loop {
             let savepoint = self.block_savepoint()?;
             match self.dispatch_gathered(stmt.clone(), params.clone()).await {
+                // Writes a block made on other nodes cannot be undone to a savepoint yet.
+                Err(e)
+                    if savepoint
+                        .as_ref()
+                        .is_some_and(|(t, _)| self.writes_elsewhere(t)) =>
+                {
+                    return Err(e)
+                }
                 Err(e) if e.needs_statement_restart() && restarts < MAX_STATEMENT_RESTARTS => {
                     restarts += 1;
                     self.node.metrics.statement_restarts.inc();
@@ -323,7 +331,7 @@ impl Session {
                 savepoint: Some(name),
                 ..
             } => self.rollback_to(&name.value),
-            Statement::Rollback { .. } => Ok(self.rollback()),
+            Statement::Rollback { .. } => Ok(self.rollback().await),
             Statement::Savepoint { name } => self.savepoint(&name.value),
             Statement::ReleaseSavepoint { name } => self.release(&name.value),
             Statement::Set(set) => self.set(set),
@@ -473,12 +481,34 @@ impl Session {
         Ok((txn, implicit))
     }
 
-    /// Commits an implicit transaction off the async runtime.
-    async fn commit_implicit(&self, txn: Arc<Txn>) -> ServerResult<()> {
+    /// Commits a transaction off the async runtime: in two phases when it wrote partitions
+    /// of other nodes.
+    async fn commit_txn(&self, txn: Arc<Txn>) -> ServerResult<()> {
+        if let Some(remote) = &self.node.remote {
+            return Ok(remote.commit(txn).await?);
+        }
         tokio::task::spawn_blocking(move || txn.commit())
             .await
             .map_err(|e| ServerError::Internal(e.to_string()))??;
         Ok(())
+    }
+
+    /// Rolls back a transaction, with its writes on other nodes.
+    async fn rollback_txn(&self, txn: Arc<Txn>) {
+        match &self.node.remote {
+            Some(remote) => remote.rollback(txn).await,
+            None => {
+                let _ = tokio::task::spawn_blocking(move || txn.rollback()).await;
+            }
+        }
+    }
+
+    /// Whether `txn` wrote partitions of other nodes (those writes cannot be undone alone).
+    fn writes_elsewhere(&self, txn: &Txn) -> bool {
+        self.node
+            .remote
+            .as_ref()
+            .is_some_and(|r| r.writes_elsewhere(txn))
     }
 }
 
@@ -530,21 +560,47 @@ async fn explain_as_query_plan(outcome: Outcome) -> ServerResult<Outcome> {
 const MAX_STATEMENT_RESTARTS: usize = 100;
 
 /// Interrupts the running statement's transaction unless the statement finished: its future
-/// was dropped (CancelRequest, a closed connection) or it timed out.
-struct InterruptOnDrop<'a>(&'a Mutex<Option<Arc<Txn>>>);
+/// was dropped (CancelRequest, a closed connection) or it timed out. An autocommit statement's
+/// writes on other nodes are rolled back there too (a block's wait for its ROLLBACK).
+struct InterruptOnDrop<'a>(&'a Session);
 
 impl Drop for InterruptOnDrop<'_> {
     fn drop(&mut self) {
-        if let Some(txn) = self.0.lock().take() {
+        let session = self.0;
+        if let Some(txn) = session.running.lock().take() {
             txn.interrupt();
+            let in_block = matches!(&*session.txn.lock(), TxnState::Block { txn: t, .. } if Arc::ptr_eq(t, &txn));
+            if !in_block {
+                session.roll_back_elsewhere(txn);
+            }
+        }
+    }
+}
+
+impl Session {
+    /// Rolls back, in the background, what `txn` wrote on other nodes (its statement or
+    /// session is gone, so nobody waits for it).
+    fn roll_back_elsewhere(&self, txn: Arc<Txn>) {
+        if let (Some(remote), Ok(runtime)) = (
+            self.node.remote.clone(),
+            tokio::runtime::Handle::try_current(),
+        ) {
+            if remote.writes_elsewhere(&txn) {
+                runtime.spawn(async move { remote.rollback(txn).await });
+            }
         }
     }
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
-        if let TxnState::Block { txn, .. } = &*self.txn.lock() {
+        let block = match &*self.txn.lock() {
+            TxnState::Block { txn, .. } => Some(txn.clone()),
+            TxnState::Idle => None,
+        };
+        if let Some(txn) = block {
             txn.rollback();
+            self.roll_back_elsewhere(txn);
         }
     }
 }

@@ -69,9 +69,21 @@ impl Session {
             TxnState::Block {
                 txn, failed: true, ..
             } => {
-                txn.rollback();
+                self.rollback_txn(txn).await;
                 self.end_block(false);
                 Ok(Outcome::TxnEnd("ROLLBACK".into()))
+            }
+            TxnState::Block { txn, .. } if self.writes_elsewhere(&txn) => {
+                if self.meta.has_pending() {
+                    self.rollback_txn(txn).await;
+                    self.end_block(false);
+                    return Err(ServerError::NotSupported(
+                        "a transaction block that changes the catalog and writes partitions of other nodes".into(),
+                    ));
+                }
+                let result = self.commit_txn(txn).await;
+                self.end_block(result.is_ok());
+                result.map(|()| Outcome::TxnEnd("COMMIT".into()))
             }
             TxnState::Block { txn, .. } => {
                 let t = txn.clone();
@@ -123,11 +135,10 @@ impl Session {
         }
     }
 
-    pub(super) fn rollback(&self) -> Outcome {
-        if let TxnState::Block { txn, .. } =
-            std::mem::replace(&mut *self.txn.lock(), TxnState::Idle)
-        {
-            txn.rollback();
+    pub(super) async fn rollback(&self) -> Outcome {
+        let previous = std::mem::replace(&mut *self.txn.lock(), TxnState::Idle);
+        if let TxnState::Block { txn, .. } = previous {
+            self.rollback_txn(txn).await;
             self.end_block(false);
         }
         Outcome::TxnEnd("ROLLBACK".into())
@@ -177,6 +188,12 @@ impl Session {
             .rposition(|(n, _)| *n == name)
             .ok_or_else(|| ServerError::NoSuchSavepoint(name.clone()))?;
         let depth = savepoints[pos].1;
+        if self.writes_elsewhere(txn) {
+            return Err(ServerError::NotSupported(
+                "ROLLBACK TO SAVEPOINT in a transaction that wrote partitions of other nodes"
+                    .into(),
+            ));
+        }
         txn.rollback_to_savepoint(depth)?;
         savepoints.truncate(pos + 1);
         *failed = false;

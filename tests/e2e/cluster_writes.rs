@@ -1,0 +1,239 @@
+//! Writes that span the nodes of a cluster: multi-row INSERT, INSERT ... SELECT, COPY and
+//! transaction blocks whose rows belong to partitions of several nodes commit everywhere or
+//! nowhere (two-phase commit, decided in etcd), even when the node running the commit dies
+//! right after deciding.
+
+use std::time::Duration;
+
+use futures::SinkExt;
+use shoal_tests::cluster::{start_nodes, Etcd};
+use shoal_tests::{row, texts};
+
+/// `(count, sum of id)` of `table` as `c` sees it.
+async fn tally(c: &tokio_postgres::Client, table: &str) -> Vec<Vec<Option<String>>> {
+    texts(c, &format!("select count(*), sum(id) from {table}")).await
+}
+
+fn values(ids: std::ops::RangeInclusive<i64>) -> String {
+    ids.map(|i| format!("({i}, 'v{i}')"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_across_nodes_commit_everywhere_or_nowhere() {
+    let etcd = Etcd::start();
+    let nodes_ = start_nodes(&etcd, 3);
+    let mut clients = Vec::new();
+    for n in &nodes_ {
+        clients.push(n.connect().await);
+    }
+    clients[0]
+        .batch_execute(
+            "create table spread (id bigint primary key, v text) with (partitions = 6);
+             create table copied (id bigint primary key, v text) with (partitions = 6)",
+        )
+        .await
+        .unwrap();
+    let leaders = texts(
+        &clients[0],
+        "select count(distinct leader) from shoal.partitions where table_name = 'spread'",
+    )
+    .await;
+    assert_eq!(leaders, vec![row(&["3"])], "the table spans every node");
+
+    // One statement, rows of every node.
+    clients[0]
+        .batch_execute(&format!("insert into spread values {}", values(1..=200)))
+        .await
+        .unwrap();
+    for c in &clients {
+        assert_eq!(tally(c, "spread").await, vec![row(&["200", "20100"])]);
+    }
+
+    // A duplicate key on any node fails the statement everywhere.
+    let err = clients[1]
+        .batch_execute(&format!(
+            "insert into spread values {}",
+            values(201..=260) + ", (17, 'again')"
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("23505"), "{err}");
+    for c in &clients {
+        assert_eq!(tally(c, "spread").await, vec![row(&["200", "20100"])]);
+    }
+
+    // A block sees its own rows on every node; ROLLBACK undoes them everywhere.
+    let c = &clients[2];
+    c.batch_execute(&format!(
+        "begin; insert into spread values {}",
+        values(301..=330)
+    ))
+    .await
+    .unwrap();
+    assert_eq!(tally(c, "spread").await, vec![row(&["230", "29565"])]);
+    assert_eq!(
+        tally(&clients[0], "spread").await,
+        vec![row(&["200", "20100"])]
+    );
+    c.batch_execute("rollback").await.unwrap();
+    for c in &clients {
+        assert_eq!(tally(c, "spread").await, vec![row(&["200", "20100"])]);
+    }
+
+    // COMMIT applies a block's inserts and single-row updates on every node at once.
+    c.batch_execute(&format!(
+        "begin;
+         insert into spread values {};
+         update spread set v = 'changed' where id = 5;
+         update spread set v = 'changed' where id = 6;
+         delete from spread where id = 7;
+         commit",
+        values(301..=330)
+    ))
+    .await
+    .unwrap();
+    for c in &clients {
+        assert_eq!(tally(c, "spread").await, vec![row(&["229", "29558"])]);
+        assert_eq!(
+            texts(c, "select id from spread where v = 'changed' order by id").await,
+            vec![row(&["5"]), row(&["6"])]
+        );
+    }
+
+    // What cannot be undone on other nodes yet is refused, and the block fails.
+    c.batch_execute(&format!(
+        "begin; savepoint s; insert into spread values {}",
+        values(401..=420)
+    ))
+    .await
+    .unwrap();
+    let err = c
+        .batch_execute("rollback to savepoint s")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("0A000"), "{err}");
+    c.batch_execute("rollback").await.unwrap();
+    assert_eq!(tally(c, "spread").await, vec![row(&["229", "29558"])]);
+
+    // INSERT ... SELECT reads every node and writes every node.
+    let copied = clients[1]
+        .execute(
+            "insert into copied select id + 1000, v from spread where id <= 100",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(copied, 99);
+
+    // COPY streams the rows of each node to it, in one transaction.
+    let sink = clients[2].copy_in("copy copied from stdin").await.unwrap();
+    futures::pin_mut!(sink);
+    for chunk in 0..4i64 {
+        let data: String = (0..2500)
+            .map(|i| format!("{}\tcopied\n", 10_000 + chunk * 2500 + i))
+            .collect();
+        sink.send(bytes::Bytes::from(data)).await.unwrap();
+    }
+    assert_eq!(sink.finish().await.unwrap(), 10_000);
+    let expected_sum: i64 = (1..=100).filter(|i| *i != 7).map(|i| i + 1000).sum::<i64>()
+        + (10_000..20_000).sum::<i64>();
+    for c in &clients {
+        assert_eq!(
+            tally(c, "copied").await,
+            vec![row(&["10099", &expected_sum.to_string()])]
+        );
+    }
+    // A COPY that meets a duplicate on any node leaves nothing.
+    let sink = clients[0].copy_in("copy copied from stdin").await.unwrap();
+    futures::pin_mut!(sink);
+    let data: String = (30_000..30_100)
+        .chain([10_500])
+        .map(|i| format!("{i}\tagain\n"))
+        .collect();
+    sink.send(bytes::Bytes::from(data)).await.unwrap();
+    let err = sink.finish().await.unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("23505"), "{err}");
+    for c in &clients {
+        assert_eq!(
+            tally(c, "copied").await,
+            vec![row(&["10099", &expected_sum.to_string()])]
+        );
+    }
+}
+
+/// The node running a commit dies right after etcd recorded the decision: the other nodes
+/// apply their prepared parts once they see it is gone, and the node applies its own when it
+/// comes back on its data directory. Nobody sees half of the transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_survives_the_death_of_the_node_running_it() {
+    let etcd = Etcd::start();
+    let mut nodes_ = start_nodes(&etcd, 3);
+    let setup = nodes_[0].connect().await;
+    setup
+        .batch_execute("create table spread (id bigint primary key, v text) with (partitions = 6)")
+        .await
+        .unwrap();
+    // Debug builds of shoal exit at this point when asked to (see two_phase.rs).
+    nodes_[0].env.push((
+        "SHOAL_FAILPOINT".into(),
+        "exit-after-commit-decision".into(),
+    ));
+    nodes_[0].restart();
+    let doomed = nodes_[0].connect().await;
+    let lost = doomed
+        .batch_execute(&format!("insert into spread values {}", values(1..=60)))
+        .await;
+    assert!(lost.is_err(), "the node exits before it answers");
+
+    // Its partitions hold part of the rows: the transaction really spans it.
+    let survivor = nodes_[1].connect().await;
+    assert_ne!(
+        texts(
+            &survivor,
+            "select count(*) from shoal.partitions where table_name = 'spread' and leader = 1"
+        )
+        .await,
+        vec![row(&["0"])]
+    );
+
+    nodes_[0].env.clear();
+    nodes_[0].restart();
+    let back = nodes_[0].connect().await;
+    let mut settled = false;
+    let mut last = String::new();
+    for _ in 0..150 {
+        // A part waiting for its decision has not applied its rows yet, and the others may
+        // not see the restarted node up at once.
+        match back.query_one("select count(*) from spread", &[]).await {
+            Ok(r) if r.get::<_, i64>(0) == 60 => {
+                settled = true;
+                break;
+            }
+            Ok(r) => last = format!("{} rows", r.get::<_, i64>(0)),
+            Err(e) => last = format!("{e:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(settled, "every part of the transaction is applied: {last}");
+    for (i, n) in nodes_.iter().enumerate() {
+        let c = n.connect().await;
+        let mut seen = String::new();
+        for _ in 0..150 {
+            // The others see the restarted node up once its new registration reaches them.
+            match c
+                .query_one("select count(*), sum(id) from spread", &[])
+                .await
+            {
+                Ok(r) => {
+                    seen = format!("{} {}", r.get::<_, i64>(0), r.get::<_, i64>(1));
+                    break;
+                }
+                Err(e) => seen = format!("{e:?}"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(seen, "60 1830", "node {}", i + 1);
+    }
+}

@@ -185,6 +185,33 @@ impl PartitionScanExec {
         )
     }
 
+    /// The same scan reading only those of its partitions in `keep` (and their key lookups);
+    /// `None` for index lookups, which read every partition.
+    pub fn only_partitions(&self, keep: &[u32]) -> Option<PartitionScanExec> {
+        if self.index_lookup.is_some() {
+            return None;
+        }
+        let lookups = self.lookups.as_ref().map(|l| {
+            l.iter()
+                .filter(|k| keep.contains(&k.partition))
+                .cloned()
+                .collect()
+        });
+        Some(PartitionScanExec::new(
+            self.table.clone(),
+            self.txn.clone(),
+            self.partitions
+                .iter()
+                .copied()
+                .filter(|p| keep.contains(p))
+                .collect(),
+            lookups,
+            self.projection.clone(),
+            self.with_row_key,
+            self.limit,
+        ))
+    }
+
     /// The table partition each output partition reads; `None` for index lookups.
     pub fn table_partitions(&self) -> Option<Vec<u32>> {
         match (&self.index_lookup, &self.lookups) {

@@ -20,7 +20,7 @@ use datafusion::physical_plan::{
     ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning,
     PlanProperties, ReplaceChildrenOptions, SendableRecordBatchStream,
 };
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use parking_lot::Mutex;
 use shoal_storage::{Store, Txn};
 
@@ -28,6 +28,7 @@ use shoal_coord::NodeId;
 
 use crate::fragment_exec::scan_leaf;
 use crate::{ConflictAction, ExecError, RemoteFragments, RowIdAllocator, TableHandle, TableWriter};
+use crate::{FragmentExec, PartitionScanExec};
 
 /// Rows split by the node that leads their partition, ascending by node.
 fn rows_by_leader(
@@ -53,14 +54,6 @@ fn rows_by_leader(
         }
     }
     Ok(split)
-}
-
-/// The one node of `leaders`, if there is one and it is not `local_node`.
-fn the_other(leaders: BTreeSet<NodeId>, local_node: NodeId) -> Option<NodeId> {
-    match leaders.into_iter().collect::<Vec<_>>().as_slice() {
-        [only] if *only != local_node => Some(*only),
-        _ => None,
-    }
 }
 
 /// How a cluster node's INSERT, UPDATE or DELETE reaches rows other nodes lead.
@@ -135,17 +128,56 @@ impl fmt::Debug for TableWriteExec {
     }
 }
 
-/// The node that leads every partition an UPDATE's or DELETE's input reads, when that is one
-/// node and not this one (an index lookup, which reads every partition, never is).
-fn single_other_reader(input: &Arc<dyn ExecutionPlan>, local_node: NodeId) -> Option<NodeId> {
+/// The partitions an UPDATE's or DELETE's input reads, by the node that leads them; `None`
+/// when the input is not one scan with filters and projections above it (a join, an index
+/// lookup, which reads every partition).
+fn read_partitions_by_leader(input: &Arc<dyn ExecutionPlan>) -> Option<BTreeMap<NodeId, Vec<u32>>> {
     let scan = scan_leaf(input)?;
     let partitions = &scan.table().def.partitions;
-    let leaders = scan
-        .table_partitions()?
-        .iter()
-        .filter_map(|p| partitions.get(*p as usize).map(|d| d.leader))
-        .collect();
-    the_other(leaders, local_node)
+    let mut by_leader: BTreeMap<NodeId, Vec<u32>> = BTreeMap::new();
+    for p in scan.table_partitions()? {
+        by_leader
+            .entry(partitions.get(p as usize)?.leader)
+            .or_default()
+            .push(p);
+    }
+    Some(by_leader)
+}
+
+/// `plan` (one scan leaf) reading only `partitions`, without fragments: the form in which it
+/// runs whole on the node leading them.
+fn restricted_to(
+    plan: &Arc<dyn ExecutionPlan>,
+    partitions: &[u32],
+) -> DfResult<Arc<dyn ExecutionPlan>> {
+    if let Some(scan) = plan.downcast_ref::<PartitionScanExec>() {
+        return scan
+            .only_partitions(partitions)
+            .map(|s| Arc::new(s) as Arc<dyn ExecutionPlan>)
+            .ok_or_else(|| DataFusionError::Internal("an index lookup cannot be split".into()));
+    }
+    if let Some(fragment) = plan.downcast_ref::<FragmentExec>() {
+        return restricted_to(fragment.subtree(), partitions);
+    }
+    let children = plan
+        .children()
+        .into_iter()
+        .map(|c| restricted_to(c, partitions))
+        .collect::<DfResult<Vec<_>>>()?;
+    plan.clone().replace_children(
+        children,
+        ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+    )
+}
+
+/// The row count a count batch carries.
+fn row_count(batch: &RecordBatch) -> u64 {
+    batch
+        .column(0)
+        .as_any()
+        .downcast_ref::<UInt64Array>()
+        .map(|c| c.iter().flatten().sum())
+        .unwrap_or(0)
 }
 
 /// The statement's result: how many rows it wrote.
@@ -323,24 +355,49 @@ impl ExecutionPlan for TableWriteExec {
         let local_node = self.local_node;
         let forward = self.forward.clone();
         let fut = async move {
-            // An UPDATE or DELETE that reads only partitions of one other node runs there whole,
-            // its reads and writes in one transaction of that node.
+            // An UPDATE or DELETE that reads other nodes' partitions runs whole on each node
+            // that leads some of them, over those partitions, reading and writing in one
+            // transaction (part) there.
             if let (WriteKind::Update | WriteKind::Delete, Some(forward)) = (kind, &forward) {
-                if let Some(leader) = single_other_reader(&input, local_node) {
-                    let part = forward.part_at(&txn, leader, true, &table)?;
-                    let statement = Arc::new(TableWriteExec::plain(
-                        input.clone(),
-                        table.clone(),
-                        txn.clone(),
-                        store.clone(),
-                        row_ids.clone(),
-                        kind,
-                        local_node,
-                    ));
-                    let count = forward
-                        .remote
-                        .write_at(leader, &table, statement, part)
-                        .await?;
+                let by_leader = read_partitions_by_leader(&input)
+                    .filter(|b| b.keys().any(|node| *node != local_node));
+                if let Some(by_leader) = by_leader {
+                    let alone = by_leader.len() == 1;
+                    let mut runs = Vec::new();
+                    for (node, partitions) in by_leader {
+                        let statement: Arc<dyn ExecutionPlan> = Arc::new(TableWriteExec::plain(
+                            restricted_to(&input, &partitions)?,
+                            table.clone(),
+                            txn.clone(),
+                            store.clone(),
+                            row_ids.clone(),
+                            kind,
+                            local_node,
+                        ));
+                        if node == local_node {
+                            let context = context.clone();
+                            runs.push(
+                                async move {
+                                    let counts: Vec<RecordBatch> =
+                                        statement.execute(0, context)?.try_collect().await?;
+                                    Ok(counts.iter().map(row_count).sum())
+                                }
+                                .boxed(),
+                            );
+                        } else {
+                            let part = forward.part_at(&txn, node, alone, &table)?;
+                            let remote = forward.remote.clone();
+                            let table = table.clone();
+                            runs.push(
+                                async move { remote.write_at(node, &table, statement, part).await }
+                                    .boxed(),
+                            );
+                        }
+                    }
+                    let mut count = 0;
+                    for run in futures::future::join_all(runs).await {
+                        count += run?;
+                    }
                     return count_batch(count);
                 }
             }

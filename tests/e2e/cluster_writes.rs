@@ -102,6 +102,26 @@ async fn writes_across_nodes_commit_everywhere_or_nowhere() {
         );
     }
 
+    // UPDATE and DELETE without a key run on every node over its partitions, in a block
+    // too.
+    let odd = clients[0]
+        .execute("update spread set v = upper(v) where id % 2 = 1", &[])
+        .await
+        .unwrap();
+    assert_eq!(odd, 114);
+    c.batch_execute("begin; delete from spread where id > 300")
+        .await
+        .unwrap();
+    assert_eq!(tally(c, "spread").await, vec![row(&["199", "20093"])]);
+    c.batch_execute("rollback").await.unwrap();
+    for c in &clients {
+        assert_eq!(tally(c, "spread").await, vec![row(&["229", "29558"])]);
+        assert_eq!(
+            texts(c, "select count(*) from spread where v like 'V%'").await,
+            vec![row(&["113"])]
+        );
+    }
+
     // What cannot be undone on other nodes yet is refused, and the block fails.
     c.batch_execute(&format!(
         "begin; savepoint s; insert into spread values {}",

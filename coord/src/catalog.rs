@@ -44,6 +44,9 @@ pub struct PartitionDef {
     pub leader: NodeId,
     pub followers: Vec<NodeId>,
     pub epoch: u64,
+    /// Set while the partition moves to this node: its leader takes no writes to it.
+    #[serde(default)]
+    pub moving_to: Option<NodeId>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -296,6 +299,7 @@ impl Catalog {
                     leader,
                     followers: Vec::new(),
                     epoch: 1,
+                    moving_to: None,
                 }
             })
             .collect();
@@ -427,10 +431,10 @@ impl TableDef {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn table(name: &str) -> TableDef {
+    pub(crate) fn table(name: &str) -> TableDef {
         TableDef {
             id: 0,
             schema: "public".into(),

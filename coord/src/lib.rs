@@ -19,6 +19,7 @@ mod catalog;
 mod cluster;
 mod embedded;
 mod error;
+mod rebalance;
 mod types;
 mod view;
 
@@ -29,6 +30,7 @@ pub use catalog::{
 pub use cluster::{ClusterConfig, EtcdCluster};
 pub use embedded::EmbeddedMetaStore;
 pub use error::CoordError;
+pub use rebalance::PartitionMove;
 pub use types::SqlType;
 pub use view::{ClusterView, NodeInfo, NodeStatus, SingleNode, SINGLE_NODE_ID};
 

@@ -39,6 +39,10 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::fragment_codec::FragmentCodec;
+use crate::fragment_exec::scan_leaf;
+use crate::partition_moves::{
+    partition_copy, PartitionRef, DROP_ACTION, PULL_ACTION, REOPEN_ACTION,
+};
 use crate::two_phase::{Parts, SpanningTxn, ABORT_ACTION, COMMIT_ACTION, PREPARE_ACTION};
 use crate::{ConflictAction, ExecError, RowIdAllocator, TableHandle, TableWriter};
 
@@ -56,7 +60,7 @@ const ATTEMPTS: u32 = 6;
 
 /// What the receiver must lead, and what to run.
 #[derive(Debug, Serialize, Deserialize)]
-struct TicketHeader {
+pub(crate) struct TicketHeader {
     table_id: u32,
     partition: u32,
     epoch: u64,
@@ -70,6 +74,30 @@ struct TicketHeader {
     /// transaction sees the rows it wrote there.
     #[serde(default)]
     part: Option<String>,
+    /// Not a fragment: the partition's stored entries, for the node it moves to.
+    #[serde(default)]
+    copy: bool,
+}
+
+impl TicketHeader {
+    /// The ticket of a pull of a moving partition from its leader.
+    pub(crate) fn partition_copy(
+        table_id: u32,
+        partition: u32,
+        epoch: u64,
+        leader: NodeId,
+    ) -> Self {
+        TicketHeader {
+            table_id,
+            partition,
+            epoch,
+            leader,
+            output_partition: 0,
+            gpu_mode: None,
+            part: None,
+            copy: true,
+        }
+    }
 }
 
 /// `header length (u32 LE) | header | payload`: a ticket (JSON header, fragment in
@@ -91,7 +119,7 @@ fn unframe(framed: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((header, &framed[4 + len..]))
 }
 
-fn encode_ticket(header: &TicketHeader, plan: &[u8]) -> Vec<u8> {
+pub(crate) fn encode_ticket(header: &TicketHeader, plan: &[u8]) -> Vec<u8> {
     frame(&serde_json::to_vec(header).unwrap_or_default(), plan)
 }
 
@@ -152,6 +180,8 @@ pub struct FragmentService {
     memory_limit: usize,
     /// This node's parts of transactions run by nodes.
     parts: Arc<Parts>,
+    /// How this node reaches the others (to pull a partition moving here).
+    remote: Arc<RemoteFragments>,
 }
 
 impl FragmentService {
@@ -164,7 +194,7 @@ impl FragmentService {
         context: SessionContext,
         sqlstate_of: fn(&DataFusionError) -> &'static str,
         memory_limit: usize,
-        parts: Arc<Parts>,
+        remote: Arc<RemoteFragments>,
     ) -> Self {
         let local_node = cluster.local_node();
         FragmentService {
@@ -176,7 +206,8 @@ impl FragmentService {
             context,
             sqlstate_of,
             memory_limit,
-            parts,
+            parts: remote.parts.clone(),
+            remote,
         }
     }
 
@@ -209,6 +240,46 @@ impl FragmentService {
         error_status(e, self.sqlstate_of)
     }
 
+    /// Pulls, drops or reopens a partition as `action` asks (see [`crate::partition_moves`]);
+    /// `None` for other actions.
+    async fn partition_action(&self, action: &Action) -> Result<Option<Vec<u8>>, Status> {
+        if ![PULL_ACTION, DROP_ACTION, REOPEN_ACTION].contains(&action.r#type.as_str()) {
+            return Ok(None);
+        }
+        let r: PartitionRef = serde_json::from_slice(&action.body)
+            .map_err(|_| Status::invalid_argument("malformed partition"))?;
+        let store = self.store.clone();
+        if action.r#type == PULL_ACTION {
+            let copied = self
+                .remote
+                .pull_partition(store, r)
+                .await
+                .map_err(|e| self.exec_status(e))?;
+            return Ok(Some(copied.to_le_bytes().to_vec()));
+        }
+        if action.r#type == REOPEN_ACTION {
+            store.reopen_partition(r.table_id, r.partition);
+            return Ok(Some(Vec::new()));
+        }
+        let leads = self
+            .meta
+            .catalog()
+            .table_by_id(r.table_id)
+            .and_then(|t| t.partitions.get(r.partition as usize))
+            .is_some_and(|p| p.leader == self.local_node);
+        if leads {
+            return Err(Status::failed_precondition(format!(
+                "node {} leads partition {} of table {}: it keeps its rows",
+                self.local_node, r.partition, r.table_id
+            )));
+        }
+        tokio::task::spawn_blocking(move || store.drop_partition_data(r.table_id, r.partition))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| self.exec_status(ExecError::from(e)))?;
+        Ok(Some(Vec::new()))
+    }
+
     /// Refuses a request that does not carry the cluster's secret.
     fn authenticate<T>(&self, request: &Request<T>) -> Result<(), Status> {
         let shown = request
@@ -220,6 +291,15 @@ impl FragmentService {
             return Err(Status::unauthenticated("not a node of this cluster"));
         }
         Ok(())
+    }
+}
+
+/// A write sent here for partitions this node does not lead (any more): the sender's catalog
+/// is older than this node's, and the statement is to be planned again.
+fn stale_routing(e: ExecError) -> ExecError {
+    match e {
+        ExecError::PartitionsElsewhere { table, .. } => ExecError::LeaderChanged { table },
+        other => other,
     }
 }
 
@@ -277,15 +357,29 @@ impl FlightService for FragmentService {
         let ticket = request.into_inner().ticket;
         let (header, plan) = decode_ticket(&ticket)?;
         let catalog = self.meta.catalog();
-        let leads = catalog
+        let led = catalog
             .table_by_id(header.table_id)
             .and_then(|t| t.partitions.get(header.partition as usize))
-            .is_some_and(|p| p.leader == self.local_node && p.epoch == header.epoch);
-        if !leads || header.leader != self.local_node {
+            .filter(|p| p.leader == self.local_node && p.epoch == header.epoch);
+        if led.is_none() || header.leader != self.local_node {
             return Err(Status::failed_precondition(format!(
                 "node {} does not lead partition {} of table {} at epoch {}",
                 self.local_node, header.partition, header.table_id, header.epoch
             )));
+        }
+        if header.copy {
+            if led.is_none_or(|p| p.moving_to.is_none()) {
+                return Err(Status::failed_precondition(format!(
+                    "partition {} of table {} is not moving",
+                    header.partition, header.table_id
+                )));
+            }
+            let pages =
+                partition_copy(self.store.clone(), header.table_id, header.partition).await?;
+            let flight = FlightDataEncoderBuilder::new()
+                .build(pages)
+                .map_err(Status::from);
+            return Ok(Response::new(Box::pin(flight)));
         }
         let txn = match header.part.as_deref().and_then(|id| self.parts.reading(id)) {
             Some(txn) => txn,
@@ -402,7 +496,7 @@ impl FlightService for FragmentService {
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(|e| self.error_status(&DataFusionError::External(Box::new(e))))?;
+        .map_err(|e| self.exec_status(stale_routing(e)))?;
         Ok(single(PutResult {
             app_metadata: inserted.to_le_bytes().to_vec().into(),
         }))
@@ -423,6 +517,11 @@ impl FlightService for FragmentService {
     ) -> Result<Response<Self::DoActionStream>, Status> {
         self.authenticate(&request)?;
         let action = request.into_inner();
+        if let Some(answer) = self.partition_action(&action).await? {
+            return Ok(single(arrow_flight::Result {
+                body: answer.into(),
+            }));
+        }
         let outcome = match action.r#type.as_str() {
             WRITE_ACTION | WRITE_IN_PART_ACTION => None,
             PREPARE_ACTION => Some(None),
@@ -463,6 +562,23 @@ impl FlightService for FragmentService {
         let statement = codec
             .decode(plan, &task)
             .map_err(|e| self.error_status(&e))?;
+        // Sent by a node whose catalog was older: the rows it means may have moved away.
+        let reads_elsewhere = scan_leaf(&statement).is_none_or(|scan| {
+            let partitions = &scan.table().def.partitions;
+            scan.table_partitions().is_none_or(|read| {
+                read.iter().any(|p| {
+                    partitions
+                        .get(*p as usize)
+                        .is_none_or(|d| d.leader != self.local_node || d.moving_to.is_some())
+                })
+            })
+        });
+        if reads_elsewhere {
+            let table = scan_leaf(&statement)
+                .map(|s| s.table().qualified_name())
+                .unwrap_or_default();
+            return Err(self.exec_status(ExecError::LeaderChanged { table }));
+        }
         let counts: Vec<RecordBatch> = statement
             .execute(0, task)
             .map_err(|e| self.error_status(&e))?
@@ -495,7 +611,7 @@ impl FlightService for FragmentService {
 
 /// The sending side: where partitions are led and how to reach their leaders.
 pub struct RemoteFragments {
-    meta: Arc<dyn MetaStore>,
+    pub(crate) meta: Arc<dyn MetaStore>,
     pub(crate) cluster: Arc<dyn ClusterView>,
     /// One HTTP/2 channel per node address, opened on first use.
     channels: Mutex<HashMap<String, FlightServiceClient<Channel>>>,
@@ -651,6 +767,7 @@ impl RemoteFragments {
                 output_partition: request.output_partition,
                 gpu_mode: Some(request.gpu_mode.as_str().to_string()),
                 part: self.part_at(request.txn_id, leader),
+                copy: false,
             };
             let ticket = Ticket {
                 ticket: encode_ticket(&header, &request.plan).into(),
@@ -858,6 +975,7 @@ mod tests {
             output_partition: 1,
             gpu_mode: Some("on".into()),
             part: Some("2-1700-9".into()),
+            copy: false,
         };
         let ticket = encode_ticket(&header, b"plan bytes");
         let (back, plan) = decode_ticket(&ticket).unwrap();

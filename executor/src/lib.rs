@@ -25,6 +25,7 @@ mod fragment_exec;
 mod index_entries;
 pub mod json;
 mod offload_to_device;
+mod partition_moves;
 mod per_row_subquery_exec;
 mod point_read;
 mod scan;

@@ -17,15 +17,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow_flight::error::FlightError;
-use arrow_flight::Action;
+use crate::{ExecError, RemoteFragments};
 use parking_lot::Mutex;
 use shoal_coord::{ClusterView, NodeId, NodeStatus};
 use shoal_storage::{Isolation, Store, Txn};
-use tonic::Status;
-
-use crate::flight::{remote_exec_error, with_secret};
-use crate::{ExecError, RemoteFragments};
 
 /// How often a node looks at the parts it holds.
 const RESOLVE_EVERY: Duration = Duration::from_secs(1);
@@ -295,22 +290,9 @@ impl RemoteFragments {
 
     /// Asks `node` to prepare, commit or abort its part of transaction `id`.
     async fn part_action(&self, node: NodeId, action: &str, id: &str) -> Result<(), ExecError> {
-        let address = self
-            .address_of(node)
-            .ok_or(ExecError::PartUnreachable { node })?;
-        let mut client = self.client(&address)?;
-        let request = Action {
-            r#type: action.into(),
-            body: id.as_bytes().to_vec().into(),
-        };
-        let failed = |s: Status| remote_exec_error(FlightError::Tonic(Box::new(s)), node);
-        let mut answers = client
-            .do_action(with_secret(request, self.cluster.secret()))
+        self.node_action(node, action, id.as_bytes().to_vec())
             .await
-            .map_err(failed)?
-            .into_inner();
-        while answers.message().await.map_err(failed)?.is_some() {}
-        Ok(())
+            .map(|_| ())
     }
 
     /// Tells every part how transaction `id` ended, trying each a few times; whether all of

@@ -329,7 +329,8 @@ fn storage_state(s: &StorageError) -> &'static str {
     match s {
         StorageError::WriteConflict
         | StorageError::RowChangedSinceStatementStart
-        | StorageError::PreparedWriterActive => "40001",
+        | StorageError::PreparedWriterActive
+        | StorageError::PartitionMoving { .. } => "40001",
         StorageError::Deadlock => "40P01",
         StorageError::Interrupted => "57014",
         StorageError::DuplicateKey => "23505",

@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod node;
+mod rebalance;
 pub mod session;
 pub mod wire;
 
@@ -47,7 +48,9 @@ pub async fn start(args: StartArgs) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("cannot open {}: {e}", data_dir.display()))?;
-    if let (Some(flight), Some(parts)) = (flight, node.parts.clone()) {
+    if let (Some(flight), Some(parts), Some(remote)) =
+        (flight, node.parts.clone(), node.remote.clone())
+    {
         let service = shoal_executor::FragmentService::new(
             node.cluster.as_ref(),
             node.meta.clone(),
@@ -56,9 +59,10 @@ pub async fn start(args: StartArgs) -> Result<(), String> {
             node.base.clone(),
             error::datafusion_state,
             node.args.query_memory_bytes,
-            parts.clone(),
+            remote,
         );
         tokio::spawn(parts.resolve_forever());
+        tokio::spawn(rebalance::rebalance_forever(node.clone()));
         tracing::info!(address = ?flight_addr, "taking fragments from other nodes");
         tokio::spawn(async move {
             let served = tonic::transport::Server::builder()

@@ -19,6 +19,7 @@ use std::thread::JoinHandle;
 
 use rocksdb::{IngestExternalFileOptions, Options, SstFileWriter};
 
+use crate::moves::Writing;
 use crate::{keys, Result, StorageError, Store};
 
 /// Bytes of rows held in memory before they are sorted and spilled. Two buffers may be held
@@ -40,6 +41,8 @@ pub struct BulkLoad {
     spilling: Option<JoinHandle<Result<()>>>,
     partitions: BTreeSet<u32>,
     rows: u64,
+    /// Counts the load among its table's writers until it ends.
+    _writing: Writing,
 }
 
 fn io(e: std::io::Error) -> StorageError {
@@ -58,6 +61,8 @@ impl Store {
                 .unwrap_or(0)
         ));
         fs::create_dir_all(&dir).map_err(io)?;
+        let mut writing = Writing::new(self.writers.clone());
+        writing.enter_bulk_load(table)?;
         Ok(BulkLoad {
             store: self.clone(),
             table,
@@ -69,6 +74,7 @@ impl Store {
             spilling: None,
             partitions: BTreeSet::new(),
             rows: 0,
+            _writing: writing,
         })
     }
 }

@@ -36,6 +36,9 @@ pub enum StorageError {
     /// A prepared transaction (the first phase of a distributed commit) takes no more writes.
     #[error("transaction is prepared: it can only commit or roll back")]
     TransactionPrepared,
+    /// The partition is being handed to another node: it takes no new writers meanwhile.
+    #[error("could not serialize access: partition {partition} of table {table} is moving to another node; retry the transaction")]
+    PartitionMoving { table: u32, partition: u32 },
     /// A bulk load met a table that a prepared distributed transaction wrote.
     #[error("a transaction spanning nodes is committing rows of this table")]
     PreparedWriterActive,

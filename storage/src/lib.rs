@@ -14,12 +14,14 @@ mod bulk;
 mod error;
 pub mod keys;
 mod locks;
+mod moves;
 mod prepared;
 pub mod row;
 mod store;
 
 pub use bulk::BulkLoad;
 pub use error::StorageError;
+pub use moves::Entry;
 pub use row::{RowDecoder, RowEncoder, RowLayout};
 pub use store::{
     Footprint, Isolation, ScanControl, Store, StoreOptions, Txn, DEFAULT_BLOCK_CACHE_BYTES,

@@ -189,8 +189,8 @@ impl Store {
                 let nobody = std::sync::atomic::AtomicBool::new(false);
                 for k in &written.0 {
                     t.lock(k, &nobody)?;
-                    if let Some(partition) = keys::partition_of_key(k) {
-                        t.touched.insert(partition);
+                    if let Some((table, partition)) = keys::partition_of_key(k) {
+                        t.note_written(table, partition)?;
                     }
                 }
                 t.wrote = !written.0.is_empty();

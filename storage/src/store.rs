@@ -28,6 +28,7 @@ use rocksdb::{
 
 use crate::keys;
 use crate::locks::LockTable;
+use crate::moves::{WriterCounts, Writing};
 use crate::{Result, StorageError};
 
 #[derive(Debug, Clone)]
@@ -98,6 +99,8 @@ pub struct Store {
     positions: Positions,
     barriers: Barriers,
     pub(crate) prepared_tables: PreparedTables,
+    /// Who writes which partition now (a partition moving away waits for none).
+    pub(crate) writers: WriterCounts,
     pub(crate) locks: Arc<LockTable>,
     next_txn_id: Arc<AtomicU64>,
     path: PathBuf,
@@ -140,6 +143,7 @@ impl Store {
             positions: Arc::new(Mutex::new(HashMap::new())),
             barriers: Arc::new(Mutex::new(HashMap::new())),
             prepared_tables: Arc::new(Mutex::new(HashMap::new())),
+            writers: Arc::default(),
             locks: Arc::new(LockTable::default()),
             next_txn_id: Arc::new(AtomicU64::new(1)),
             path: path.to_path_buf(),
@@ -194,6 +198,7 @@ impl Store {
                 wrote: false,
                 touched: BTreeSet::new(),
                 fences: HashMap::new(),
+                writing: Writing::new(self.writers.clone()),
                 prepared: None,
                 store: self.clone(),
                 holds_barrier: false,
@@ -266,7 +271,12 @@ impl Store {
         )
     }
 
-    fn delete_range(&self, start: &[u8], end: &[u8]) -> Result<()> {
+    /// Forgets the cached next log position of a partition whose log was removed.
+    pub(crate) fn forget_log_position(&self, table: u32, partition: u32) {
+        self.positions.lock().remove(&(table, partition));
+    }
+
+    pub(crate) fn delete_range(&self, start: &[u8], end: &[u8]) -> Result<()> {
         let (start, end) = (start.to_vec(), end.to_vec());
         let mut opts = WriteOptions::default();
         opts.set_sync(self.options.sync_commits);
@@ -354,6 +364,8 @@ pub(crate) struct TxnInner {
     /// Each written table's fence as this transaction first read it: a prepare checks that no
     /// bulk load rewrote it since.
     pub(crate) fences: HashMap<u32, Option<Vec<u8>>>,
+    /// Counts this transaction among the writers of each partition it touched.
+    writing: Writing,
     /// The key of its durable record once prepared (see [`crate::prepared`]).
     pub(crate) prepared: Option<Vec<u8>>,
     pub(crate) store: Store,
@@ -387,10 +399,19 @@ impl TxnInner {
                 let fence = self.txn.get_for_update(keys::fence_key(table), false)?;
                 self.fences.insert(table, fence);
             }
-            self.touched.insert((table, partition));
+            self.note_written(table, partition)?;
             self.check_row_unchanged(key, interrupted)?;
         } else if self.store.options.lock_every_write {
             self.lock(key, interrupted)?;
+        }
+        Ok(())
+    }
+
+    /// Records that this transaction writes `partition` of `table`.
+    pub(crate) fn note_written(&mut self, table: u32, partition: u32) -> Result<()> {
+        if !self.touched.contains(&(table, partition)) {
+            self.writing.enter(table, partition)?;
+            self.touched.insert((table, partition));
         }
         Ok(())
     }
@@ -650,6 +671,7 @@ impl Txn {
         self.with(|t| {
             t.wrote = true;
             t.holds_barrier = true;
+            // The bulk load is counted among the table's writers already.
             t.touched.insert((table, partition));
             Ok(())
         })

@@ -1,0 +1,266 @@
+//! Moving a partition's leadership to another node, with its rows (rebalancing).
+//!
+//! The coordinator runs [`RemoteFragments::move_partition`]: it marks the partition moving in
+//! the catalog, asks the new node to pull it (`DoAction("pull_partition")`), hands the
+//! partition over with a new epoch, and asks the old leader to drop its copy. The new node
+//! pulls with a `DoGet` ticket flagged `copy`: the old leader stops new writers of the
+//! partition, waits for the open ones to finish (so the copy misses no commit) and streams
+//! the partition's stored entries (`key`, `value` binary columns), which the new node stores
+//! as they are. Until the hand-over, reads go on at the old leader and writes to the
+//! partition fail with 40001; afterwards the old leader refuses fragments for it (epoch
+//! check) and senders ask the new one. A move that fails on the way is given up: the old
+//! leader takes writes again and the new node drops what it copied.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::error::FlightError;
+use arrow_flight::{Action, Ticket};
+use datafusion::arrow::array::{Array, BinaryArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
+use futures::{Stream, StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+use shoal_coord::{NodeId, PartitionMove};
+use shoal_storage::{Entry, Store};
+use tonic::Status;
+
+use crate::flight::{encode_ticket, remote_exec_error, with_secret, TicketHeader};
+use crate::{ExecError, RemoteFragments};
+
+/// How long the old leader waits for the partition's open writers before giving up the move.
+const DRAIN_PATIENCE: Duration = Duration::from_secs(10);
+
+pub(crate) const PULL_ACTION: &str = "pull_partition";
+pub(crate) const DROP_ACTION: &str = "drop_partition";
+pub(crate) const REOPEN_ACTION: &str = "reopen_partition";
+
+/// A partition to pull, drop or reopen; `from` and `epoch` say where a pull reads it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct PartitionRef {
+    pub table_id: u32,
+    pub partition: u32,
+    pub from: NodeId,
+    pub epoch: u64,
+}
+
+impl From<&PartitionMove> for PartitionRef {
+    fn from(m: &PartitionMove) -> Self {
+        PartitionRef {
+            table_id: m.table_id,
+            partition: m.partition,
+            from: m.from,
+            epoch: m.epoch,
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ExecError> + Send + 'static,
+) -> Result<T, ExecError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ExecError::TaskFailed(e.to_string()))?
+}
+
+fn entries_schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("key", DataType::Binary, false),
+        Field::new("value", DataType::Binary, false),
+    ]))
+}
+
+/// The old leader's side of a pull: closes the partition to new writers, waits for the open
+/// ones, then streams its entries page by page.
+pub(crate) async fn partition_copy(
+    store: Store,
+    table: u32,
+    partition: u32,
+) -> Result<impl Stream<Item = Result<RecordBatch, FlightError>> + Send, Status> {
+    let closing = store.clone();
+    let drained = tokio::task::spawn_blocking(move || {
+        closing.close_partition(table, partition, DRAIN_PATIENCE)
+    })
+    .await
+    .map_err(|e| Status::internal(e.to_string()))?;
+    if !drained {
+        return Err(Status::unavailable(format!(
+            "transactions writing partition {partition} of table {table} did not finish within {DRAIN_PATIENCE:?}"
+        )));
+    }
+    let pages =
+        futures::stream::try_unfold((store, None::<Vec<u8>>), move |(store, after)| async move {
+            let reader = store.clone();
+            let page = tokio::task::spawn_blocking(move || {
+                reader.partition_entries(table, partition, after.as_deref())
+            })
+            .await
+            .map_err(|e| FlightError::ExternalError(Box::new(e)))?
+            .map_err(|e| FlightError::ExternalError(Box::new(e)))?;
+            let Some((last, _)) = page.last() else {
+                return Ok(None);
+            };
+            let last = last.clone();
+            let keys = BinaryArray::from_iter_values(page.iter().map(|(k, _)| k.as_slice()));
+            let values = BinaryArray::from_iter_values(page.iter().map(|(_, v)| v.as_slice()));
+            let batch =
+                RecordBatch::try_new(entries_schema(), vec![Arc::new(keys), Arc::new(values)])
+                    .map_err(FlightError::Arrow)?;
+            Ok(Some((batch, (store, Some(last)))))
+        });
+    Ok(pages)
+}
+
+/// The entries of a pulled batch.
+fn entries_of(batch: &RecordBatch) -> Result<Vec<Entry>, ExecError> {
+    let column = |i: usize| {
+        batch
+            .columns()
+            .get(i)
+            .and_then(|c| c.as_any().downcast_ref::<BinaryArray>())
+            .ok_or_else(|| ExecError::TaskFailed("a partition copy sent a malformed batch".into()))
+    };
+    let (keys, values) = (column(0)?, column(1)?);
+    Ok((0..keys.len())
+        .map(|i| (keys.value(i).to_vec(), values.value(i).to_vec()))
+        .collect())
+}
+
+impl RemoteFragments {
+    /// Runs action `kind` on `node` with `body`; the body of its answer.
+    pub(crate) async fn node_action(
+        &self,
+        node: NodeId,
+        kind: &str,
+        body: Vec<u8>,
+    ) -> Result<Vec<u8>, ExecError> {
+        let address = self
+            .address_of(node)
+            .ok_or(ExecError::PartUnreachable { node })?;
+        let mut client = self.client(&address)?;
+        let request = Action {
+            r#type: kind.into(),
+            body: body.into(),
+        };
+        let failed = |s: Status| remote_exec_error(FlightError::Tonic(Box::new(s)), node);
+        let mut answers = client
+            .do_action(with_secret(request, self.cluster.secret()))
+            .await
+            .map_err(failed)?
+            .into_inner();
+        let mut answer = Vec::new();
+        while let Some(message) = answers.message().await.map_err(failed)? {
+            answer.extend_from_slice(&message.body);
+        }
+        Ok(answer)
+    }
+
+    /// The new leader's side of a pull: copies the partition from `r.from` into `store`
+    /// (after dropping whatever an earlier, unfinished copy left). How many entries it copied.
+    pub(crate) async fn pull_partition(
+        &self,
+        store: Store,
+        r: PartitionRef,
+    ) -> Result<u64, ExecError> {
+        let clearing = store.clone();
+        blocking(move || Ok(clearing.drop_partition_data(r.table_id, r.partition)?)).await?;
+        let address = self
+            .address_of(r.from)
+            .ok_or(ExecError::PartUnreachable { node: r.from })?;
+        let mut client = self.client(&address)?;
+        let header = TicketHeader::partition_copy(r.table_id, r.partition, r.epoch, r.from);
+        let ticket = Ticket {
+            ticket: encode_ticket(&header, &[]).into(),
+        };
+        let response = client
+            .do_get(with_secret(ticket, self.cluster.secret()))
+            .await
+            .map_err(|s| remote_exec_error(FlightError::Tonic(Box::new(s)), r.from))?;
+        let flight = response.into_inner().map_err(FlightError::from);
+        let mut batches = FlightRecordBatchStream::new_from_flight_data(flight);
+        let mut copied = 0;
+        while let Some(batch) = batches.next().await {
+            let batch = batch.map_err(|e| remote_exec_error(e, r.from))?;
+            let entries = entries_of(&batch)?;
+            copied += entries.len() as u64;
+            let writer = store.clone();
+            blocking(move || Ok(writer.put_entries(&entries)?)).await?;
+        }
+        Ok(copied)
+    }
+
+    /// Moves a partition's leadership and rows as `m` says (see the module comment); how many
+    /// entries were copied. Run by the coordinator.
+    pub async fn move_partition(&self, m: PartitionMove) -> Result<u64, ExecError> {
+        let (meta, start) = (self.meta.clone(), m.clone());
+        blocking(move || Ok(meta.update(&mut |c| c.start_move(&start)).map(|_| ())?)).await?;
+        let body = serde_json::to_vec(&PartitionRef::from(&m))
+            .map_err(|e| ExecError::TaskFailed(e.to_string()))?;
+        let pulled = self.node_action(m.to, PULL_ACTION, body).await;
+        let copied = match pulled.and_then(|answer| {
+            <[u8; 8]>::try_from(answer.as_slice())
+                .map(u64::from_le_bytes)
+                .map_err(|_| ExecError::TaskFailed("a pull answered no count".into()))
+        }) {
+            Ok(copied) => copied,
+            Err(e) => {
+                self.cancel_move(m.table_id, m.partition, m.from, m.to)
+                    .await;
+                return Err(e);
+            }
+        };
+        let (meta, finish) = (self.meta.clone(), m.clone());
+        if let Err(e) =
+            blocking(move || Ok(meta.update(&mut |c| c.finish_move(&finish)).map(|_| ())?)).await
+        {
+            self.cancel_move(m.table_id, m.partition, m.from, m.to)
+                .await;
+            return Err(e);
+        }
+        // Left behind if this fails: harmless, as a later pull there clears it first.
+        let gone = PartitionRef::from(&m);
+        if let Err(e) = self
+            .node_action(
+                m.from,
+                DROP_ACTION,
+                serde_json::to_vec(&gone).unwrap_or_default(),
+            )
+            .await
+        {
+            tracing::warn!(node = m.from, error = %e, "the old leader kept its copy of a moved partition");
+        }
+        Ok(copied)
+    }
+
+    /// Gives up a move of `partition` of `table_id` from `from` to `to` (one that failed, or
+    /// that a previous coordinator left unfinished).
+    pub async fn cancel_move(&self, table_id: u32, partition: u32, from: NodeId, to: NodeId) {
+        let meta = self.meta.clone();
+        let cancelled = blocking(move || {
+            Ok(meta
+                .update(&mut |c| {
+                    c.cancel_move(table_id, partition);
+                    Ok(())
+                })
+                .map(|_| ())?)
+        })
+        .await;
+        if let Err(e) = cancelled {
+            tracing::warn!(error = %e, "could not give up a partition move");
+            return;
+        }
+        let r = PartitionRef {
+            table_id,
+            partition,
+            from,
+            epoch: 0,
+        };
+        let body = serde_json::to_vec(&r).unwrap_or_default();
+        for (node, action) in [(from, REOPEN_ACTION), (to, DROP_ACTION)] {
+            if let Err(e) = self.node_action(node, action, body.clone()).await {
+                tracing::warn!(node, action, error = %e, "a node did not take a given-up move");
+            }
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! The coordinator's rebalancing loop: while this node holds the coordinator election, it
+//! evens out partition leadership across the live nodes one move at a time (the choice is
+//! `Catalog::next_move`, the move `RemoteFragments::move_partition`), and gives up moves a
+//! previous coordinator left unfinished.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::node::Node;
+
+/// How often the coordinator looks for a move to make.
+const REBALANCE_EVERY: Duration = Duration::from_secs(2);
+
+pub async fn rebalance_forever(node: Arc<Node>) {
+    let Some(remote) = node.remote.clone() else {
+        return;
+    };
+    let local = node.cluster.local_node();
+    loop {
+        tokio::time::sleep(REBALANCE_EVERY).await;
+        let coordinating = node
+            .cluster
+            .nodes()
+            .iter()
+            .any(|n| n.info.id == local && n.coordinator);
+        if !coordinating {
+            continue;
+        }
+        let catalog = node.meta.catalog();
+        // This loop makes one move at a time and finishes it: a partition still marked
+        // moving was left by another coordinator.
+        let abandoned: Vec<_> = catalog
+            .tables
+            .values()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .filter_map(move |p| p.moving_to.map(|to| (t.id, p.index, p.leader, to)))
+            })
+            .collect();
+        for (table, partition, from, to) in abandoned {
+            tracing::warn!(
+                table,
+                partition,
+                from,
+                to,
+                "giving up an unfinished partition move"
+            );
+            remote.cancel_move(table, partition, from, to).await;
+        }
+        let Some(next) = catalog.next_move(&node.cluster.live_nodes()) else {
+            continue;
+        };
+        let (table, partition, from, to) = (next.table_id, next.partition, next.from, next.to);
+        match remote.move_partition(next).await {
+            Ok(entries) => {
+                tracing::info!(table, partition, from, to, entries, "moved a partition")
+            }
+            Err(e) => {
+                tracing::warn!(table, partition, from, to, error = %e, "a partition move failed")
+            }
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! Moving a partition to another node: what the storage of each side does.
+//!
+//! The node giving a partition away first stops new writers of it and waits until no open
+//! transaction and no bulk load holds writes to it ([`Store::close_partition`]), then hands
+//! out its entries page by page
+//! ([`Store::partition_entries`]). The receiving node stores them as they are
+//! ([`Store::put_entries`]); once leadership has moved, the giving node drops its copy
+//! ([`Store::drop_partition_data`]).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use rocksdb::{ReadOptions, WriteBatchWithTransaction, WriteOptions};
+
+use crate::{keys, Result, StorageError, Store};
+
+/// Who writes which partition, and which partitions take no new writers.
+#[derive(Default)]
+pub(crate) struct PartitionWriters {
+    /// Per (table, partition), how many live transactions wrote it; per table, how many bulk
+    /// loads run (keyed with partition [`BULK_LOADS`]).
+    counts: HashMap<(u32, u32), usize>,
+    /// Partitions being handed to another node.
+    closed: HashSet<(u32, u32)>,
+}
+
+pub(crate) type WriterCounts = Arc<Mutex<PartitionWriters>>;
+
+/// The partition key under which a table's running bulk loads are counted.
+const BULK_LOADS: u32 = u32::MAX;
+
+/// The partitions one transaction (or bulk load) is counted as writing; uncounted on drop.
+pub(crate) struct Writing {
+    counts: WriterCounts,
+    held: Vec<(u32, u32)>,
+}
+
+impl Writing {
+    pub(crate) fn new(counts: WriterCounts) -> Self {
+        Writing {
+            counts,
+            held: Vec::new(),
+        }
+    }
+
+    /// Counts a partition this writer touched for the first time; refused while the
+    /// partition is being handed to another node.
+    pub(crate) fn enter(&mut self, table: u32, partition: u32) -> Result<()> {
+        let mut writers = self.counts.lock();
+        if writers.closed.contains(&(table, partition)) {
+            return Err(StorageError::PartitionMoving { table, partition });
+        }
+        *writers.counts.entry((table, partition)).or_default() += 1;
+        self.held.push((table, partition));
+        Ok(())
+    }
+
+    /// Counts a bulk load of `table`; refused while a partition of it is being handed over.
+    pub(crate) fn enter_bulk_load(&mut self, table: u32) -> Result<()> {
+        let mut writers = self.counts.lock();
+        if let Some((_, partition)) = writers.closed.iter().find(|(t, _)| *t == table) {
+            return Err(StorageError::PartitionMoving {
+                table,
+                partition: *partition,
+            });
+        }
+        *writers.counts.entry((table, BULK_LOADS)).or_default() += 1;
+        self.held.push((table, BULK_LOADS));
+        Ok(())
+    }
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        let mut writers = self.counts.lock();
+        for key in &self.held {
+            if let Some(count) = writers.counts.get_mut(key) {
+                *count -= 1;
+                if *count == 0 {
+                    writers.counts.remove(key);
+                }
+            }
+        }
+    }
+}
+
+/// A stored key and its value, as a partition copy carries it.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+/// Entries handed out per page of a partition copy.
+pub(crate) const COPY_PAGE: usize = 4096;
+
+impl Store {
+    /// Stops new writers of `partition` of `table` (they fail with
+    /// [`StorageError::PartitionMoving`]) and waits, for at most `patience`, until no open
+    /// transaction wrote it and no bulk load of the table runs. Whether that happened; if
+    /// not, the partition takes writers again.
+    pub fn close_partition(&self, table: u32, partition: u32, patience: Duration) -> bool {
+        self.writers.lock().closed.insert((table, partition));
+        let started = Instant::now();
+        loop {
+            {
+                let writers = self.writers.lock();
+                if !writers.counts.contains_key(&(table, partition))
+                    && !writers.counts.contains_key(&(table, BULK_LOADS))
+                {
+                    return true;
+                }
+            }
+            if started.elapsed() >= patience {
+                self.reopen_partition(table, partition);
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Lets a partition take writers again (its move was given up, or it was dropped here).
+    pub fn reopen_partition(&self, table: u32, partition: u32) {
+        self.writers.lock().closed.remove(&(table, partition));
+    }
+
+    /// Up to [`COPY_PAGE`] committed entries (rows and log entries) of a partition, after
+    /// `after` when given, in key order.
+    pub fn partition_entries(
+        &self,
+        table: u32,
+        partition: u32,
+        after: Option<&[u8]>,
+    ) -> Result<Vec<Entry>> {
+        let mut page = Vec::new();
+        for (start, end) in partition_ranges(table, partition) {
+            if after.is_some_and(|a| a >= end.as_slice()) {
+                continue;
+            }
+            let mut ro = ReadOptions::default();
+            ro.set_iterate_upper_bound(end.clone());
+            let mut it = self.db().raw_iterator_opt(ro);
+            match after.filter(|a| *a >= start.as_slice()) {
+                Some(a) => {
+                    it.seek(a);
+                    if it.valid() && it.key() == Some(a) {
+                        it.next();
+                    }
+                }
+                None => it.seek(&start),
+            }
+            while it.valid() && page.len() < COPY_PAGE {
+                if let (Some(k), Some(v)) = (it.key(), it.value()) {
+                    page.push((k.to_vec(), v.to_vec()));
+                }
+                it.next();
+            }
+            it.status()?;
+            if page.len() >= COPY_PAGE {
+                break;
+            }
+        }
+        Ok(page)
+    }
+
+    /// Stores entries copied from another node as they are, in one synced write.
+    pub fn put_entries(&self, entries: &[Entry]) -> Result<()> {
+        let mut batch = WriteBatchWithTransaction::<true>::default();
+        for (k, v) in entries {
+            batch.put(k, v);
+        }
+        let mut options = WriteOptions::default();
+        options.set_sync(self.options.sync_commits);
+        self.db().write_opt(batch, &options)?;
+        Ok(())
+    }
+
+    /// Removes every row and log entry of a partition, outside any transaction (after the
+    /// partition moved to another node, or to clear a copy that did not complete), and lets
+    /// it take writers again (for when it comes back).
+    pub fn drop_partition_data(&self, table: u32, partition: u32) -> Result<()> {
+        self.forget_log_position(table, partition);
+        for (start, end) in partition_ranges(table, partition) {
+            self.delete_range(&start, &end)?;
+        }
+        self.reopen_partition(table, partition);
+        Ok(())
+    }
+}
+
+/// The key ranges of a partition: its rows, then its log.
+fn partition_ranges(table: u32, partition: u32) -> [(Vec<u8>, Vec<u8>); 2] {
+    [
+        (
+            keys::partition_start(table, partition),
+            keys::partition_end(table, partition),
+        ),
+        (
+            keys::log_start(table, partition),
+            keys::log_end(table, partition),
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Isolation, StoreOptions};
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(
+            dir.path(),
+            StoreOptions {
+                sync_commits: false,
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap();
+        (dir, s)
+    }
+
+    #[test]
+    fn a_partition_is_copied_page_by_page_and_dropped() {
+        let (_d, from) = store();
+        let t = from.begin();
+        for i in 0..(COPY_PAGE as u32 + 10) {
+            t.put(&keys::row_key(5, 1, &i.to_be_bytes()), b"v").unwrap();
+            t.put(&keys::row_key(5, 2, &i.to_be_bytes()), b"w").unwrap();
+        }
+        t.commit().unwrap();
+        let (_e, to) = store();
+        let mut after: Option<Vec<u8>> = None;
+        let mut copied = 0;
+        loop {
+            let page = from.partition_entries(5, 1, after.as_deref()).unwrap();
+            let Some((last, _)) = page.last() else {
+                break;
+            };
+            after = Some(last.clone());
+            to.put_entries(&page).unwrap();
+            copied += page.len();
+        }
+        // Every row of partition 1 and its one log entry; nothing of partition 2.
+        assert_eq!(copied, COPY_PAGE + 10 + 1);
+        assert_eq!(to.partition_log_position(5, 1).unwrap(), 1);
+        assert!(to
+            .begin()
+            .get(&keys::row_key(5, 2, &0u32.to_be_bytes()))
+            .unwrap()
+            .is_none());
+        from.drop_partition_data(5, 1).unwrap();
+        assert!(from.partition_entries(5, 1, None).unwrap().is_empty());
+        assert_eq!(
+            from.partition_entries(5, 2, None).unwrap().len(),
+            COPY_PAGE + 11
+        );
+    }
+
+    #[test]
+    fn waiting_for_writers_waits_for_open_transactions_of_the_partition() {
+        let (_d, s) = store();
+        let writer = s.begin_with(Isolation::ReadCommitted);
+        writer.put(&keys::row_key(5, 1, b"k"), b"v").unwrap();
+        let elsewhere = s.begin_with(Isolation::ReadCommitted);
+        elsewhere.put(&keys::row_key(5, 2, b"k"), b"v").unwrap();
+        assert!(!s.close_partition(5, 1, Duration::from_millis(50)));
+        // Given up: the partition takes writers again.
+        writer.put(&keys::row_key(5, 1, b"j"), b"v").unwrap();
+        writer.commit().unwrap();
+        assert!(s.close_partition(5, 1, Duration::from_millis(50)));
+        let late = s.begin_with(Isolation::ReadCommitted);
+        assert!(matches!(
+            late.put(&keys::row_key(5, 1, b"late"), b"v"),
+            Err(StorageError::PartitionMoving { .. })
+        ));
+        assert!(
+            s.bulk_load(5, true).is_err(),
+            "no bulk load while a partition moves"
+        );
+        s.reopen_partition(5, 1);
+        let load = s.bulk_load(5, true).unwrap();
+        assert!(!s.close_partition(5, 3, Duration::from_millis(50)));
+        load.abort();
+        assert!(s.close_partition(5, 3, Duration::from_millis(50)));
+        elsewhere.rollback();
+    }
+}

@@ -1,0 +1,137 @@
+//! Rebalancing: a node that joins a cluster takes partitions of existing tables, moved with
+//! their rows while clients keep reading and writing. No committed write is lost, no read
+//! sees a partition twice or not at all, and each moved partition has a new epoch.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shoal_tests::cluster::{join, start_nodes, Etcd};
+use shoal_tests::{row, texts};
+
+/// Whether an error asks the client to try again (a partition moving or changing leader).
+fn retryable(e: &tokio_postgres::Error) -> bool {
+    e.code().map(|c| c.code()) == Some("40001")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_node_takes_partitions_while_clients_read_and_write() {
+    let etcd = Etcd::start();
+    let mut nodes_ = start_nodes(&etcd, 2);
+    let setup = nodes_[0].connect().await;
+    setup
+        .batch_execute("create table kv (id bigint primary key, v text) with (partitions = 6)")
+        .await
+        .unwrap();
+    let rows: Vec<String> = (1..=3000).map(|i| format!("({i}, 'v{i}')")).collect();
+    setup
+        .batch_execute(&format!("insert into kv values {}", rows.join(", ")))
+        .await
+        .unwrap();
+
+    // A writer through node 2 and a reader through node 1 run through the whole rebalancing.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer_client = nodes_[1].connect().await;
+    let writing = stop.clone();
+    let writer = tokio::spawn(async move {
+        let mut committed = Vec::new();
+        let mut id: i64 = 10_000;
+        while !writing.load(Ordering::Relaxed) {
+            id += 1;
+            loop {
+                match writer_client
+                    .execute("insert into kv values ($1, 'w')", &[&id])
+                    .await
+                {
+                    Ok(_) => break,
+                    Err(e) if retryable(&e) => tokio::time::sleep(Duration::from_millis(20)).await,
+                    Err(e) => panic!("insert {id}: {e:?}"),
+                }
+            }
+            committed.push(id);
+        }
+        committed
+    });
+    let reader_client = nodes_[0].connect().await;
+    let reading = stop.clone();
+    let reader = tokio::spawn(async move {
+        let mut reads = 0;
+        while !reading.load(Ordering::Relaxed) {
+            match reader_client
+                .query_one("select count(*), sum(id) from kv where id <= 3000", &[])
+                .await
+            {
+                Ok(r) => {
+                    let (count, sum): (i64, i64) = (r.get(0), r.get(1));
+                    assert_eq!((count, sum), (3000, 4_501_500), "a read during the move");
+                    reads += 1;
+                }
+                Err(e) if retryable(&e) => {}
+                Err(e) => panic!("read: {e:?}"),
+            }
+        }
+        reads
+    });
+
+    nodes_.push(join(&etcd));
+    let watcher = nodes_[2].connect().await;
+    let started = Instant::now();
+    let led_by_3 = "select count(*) from shoal.partitions where table_name = 'kv' and leader = 3";
+    while texts(&watcher, led_by_3).await != vec![row(&["2"])] {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "node 3 took no partitions: {:?}",
+            texts(
+                &watcher,
+                "select partition, leader, epoch from shoal.partitions where table_name = 'kv'"
+            )
+            .await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Leaders are even (2 each) and stay so.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    let committed = writer.await.unwrap();
+    let reads = reader.await.unwrap();
+    assert!(
+        !committed.is_empty() && reads > 0,
+        "{} writes, {reads} reads",
+        committed.len()
+    );
+
+    assert_eq!(
+        texts(
+            &watcher,
+            "select leader, count(*), min(epoch), max(epoch) from shoal.partitions \
+             where table_name = 'kv' group by leader order by leader"
+        )
+        .await,
+        vec![
+            row(&["1", "2", "1", "1"]),
+            row(&["2", "2", "1", "1"]),
+            row(&["3", "2", "2", "2"])
+        ]
+    );
+    let expected = vec![row(&[
+        &(3000 + committed.len()).to_string(),
+        &(4_501_500 + committed.iter().sum::<i64>()).to_string(),
+    ])];
+    for n in &nodes_ {
+        let c = n.connect().await;
+        assert_eq!(
+            texts(&c, "select count(*), sum(id) from kv").await,
+            expected
+        );
+    }
+    // The moved partitions take writes at their new leader.
+    let more: Vec<String> = (20_001..=20_100).map(|i| format!("({i}, 'm')")).collect();
+    watcher
+        .batch_execute(&format!("insert into kv values {}", more.join(", ")))
+        .await
+        .unwrap();
+    assert_eq!(
+        texts(&setup, "select count(*) from kv where v = 'm'").await,
+        vec![row(&["100"])]
+    );
+}

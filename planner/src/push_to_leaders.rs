@@ -18,8 +18,11 @@ use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::limit::LocalLimitExec;
 use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
-use datafusion::physical_plan::{ChildrenPropertiesMode, ExecutionPlan, ReplaceChildrenOptions};
+use datafusion::physical_plan::{
+    ChildrenPropertiesMode, ExecutionPlan, Partitioning, ReplaceChildrenOptions,
+};
 use shoal_executor::{FragmentExec, PartitionScanExec, RemoteFragments};
 
 #[derive(Debug)]
@@ -87,6 +90,9 @@ impl PushToLeaders {
                 },
             );
         }
+        if let Some(swapped) = self.below_round_robin(&plan)? {
+            return Ok(Transformed::yes(swapped));
+        }
         let children = plan.children();
         if !children.iter().any(|c| c.is::<FragmentExec>()) {
             return Ok(Transformed::no(plan));
@@ -111,6 +117,43 @@ impl PushToLeaders {
             marked = replace_child(marked, index, Arc::new(fragment.bounded(reason.clone())))?;
         }
         Ok(Transformed::yes(marked))
+    }
+}
+
+impl PushToLeaders {
+    /// `plan` over a round-robin repartition of a fragment, with `plan` moved into the
+    /// fragment, when `plan` filters, projects or partially aggregates each partition alone:
+    /// DataFusion spreads a table with fewer partitions than its target over more streams, and
+    /// doing that before a filter ships every row. Sorts stay above (a round-robin would mix
+    /// the sorted runs).
+    fn below_round_robin(
+        &self,
+        plan: &Arc<dyn ExecutionPlan>,
+    ) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
+        let movable = plan.is::<FilterExec>()
+            || plan.is::<ProjectionExec>()
+            || plan.is::<CooperativeExec>()
+            || plan
+                .downcast_ref::<AggregateExec>()
+                .is_some_and(|a| *a.mode() == AggregateMode::Partial);
+        let [child] = plan.children()[..] else {
+            return Ok(None);
+        };
+        let round_robin = child
+            .downcast_ref::<RepartitionExec>()
+            .filter(|r| matches!(r.partitioning(), Partitioning::RoundRobinBatch(_)));
+        let (Some(repartition), true) = (round_robin, movable) else {
+            return Ok(None);
+        };
+        let Some(fragment) = repartition.input().downcast_ref::<FragmentExec>() else {
+            return Ok(None);
+        };
+        let Some(grown) = fragment.absorb(plan.clone()) else {
+            return Ok(None);
+        };
+        let reason = boundary(child).unwrap_or_default();
+        let grown: Arc<dyn ExecutionPlan> = Arc::new(grown.bounded(reason));
+        Ok(Some(replace_child(child.clone(), 0, grown)?))
     }
 }
 

@@ -300,6 +300,19 @@ async fn queries_run_at_the_partition_leaders_and_merge_on_any_node() {
         "{plan}"
     );
     assert!(plan.contains("@node2") && plan.contains("@node3"), "{plan}");
+    // A table with fewer partitions than the node runs streams is spread over more of them,
+    // after its filter: the filter still runs at the leaders.
+    let plan: Vec<String> = texts(&clients[0], "explain select id from u where k = 3")
+        .await
+        .into_iter()
+        .map(|r| r[0].clone().unwrap_or_default())
+        .collect();
+    let plan = plan.join("\n");
+    let fragment = plan
+        .find("FragmentExec")
+        .unwrap_or_else(|| panic!("{plan}"));
+    let filter = plan.find("FilterExec").unwrap_or_else(|| panic!("{plan}"));
+    assert!(fragment < filter, "the filter is in the fragment:\n{plan}");
 
     // Only partial results travel: at most one row per group from each remote partition.
     let analyzed: Vec<String> = texts(

@@ -95,17 +95,60 @@ impl ServerError {
     /// READ COMMITTED: a row the statement writes changed after its snapshot, so the
     /// statement must run again on a new one (see `shoal_storage::Isolation`).
     pub fn needs_statement_restart(&self) -> bool {
-        let storage = match self {
-            ServerError::Storage(s) | ServerError::Exec(ExecError::Storage(s)) => Some(s),
+        matches!(
+            self.exec_cause(),
+            Some(ExecError::Storage(
+                StorageError::RowChangedSinceStatementStart
+            ))
+        ) || matches!(
+            self.storage_cause(),
+            Some(StorageError::RowChangedSinceStatementStart)
+        )
+    }
+
+    /// A cluster moved a partition under the statement (its leader changed, it is being
+    /// moved, or another node answered 40001): a statement outside a transaction block can
+    /// run again, planned on the newer catalog, after a pause.
+    pub fn cluster_moved_under_it(&self) -> bool {
+        matches!(
+            self.exec_cause(),
+            Some(
+                ExecError::LeaderChanged { .. }
+                    | ExecError::Remote {
+                        sqlstate: "40001",
+                        ..
+                    }
+            ) | Some(ExecError::Storage(StorageError::PartitionMoving { .. }))
+        ) || matches!(
+            self.storage_cause(),
+            Some(StorageError::PartitionMoving { .. })
+        )
+    }
+
+    fn exec_cause(&self) -> Option<&ExecError> {
+        match self {
+            ServerError::Exec(e) => Some(e),
             ServerError::DataFusion(d) | ServerError::Planner(PlannerError::DataFusion(d)) => {
                 match innermost(d) {
-                    Inner::Storage(s) | Inner::Exec(ExecError::Storage(s)) => Some(s),
+                    Inner::Exec(e) => Some(e),
                     _ => None,
                 }
             }
             _ => None,
-        };
-        matches!(storage, Some(StorageError::RowChangedSinceStatementStart))
+        }
+    }
+
+    fn storage_cause(&self) -> Option<&StorageError> {
+        match self {
+            ServerError::Storage(s) => Some(s),
+            ServerError::DataFusion(d) | ServerError::Planner(PlannerError::DataFusion(d)) => {
+                match innermost(d) {
+                    Inner::Storage(s) => Some(s),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
     }
 
     pub fn to_pgwire(&self) -> PgWireError {

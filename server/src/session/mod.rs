@@ -262,12 +262,22 @@ impl Session {
             Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_)
         );
         if !restartable {
-            return self.dispatch_gathered(stmt.clone(), params).await;
+            return self.after_partition_moves(stmt, params).await;
         }
         let mut restarts = 0;
+        let mut pause = FIRST_MOVE_PAUSE;
         loop {
             let savepoint = self.block_savepoint()?;
             match self.dispatch_gathered(stmt.clone(), params.clone()).await {
+                // Outside a block, nothing of it stayed: plan it again once the move is done.
+                Err(e)
+                    if savepoint.is_none()
+                        && e.cluster_moved_under_it()
+                        && pause <= LAST_MOVE_PAUSE =>
+                {
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
                 // Writes a block made on other nodes cannot be undone to a savepoint yet.
                 Err(e)
                     if savepoint
@@ -284,6 +294,33 @@ impl Session {
                             .await
                             .map_err(|e| ServerError::Internal(e.to_string()))??;
                     }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Runs a statement that writes nothing (or is not restartable), again after a pause when
+    /// a partition it reads moved under it outside a transaction block: its rows are gathered
+    /// before any is sent, so nothing of the first run reached the client.
+    async fn after_partition_moves(
+        &self,
+        stmt: &Statement,
+        params: Option<ParamValues>,
+    ) -> ServerResult<Outcome> {
+        let reads_only = matches!(stmt, Statement::Query(_));
+        let mut pause = FIRST_MOVE_PAUSE;
+        loop {
+            let in_block = matches!(&*self.txn.lock(), TxnState::Block { .. });
+            match self.dispatch_gathered(stmt.clone(), params.clone()).await {
+                Err(e)
+                    if reads_only
+                        && !in_block
+                        && e.cluster_moved_under_it()
+                        && pause <= LAST_MOVE_PAUSE =>
+                {
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
                 }
                 other => return other,
             }
@@ -558,6 +595,11 @@ async fn explain_as_query_plan(outcome: Outcome) -> ServerResult<Outcome> {
 /// Restarts of one statement before its READ COMMITTED conflict is reported (40001). Each
 /// restart follows a wait for the row's writer, so reaching this takes heavy, steady contention.
 const MAX_STATEMENT_RESTARTS: usize = 100;
+
+/// Pauses before running a statement again after a partition moved under it: doubling from
+/// the first to the last (about 10 s in all, longer than a move's wait for writers).
+const FIRST_MOVE_PAUSE: Duration = Duration::from_millis(20);
+const LAST_MOVE_PAUSE: Duration = Duration::from_millis(5120);
 
 /// Interrupts the running statement's transaction unless the statement finished: its future
 /// was dropped (CancelRequest, a closed connection) or it timed out. An autocommit statement's

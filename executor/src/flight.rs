@@ -38,21 +38,20 @@ use shoal_storage::Store;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::forwarded_writes::InsertHeader;
 use crate::fragment_codec::FragmentCodec;
 use crate::fragment_exec::scan_leaf;
-use crate::partition_moves::{
-    partition_copy, PartitionRef, DROP_ACTION, PULL_ACTION, REOPEN_ACTION,
-};
+use crate::partition_moves::partition_copy;
 use crate::two_phase::{Parts, SpanningTxn, ABORT_ACTION, COMMIT_ACTION, PREPARE_ACTION};
-use crate::{ConflictAction, ExecError, RowIdAllocator, TableHandle, TableWriter};
+use crate::{ExecError, RowIdAllocator, TableHandle, TableWriter};
 
 /// Largest Flight message either side accepts (batches are split well below it).
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 const SQLSTATE_HEADER: &str = "x-shoal-sqlstate";
 /// The action that runs another node's autocommit UPDATE or DELETE here.
-const WRITE_ACTION: &str = "write";
+pub(crate) const WRITE_ACTION: &str = "write";
 /// The same inside a part of the other node's transaction (committed with it).
-const WRITE_IN_PART_ACTION: &str = "write_in_part";
+pub(crate) const WRITE_IN_PART_ACTION: &str = "write_in_part";
 /// Every request carries the cluster's secret: the Flight port serves no one else.
 const SECRET_HEADER: &str = "x-shoal-cluster-secret";
 /// Attempts to reach a partition's leader before giving up (backoff doubles from 50 ms).
@@ -102,7 +101,7 @@ impl TicketHeader {
 
 /// `header length (u32 LE) | header | payload`: a ticket (JSON header, fragment in
 /// datafusion-proto's encoding) or a statement for a transaction's part (its id, the plan).
-fn frame(header: &[u8], payload: &[u8]) -> Vec<u8> {
+pub(crate) fn frame(header: &[u8], payload: &[u8]) -> Vec<u8> {
     let mut framed = Vec::with_capacity(4 + header.len() + payload.len());
     framed.extend_from_slice(&(header.len() as u32).to_le_bytes());
     framed.extend_from_slice(header);
@@ -137,40 +136,13 @@ fn decode_framed(body: &[u8]) -> Result<(String, &[u8]), Status> {
     Ok((String::from_utf8_lossy(id).into_owned(), plan))
 }
 
-/// What a forwarded INSERT does with a row whose key exists.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-enum OnConflict {
-    Error,
-    DoNothing,
-}
-
-impl From<OnConflict> for ConflictAction {
-    fn from(c: OnConflict) -> Self {
-        match c {
-            OnConflict::Error => ConflictAction::Error,
-            OnConflict::DoNothing => ConflictAction::DoNothing,
-        }
-    }
-}
-
-/// The descriptor of a forwarded INSERT (the first message's command).
-#[derive(Debug, Serialize, Deserialize)]
-struct InsertHeader {
-    table_id: u32,
-    action: OnConflict,
-    /// The transaction whose part on the leader takes the rows; without one, the leader
-    /// commits them at once.
-    #[serde(default)]
-    part: Option<String>,
-}
-
 /// The receiving side: runs fragments for the partitions this node leads.
 pub struct FragmentService {
     /// The token every request must carry (the cluster's secret).
     secret: String,
-    meta: Arc<dyn MetaStore>,
-    local_node: NodeId,
-    store: Store,
+    pub(crate) meta: Arc<dyn MetaStore>,
+    pub(crate) local_node: NodeId,
+    pub(crate) store: Store,
     row_ids: Arc<RowIdAllocator>,
     /// The node's base query context: the functions fragments may call.
     context: SessionContext,
@@ -181,7 +153,7 @@ pub struct FragmentService {
     /// This node's parts of transactions run by nodes.
     parts: Arc<Parts>,
     /// How this node reaches the others (to pull a partition moving here).
-    remote: Arc<RemoteFragments>,
+    pub(crate) remote: Arc<RemoteFragments>,
 }
 
 impl FragmentService {
@@ -211,7 +183,7 @@ impl FragmentService {
         }
     }
 
-    fn exec_status(&self, e: ExecError) -> Status {
+    pub(crate) fn exec_status(&self, e: ExecError) -> Status {
         self.error_status(&DataFusionError::External(Box::new(e)))
     }
 
@@ -238,46 +210,6 @@ impl FragmentService {
 
     fn error_status(&self, e: &DataFusionError) -> Status {
         error_status(e, self.sqlstate_of)
-    }
-
-    /// Pulls, drops or reopens a partition as `action` asks (see [`crate::partition_moves`]);
-    /// `None` for other actions.
-    async fn partition_action(&self, action: &Action) -> Result<Option<Vec<u8>>, Status> {
-        if ![PULL_ACTION, DROP_ACTION, REOPEN_ACTION].contains(&action.r#type.as_str()) {
-            return Ok(None);
-        }
-        let r: PartitionRef = serde_json::from_slice(&action.body)
-            .map_err(|_| Status::invalid_argument("malformed partition"))?;
-        let store = self.store.clone();
-        if action.r#type == PULL_ACTION {
-            let copied = self
-                .remote
-                .pull_partition(store, r)
-                .await
-                .map_err(|e| self.exec_status(e))?;
-            return Ok(Some(copied.to_le_bytes().to_vec()));
-        }
-        if action.r#type == REOPEN_ACTION {
-            store.reopen_partition(r.table_id, r.partition);
-            return Ok(Some(Vec::new()));
-        }
-        let leads = self
-            .meta
-            .catalog()
-            .table_by_id(r.table_id)
-            .and_then(|t| t.partitions.get(r.partition as usize))
-            .is_some_and(|p| p.leader == self.local_node);
-        if leads {
-            return Err(Status::failed_precondition(format!(
-                "node {} leads partition {} of table {}: it keeps its rows",
-                self.local_node, r.partition, r.table_id
-            )));
-        }
-        tokio::task::spawn_blocking(move || store.drop_partition_data(r.table_id, r.partition))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| self.exec_status(ExecError::from(e)))?;
-        Ok(Some(Vec::new()))
     }
 
     /// Refuses a request that does not carry the cluster's secret.
@@ -688,7 +620,7 @@ impl RemoteFragments {
 
     /// A client for `leader`, to which a write is forwarded, or the error the statement gets
     /// when that node is down.
-    fn leader_client(
+    pub(crate) fn leader_client(
         &self,
         leader: NodeId,
         table: &str,
@@ -808,112 +740,8 @@ impl RemoteFragments {
     }
 }
 
-impl RemoteFragments {
-    /// Sends rows of an INSERT to `leader`, which leads all their partitions, and returns how
-    /// many it inserted: committed at once (an autocommit statement whose rows all go there)
-    /// or in transaction `part`. Not retried: a failure after sending leaves the outcome
-    /// unknown, as for a timed-out statement.
-    pub(crate) async fn insert_at(
-        &self,
-        leader: NodeId,
-        table: &TableHandle,
-        action: ConflictAction,
-        rows: Vec<RecordBatch>,
-        part: Option<String>,
-    ) -> Result<u64, DataFusionError> {
-        let table_name = table.qualified_name();
-        let action = match action {
-            ConflictAction::Error => OnConflict::Error,
-            ConflictAction::DoNothing => OnConflict::DoNothing,
-            ConflictAction::SetAside => {
-                return Err(DataFusionError::External(Box::new(
-                    ExecError::PartitionsElsewhere {
-                        table: table_name,
-                        local_node: self.local_node(),
-                        partitions: format!("led by node {leader} (ON CONFLICT DO UPDATE)"),
-                    },
-                )))
-            }
-        };
-        let mut client = self.leader_client(leader, &table_name)?;
-        let header = serde_json::to_vec(&InsertHeader {
-            table_id: table.id(),
-            action,
-            part,
-        })
-        .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        let messages: Vec<FlightData> = FlightDataEncoderBuilder::new()
-            .with_flight_descriptor(Some(FlightDescriptor::new_cmd(header)))
-            .build(futures::stream::iter(rows.into_iter().map(Ok)))
-            .try_collect()
-            .await
-            .map_err(|e| remote_error(e, leader))?;
-        let mut results = client
-            .do_put(with_secret(
-                futures::stream::iter(messages),
-                self.cluster.secret(),
-            ))
-            .await
-            .map_err(|s| remote_error(FlightError::Tonic(Box::new(s)), leader))?
-            .into_inner();
-        let result = results
-            .message()
-            .await
-            .map_err(|s| remote_error(FlightError::Tonic(Box::new(s)), leader))?;
-        row_count(result.map(|r| r.app_metadata), leader)
-    }
-}
-
-impl RemoteFragments {
-    /// Runs an UPDATE or DELETE at `leader`, which leads every partition it reads, and
-    /// returns the rows it changed: committed at once (autocommit) or in transaction `part`.
-    /// Not retried: a failure after sending leaves the outcome unknown, as for a timed-out
-    /// statement.
-    pub(crate) async fn write_at(
-        &self,
-        leader: NodeId,
-        table: &TableHandle,
-        statement: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
-        part: Option<String>,
-    ) -> Result<u64, DataFusionError> {
-        let mut client = self.leader_client(leader, &table.qualified_name())?;
-        let plan = FragmentCodec::encode(statement)?;
-        let action = match part {
-            Some(id) => Action {
-                r#type: WRITE_IN_PART_ACTION.into(),
-                body: frame(id.as_bytes(), &plan).into(),
-            },
-            None => Action {
-                r#type: WRITE_ACTION.into(),
-                body: plan.into(),
-            },
-        };
-        let tonic_error = |s: Status| remote_error(FlightError::Tonic(Box::new(s)), leader);
-        let mut results = client
-            .do_action(with_secret(action, self.cluster.secret()))
-            .await
-            .map_err(tonic_error)?
-            .into_inner();
-        let result = results.message().await.map_err(tonic_error)?;
-        row_count(result.map(|r| r.body), leader)
-    }
-}
-
-/// The row count a leader answered a forwarded write with (8 bytes, little-endian).
-fn row_count(answer: Option<impl AsRef<[u8]>>, leader: NodeId) -> Result<u64, DataFusionError> {
-    let bytes = answer.ok_or_else(|| {
-        remote_error(
-            FlightError::protocol("the leader sent no row count"),
-            leader,
-        )
-    })?;
-    <[u8; 8]>::try_from(bytes.as_ref())
-        .map(u64::from_le_bytes)
-        .map_err(|_| remote_error(FlightError::protocol("bad row count"), leader))
-}
-
 /// A leader's error as this node reports it: its message and SQLSTATE.
-fn remote_error(e: FlightError, node: NodeId) -> DataFusionError {
+pub(crate) fn remote_error(e: FlightError, node: NodeId) -> DataFusionError {
     DataFusionError::External(Box::new(remote_exec_error(e, node)))
 }
 

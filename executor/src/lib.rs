@@ -20,6 +20,7 @@ mod device_exec;
 mod device_translate;
 mod error;
 mod flight;
+mod forwarded_writes;
 mod fragment_codec;
 mod fragment_exec;
 mod index_entries;

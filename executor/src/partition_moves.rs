@@ -27,7 +27,8 @@ use shoal_storage::{Entry, Store};
 use tonic::Status;
 
 use crate::flight::{encode_ticket, remote_exec_error, with_secret, TicketHeader};
-use crate::{ExecError, RemoteFragments};
+use crate::two_phase::blocking;
+use crate::{ExecError, FragmentService, RemoteFragments};
 
 /// How long the old leader waits for the partition's open writers before giving up the move.
 const DRAIN_PATIENCE: Duration = Duration::from_secs(10);
@@ -54,14 +55,6 @@ impl From<&PartitionMove> for PartitionRef {
             epoch: m.epoch,
         }
     }
-}
-
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, ExecError> + Send + 'static,
-) -> Result<T, ExecError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| ExecError::TaskFailed(e.to_string()))?
 }
 
 fn entries_schema() -> Arc<Schema> {
@@ -262,5 +255,50 @@ impl RemoteFragments {
                 tracing::warn!(node, action, error = %e, "a node did not take a given-up move");
             }
         }
+    }
+}
+
+impl FragmentService {
+    /// Pulls, drops or reopens a partition as `action` asks (see [`crate::partition_moves`]);
+    /// `None` for other actions.
+    pub(crate) async fn partition_action(
+        &self,
+        action: &Action,
+    ) -> Result<Option<Vec<u8>>, Status> {
+        if ![PULL_ACTION, DROP_ACTION, REOPEN_ACTION].contains(&action.r#type.as_str()) {
+            return Ok(None);
+        }
+        let r: PartitionRef = serde_json::from_slice(&action.body)
+            .map_err(|_| Status::invalid_argument("malformed partition"))?;
+        let store = self.store.clone();
+        if action.r#type == PULL_ACTION {
+            let copied = self
+                .remote
+                .pull_partition(store, r)
+                .await
+                .map_err(|e| self.exec_status(e))?;
+            return Ok(Some(copied.to_le_bytes().to_vec()));
+        }
+        if action.r#type == REOPEN_ACTION {
+            store.reopen_partition(r.table_id, r.partition);
+            return Ok(Some(Vec::new()));
+        }
+        let leads = self
+            .meta
+            .catalog()
+            .table_by_id(r.table_id)
+            .and_then(|t| t.partitions.get(r.partition as usize))
+            .is_some_and(|p| p.leader == self.local_node);
+        if leads {
+            return Err(Status::failed_precondition(format!(
+                "node {} leads partition {} of table {}: it keeps its rows",
+                self.local_node, r.partition, r.table_id
+            )));
+        }
+        tokio::task::spawn_blocking(move || store.drop_partition_data(r.table_id, r.partition))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| self.exec_status(ExecError::from(e)))?;
+        Ok(Some(Vec::new()))
     }
 }

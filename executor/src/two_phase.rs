@@ -237,7 +237,7 @@ pub(crate) const COMMIT_ACTION: &str = "commit";
 pub(crate) const ABORT_ACTION: &str = "abort";
 
 /// Runs blocking work (storage, etcd) off the async runtime.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ExecError> + Send + 'static,
 ) -> Result<T, ExecError> {
     tokio::task::spawn_blocking(work)

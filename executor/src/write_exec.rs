@@ -2,10 +2,9 @@
 //! input to one table inside the statement's transaction, and returns the row count (the
 //! single-row `count` column DataFusion expects from DML plans).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
-
-use std::collections::{BTreeMap, BTreeSet};
 
 use datafusion::arrow::array::{BooleanArray, RecordBatch, UInt64Array};
 use datafusion::arrow::compute::filter_record_batch;
@@ -27,8 +26,10 @@ use shoal_storage::{Store, Txn};
 use shoal_coord::NodeId;
 
 use crate::fragment_exec::scan_leaf;
-use crate::{ConflictAction, ExecError, RemoteFragments, RowIdAllocator, TableHandle, TableWriter};
-use crate::{FragmentExec, PartitionScanExec};
+use crate::{
+    ConflictAction, ExecError, FragmentExec, PartitionScanExec, RemoteFragments, RowIdAllocator,
+    TableHandle, TableWriter,
+};
 
 /// Rows split by the node that leads their partition, ascending by node.
 fn rows_by_leader(
@@ -116,8 +117,8 @@ pub struct TableWriteExec {
     bulk: Option<BulkSink>,
     /// The node writing (it writes only the partitions it leads).
     local_node: NodeId,
-    /// In a cluster: rows (or an UPDATE or DELETE reading one other node) go to the nodes
-    /// that lead them.
+    /// In a cluster: rows, and UPDATEs and DELETEs over other nodes' partitions, go to the
+    /// nodes that lead them.
     forward: Option<Forwarding>,
     properties: Arc<PlanProperties>,
 }

@@ -12,6 +12,8 @@
 
 mod bulk;
 mod error;
+#[cfg(test)]
+mod isolation_tests;
 pub mod keys;
 mod locks;
 mod moves;

@@ -189,16 +189,16 @@ impl Store {
     }
 }
 
-/// The key ranges of a partition: its rows, then its log.
+/// The key ranges of a partition in key order: its log (`'l'`), then its rows (`'r'`).
 fn partition_ranges(table: u32, partition: u32) -> [(Vec<u8>, Vec<u8>); 2] {
     [
         (
-            keys::partition_start(table, partition),
-            keys::partition_end(table, partition),
-        ),
-        (
             keys::log_start(table, partition),
             keys::log_end(table, partition),
+        ),
+        (
+            keys::partition_start(table, partition),
+            keys::partition_end(table, partition),
         ),
     ]
 }

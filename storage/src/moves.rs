@@ -206,20 +206,8 @@ fn partition_ranges(table: u32, partition: u32) -> [(Vec<u8>, Vec<u8>); 2] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Isolation, StoreOptions};
-
-    fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(
-            dir.path(),
-            StoreOptions {
-                sync_commits: false,
-                ..StoreOptions::default()
-            },
-        )
-        .unwrap();
-        (dir, s)
-    }
+    use crate::store::tests::store;
+    use crate::Isolation;
 
     #[test]
     fn a_partition_is_copied_page_by_page_and_dropped() {

@@ -162,6 +162,16 @@ async fn nodes_share_one_catalog_and_place_partitions_across_each_other() {
     );
 }
 
+/// The lines of `EXPLAIN <query>`, as one text.
+async fn explain(c: &tokio_postgres::Client, query: &str) -> String {
+    texts(c, &format!("explain {query}"))
+        .await
+        .into_iter()
+        .map(|r| r[0].clone().unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Inserts `(id, id % 5, 'v<id>')` for every id through `c`, one autocommit statement each
 /// (each is committed by the leader of its row's partition).
 async fn load(c: &tokio_postgres::Client, table: &str, ids: std::ops::RangeInclusive<i32>) {
@@ -279,12 +289,7 @@ async fn queries_run_at_the_partition_leaders_and_merge_on_any_node() {
     }
 
     // EXPLAIN: the partial aggregate runs inside the fragment, the final one here.
-    let plan: Vec<String> = texts(&clients[0], "explain select k, count(*) from t group by k")
-        .await
-        .into_iter()
-        .map(|r| r[0].clone().unwrap_or_default())
-        .collect();
-    let plan = plan.join("\n");
+    let plan = explain(&clients[0], "select k, count(*) from t group by k").await;
     let fragment = plan
         .find("FragmentExec")
         .unwrap_or_else(|| panic!("{plan}"));
@@ -302,12 +307,7 @@ async fn queries_run_at_the_partition_leaders_and_merge_on_any_node() {
     assert!(plan.contains("@node2") && plan.contains("@node3"), "{plan}");
     // A table with fewer partitions than the node runs streams is spread over more of them,
     // after its filter: the filter still runs at the leaders.
-    let plan: Vec<String> = texts(&clients[0], "explain select id from u where k = 3")
-        .await
-        .into_iter()
-        .map(|r| r[0].clone().unwrap_or_default())
-        .collect();
-    let plan = plan.join("\n");
+    let plan = explain(&clients[0], "select id from u where k = 3").await;
     let fragment = plan
         .find("FragmentExec")
         .unwrap_or_else(|| panic!("{plan}"));

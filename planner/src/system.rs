@@ -1,5 +1,6 @@
 //! The `shoal` schema: Shoal's own system views, readable by any client. `shoal.partitions`
-//! lists every partition with its leader, followers, configuration epoch and log position;
+//! lists every partition with its leader, followers, configuration epoch, log position and the
+//! node it is moving to, if any;
 //! `shoal.nodes` every node of the cluster with its address, state and role.
 
 use std::sync::Arc;
@@ -137,11 +138,12 @@ fn partitions_schema() -> SchemaRef {
         Field::new("followers", DataType::Utf8, false),
         Field::new("epoch", DataType::Int64, false),
         Field::new("log_position", DataType::Int64, true),
+        Field::new("moving_to", DataType::Int64, true),
     ]))
 }
 
 /// One row per partition; the log position is known only for partitions this node leads (the
-/// others' logs are on their leaders).
+/// others' logs are on their leaders); `moving_to` names the node a partition is moving to.
 fn partitions_batch(
     meta: &dyn MetaStore,
     local_node: u64,
@@ -182,6 +184,9 @@ fn partitions_batch(
             )),
             Arc::new(Int64Array::from_iter(
                 rows.iter().map(|r| r.3.map(|p| p as i64)),
+            )),
+            Arc::new(Int64Array::from_iter(
+                rows.iter().map(|r| r.2.moving_to.map(|n| n as i64)),
             )),
         ],
     )?)

@@ -91,7 +91,15 @@ async fn a_joining_node_takes_partitions_while_clients_read_and_write() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // Leaders are even (2 each) and stay so.
+    // Leaders are even (2 each) and stay so; no move is left under way.
+    assert_eq!(
+        texts(
+            &watcher,
+            "select count(*) from shoal.partitions where moving_to is not null"
+        )
+        .await,
+        vec![row(&["0"])]
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.store(true, Ordering::Relaxed);
     let committed = writer.await.unwrap();

@@ -57,6 +57,10 @@ pub struct TableDef {
     pub columns: Vec<ColumnDef>,
     /// Column ids of the primary key, in key order. Empty: rows are keyed by a hidden row id.
     pub primary_key: Vec<u32>,
+    /// Column ids, a subset of the primary key, whose values decide a row's partition
+    /// (`WITH (partition_key = '...')`). Empty: the whole primary key.
+    #[serde(default)]
+    pub partition_key: Vec<u32>,
     pub partitions: Vec<PartitionDef>,
     /// The table's indexes as clients see them in pg_index: today only the primary key's,
     /// whose entries are the row keys themselves.
@@ -231,8 +235,10 @@ impl Catalog {
     }
 
     /// Adds a table, validating names and assigning its id. Its partitions are led by the
-    /// nodes of `placement` (the live nodes), each going to the node that leads the fewest
-    /// partitions so far, so that leaders stay balanced across tables.
+    /// nodes of `placement` (the live nodes): partition `i` by the leader of partition `i` of
+    /// the first table with as many partitions (so that tables partitioned alike keep matching
+    /// rows on one node, see [`Catalog::colocated_leaders`]), or else each by the node that
+    /// leads the fewest partitions so far, so that leaders stay balanced across tables.
     pub fn create_table(
         &mut self,
         mut table: TableDef,
@@ -278,6 +284,22 @@ impl Catalog {
         }
         if placement.is_empty() {
             return Err(CoordError::NoLiveNodes);
+        }
+        if let Some(leaders) = self.colocated_leaders(partition_count, placement) {
+            table.partitions = leaders
+                .into_iter()
+                .zip(0..)
+                .map(|(leader, index)| PartitionDef {
+                    index,
+                    leader,
+                    followers: Vec::new(),
+                    epoch: 1,
+                    moving_to: None,
+                })
+                .collect();
+            let id = table.id;
+            self.tables.insert(id, table);
+            return Ok(id);
         }
         let mut led: BTreeMap<NodeId, usize> = placement.iter().map(|n| (*n, 0)).collect();
         for p in self.tables.values().flat_map(|t| &t.partitions) {
@@ -448,6 +470,7 @@ pub(crate) mod tests {
                 dropped: false,
             }],
             primary_key: vec![0],
+            partition_key: Vec::new(),
             partitions: vec![],
             indexes: vec![],
             row_type_oid: 0,

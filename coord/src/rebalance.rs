@@ -3,9 +3,12 @@
 //! When a node joins, new tables place partitions on it, but the partitions of existing tables
 //! stay where they are. The coordinator evens out leadership one partition at a time: it picks
 //! a partition of the node leading the most ([`Catalog::next_move`]) for the live node leading
-//! the fewest, marks it moving ([`Catalog::start_move`]: its leader stops taking writes to
-//! it), has the new node copy it, and then hands it over with a new epoch
-//! ([`Catalog::finish_move`]) or gives up ([`Catalog::cancel_move`]).
+//! the fewest. Tables with the same partition count form a co-location group whose partition
+//! `i` is led by one node (so that joins on their partition keys run there): the group's
+//! partitions `i` move together, one after the other. The coordinator marks each moving
+//! ([`Catalog::start_move`]: its leader stops taking writes to it), has the new node copy it,
+//! and then hands it over with a new epoch ([`Catalog::finish_move`]) or gives up
+//! ([`Catalog::cancel_move`]).
 //!
 //! Only tables keyed by a primary key and without secondary indexes move: a secondary index's
 //! entries span the partitions on one node, and hidden row ids are allocated per node.
@@ -29,12 +32,59 @@ fn movable(table: &TableDef) -> bool {
 }
 
 impl Catalog {
-    /// The move that evens out leadership among `live` nodes, if leaders differ by more than
-    /// one partition and no move is under way.
+    /// The table whose placement the others with `count` partitions follow: the oldest that
+    /// can move (or the oldest at all, when none can).
+    fn colocation_anchor(&self, count: usize) -> Option<&TableDef> {
+        self.tables
+            .values()
+            .filter(|t| t.partitions.len() == count)
+            .min_by_key(|t| (!movable(t), t.id))
+    }
+
+    /// Leaders for a new table of `count` partitions: those of its co-location group's
+    /// anchor, when all of them are in `placement` (live) and none is moving.
+    pub(crate) fn colocated_leaders(
+        &self,
+        count: u32,
+        placement: &[NodeId],
+    ) -> Option<Vec<NodeId>> {
+        let anchor = self.colocation_anchor(count as usize)?;
+        anchor
+            .partitions
+            .iter()
+            .map(|p| (placement.contains(&p.leader) && p.moving_to.is_none()).then_some(p.leader))
+            .collect()
+    }
+
+    /// The move that evens out leadership among `live` nodes, if no move is under way. First
+    /// a partition that is not led where its group's anchor leads the same partition (the
+    /// rest of a group move, or a table placed while nodes were down) follows it. Then, when
+    /// a node leads more partitions than another by more than the partitions that would move,
+    /// the anchor's partition `i` on the first moves to the second, and the group's other
+    /// tables follow, one move at a time.
     pub fn next_move(&self, live: &[NodeId]) -> Option<PartitionMove> {
         let partitions = self.tables.values().flat_map(|t| &t.partitions);
         if partitions.clone().any(|p| p.moving_to.is_some()) {
             return None;
+        }
+        let mut tables: Vec<&TableDef> = self.tables.values().filter(|t| movable(t)).collect();
+        tables.sort_by_key(|t| t.id);
+        let move_of = |t: &TableDef, p: &crate::PartitionDef, to: NodeId| PartitionMove {
+            table_id: t.id,
+            partition: p.index,
+            from: p.leader,
+            to,
+            epoch: p.epoch,
+        };
+        for t in &tables {
+            let Some(anchor) = self.colocation_anchor(t.partitions.len()) else {
+                continue;
+            };
+            for (p, a) in t.partitions.iter().zip(&anchor.partitions) {
+                if p.leader != a.leader && live.contains(&p.leader) && live.contains(&a.leader) {
+                    return Some(move_of(t, p, a.leader));
+                }
+            }
         }
         let mut led: Vec<(usize, NodeId)> = live
             .iter()
@@ -45,22 +95,19 @@ impl Catalog {
         // The most loaded first; among equals, the lowest id.
         led.sort_by_key(|(count, node)| (std::cmp::Reverse(*count), *node));
         let (most, from) = *led.first()?;
-        if most <= fewest + 1 {
-            return None;
-        }
-        let mut tables: Vec<&TableDef> = self.tables.values().filter(|t| movable(t)).collect();
-        tables.sort_by_key(|t| t.id);
-        tables.into_iter().find_map(|t| {
-            t.partitions
-                .iter()
-                .find(|p| p.leader == from)
-                .map(|p| PartitionMove {
-                    table_id: t.id,
-                    partition: p.index,
-                    from,
-                    to,
-                    epoch: p.epoch,
-                })
+        tables.iter().find_map(|anchor| {
+            let count = anchor.partitions.len();
+            if self.colocation_anchor(count).map(|a| a.id) != Some(anchor.id) {
+                return None;
+            }
+            anchor.partitions.iter().find_map(|p| {
+                let moving = tables
+                    .iter()
+                    .filter(|t| t.partitions.len() == count)
+                    .filter(|t| t.partitions[p.index as usize].leader == from)
+                    .count();
+                (p.leader == from && fewest + moving < most).then(|| move_of(anchor, p, to))
+            })
         })
     }
 
@@ -171,5 +218,44 @@ mod tests {
             .partitions
             .iter()
             .all(|p| p.leader == 1 && p.moving_to.is_none()));
+    }
+
+    #[test]
+    fn tables_partitioned_alike_keep_their_partitions_together() {
+        let mut c = Catalog::default();
+        c.create_table(table("a"), 4, &[1, 2]).unwrap();
+        c.create_table(table("b"), 4, &[1, 2]).unwrap();
+        c.create_table(table("other"), 2, &[1, 2]).unwrap();
+        let leaders = |c: &Catalog, name: &str| -> Vec<NodeId> {
+            let t = c.table("public", name).unwrap();
+            t.partitions.iter().map(|p| p.leader).collect()
+        };
+        assert_eq!(leaders(&c, "a"), vec![1, 2, 1, 2]);
+        assert_eq!(leaders(&c, "b"), leaders(&c, "a"), "placed like a");
+        // Node 3 joins: nodes 1 and 2 lead 5 each. A group move is two partitions, so it
+        // takes place only while it leaves node 3 below the node it takes them from.
+        let live = [1, 2, 3];
+        let mut moves = Vec::new();
+        while let Some(m) = c.next_move(&live) {
+            c.start_move(&m).unwrap();
+            c.finish_move(&m).unwrap();
+            moves.push((m.table_id, m.partition, m.from, m.to));
+        }
+        let (a, b) = (
+            c.table("public", "a").unwrap().id,
+            c.table("public", "b").unwrap().id,
+        );
+        assert_eq!(
+            moves,
+            vec![(a, 0, 1, 3), (b, 0, 1, 3), (a, 1, 2, 3), (b, 1, 2, 3)]
+        );
+        assert_eq!(leaders(&c, "a"), vec![3, 3, 1, 2]);
+        assert_eq!(leaders(&c, "b"), leaders(&c, "a"));
+        // A table whose partitions drifted apart (placed while its group's nodes were down)
+        // is brought back to its group's placement.
+        c.create_table(table("late"), 4, &[1]).unwrap();
+        assert_eq!(leaders(&c, "late"), vec![1, 1, 1, 1]);
+        let m = c.next_move(&live).unwrap();
+        assert_eq!((m.partition, m.from, m.to), (0, 1, 3));
     }
 }

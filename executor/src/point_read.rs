@@ -43,7 +43,7 @@ pub fn point_key(table: &TableHandle, values: &[ScalarValue]) -> Option<PointKey
         .map(|(c, v)| exact_cast(v, table.schema.field(*c).data_type()))
         .collect::<Option<Vec<ArrayRef>>>()?;
     let pk = keys::encode_primary_key(&arrays, 0).ok()?;
-    let partition = keys::partition_of(&pk, table.partition_count());
+    let partition = table.partition_of_row(&arrays, 0, &pk).ok()?;
     Some(PointKey {
         partition,
         key: keys::row_key(table.id(), partition, &pk),

@@ -3,9 +3,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::{DataType, Field, IntervalUnit, Schema, SchemaRef, TimeUnit};
 use shoal_coord::{SqlType, TableDef};
-use shoal_storage::RowLayout;
+use shoal_storage::{keys, RowLayout};
+
+use crate::ExecError;
 
 /// Field metadata key carrying the PostgreSQL type name, so that the wire layer can report
 /// `varchar`, `json` or `uuid` where Arrow only knows `Utf8`.
@@ -46,6 +49,9 @@ pub struct TableHandle {
     pub layout: Arc<RowLayout>,
     /// Visible-column indices of the primary key; empty when rows use a hidden row id.
     pub key_columns: Vec<usize>,
+    /// Positions in `key_columns` of the columns that decide a row's partition, when they are
+    /// not the whole key (`WITH (partition_key = ...)`).
+    pub partition_key: Option<Vec<usize>>,
     /// The indexes whose entries writers maintain (every index but the primary key's).
     pub secondary_indexes: Vec<SecondaryIndex>,
 }
@@ -78,11 +84,18 @@ impl TableHandle {
             slots[c.id as usize] = Some(arrow_type_of(&c.sql_type));
         }
         let visible: Vec<usize> = def.visible_columns().map(|c| c.id as usize).collect();
-        let key_columns = def
+        let key_columns: Vec<usize> = def
             .primary_key
             .iter()
             .filter_map(|id| visible.iter().position(|slot| *slot == *id as usize))
             .collect();
+        let partition_key = (!def.partition_key.is_empty() && def.partition_key != def.primary_key)
+            .then(|| {
+                def.partition_key
+                    .iter()
+                    .filter_map(|id| def.primary_key.iter().position(|k| k == id))
+                    .collect()
+            });
         let secondary_indexes = def
             .indexes
             .iter()
@@ -104,7 +117,34 @@ impl TableHandle {
             schema,
             layout,
             key_columns,
+            partition_key,
             secondary_indexes,
+        }
+    }
+
+    /// The partition of the row whose key columns (`key_columns`' values, in key order) are at
+    /// `row` and encode to `encoded_pk`.
+    pub fn partition_of_row(
+        &self,
+        key_values: &[ArrayRef],
+        row: usize,
+        encoded_pk: &[u8],
+    ) -> Result<u32, ExecError> {
+        let partitions = self.partition_count();
+        let Some(positions) = &self.partition_key else {
+            return Ok(keys::partition_of(encoded_pk, partitions));
+        };
+        let columns: Vec<ArrayRef> = positions.iter().map(|p| key_values[*p].clone()).collect();
+        let encoded = keys::encode_primary_key(&columns, row)?;
+        Ok(keys::partition_of(&encoded, partitions))
+    }
+
+    /// Visible-column indices of the columns that decide a row's partition, in order (the
+    /// primary key's, unless the table names a partition key); empty for a hidden row id.
+    pub fn partition_key_columns(&self) -> Vec<usize> {
+        match &self.partition_key {
+            Some(positions) => positions.iter().map(|p| self.key_columns[*p]).collect(),
+            None => self.key_columns.clone(),
         }
     }
 

@@ -152,7 +152,7 @@ impl<'a> TableWriter<'a> {
         (0..batch.num_rows())
             .map(|row| {
                 let pk = keys::encode_primary_key(&key_columns, row)?;
-                let p = keys::partition_of(&pk, partitions.len() as u32) as usize;
+                let p = self.table.partition_of_row(&key_columns, row, &pk)? as usize;
                 Ok(partitions.get(p).map(|p| p.leader).unwrap_or_default())
             })
             .collect()
@@ -249,7 +249,6 @@ impl<'a> TableWriter<'a> {
 
     /// The storage key of each row of `batch` (allocating hidden row ids when needed).
     fn keys_of(&self, batch: &RecordBatch) -> Result<Vec<Vec<u8>>, ExecError> {
-        let partitions = self.table.partition_count();
         let key_columns: Vec<ArrayRef> = if self.table.has_hidden_row_id() {
             let first = self
                 .row_ids
@@ -280,7 +279,7 @@ impl<'a> TableWriter<'a> {
                     let local = &self.local_partitions;
                     local[keys::partition_of(&pk, local.len() as u32) as usize]
                 } else {
-                    let partition = keys::partition_of(&pk, partitions);
+                    let partition = self.table.partition_of_row(&key_columns, row, &pk)?;
                     self.check_leads(partition)?;
                     partition
                 };

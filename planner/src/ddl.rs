@@ -151,6 +151,37 @@ fn partitions_option(options: &CreateTableOptions) -> Result<u32, PlannerError> 
     Ok(DEFAULT_PARTITIONS)
 }
 
+/// `WITH (partition_key = 'a, b')`: the primary key columns whose values alone decide a row's
+/// partition, so that tables partitioned on the same columns with the same partition count
+/// keep matching rows on the same node (their joins run there). Empty: the whole key.
+fn partition_key_option(options: &CreateTableOptions) -> Vec<String> {
+    let list = match options {
+        CreateTableOptions::With(l) | CreateTableOptions::Options(l) => l.as_slice(),
+        _ => &[],
+    };
+    list.iter()
+        .find_map(|o| match o {
+            SqlOption::KeyValue { key, value } if ident_name(key) == "partition_key" => {
+                let text = match value {
+                    ast::Expr::Value(v) => match &v.value {
+                        ast::Value::SingleQuotedString(s) => s.clone(),
+                        other => other.to_string(),
+                    },
+                    ast::Expr::Identifier(i) => ident_name(i),
+                    other => other.to_string(),
+                };
+                Some(
+                    text.split(',')
+                        .map(|c| c.trim().to_lowercase())
+                        .filter(|c| !c.is_empty())
+                        .collect(),
+                )
+            }
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
 /// What `CREATE TABLE` asks for.
 pub struct NewTable {
     /// The definition (id and partitions are assigned by the catalog).
@@ -242,6 +273,22 @@ pub fn table_from_create(create: &CreateTable) -> Result<NewTable, PlannerError>
         key_ids.push(column.id);
     }
     let partitions = partitions_option(&create.table_options)?;
+    let mut partition_key = Vec::new();
+    for name in partition_key_option(&create.table_options) {
+        let id = columns
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.id)
+            .filter(|id| key_ids.contains(id))
+            .ok_or_else(|| {
+                PlannerError::InvalidDefinition(format!(
+                    "partition_key column \"{name}\" is not a column of the primary key"
+                ))
+            })?;
+        if !partition_key.contains(&id) {
+            partition_key.push(id);
+        }
+    }
     let unique = unique
         .into_iter()
         .filter(|columns| *columns != primary_key)
@@ -254,6 +301,7 @@ pub fn table_from_create(create: &CreateTable) -> Result<NewTable, PlannerError>
             name,
             columns,
             primary_key: key_ids,
+            partition_key,
             partitions: Vec::new(),
             indexes: Vec::new(),
             row_type_oid: 0,

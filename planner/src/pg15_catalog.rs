@@ -322,6 +322,7 @@ mod tests {
             name: "t".into(),
             columns: Vec::new(),
             primary_key: Vec::new(),
+            partition_key: Vec::new(),
             partitions: Vec::new(),
             indexes: Vec::new(),
             row_type_oid: 0,

@@ -76,6 +76,10 @@ pub(crate) struct TicketHeader {
     /// Not a fragment: the partition's stored entries, for the node it moves to.
     #[serde(default)]
     copy: bool,
+    /// The other tables of a co-partitioned join, each with the epoch at which the receiver
+    /// must lead its partition `partition` too.
+    #[serde(default)]
+    also: Vec<(u32, u64)>,
 }
 
 impl TicketHeader {
@@ -95,6 +99,7 @@ impl TicketHeader {
             gpu_mode: None,
             part: None,
             copy: true,
+            also: Vec::new(),
         }
     }
 }
@@ -293,7 +298,13 @@ impl FlightService for FragmentService {
             .table_by_id(header.table_id)
             .and_then(|t| t.partitions.get(header.partition as usize))
             .filter(|p| p.leader == self.local_node && p.epoch == header.epoch);
-        if led.is_none() || header.leader != self.local_node {
+        let leads_also = header.also.iter().all(|(table, epoch)| {
+            catalog
+                .table_by_id(*table)
+                .and_then(|t| t.partitions.get(header.partition as usize))
+                .is_some_and(|p| p.leader == self.local_node && p.epoch == *epoch)
+        });
+        if led.is_none() || header.leader != self.local_node || !leads_also {
             return Err(Status::failed_precondition(format!(
                 "node {} does not lead partition {} of table {} at epoch {}",
                 self.local_node, header.partition, header.table_id, header.epoch
@@ -562,8 +573,9 @@ impl std::fmt::Debug for RemoteFragments {
 
 /// One output partition of a fragment, to be run by its partition's leader.
 pub(crate) struct FragmentRequest {
-    pub table_id: u32,
-    pub table_name: String,
+    /// The tables read (id, qualified name): one, or those of a co-partitioned join.
+    pub tables: Vec<(u32, String)>,
+    /// The partition read, in every table.
     pub partition: u32,
     pub output_partition: usize,
     pub plan: Arc<Vec<u8>>,
@@ -659,9 +671,15 @@ impl RemoteFragments {
         self: Arc<Self>,
         request: FragmentRequest,
     ) -> Result<impl Stream<Item = Result<RecordBatch, DataFusionError>>, DataFusionError> {
+        let (table_id, table_name) = request.tables.first().cloned().unwrap_or_default();
+        let leader_changed = || {
+            DataFusionError::External(Box::new(ExecError::LeaderChanged {
+                table: table_name.clone(),
+            }))
+        };
         let unavailable = |node: NodeId, reason: String| {
             DataFusionError::External(Box::new(ExecError::PartitionUnavailable {
-                table: request.table_name.clone(),
+                table: table_name.clone(),
                 partition: request.partition,
                 node,
                 reason,
@@ -671,19 +689,19 @@ impl RemoteFragments {
         let mut last_refusal = String::new();
         for _ in 0..ATTEMPTS {
             let (leader, epoch) = self
-                .leader_of(request.table_id, request.partition)
-                .ok_or_else(|| {
-                    DataFusionError::External(Box::new(ExecError::LeaderChanged {
-                        table: request.table_name.clone(),
-                    }))
-                })?;
+                .leader_of(table_id, request.partition)
+                .ok_or_else(leader_changed)?;
             if leader == self.local_node() {
                 // Leadership moved here while the statement ran: it must be planned again.
-                return Err(DataFusionError::External(Box::new(
-                    ExecError::LeaderChanged {
-                        table: request.table_name.clone(),
-                    },
-                )));
+                return Err(leader_changed());
+            }
+            // A join's other tables: their partitions must still be led by the same node.
+            let mut also = Vec::new();
+            for (table, _) in request.tables.iter().skip(1) {
+                match self.leader_of(*table, request.partition) {
+                    Some((l, e)) if l == leader => also.push((*table, e)),
+                    _ => return Err(leader_changed()),
+                }
             }
             let Some(address) = self.address_of(leader) else {
                 return Err(unavailable(leader, "is down".into()));
@@ -692,7 +710,7 @@ impl RemoteFragments {
                 .client(&address)
                 .map_err(|e| DataFusionError::External(Box::new(e)))?;
             let header = TicketHeader {
-                table_id: request.table_id,
+                table_id,
                 partition: request.partition,
                 epoch,
                 leader,
@@ -700,6 +718,7 @@ impl RemoteFragments {
                 gpu_mode: Some(request.gpu_mode.as_str().to_string()),
                 part: self.part_at(request.txn_id, leader),
                 copy: false,
+                also,
             };
             let ticket = Ticket {
                 ticket: encode_ticket(&header, &request.plan).into(),
@@ -730,7 +749,7 @@ impl RemoteFragments {
             }
         }
         let leader = self
-            .leader_of(request.table_id, request.partition)
+            .leader_of(table_id, request.partition)
             .map(|(l, _)| l)
             .unwrap_or(0);
         Err(unavailable(
@@ -804,11 +823,13 @@ mod tests {
             gpu_mode: Some("on".into()),
             part: Some("2-1700-9".into()),
             copy: false,
+            also: vec![(16390, 4)],
         };
         let ticket = encode_ticket(&header, b"plan bytes");
         let (back, plan) = decode_ticket(&ticket).unwrap();
         assert_eq!((back.table_id, back.partition, back.epoch), (16384, 3, 2));
         assert_eq!((back.leader, back.output_partition), (5, 1));
+        assert_eq!(back.also, vec![(16390, 4)]);
         assert_eq!(plan, b"plan bytes");
         assert!(decode_ticket(b"\xff\xff\xff\xff{}").is_err());
         assert!(decode_ticket(b"").is_err());

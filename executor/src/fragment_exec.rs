@@ -2,9 +2,14 @@
 //! leaders are. Its subtree has one leaf, a [`PartitionScanExec`], and only operators that keep
 //! the scan's partitions apart (filters, projections, partial aggregates, per-partition sorts
 //! and limits); so output partition `i` of the subtree depends on table partition `i` alone.
-//! For each output partition it runs the subtree here when this node leads the partition, and
-//! otherwise sends it to the leader ([`RemoteFragments::fetch`]) and streams back what the
-//! leader computed: partial results, not rows.
+//! Or its subtree is a partitioned hash join of two such subtrees reading partitions of the
+//! same index (tables partitioned alike, see the planner's `co_partitioned_joins.rs`), with
+//! such operators above it: then output partition `i` depends on partition `i` of each table.
+//! For each output partition it runs the subtree here when this node leads the partition(s),
+//! and otherwise sends it to the leader ([`RemoteFragments::fetch`]) and streams back what the
+//! leader computed: partial results, not rows. When the partitions `i` of a join's tables are
+//! led by different nodes (a co-location group in the middle of a move), partition `i` runs
+//! here, over one fragment per table.
 //!
 //! Where each partition runs is decided when it executes, from the catalog of that moment, so
 //! a cached plan follows leadership changes.
@@ -25,6 +30,12 @@ use datafusion::physical_plan::{
 };
 use futures::{StreamExt, TryStreamExt};
 use parking_lot::Mutex;
+
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+use shoal_coord::NodeId;
 
 use crate::flight::{FragmentRequest, RemoteFragments};
 use crate::fragment_codec::FragmentCodec;
@@ -50,10 +61,14 @@ pub fn shipped_totals() -> Vec<(&'static str, u64, u64)> {
 
 pub struct FragmentExec {
     subtree: Arc<dyn ExecutionPlan>,
-    table_id: u32,
-    table_name: String,
-    /// The table partition each output partition of `subtree` reads (None: it reads nothing).
+    /// The tables read, by id and qualified name: one, or the two sides of a join.
+    tables: Vec<(u32, String)>,
+    /// The table partition each output partition of `subtree` reads, in every table (None:
+    /// it reads nothing).
     partitions: Vec<Option<u32>>,
+    /// For a join: `subtree` with one fragment per table under the join, run here for a
+    /// partition whose tables are led by different nodes.
+    split: Option<Arc<dyn ExecutionPlan>>,
     /// `subtree` in the form it travels in.
     encoded: Arc<Vec<u8>>,
     remote: Arc<RemoteFragments>,
@@ -67,7 +82,7 @@ pub struct FragmentExec {
 impl fmt::Debug for FragmentExec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FragmentExec")
-            .field("table", &self.table_name)
+            .field("tables", &self.tables)
             .field("partitions", &self.partitions)
             .finish()
     }
@@ -82,6 +97,61 @@ pub(crate) fn scan_leaf(plan: &Arc<dyn ExecutionPlan>) -> Option<&PartitionScanE
     }
 }
 
+/// The scans at the leaves of a fragment's subtree and the table partition each of its output
+/// partitions reads in all of them; `None` when it cannot be a fragment (see the module).
+fn leaves(plan: &Arc<dyn ExecutionPlan>) -> Option<(Vec<&PartitionScanExec>, Vec<u32>)> {
+    if let Some(scan) = plan.downcast_ref::<PartitionScanExec>() {
+        return Some((vec![scan], scan.table_partitions()?));
+    }
+    // Operators that move rows between partitions never travel (nor do fragments nest).
+    if plan.is::<FragmentExec>()
+        || plan.is::<RepartitionExec>()
+        || plan.is::<CoalescePartitionsExec>()
+        || plan.is::<SortPreservingMergeExec>()
+    {
+        return None;
+    }
+    match plan.children().as_slice() {
+        [only] => leaves(only),
+        [left, right] => {
+            let join = plan.downcast_ref::<HashJoinExec>()?;
+            if *join.partition_mode() != PartitionMode::Partitioned {
+                return None;
+            }
+            let (mut scans, read) = leaves(left)?;
+            let (right_scans, right_read) = leaves(right)?;
+            if read != right_read {
+                return None;
+            }
+            scans.extend(right_scans);
+            Some((scans, read))
+        }
+        _ => None,
+    }
+}
+
+/// `plan` with each single-table subtree below its joins wrapped in a fragment of its own.
+fn split_by_table(
+    plan: Arc<dyn ExecutionPlan>,
+    remote: &Arc<RemoteFragments>,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
+    if scan_leaf(&plan).is_some() {
+        return Ok(match FragmentExec::try_new(plan.clone(), remote.clone())? {
+            Some(fragment) => Arc::new(fragment),
+            None => plan,
+        });
+    }
+    let children = plan
+        .children()
+        .into_iter()
+        .map(|c| split_by_table(c.clone(), remote))
+        .collect::<DfResult<Vec<_>>>()?;
+    plan.replace_children(
+        children,
+        ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+    )
+}
+
 impl FragmentExec {
     /// Wraps `subtree` if some partition it reads is led by another node. `Ok(None)`: every
     /// partition is local (nothing to ship). An error: the subtree cannot travel.
@@ -89,31 +159,47 @@ impl FragmentExec {
         subtree: Arc<dyn ExecutionPlan>,
         remote: Arc<RemoteFragments>,
     ) -> DfResult<Option<FragmentExec>> {
-        let scan = scan_leaf(&subtree).ok_or_else(|| {
-            DataFusionError::Internal("a fragment needs one partition scan as its leaf".into())
+        if let Some(scan) = scan_leaf(&subtree) {
+            if scan.table_partitions().is_none() {
+                return Err(DataFusionError::NotImplemented(
+                    "index lookups over partitions led by several nodes".into(),
+                ));
+            }
+        }
+        let (scans, read) = leaves(&subtree).ok_or_else(|| {
+            DataFusionError::Internal(
+                "a fragment needs one partition scan, or a co-partitioned join, below it".into(),
+            )
         })?;
-        let table = scan.table();
-        let Some(read) = scan.table_partitions() else {
-            return Err(DataFusionError::NotImplemented(
-                "index lookups over partitions led by several nodes".into(),
-            ));
-        };
         let local = remote.local_node();
-        if read
-            .iter()
-            .all(|p| table.def.partitions.get(*p as usize).map(|d| d.leader) == Some(local))
-        {
+        let led_here = |scan: &PartitionScanExec, p: u32| {
+            scan.table()
+                .def
+                .partitions
+                .get(p as usize)
+                .map(|d| d.leader)
+                == Some(local)
+        };
+        if scans.iter().all(|s| read.iter().all(|p| led_here(s, *p))) {
             return Ok(None);
         }
         let outputs = subtree.properties().partitioning.partition_count();
         let partitions = (0..outputs).map(|i| read.get(i).copied()).collect();
         let encoded = Arc::new(FragmentCodec::encode(subtree.clone())?);
-        let txn_id = scan.txn().id();
+        let txn_id = scans[0].txn().id();
+        let tables = scans
+            .iter()
+            .map(|s| (s.table().id(), s.table().qualified_name()))
+            .collect();
+        let split = match scans.len() {
+            1 => None,
+            _ => Some(split_by_table(subtree.clone(), &remote)?),
+        };
         Ok(Some(FragmentExec {
-            table_id: table.id(),
-            table_name: table.qualified_name(),
+            tables,
             subtree,
             partitions,
+            split,
             encoded,
             remote,
             txn_id,
@@ -151,9 +237,9 @@ impl FragmentExec {
     pub fn bounded(&self, reason: String) -> FragmentExec {
         FragmentExec {
             subtree: self.subtree.clone(),
-            table_id: self.table_id,
-            table_name: self.table_name.clone(),
+            tables: self.tables.clone(),
             partitions: self.partitions.clone(),
+            split: self.split.clone(),
             encoded: self.encoded.clone(),
             remote: self.remote.clone(),
             txn_id: self.txn_id,
@@ -162,12 +248,23 @@ impl FragmentExec {
         }
     }
 
+    /// The node leading table partition `partition` of every table read, in the catalog's
+    /// current state; `None` when it is unknown or the tables' partitions are led apart.
+    fn leader_of(&self, partition: u32) -> Option<NodeId> {
+        let mut leaders = self
+            .tables
+            .iter()
+            .map(|(table, _)| self.remote.leader_of(*table, partition).map(|(l, _)| l));
+        let first = leaders.next()??;
+        leaders.all(|l| l == Some(first)).then_some(first)
+    }
+
     /// (partition, leader) of every partition read, in the catalog's current state.
-    fn placement(&self) -> Vec<(u32, Option<u64>)> {
+    fn placement(&self) -> Vec<(u32, Option<NodeId>)> {
         self.partitions
             .iter()
             .flatten()
-            .map(|p| (*p, self.remote.leader_of(self.table_id, *p).map(|(l, _)| l)))
+            .map(|p| (*p, self.leader_of(*p)))
             .collect()
     }
 }
@@ -184,13 +281,16 @@ impl DisplayAs for FragmentExec {
             .iter()
             .map(|(p, l)| match l {
                 Some(l) => format!("{p}@node{l}"),
+                None if self.split.is_some() => format!("{p}@split"),
                 None => format!("{p}@?"),
             })
             .collect();
+        let names: Vec<&str> = self.tables.iter().map(|(_, n)| n.as_str()).collect();
         write!(
             f,
-            "FragmentExec: table={}, local=[{}] remote=[{}]",
-            self.table_name,
+            "FragmentExec: {}={}, local=[{}] remote=[{}]",
+            if names.len() == 1 { "table" } else { "tables" },
+            names.join(" ⋈ "),
             here.join(", "),
             there.join(", ")
         )?;
@@ -269,15 +369,18 @@ impl ExecutionPlan for FragmentExec {
             .get::<crate::GpuOptions>()
             .and_then(|o| crate::GpuMode::parse(&o.mode))
             .unwrap_or(crate::GpuMode::Auto);
-        let leader = self.remote.leader_of(self.table_id, table_partition);
-        if leader.map(|(l, _)| l) == Some(self.remote.local_node()) {
+        let leader = self.leader_of(table_partition);
+        if let (None, Some(split)) = (leader, &self.split) {
+            // The tables' partitions are led apart: each travels alone and they join here.
+            return split.execute(partition, context);
+        }
+        if leader == Some(self.remote.local_node()) {
             // Led here: the subtree runs here, on this node's device where it pays.
             return crate::OffloadToDevice::rewrite_plan(self.subtree.clone(), gpu_mode)?
                 .execute(partition, context);
         }
         let request = FragmentRequest {
-            table_id: self.table_id,
-            table_name: self.table_name.clone(),
+            tables: self.tables.clone(),
             partition: table_partition,
             output_partition: partition,
             plan: self.encoded.clone(),

@@ -13,6 +13,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::TaskContext;
+use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics::{
@@ -76,6 +77,9 @@ pub struct PartitionScanExec {
     projection: Vec<usize>,
     with_row_key: bool,
     limit: Option<usize>,
+    /// Output columns the scan declares itself hash-partitioned on (see
+    /// [`PartitionScanExec::with_key_partitioning`]).
+    key_partitioning: Option<Vec<usize>>,
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
@@ -91,6 +95,8 @@ pub struct ScanSpec {
     pub projection: Vec<usize>,
     pub with_row_key: bool,
     pub limit: Option<usize>,
+    #[serde(default)]
+    pub key_partitioning: Option<Vec<usize>>,
 }
 
 impl fmt::Debug for PartitionScanExec {
@@ -145,6 +151,7 @@ impl PartitionScanExec {
             projection,
             with_row_key,
             limit,
+            key_partitioning: None,
             schema,
             properties,
             metrics: ExecutionPlanMetricsSet::new(),
@@ -164,6 +171,7 @@ impl PartitionScanExec {
             projection: self.projection.clone(),
             with_row_key: self.with_row_key,
             limit: self.limit,
+            key_partitioning: self.key_partitioning.clone(),
         })
     }
 
@@ -174,7 +182,7 @@ impl PartitionScanExec {
 
     /// Rebuilds a scan from its spec, reading through `txn`.
     pub fn from_spec(table: TableHandle, txn: Arc<Txn>, spec: ScanSpec) -> Self {
-        PartitionScanExec::new(
+        let scan = PartitionScanExec::new(
             table,
             txn,
             spec.partitions,
@@ -182,7 +190,45 @@ impl PartitionScanExec {
             spec.projection,
             spec.with_row_key,
             spec.limit,
-        )
+        );
+        match spec.key_partitioning {
+            Some(columns) => scan.with_key_partitioning(columns),
+            None => scan,
+        }
+    }
+
+    /// The same scan declaring its output hash-partitioned on output `columns`: rows with
+    /// equal values there are in the same output partition. True of a scan of every partition
+    /// in order whose columns include the table's partition key (see the planner's
+    /// `co_partitioned_joins.rs`, the only caller): DataFusion's partitioned hash join checks
+    /// that its inputs say so.
+    pub fn with_key_partitioning(&self, columns: Vec<usize>) -> Self {
+        let exprs = columns
+            .iter()
+            .map(|i| {
+                Arc::new(Column::new(self.schema.field(*i).name(), *i)) as Arc<dyn PhysicalExpr>
+            })
+            .collect();
+        let count = self.properties.partitioning.partition_count();
+        PartitionScanExec {
+            table: self.table.clone(),
+            txn: self.txn.clone(),
+            partitions: self.partitions.clone(),
+            lookups: self.lookups.clone(),
+            index_lookup: self.index_lookup.clone(),
+            projection: self.projection.clone(),
+            with_row_key: self.with_row_key,
+            limit: self.limit,
+            key_partitioning: Some(columns),
+            schema: self.schema.clone(),
+            properties: Arc::new(PlanProperties::new(
+                EquivalenceProperties::new(self.schema.clone()),
+                Partitioning::Hash(exprs, count),
+                EmissionType::Incremental,
+                Boundedness::Bounded,
+            )),
+            metrics: ExecutionPlanMetricsSet::new(),
+        }
     }
 
     /// The same scan reading only those of its partitions in `keep` (and their key lookups);
@@ -219,6 +265,17 @@ impl PartitionScanExec {
             (None, Some(l)) => Some(l.iter().map(|k| k.partition).collect()),
             (None, None) => Some(self.partitions.clone()),
         }
+    }
+
+    /// The visible table column behind output column `output`; `None` for the row key.
+    pub fn projected_column(&self, output: usize) -> Option<usize> {
+        self.projection.get(output).copied()
+    }
+
+    /// The table partitions read, one per output partition, when the scan reads whole
+    /// partitions (neither key nor index lookups).
+    pub fn whole_partitions(&self) -> Option<&[u32]> {
+        (self.lookups.is_none() && self.index_lookup.is_none()).then_some(&self.partitions[..])
     }
 
     pub fn table(&self) -> &TableHandle {
@@ -273,6 +330,9 @@ impl DisplayAs for PartitionScanExec {
             )?,
         }
         write!(f, ", projection=[{}]", columns.join(", "))?;
+        if self.key_partitioning.is_some() {
+            write!(f, ", partitioned_by_key")?;
+        }
         if let Some(l) = self.limit {
             write!(f, ", limit={l}")?;
         }

@@ -11,6 +11,7 @@
 mod array_subquery;
 mod catalog;
 mod catalog_functions;
+mod co_partitioned_joins;
 mod computed;
 mod constant_overflow;
 pub mod ddl;
@@ -129,6 +130,9 @@ pub fn base_context(
                 .with_analyzer_rules(analyzers),
         );
         builder = builder.with_physical_optimizer_rule(Arc::new(shoal_executor::CheckedArithmetic));
+        builder = builder.with_physical_optimizer_rule(Arc::new(
+            co_partitioned_joins::CoPartitionedJoins::new(remote.is_some()),
+        ));
         if let Some(remote) = remote {
             builder = builder.with_physical_optimizer_rule(Arc::new(
                 push_to_leaders::PushToLeaders::new(remote),

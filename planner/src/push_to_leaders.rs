@@ -4,8 +4,10 @@
 //! partial aggregates, per-partition sorts and top-N, local limits, DataFusion's cooperative
 //! yielding wrapper), as GreptimeDB's MergeScan
 //! and TiKV's coprocessor do: those run at the partition's leader and only their output
-//! travels. The first operator that combines partitions (a merge, a repartition, a final
-//! aggregate, a join) stays on this node, and EXPLAIN says so on the fragment.
+//! travels. A partitioned join of two tables partitioned alike joins their fragments into one,
+//! which keeps growing above the join. The first operator that combines partitions (a merge,
+//! a repartition, a final aggregate, another join) stays on this node, and EXPLAIN says so on
+//! the fragment.
 
 use std::sync::Arc;
 
@@ -16,6 +18,7 @@ use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
 use datafusion::physical_plan::limit::LocalLimitExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
@@ -64,6 +67,17 @@ fn boundary(plan: &Arc<dyn ExecutionPlan>) -> Option<String> {
     })
 }
 
+/// Whether `plan` is a scan under operators that each work on one partition alone.
+fn per_partition_chain(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    if plan.is::<PartitionScanExec>() {
+        return true;
+    }
+    match plan.children()[..] {
+        [child] => boundary(plan).is_none() && per_partition_chain(child),
+        _ => false,
+    }
+}
+
 fn replace_child(
     plan: Arc<dyn ExecutionPlan>,
     index: usize,
@@ -96,6 +110,9 @@ impl PushToLeaders {
         let children = plan.children();
         if !children.iter().any(|c| c.is::<FragmentExec>()) {
             return Ok(Transformed::no(plan));
+        }
+        if let Some(joined) = self.co_partitioned_join(&plan)? {
+            return Ok(Transformed::yes(joined));
         }
         let reason = match boundary(&plan) {
             None => {
@@ -154,6 +171,42 @@ impl PushToLeaders {
         let reason = boundary(child).unwrap_or_default();
         let grown: Arc<dyn ExecutionPlan> = Arc::new(grown.bounded(reason));
         Ok(Some(replace_child(child.clone(), 0, grown)?))
+    }
+}
+
+impl PushToLeaders {
+    /// A partitioned hash join over fragments reading partitions of the same index (tables
+    /// partitioned alike, see `co_partitioned_joins.rs`) as one fragment: the join runs where
+    /// both partitions are.
+    fn co_partitioned_join(
+        &self,
+        plan: &Arc<dyn ExecutionPlan>,
+    ) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
+        let partitioned = plan
+            .downcast_ref::<HashJoinExec>()
+            .is_some_and(|j| *j.partition_mode() == PartitionMode::Partitioned);
+        if !partitioned {
+            return Ok(None);
+        }
+        let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+        for child in plan.children() {
+            match child.downcast_ref::<FragmentExec>() {
+                Some(f) => inputs.push(f.subtree().clone()),
+                // A side whose partitions are all here joins the fragment as it is, if it
+                // works per partition all the way down to its scan.
+                None if per_partition_chain(child) => inputs.push(child.clone()),
+                None => return Ok(None),
+            }
+        }
+        let joined = plan.clone().replace_children(
+            inputs,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )?;
+        // Tables that are not partitioned alike cannot travel as one: the join stays here.
+        Ok(FragmentExec::try_new(joined, self.remote.clone())
+            .ok()
+            .flatten()
+            .map(|f| Arc::new(f) as Arc<dyn ExecutionPlan>))
     }
 }
 

@@ -223,3 +223,47 @@ async fn too_long_strings_are_refused_with_22001() {
         .await
         .unwrap();
 }
+
+/// A join of tables on their whole primary keys, with as many partitions as the node runs
+/// streams, joins partition by partition: neither input is shuffled.
+#[tokio::test]
+async fn joins_on_the_partition_key_are_not_shuffled() {
+    let node = Node::start();
+    let c = node.connect().await;
+    c.batch_execute(
+        "create table a (id int primary key, v text) with (partitions = 4);
+         create table b (id int primary key, w int) with (partitions = 4);
+         create table c8 (id int primary key) with (partitions = 8);
+         create table p (x int, y text, primary key (x, y)) with (partitions = 4);
+         create table q (x int, y text, n int, primary key (x, y)) with (partitions = 4);
+         insert into a select g, 'v' || g from generate_series(1, 100) as s(g);
+         insert into b select g, g from generate_series(50, 150) as s(g);
+         insert into c8 select g from generate_series(1, 10) as s(g);",
+    )
+    .await
+    .unwrap();
+    let plan = shoal_tests::explain(&c, "select count(*) from a join b on a.id = b.id").await;
+    assert!(plan.contains("mode=Partitioned"), "{plan}");
+    assert_eq!(plan.matches("partitioned_by_key").count(), 2, "{plan}");
+    assert!(!plan.contains("Hash([id@"), "{plan}");
+    assert_eq!(
+        texts(&c, "select count(*), sum(w) from a join b on a.id = b.id").await,
+        vec![shoal_tests::row(&["51", "3825"])]
+    );
+    // Key columns in another order than the key's, and extra join keys, still match.
+    let plan = shoal_tests::explain(
+        &c,
+        "select * from p join q on p.y = q.y and p.x = q.x and p.x = q.n",
+    )
+    .await;
+    assert_eq!(plan.matches("partitioned_by_key").count(), 2, "{plan}");
+    // Part of a key, or another partition count: shuffled as usual.
+    for other in [
+        "select * from p join q on p.x = q.x",
+        "select * from a join c8 on a.id = c8.id",
+        "select * from a join b on a.id = b.w",
+    ] {
+        let plan = shoal_tests::explain(&c, other).await;
+        assert!(!plan.contains("partitioned_by_key"), "{other}: {plan}");
+    }
+}

@@ -10,8 +10,9 @@
 //! and then hands it over with a new epoch ([`Catalog::finish_move`]) or gives up
 //! ([`Catalog::cancel_move`]).
 //!
-//! Only tables keyed by a primary key and without secondary indexes move: a secondary index's
-//! entries span the partitions on one node, and hidden row ids are allocated per node.
+//! Tables with secondary indexes do not move: an index's entries span the partitions on one
+//! node (and a unique index is checked there). Tables keyed by a hidden row id move like any
+//! other (ids carry the node that allocated them, so they stay unique wherever rows go).
 
 use crate::{Catalog, CoordError, NodeId, TableDef};
 
@@ -26,9 +27,10 @@ pub struct PartitionMove {
     pub epoch: u64,
 }
 
-/// Whether a table's partitions may change leader.
+/// Whether a table's partitions may change leader: not while it has secondary indexes, whose
+/// entries span the partitions a node leads.
 fn movable(table: &TableDef) -> bool {
-    !table.primary_key.is_empty() && !table.indexes.iter().any(|i| !i.primary)
+    !table.indexes.iter().any(|i| !i.primary)
 }
 
 impl Catalog {
@@ -166,9 +168,17 @@ mod tests {
     fn a_joined_node_takes_partitions_until_leaders_are_even() {
         let mut c = Catalog::default();
         c.create_table(table("a"), 6, &[1, 2]).unwrap();
-        let mut keyless = table("b");
-        keyless.primary_key.clear();
-        c.create_table(keyless, 4, &[1, 2]).unwrap();
+        let mut indexed = table("b");
+        indexed.indexes.push(crate::IndexDef {
+            oid: 0,
+            name: "b_a".into(),
+            columns: vec![0],
+            unique: false,
+            primary: false,
+            constraint_oid: None,
+            descending: Vec::new(),
+        });
+        c.create_table(indexed, 4, &[1, 2]).unwrap();
         // Node 3 joins: 5 each on nodes 1 and 2, none on 3.
         let live = [1, 2, 3];
         let mut moves = Vec::new();
@@ -191,7 +201,7 @@ mod tests {
             vec![2, 2, 2],
             "each moved partition has a new epoch"
         );
-        // Partitions of the table without a primary key stayed.
+        // Partitions of the table with a secondary index stayed.
         let b = c.table("public", "b").unwrap();
         assert!(b.partitions.iter().all(|p| p.leader != 3 && p.epoch == 1));
     }

@@ -38,15 +38,27 @@ pub struct WriteOutcome {
     pub conflicting: Option<RecordBatch>,
 }
 
-/// Hands out hidden row ids for tables without a primary key. Each table's counter starts
-/// after the largest id already stored, so ids stay unique across restarts.
+/// Hands out hidden row ids for tables without a primary key. An id is a sequence number
+/// shifted left by [`NODE_BITS`] with the allocating node's id in the low bits, so that ids of
+/// different nodes never meet when a partition moves to another node. Each table's sequence
+/// starts after the largest id already stored here, so ids stay unique across restarts.
 #[derive(Debug, Default)]
 pub struct RowIdAllocator {
     next: Mutex<HashMap<u32, i64>>,
 }
 
+/// Low bits of a hidden row id that hold the node that allocated it.
+const NODE_BITS: u32 = 16;
+
 impl RowIdAllocator {
-    fn allocate(&self, store: &Store, table: &TableHandle, n: usize) -> Result<i64, ExecError> {
+    fn allocate(
+        &self,
+        store: &Store,
+        table: &TableHandle,
+        node: NodeId,
+        n: usize,
+    ) -> Result<Vec<i64>, ExecError> {
+        let tag = (node % (1 << NODE_BITS)) as i64;
         let mut next = self.next.lock();
         let first = match next.get(&table.id()) {
             Some(v) => *v,
@@ -63,11 +75,13 @@ impl RowIdAllocator {
                         }
                     }
                 }
-                max + 1
+                (max >> NODE_BITS) + 1
             }
         };
         next.insert(table.id(), first + n as i64);
-        Ok(first)
+        Ok((first..first + n as i64)
+            .map(|seq| (seq << NODE_BITS) | tag)
+            .collect())
     }
 }
 
@@ -80,6 +94,9 @@ pub struct TableWriter<'a> {
     local_node: NodeId,
     /// The partitions `local_node` leads, ascending.
     local_partitions: Vec<u32>,
+    /// The local partitions that take new rows of a table keyed by a hidden row id: those
+    /// not moving to another node.
+    open_partitions: Vec<u32>,
 }
 
 impl<'a> TableWriter<'a> {
@@ -97,6 +114,13 @@ impl<'a> TableWriter<'a> {
             .filter(|p| p.leader == local_node)
             .map(|p| p.index)
             .collect();
+        let open_partitions = table
+            .def
+            .partitions
+            .iter()
+            .filter(|p| p.leader == local_node && p.moving_to.is_none())
+            .map(|p| p.index)
+            .collect();
         TableWriter {
             table,
             txn,
@@ -104,6 +128,7 @@ impl<'a> TableWriter<'a> {
             row_ids,
             local_node,
             local_partitions,
+            open_partitions,
         }
     }
 
@@ -129,16 +154,19 @@ impl<'a> TableWriter<'a> {
     }
 
     /// The leader of each row's partition. Rows of a table keyed by a hidden row id go to a
-    /// partition of this node (see [`Self::keys_of`]), or, when it leads none, to the leader
-    /// of the first partition.
+    /// partition of this node that is not moving (see [`Self::keys_of`]), or, when it has
+    /// none, to the leader of the first partition that is not moving.
     pub fn row_leaders(&self, batch: &RecordBatch) -> Result<Vec<NodeId>, ExecError> {
         if self.table.has_hidden_row_id() {
-            let node = match (
-                self.local_partitions.is_empty(),
-                self.table.def.partitions.first(),
-            ) {
-                (true, Some(first)) => first.leader,
-                _ => self.local_node,
+            let partitions = &self.table.def.partitions;
+            let node = match self.open_partitions.is_empty() {
+                false => self.local_node,
+                true => partitions
+                    .iter()
+                    .find(|p| p.moving_to.is_none())
+                    .or(partitions.first())
+                    .map(|p| p.leader)
+                    .unwrap_or(self.local_node),
             };
             return Ok(vec![node; batch.num_rows()]);
         }
@@ -250,11 +278,10 @@ impl<'a> TableWriter<'a> {
     /// The storage key of each row of `batch` (allocating hidden row ids when needed).
     fn keys_of(&self, batch: &RecordBatch) -> Result<Vec<Vec<u8>>, ExecError> {
         let key_columns: Vec<ArrayRef> = if self.table.has_hidden_row_id() {
-            let first = self
-                .row_ids
-                .allocate(self.store, self.table, batch.num_rows())?;
-            let ids: Int64Array = (0..batch.num_rows() as i64).map(|i| first + i).collect();
-            vec![Arc::new(ids)]
+            let ids =
+                self.row_ids
+                    .allocate(self.store, self.table, self.local_node, batch.num_rows())?;
+            vec![Arc::new(Int64Array::from(ids))]
         } else {
             self.table
                 .key_columns
@@ -263,7 +290,7 @@ impl<'a> TableWriter<'a> {
                 .collect()
         };
         let hidden = self.table.has_hidden_row_id();
-        if hidden && self.local_partitions.is_empty() {
+        if hidden && self.open_partitions.is_empty() {
             return Err(ExecError::PartitionsElsewhere {
                 table: self.table.qualified_name(),
                 local_node: self.local_node,
@@ -274,10 +301,10 @@ impl<'a> TableWriter<'a> {
             .map(|row| {
                 let pk = keys::encode_primary_key(&key_columns, row)?;
                 // A hidden row id means nothing to anyone: its row may live in any partition,
-                // so it goes to one this node leads (on a single node: all of them).
+                // so it goes to one this node leads and keeps (on a single node: any).
                 let partition = if hidden {
-                    let local = &self.local_partitions;
-                    local[keys::partition_of(&pk, local.len() as u32) as usize]
+                    let open = &self.open_partitions;
+                    open[keys::partition_of(&pk, open.len() as u32) as usize]
                 } else {
                     let partition = self.table.partition_of_row(&key_columns, row, &pk)?;
                     self.check_leads(partition)?;

@@ -145,3 +145,51 @@ async fn a_joining_node_takes_partitions_while_clients_read_and_write() {
         vec![row(&["100"])]
     );
 }
+
+/// A table keyed by hidden row ids moves too: its rows come along, and the nodes keep adding
+/// rows (each picks a partition it leads and that is not moving) with ids that never meet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_without_a_primary_key_moves_too() {
+    let etcd = Etcd::start();
+    let mut nodes_ = start_nodes(&etcd, 2);
+    let c1 = nodes_[0].connect().await;
+    let c2 = nodes_[1].connect().await;
+    c1.batch_execute("create table events (v int) with (partitions = 4)")
+        .await
+        .unwrap();
+    c1.batch_execute("insert into events select g from generate_series(1, 1000) as s(g)")
+        .await
+        .unwrap();
+    c2.batch_execute("insert into events select g from generate_series(1001, 1010) as s(g)")
+        .await
+        .unwrap();
+    nodes_.push(join(&etcd));
+    let c3 = nodes_[2].connect().await;
+    let started = Instant::now();
+    let led_by_3 = "select count(*) from shoal.partitions where table_name = 'events' \
+                    and leader = 3 and moving_to is null";
+    while texts(&c3, led_by_3).await != vec![row(&["1"])] {
+        assert!(started.elapsed() < Duration::from_secs(90), "nothing moved");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Every node adds rows: to the partitions it leads now (node 3: the one it took).
+    for (c, first) in [(&c1, 2001), (&c2, 3001), (&c3, 4001)] {
+        let sql = format!(
+            "insert into events select g from generate_series({first}, {}) as s(g)",
+            first + 499
+        );
+        loop {
+            match c.batch_execute(&sql).await {
+                Ok(()) => break,
+                Err(e) if retryable(&e) => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(e) => panic!("{sql}: {e:?}"),
+            }
+        }
+    }
+    for c in [&c1, &c2, &c3] {
+        assert_eq!(
+            texts(c, "select count(*), count(distinct v), sum(v) from events").await,
+            vec![row(&["2510", "2510", "5386305"])]
+        );
+    }
+}

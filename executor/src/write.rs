@@ -199,7 +199,7 @@ impl<'a> TableWriter<'a> {
     /// `batch` as it is stored: its constraints checked, its uuids in PostgreSQL's canonical
     /// form (lower case, hyphenated) and its jsonb values in jsonb's, as PostgreSQL prints
     /// whatever form was written.
-    fn checked(&self, batch: &RecordBatch) -> Result<RecordBatch, ExecError> {
+    pub(crate) fn checked(&self, batch: &RecordBatch) -> Result<RecordBatch, ExecError> {
         self.check_constraints(batch)?;
         let mut columns = batch.columns().to_vec();
         let mut changed = false;

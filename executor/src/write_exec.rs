@@ -417,8 +417,20 @@ impl ExecutionPlan for TableWriteExec {
                 .collect::<DfResult<Vec<_>>>()?;
             // Rows other nodes lead go to them, all at once; this node writes its own after.
             let (mut rows, mut sent) = (rows, 0);
+            // RETURNING of an insert whose rows went to several nodes: every row as it is
+            // stored, in the statement's order (forwarded inserts have no ON CONFLICT, so all
+            // of them are written or the statement fails).
+            let mut returned_in_order = None;
             if let (WriteKind::Insert(action), Some(forward)) = (kind, &forward) {
                 let writer = TableWriter::new(&table, &txn, &store, &row_ids, local_node);
+                if returning.is_some() {
+                    let checked = rows
+                        .iter()
+                        .map(|r| writer.checked(r))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                    returned_in_order = Some(checked);
+                }
                 let mut by_leader = rows_by_leader(&writer, rows)?;
                 let mine = by_leader.remove(&local_node).unwrap_or_default();
                 let alone = mine.is_empty() && by_leader.len() == 1;
@@ -438,6 +450,7 @@ impl ExecutionPlan for TableWriteExec {
                 rows = mine;
                 batches = rows.clone();
             }
+            let local_returning = returning.clone().filter(|_| returned_in_order.is_none());
             let count = tokio::task::spawn_blocking(move || -> Result<u64, ExecError> {
                 let writer = TableWriter::new(&table, &txn, &store, &row_ids, local_node);
                 // The row key, for UPDATE and DELETE, follows the visible columns.
@@ -463,7 +476,7 @@ impl ExecutionPlan for TableWriteExec {
                     if let (Some(sink), Some(c)) = (&conflicts, written.conflicting) {
                         sink.lock().push(c);
                     }
-                    if let Some(sink) = &returning {
+                    if let Some(sink) = &local_returning {
                         sink.lock().extend(written.written);
                     }
                 }
@@ -472,6 +485,9 @@ impl ExecutionPlan for TableWriteExec {
             .await
             .map_err(|e| DataFusionError::External(Box::new(ExecError::TaskFailed(e.to_string()))))?
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            if let (Some(sink), Some(rows)) = (&returning, returned_in_order) {
+                sink.lock().extend(rows);
+            }
             count_batch(count + sent)
         };
         Ok(Box::pin(RecordBatchStreamAdapter::new(

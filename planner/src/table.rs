@@ -547,13 +547,15 @@ impl ShoalTable {
         kind: WriteKind,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let options = dml_options(state);
-        let forwardable = matches!(
-            kind,
-            WriteKind::Insert(ConflictAction::Error | ConflictAction::DoNothing)
-                | WriteKind::Update
-                | WriteKind::Delete
-        ) && options.returning.is_none()
-            && options.conflicts.is_none();
+        // RETURNING travels back only for inserts that write every row or fail (their rows
+        // are known here); other nodes' UPDATE, DELETE and DO NOTHING send back counts.
+        let forwardable = match kind {
+            WriteKind::Insert(ConflictAction::Error) => true,
+            WriteKind::Insert(ConflictAction::DoNothing)
+            | WriteKind::Update
+            | WriteKind::Delete => options.returning.is_none(),
+            _ => false,
+        } && options.conflicts.is_none();
         let forward = self
             .remote
             .clone()

@@ -120,6 +120,22 @@ def schema_statements():
     return [s.strip() for s in text.split(";") if s.strip()]
 
 
+# Shoal's physical design: lineitem is partitioned by its order (and partsupp by its part), so
+# that their joins with orders (and part) run partition by partition, without a shuffle and,
+# in a cluster, at the partitions' leaders.
+SHOAL_PARTITION_KEYS = {"lineitem": "l_orderkey", "partsupp": "ps_partkey"}
+
+
+def shoal_schema_statements():
+    statements = []
+    for statement in schema_statements():
+        table = statement.split()[2]
+        if table in SHOAL_PARTITION_KEYS:
+            statement += f" WITH (partition_key = '{SHOAL_PARTITION_KEYS[table]}')"
+        statements.append(statement)
+    return statements
+
+
 def count_rows(path: Path):
     with open(path, "rb") as f:
         return sum(buf.count(b"\n") for buf in iter(lambda: f.read(1 << 20), b"")) - 1
@@ -128,8 +144,9 @@ def count_rows(path: Path):
 def copy_load(server, files):
     """Creates the TPC-H tables and loads each with COPY FROM STDIN (CSV), timing each table."""
     results = []
+    statements = shoal_schema_statements() if server.name == "Shoal" else schema_statements()
     with server.connect() as c:
-        for statement in schema_statements():
+        for statement in statements:
             c.execute(statement)
         for table in TPCH_TABLES:
             path = files[table]

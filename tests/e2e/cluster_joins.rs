@@ -68,6 +68,20 @@ async fn joins_of_tables_partitioned_alike_run_at_their_leaders() {
         .await
         .unwrap_err();
     assert_eq!(err.code().map(|c| c.code()), Some("42P16"), "{err}");
+    // A UNIQUE constraint is checked where rows are written: across nodes it must include the
+    // partition key, so that equal values share a partition.
+    let err = c1
+        .batch_execute("create table emails (id int primary key, email text unique)")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("0A000"), "{err}");
+    c1.batch_execute(
+        "create table codes (id int, line int, code text, primary key (id, line), \
+             unique (code, id)) with (partition_key = 'id');
+         drop table codes",
+    )
+    .await
+    .unwrap();
     assert_eq!(texts(&c1, LED_APART).await, vec![row(&["0"])]);
 
     let orders: Vec<String> = (1..=ORDERS)

@@ -181,6 +181,71 @@ async fn writes_across_nodes_commit_everywhere_or_nowhere() {
             vec![row(&["10099", &expected_sum.to_string()])]
         );
     }
+
+    // INSERT ... RETURNING over rows of every node hands back every row as stored (uuids in
+    // canonical form, defaults filled in), in the statement's order.
+    clients[0]
+        .batch_execute(
+            "create table tagged (id bigint primary key, u uuid, n int default 7) \
+             with (partitions = 6)",
+        )
+        .await
+        .unwrap();
+    let ids: Vec<i64> = (1..=30).map(|i| (i * 37) % 101).collect();
+    let values: Vec<String> = ids
+        .iter()
+        .map(|i| format!("({i}, 'A0EEBC99-9C0B-4EF8-BB6D-6BB9BD38{i:04}')"))
+        .collect();
+    let returned = texts(
+        &clients[1],
+        &format!(
+            "insert into tagged (id, u) values {} returning id, u, n",
+            values.join(", ")
+        ),
+    )
+    .await;
+    let expected: Vec<Vec<Option<String>>> = ids
+        .iter()
+        .map(|i| {
+            row(&[
+                &i.to_string(),
+                &format!("a0eebc99-9c0b-4ef8-bb6d-6bb9bd38{i:04}"),
+                "7",
+            ])
+        })
+        .collect();
+    assert_eq!(returned, expected);
+    for c in &clients {
+        assert_eq!(
+            texts(c, "select count(*), count(distinct u) from tagged").await,
+            vec![row(&["30", "30"])]
+        );
+    }
+    // ON CONFLICT DO NOTHING ... RETURNING would need other nodes to say which rows they
+    // skipped: refused while rows belong elsewhere, and nothing is written.
+    let err = clients[2]
+        .batch_execute(&format!(
+            "insert into tagged (id) values {} on conflict do nothing returning id",
+            (200..230)
+                .map(|i| format!("({i})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("0A000"), "{err}");
+    assert_eq!(
+        texts(&clients[0], "select count(*) from tagged").await,
+        vec![row(&["30"])]
+    );
+    // TRUNCATE empties the table on every node.
+    clients[2].batch_execute("truncate tagged").await.unwrap();
+    for c in &clients {
+        assert_eq!(
+            texts(c, "select count(*) from tagged").await,
+            vec![row(&["0"])]
+        );
+    }
 }
 
 /// The node running a commit dies right after etcd recorded the decision: the other nodes

@@ -27,6 +27,9 @@ impl Session {
         }
         let if_not_exists = create.if_not_exists;
         let placement = self.node.cluster.live_nodes();
+        if placement.len() > 1 && partitions > 1 {
+            refuse_unique_across_nodes(&table, &unique)?;
+        }
         let result = self.meta.update(&mut |c| {
             c.create_table(table.clone(), partitions, &placement)?;
             // The table is empty: its unique indexes need no entries yet.
@@ -390,6 +393,37 @@ impl Session {
         }
         Ok(Outcome::tag("TRUNCATE TABLE"))
     }
+}
+
+/// A UNIQUE constraint is checked by the node that writes a row, against the rows that node
+/// holds: across nodes it holds only when its columns include the partition key, so that
+/// rows with equal values share a partition (Citus asks the same of distributed tables).
+fn refuse_unique_across_nodes(
+    table: &shoal_coord::TableDef,
+    unique: &[(String, Vec<String>)],
+) -> ServerResult<()> {
+    let key = match table.partition_key.is_empty() {
+        true => &table.primary_key,
+        false => &table.partition_key,
+    };
+    let key_names: Vec<&str> = key
+        .iter()
+        .filter_map(|id| table.columns.iter().find(|c| c.id == *id))
+        .map(|c| c.name.as_str())
+        .collect();
+    for (name, columns) in unique {
+        if key_names.is_empty() || !key_names.iter().all(|k| columns.iter().any(|c| c == k)) {
+            return Err(ServerError::NotSupported(format!(
+                "UNIQUE constraint \"{name}\" on a table spread across nodes: its columns must \
+                 include the partition key ({})",
+                match key_names.is_empty() {
+                    true => "the table has no primary key".to_string(),
+                    false => key_names.join(", "),
+                }
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `name`, or `name1`, `name2`, ... when a relation of the schema has it (as PostgreSQL names

@@ -10,9 +10,10 @@
 //! and then hands it over with a new epoch ([`Catalog::finish_move`]) or gives up
 //! ([`Catalog::cancel_move`]).
 //!
-//! Tables with secondary indexes do not move: an index's entries span the partitions on one
-//! node (and a unique index is checked there). Tables keyed by a hidden row id move like any
-//! other (ids carry the node that allocated them, so they stay unique wherever rows go).
+//! A partition moves with its rows' secondary index entries. Tables with a unique index that
+//! leaves out the partition key do not move: such an index is checked on one node, against
+//! the rows there. Tables keyed by a hidden row id move like any other (ids carry the node
+//! that allocated them, so they stay unique wherever rows go).
 
 use crate::{Catalog, CoordError, NodeId, TableDef};
 
@@ -27,10 +28,19 @@ pub struct PartitionMove {
     pub epoch: u64,
 }
 
-/// Whether a table's partitions may change leader: not while it has secondary indexes, whose
-/// entries span the partitions a node leads.
+/// Whether a table's partitions may change leader: a unique index is checked against the
+/// entries of the node writing a row, which hold for the whole table only while equal values
+/// share a partition, that is, while the index's columns include the partition key.
 fn movable(table: &TableDef) -> bool {
-    !table.indexes.iter().any(|i| !i.primary)
+    let key = match table.partition_key.is_empty() {
+        true => &table.primary_key,
+        false => &table.partition_key,
+    };
+    table
+        .indexes
+        .iter()
+        .filter(|i| i.unique && !i.primary)
+        .all(|i| !key.is_empty() && key.iter().all(|c| i.columns.contains(c)))
 }
 
 impl Catalog {
@@ -169,11 +179,12 @@ mod tests {
         let mut c = Catalog::default();
         c.create_table(table("a"), 6, &[1, 2]).unwrap();
         let mut indexed = table("b");
+        indexed.primary_key.clear();
         indexed.indexes.push(crate::IndexDef {
             oid: 0,
             name: "b_a".into(),
             columns: vec![0],
-            unique: false,
+            unique: true,
             primary: false,
             constraint_oid: None,
             descending: Vec::new(),
@@ -201,7 +212,8 @@ mod tests {
             vec![2, 2, 2],
             "each moved partition has a new epoch"
         );
-        // Partitions of the table with a secondary index stayed.
+        // Partitions of the table with a unique index that cannot be checked across nodes
+        // stayed.
         let b = c.table("public", "b").unwrap();
         assert!(b.partitions.iter().all(|p| p.leader != 3 && p.epoch == 1));
     }

@@ -161,6 +161,18 @@ impl FragmentExec {
     ) -> DfResult<Option<FragmentExec>> {
         if let Some(scan) = scan_leaf(&subtree) {
             if scan.table_partitions().is_none() {
+                // An index lookup reads every partition here: fine while this node leads
+                // them all (the planner looks up an index only then).
+                let local = remote.local_node();
+                if scan
+                    .table()
+                    .def
+                    .partitions
+                    .iter()
+                    .all(|p| p.leader == local)
+                {
+                    return Ok(None);
+                }
                 return Err(DataFusionError::NotImplemented(
                     "index lookups over partitions led by several nodes".into(),
                 ));

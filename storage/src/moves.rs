@@ -125,7 +125,8 @@ impl Store {
         self.writers.lock().closed.remove(&(table, partition));
     }
 
-    /// Up to [`COPY_PAGE`] committed entries (rows and log entries) of a partition, after
+    /// Up to [`COPY_PAGE`] committed entries (log entries, rows and the index entries of its
+    /// rows) of a partition, after
     /// `after` when given, in key order.
     pub fn partition_entries(
         &self,
@@ -134,7 +135,7 @@ impl Store {
         after: Option<&[u8]>,
     ) -> Result<Vec<Entry>> {
         let mut page = Vec::new();
-        for (start, end) in partition_ranges(table, partition) {
+        for (start, end, index_entries) in partition_ranges(table, partition) {
             if after.is_some_and(|a| a >= end.as_slice()) {
                 continue;
             }
@@ -152,7 +153,9 @@ impl Store {
             }
             while it.valid() && page.len() < COPY_PAGE {
                 if let (Some(k), Some(v)) = (it.key(), it.value()) {
-                    page.push((k.to_vec(), v.to_vec()));
+                    if !index_entries || names_row_of(v, table, partition) {
+                        page.push((k.to_vec(), v.to_vec()));
+                    }
                 }
                 it.next();
             }
@@ -176,29 +179,64 @@ impl Store {
         Ok(())
     }
 
-    /// Removes every row and log entry of a partition, outside any transaction (after the
+    /// Removes every row, log entry and index entry of a partition, outside any transaction (after the
     /// partition moved to another node, or to clear a copy that did not complete), and lets
     /// it take writers again (for when it comes back).
     pub fn drop_partition_data(&self, table: u32, partition: u32) -> Result<()> {
         self.forget_log_position(table, partition);
-        for (start, end) in partition_ranges(table, partition) {
-            self.delete_range(&start, &end)?;
+        for (start, end, index_entries) in partition_ranges(table, partition) {
+            if !index_entries {
+                self.delete_range(&start, &end)?;
+                continue;
+            }
+            // Index entries of all partitions share one range: only this one's go.
+            let mut ro = ReadOptions::default();
+            ro.set_iterate_upper_bound(end.clone());
+            let mut it = self.db().raw_iterator_opt(ro);
+            it.seek(&start);
+            let mut batch = WriteBatchWithTransaction::<true>::default();
+            while it.valid() {
+                if let (Some(k), Some(v)) = (it.key(), it.value()) {
+                    if names_row_of(v, table, partition) {
+                        batch.delete(k);
+                    }
+                }
+                it.next();
+            }
+            it.status()?;
+            let mut options = WriteOptions::default();
+            options.set_sync(self.options.sync_commits);
+            self.db().write_opt(batch, &options)?;
         }
         self.reopen_partition(table, partition);
         Ok(())
     }
 }
 
-/// The key ranges of a partition in key order: its log (`'l'`), then its rows (`'r'`).
-fn partition_ranges(table: u32, partition: u32) -> [(Vec<u8>, Vec<u8>); 2] {
+/// Whether an index entry's value (a row key) names a row of `partition`.
+fn names_row_of(value: &[u8], table: u32, partition: u32) -> bool {
+    keys::partition_of_key(value) == Some((table, partition))
+}
+
+/// The key ranges of a partition in key order, each flagged when it holds the index entries
+/// of every partition of the table (whose values say which partition each belongs to): its
+/// log (`'l'`), its rows (`'r'`), then the table's index entries (`'x'`).
+fn partition_ranges(table: u32, partition: u32) -> [(Vec<u8>, Vec<u8>, bool); 3] {
     [
         (
             keys::log_start(table, partition),
             keys::log_end(table, partition),
+            false,
         ),
         (
             keys::partition_start(table, partition),
             keys::partition_end(table, partition),
+            false,
+        ),
+        (
+            keys::table_indexes_start(table),
+            keys::table_indexes_end(table),
+            true,
         ),
     ]
 }
@@ -217,6 +255,19 @@ mod tests {
             t.put(&keys::row_key(5, 1, &i.to_be_bytes()), b"v").unwrap();
             t.put(&keys::row_key(5, 2, &i.to_be_bytes()), b"w").unwrap();
         }
+        // Index entries of both partitions' rows, in the table's one index range.
+        let entry = |partition: u32, i: u32| {
+            let mut k = keys::index_start(5, 77);
+            k.extend_from_slice(&i.to_be_bytes());
+            k.extend_from_slice(&partition.to_be_bytes());
+            k
+        };
+        for i in 0..3u32 {
+            for p in [1, 2] {
+                t.put(&entry(p, i), &keys::row_key(5, p, &i.to_be_bytes()))
+                    .unwrap();
+            }
+        }
         t.commit().unwrap();
         let (_e, to) = store();
         let mut after: Option<Vec<u8>> = None;
@@ -230,8 +281,11 @@ mod tests {
             to.put_entries(&page).unwrap();
             copied += page.len();
         }
-        // Every row of partition 1 and its one log entry; nothing of partition 2.
-        assert_eq!(copied, COPY_PAGE + 10 + 1);
+        // Every row of partition 1, its one log entry and its rows' index entries; nothing
+        // of partition 2.
+        assert_eq!(copied, COPY_PAGE + 10 + 1 + 3);
+        assert!(to.begin().get(&entry(1, 2)).unwrap().is_some());
+        assert!(to.begin().get(&entry(2, 2)).unwrap().is_none());
         assert_eq!(to.partition_log_position(5, 1).unwrap(), 1);
         assert!(to
             .begin()
@@ -240,6 +294,8 @@ mod tests {
             .is_none());
         from.drop_partition_data(5, 1).unwrap();
         assert!(from.partition_entries(5, 1, None).unwrap().is_empty());
+        assert!(from.begin().get(&entry(1, 0)).unwrap().is_none());
+        assert!(from.begin().get(&entry(2, 0)).unwrap().is_some());
         assert_eq!(
             from.begin()
                 .get(&keys::row_key(5, 2, &9u32.to_be_bytes()))

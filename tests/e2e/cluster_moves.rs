@@ -193,3 +193,45 @@ async fn a_table_without_a_primary_key_moves_too() {
         );
     }
 }
+
+/// A table with a secondary index moves with its rows' index entries, and the index keeps
+/// answering on the node that led the table alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_indexed_table_moves_with_its_index_entries() {
+    let etcd = Etcd::start();
+    let mut nodes_ = start_nodes(&etcd, 1);
+    let c1 = nodes_[0].connect().await;
+    c1.batch_execute(
+        "create table items (id int primary key, cat int, name text) with (partitions = 4);
+         insert into items select g, g % 10, 'n' || g from generate_series(1, 400) as s(g);
+         create index items_cat on items (cat)",
+    )
+    .await
+    .unwrap();
+    let by_cat = "select count(*), sum(id) from items where cat = 3";
+    let plan = shoal_tests::explain(&c1, by_cat).await;
+    assert!(plan.contains("index_lookup"), "{plan}");
+    assert_eq!(texts(&c1, by_cat).await, vec![row(&["40", "7920"])]);
+    nodes_.push(join(&etcd));
+    let c2 = nodes_[1].connect().await;
+    let started = Instant::now();
+    let led_by_2 = "select count(*) from shoal.partitions where table_name = 'items' \
+                    and leader = 2 and moving_to is null";
+    while texts(&c2, led_by_2).await != vec![row(&["2"])] {
+        assert!(started.elapsed() < Duration::from_secs(90), "nothing moved");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for c in [&c1, &c2] {
+        assert_eq!(texts(c, by_cat).await, vec![row(&["40", "7920"])]);
+    }
+    // Writes through either node keep the moved entries in step.
+    c2.batch_execute("update items set cat = 3 where id in (1, 2, 5, 6)")
+        .await
+        .unwrap();
+    c1.batch_execute("delete from items where id in (13, 23)")
+        .await
+        .unwrap();
+    for c in [&c1, &c2] {
+        assert_eq!(texts(c, by_cat).await, vec![row(&["42", "7898"])]);
+    }
+}

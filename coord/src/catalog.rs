@@ -285,30 +285,36 @@ impl Catalog {
         if placement.is_empty() {
             return Err(CoordError::NoLiveNodes);
         }
-        if let Some(leaders) = self.colocated_leaders(partition_count, placement) {
-            table.partitions = leaders
-                .into_iter()
-                .zip(0..)
-                .map(|(leader, index)| PartitionDef {
-                    index,
-                    leader,
-                    followers: Vec::new(),
-                    epoch: 1,
-                    moving_to: None,
-                })
-                .collect();
-            let id = table.id;
-            self.tables.insert(id, table);
-            return Ok(id);
-        }
+        let leaders = self
+            .colocated_leaders(partition_count, placement)
+            .unwrap_or_else(|| self.balanced_leaders(partition_count, placement));
+        table.partitions = leaders
+            .into_iter()
+            .zip(0..)
+            .map(|(leader, index)| PartitionDef {
+                index,
+                leader,
+                followers: Vec::new(),
+                epoch: 1,
+                moving_to: None,
+            })
+            .collect();
+        let id = table.id;
+        self.tables.insert(id, table);
+        Ok(id)
+    }
+
+    /// Leaders for `count` new partitions, each the node of `placement` (not empty) leading
+    /// the fewest partitions so far.
+    fn balanced_leaders(&self, count: u32, placement: &[NodeId]) -> Vec<NodeId> {
         let mut led: BTreeMap<NodeId, usize> = placement.iter().map(|n| (*n, 0)).collect();
         for p in self.tables.values().flat_map(|t| &t.partitions) {
-            if let Some(count) = led.get_mut(&p.leader) {
-                *count += 1;
+            if let Some(n) = led.get_mut(&p.leader) {
+                *n += 1;
             }
         }
-        table.partitions = (0..partition_count)
-            .map(|index| {
+        (0..count)
+            .map(|_| {
                 // Ties go to the lowest id, so placement is deterministic.
                 let leader = placement
                     .iter()
@@ -316,18 +322,9 @@ impl Catalog {
                     .min_by_key(|n| (led[n], *n))
                     .unwrap_or(placement[0]);
                 *led.entry(leader).or_default() += 1;
-                PartitionDef {
-                    index,
-                    leader,
-                    followers: Vec::new(),
-                    epoch: 1,
-                    moving_to: None,
-                }
+                leader
             })
-            .collect();
-        let id = table.id;
-        self.tables.insert(id, table);
-        Ok(id)
+            .collect()
     }
 
     pub fn drop_table(&mut self, schema: &str, name: &str) -> Result<u32, CoordError> {

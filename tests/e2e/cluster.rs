@@ -315,27 +315,11 @@ async fn queries_run_at_the_partition_leaders_and_merge_on_any_node() {
     assert!(fragment < filter, "the filter is in the fragment:\n{plan}");
 
     // Only partial results travel: at most one row per group from each remote partition.
-    let analyzed: Vec<String> = texts(
-        &clients[0],
-        "explain analyze select k, count(*) from t group by k",
-    )
-    .await
-    .into_iter()
-    .map(|r| r[0].clone().unwrap_or_default())
-    .collect();
-    let line = analyzed
-        .iter()
-        .find(|l| l.contains("FragmentExec"))
-        .unwrap_or_else(|| panic!("{analyzed:?}"));
-    let shipped: usize = line
-        .split("output_rows=")
-        .nth(1)
-        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no output_rows in {line}"));
+    let analyzed = explain(&clients[0], "analyze select k, count(*) from t group by k").await;
+    let shipped = shoal_tests::fragment_output_rows(&analyzed);
     assert!(
         shipped > 0 && shipped <= 6 * 5,
-        "{shipped} rows shipped: {line}"
+        "{shipped} rows shipped: {analyzed}"
     );
 
     // /metrics counts what came back from other nodes, by statement kind.

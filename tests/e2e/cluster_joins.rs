@@ -156,17 +156,11 @@ async fn joins_of_tables_partitioned_alike_run_at_their_leaders() {
     );
     // Only partial aggregates travel: at most one row per status from each partition.
     let analyzed = explain(&c1, &format!("analyze {BY_STATUS}")).await;
-    let line = analyzed
-        .lines()
-        .find(|l| l.contains("FragmentExec"))
-        .unwrap_or_else(|| panic!("{analyzed}"));
-    let shipped: usize = line
-        .split("output_rows=")
-        .nth(1)
-        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no output_rows in {line}"));
-    assert!(shipped > 0 && shipped <= 6 * 3, "{shipped} rows: {line}");
+    let shipped = shoal_tests::fragment_output_rows(&analyzed);
+    assert!(
+        shipped > 0 && shipped <= 6 * 3,
+        "{shipped} rows: {analyzed}"
+    );
 
     // A fourth node takes a partition of each table, one after the other; joins read
     // through the first node all along stay right, also while the two are led apart.

@@ -146,6 +146,22 @@ async fn a_joining_node_takes_partitions_while_clients_read_and_write() {
     );
 }
 
+/// Waits (at most 90 s) until `node` leads `count` partitions of `table`, none of them moving.
+async fn wait_until_led(c: &tokio_postgres::Client, table: &str, node: u64, count: usize) {
+    let started = Instant::now();
+    let led = format!(
+        "select count(*) from shoal.partitions where table_name = '{table}' \
+         and leader = {node} and moving_to is null"
+    );
+    while texts(c, &led).await != vec![row(&[&count.to_string()])] {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "node {node} did not take {count} partitions of {table}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// A table keyed by hidden row ids moves too: its rows come along, and the nodes keep adding
 /// rows (each picks a partition it leads and that is not moving) with ids that never meet.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,13 +181,7 @@ async fn a_table_without_a_primary_key_moves_too() {
         .unwrap();
     nodes_.push(join(&etcd));
     let c3 = nodes_[2].connect().await;
-    let started = Instant::now();
-    let led_by_3 = "select count(*) from shoal.partitions where table_name = 'events' \
-                    and leader = 3 and moving_to is null";
-    while texts(&c3, led_by_3).await != vec![row(&["1"])] {
-        assert!(started.elapsed() < Duration::from_secs(90), "nothing moved");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_until_led(&c3, "events", 3, 1).await;
     // Every node adds rows: to the partitions it leads now (node 3: the one it took).
     for (c, first) in [(&c1, 2001), (&c2, 3001), (&c3, 4001)] {
         let sql = format!(
@@ -214,13 +224,7 @@ async fn an_indexed_table_moves_with_its_index_entries() {
     assert_eq!(texts(&c1, by_cat).await, vec![row(&["40", "7920"])]);
     nodes_.push(join(&etcd));
     let c2 = nodes_[1].connect().await;
-    let started = Instant::now();
-    let led_by_2 = "select count(*) from shoal.partitions where table_name = 'items' \
-                    and leader = 2 and moving_to is null";
-    while texts(&c2, led_by_2).await != vec![row(&["2"])] {
-        assert!(started.elapsed() < Duration::from_secs(90), "nothing moved");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_until_led(&c2, "items", 2, 2).await;
     for c in [&c1, &c2] {
         assert_eq!(texts(c, by_cat).await, vec![row(&["40", "7920"])]);
     }

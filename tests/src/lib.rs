@@ -202,6 +202,20 @@ pub async fn explain(c: &tokio_postgres::Client, sql: &str) -> String {
         .join("\n")
 }
 
+/// The rows the first `FragmentExec` of an `EXPLAIN ANALYZE` output (its lines as one text)
+/// received from the nodes that ran it.
+pub fn fragment_output_rows(analyzed: &str) -> usize {
+    let line = analyzed
+        .lines()
+        .find(|l| l.contains("FragmentExec"))
+        .unwrap_or_else(|| panic!("no fragment in {analyzed}"));
+    line.split("output_rows=")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no output_rows in {line}"))
+}
+
 pub async fn texts(c: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Option<String>>> {
     c.simple_query(sql)
         .await

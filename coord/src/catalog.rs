@@ -430,6 +430,15 @@ impl Catalog {
 }
 
 impl TableDef {
+    /// Column ids whose values decide a row's partition: the named partition key, or else
+    /// the primary key (empty for a table keyed by hidden row ids).
+    pub fn partition_columns(&self) -> &[u32] {
+        match self.partition_key.is_empty() {
+            true => &self.primary_key,
+            false => &self.partition_key,
+        }
+    }
+
     /// Columns a query sees, in declaration order (dropped ones hidden).
     pub fn visible_columns(&self) -> impl Iterator<Item = &ColumnDef> {
         self.columns.iter().filter(|c| !c.dropped)

@@ -32,10 +32,7 @@ pub struct PartitionMove {
 /// entries of the node writing a row, which hold for the whole table only while equal values
 /// share a partition, that is, while the index's columns include the partition key.
 fn movable(table: &TableDef) -> bool {
-    let key = match table.partition_key.is_empty() {
-        true => &table.primary_key,
-        false => &table.partition_key,
-    };
+    let key = table.partition_columns();
     table
         .indexes
         .iter()

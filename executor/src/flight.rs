@@ -294,16 +294,15 @@ impl FlightService for FragmentService {
         let ticket = request.into_inner().ticket;
         let (header, plan) = decode_ticket(&ticket)?;
         let catalog = self.meta.catalog();
-        let led = catalog
-            .table_by_id(header.table_id)
-            .and_then(|t| t.partitions.get(header.partition as usize))
-            .filter(|p| p.leader == self.local_node && p.epoch == header.epoch);
-        let leads_also = header.also.iter().all(|(table, epoch)| {
+        // The partition of `table` this node leads at `epoch`, if it does.
+        let led_at = |table: u32, epoch: u64| {
             catalog
-                .table_by_id(*table)
+                .table_by_id(table)
                 .and_then(|t| t.partitions.get(header.partition as usize))
-                .is_some_and(|p| p.leader == self.local_node && p.epoch == *epoch)
-        });
+                .filter(|p| p.leader == self.local_node && p.epoch == epoch)
+        };
+        let led = led_at(header.table_id, header.epoch);
+        let leads_also = header.also.iter().all(|(t, e)| led_at(*t, *e).is_some());
         if led.is_none() || header.leader != self.local_node || !leads_also {
             return Err(Status::failed_precondition(format!(
                 "node {} does not lead partition {} of table {} at epoch {}",

@@ -89,13 +89,12 @@ impl TableHandle {
             .iter()
             .filter_map(|id| visible.iter().position(|slot| *slot == *id as usize))
             .collect();
-        let partition_key = (!def.partition_key.is_empty() && def.partition_key != def.primary_key)
-            .then(|| {
-                def.partition_key
-                    .iter()
-                    .filter_map(|id| def.primary_key.iter().position(|k| k == id))
-                    .collect()
-            });
+        let partition_key = (def.partition_columns() != def.primary_key).then(|| {
+            def.partition_key
+                .iter()
+                .filter_map(|id| def.primary_key.iter().position(|k| k == id))
+                .collect()
+        });
         let secondary_indexes = def
             .indexes
             .iter()

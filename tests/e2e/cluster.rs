@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use shoal_coord::{ClusterConfig, EtcdCluster};
 use shoal_tests::cluster::{join, start_nodes, Etcd, LEASE_TTL_SECS};
-use shoal_tests::{row, texts};
+use shoal_tests::{explain, row, texts};
 
 /// `shoal.nodes` as one node sees it: (id, state, coordinator, local).
 async fn nodes(c: &tokio_postgres::Client) -> Vec<(String, String, String, String)> {
@@ -160,16 +160,6 @@ async fn nodes_share_one_catalog_and_place_partitions_across_each_other() {
         texts(c, "select count(*) from solo").await,
         vec![row(&["3"])]
     );
-}
-
-/// The lines of `EXPLAIN <query>`, as one text.
-async fn explain(c: &tokio_postgres::Client, query: &str) -> String {
-    texts(c, &format!("explain {query}"))
-        .await
-        .into_iter()
-        .map(|r| r[0].clone().unwrap_or_default())
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// Inserts `(id, id % 5, 'v<id>')` for every id through `c`, one autocommit statement each

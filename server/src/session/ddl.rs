@@ -402,11 +402,8 @@ fn refuse_unique_across_nodes(
     table: &shoal_coord::TableDef,
     unique: &[(String, Vec<String>)],
 ) -> ServerResult<()> {
-    let key = match table.partition_key.is_empty() {
-        true => &table.primary_key,
-        false => &table.partition_key,
-    };
-    let key_names: Vec<&str> = key
+    let key_names: Vec<&str> = table
+        .partition_columns()
         .iter()
         .filter_map(|id| table.columns.iter().find(|c| c.id == *id))
         .map(|c| c.name.as_str())

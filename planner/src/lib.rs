@@ -42,6 +42,7 @@ mod push_to_leaders;
 mod reg_output;
 mod regex_functions;
 mod relation_functions;
+mod row_writes;
 mod system;
 mod table;
 mod to_char;
@@ -56,6 +57,7 @@ pub use functions::{register_session_functions, SessionInfo};
 pub use naming::DUPLICATE_NAME_SUFFIX;
 pub use pg_overlay::{ActivityRow, ActivitySource};
 pub use point_select::PointSelect;
+pub use row_writes::{plan_row_writes, RowWriteTable};
 pub use table::{DmlOptions, ShoalTable, StatementTxn, DML_TABLE_PREFIX};
 pub use updatable_views::through_view;
 

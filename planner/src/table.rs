@@ -11,15 +11,12 @@ use async_trait::async_trait;
 use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::DFSchema;
 use datafusion::common::ScalarValue;
-use datafusion::common::{Column, DFSchema};
 use datafusion::datasource::TableType;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::logical_expr::dml::InsertOp;
-use datafusion::logical_expr::ExprSchemable;
 use datafusion::logical_expr::{Expr, Operator, TableProviderFilterPushDown};
-use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::ExecutionPlan;
 use shoal_coord::{NodeId, TableDef};
@@ -57,7 +54,7 @@ pub struct DmlOptions {
     pub autocommit: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ShoalTable {
     handle: TableHandle,
     /// The node planning the statement.
@@ -86,17 +83,6 @@ fn dml_options(state: &dyn Session) -> DmlOptions {
         .get_extension::<DmlOptions>()
         .map(|o| o.as_ref().clone())
         .unwrap_or_default()
-}
-
-/// Drops table qualifiers so that expressions bind to the scan's unqualified schema.
-fn unqualify(e: Expr) -> DfResult<Expr> {
-    e.transform(|e| {
-        Ok(match e {
-            Expr::Column(c) => Transformed::yes(Expr::Column(Column::new_unqualified(c.name))),
-            other => Transformed::no(other),
-        })
-    })
-    .map(|t| t.data)
 }
 
 impl ShoalTable {
@@ -130,6 +116,29 @@ impl ShoalTable {
             row_ids,
             defaults: HashMap::new(),
         }
+    }
+
+    /// This table read with each row's storage key after the visible columns (the input of
+    /// UPDATE and DELETE).
+    pub(crate) fn with_row_keys(&self) -> ShoalTable {
+        let mut keyed = ShoalTable::new(
+            self.handle.def.clone(),
+            self.local_node,
+            self.remote.clone(),
+            self.store.clone(),
+            self.row_ids.clone(),
+            true,
+        );
+        keyed.defaults = self.defaults.clone();
+        keyed
+    }
+
+    pub(crate) fn id(&self) -> u32 {
+        self.handle.id()
+    }
+
+    pub(crate) fn visible_fields(&self) -> datafusion::arrow::datatypes::Fields {
+        self.handle.schema.fields().clone()
     }
 
     /// Parses the columns' DEFAULT expressions with `ctx` (once per table lookup).
@@ -450,86 +459,9 @@ impl TableProvider for ShoalTable {
         };
         self.writer(state, input, WriteKind::Insert(action))
     }
-
-    async fn delete_from(
-        &self,
-        state: &dyn Session,
-        filters: Vec<Expr>,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let (rows, _) = self.rows_matching(state, &filters).await?;
-        self.writer(state, rows, WriteKind::Delete)
-    }
-
-    async fn update(
-        &self,
-        state: &dyn Session,
-        assignments: Vec<(String, Expr)>,
-        filters: Vec<Expr>,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let (rows, df_schema) = self.rows_matching(state, &filters).await?;
-        let mut exprs = Vec::with_capacity(self.handle.schema.fields().len() + 1);
-        for (i, field) in self.handle.schema.fields().iter().enumerate() {
-            let expr = match assignments.iter().find(|(name, _)| name == field.name()) {
-                Some((_, e)) => {
-                    let e = unqualify(e.clone())?.cast_to(field.data_type(), &df_schema)?;
-                    state.create_physical_expr(e, &df_schema)?
-                }
-                None => Arc::new(datafusion::physical_expr::expressions::Column::new(
-                    field.name(),
-                    i,
-                )) as Arc<dyn datafusion::physical_expr::PhysicalExpr>,
-            };
-            exprs.push((expr, field.name().clone()));
-        }
-        let key_index = self.handle.schema.fields().len();
-        exprs.push((
-            Arc::new(datafusion::physical_expr::expressions::Column::new(
-                ROW_KEY_COLUMN,
-                key_index,
-            )),
-            ROW_KEY_COLUMN.to_string(),
-        ));
-        let projected = Arc::new(ProjectionExec::try_new(exprs, rows)?);
-        self.writer(state, projected, WriteKind::Update)
-    }
 }
 
 impl ShoalTable {
-    /// Scan of every visible column plus the row key, narrowed by `filters`: the input of
-    /// UPDATE and DELETE.
-    async fn rows_matching(
-        &self,
-        state: &dyn Session,
-        filters: &[Expr],
-    ) -> DfResult<(Arc<dyn ExecutionPlan>, DFSchema)> {
-        let txn = statement_txn(state)?;
-        let filters: Vec<Expr> = filters
-            .iter()
-            .cloned()
-            .map(unqualify)
-            .collect::<DfResult<_>>()?;
-        let lookups = self.key_values(&filters).and_then(|v| self.lookups(v));
-        let visible = self.handle.schema.fields().len();
-        let scan: Arc<dyn ExecutionPlan> = Arc::new(PartitionScanExec::new(
-            self.handle.clone(),
-            txn,
-            (0..self.handle.partition_count()).collect(),
-            lookups,
-            (0..visible).collect(),
-            true,
-            None,
-        ));
-        let df_schema = DFSchema::try_from(scan.schema().as_ref().clone())?;
-        let plan = match filters.into_iter().reduce(|a, b| a.and(b)) {
-            Some(predicate) => {
-                let predicate = state.create_physical_expr(predicate, &df_schema)?;
-                Arc::new(FilterExec::try_new(predicate, scan)?) as Arc<dyn ExecutionPlan>
-            }
-            None => scan,
-        };
-        Ok((plan, df_schema))
-    }
-
     /// Of `partitions`, those another node leads, as `partition (node N)`.
     fn led_elsewhere(&self, partitions: &[u32]) -> Vec<String> {
         partitions

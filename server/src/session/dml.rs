@@ -103,11 +103,12 @@ impl Session {
         let (stmt, _, _) = strip_dml_extras(stmt)?;
         let txn = Arc::new(self.node.store.begin());
         let state = self.statement_state(txn, DmlOptions::default());
-        Ok(state
+        let plan = state
             .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
                 stmt,
             )))
-            .await?)
+            .await?;
+        Ok(shoal_planner::plan_row_writes(plan)?)
     }
 
     /// The columns `plan` returns once run. A freshly planned statement's schema is taken
@@ -165,6 +166,7 @@ impl Session {
                 stmt,
             )))
             .await?;
+        let plan = shoal_planner::plan_row_writes(plan)?;
         let plan = match params {
             Some(p) => plan.with_param_values(p)?,
             None => plan,

@@ -38,20 +38,20 @@ use shoal_storage::Store;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::forwarded_writes::InsertHeader;
+use crate::forwarded_writes::{RowsHeader, StatementHeader, Written};
 use crate::fragment_codec::FragmentCodec;
 use crate::fragment_exec::scan_leaf;
 use crate::partition_moves::partition_copy;
-use crate::two_phase::{Parts, SpanningTxn, ABORT_ACTION, COMMIT_ACTION, PREPARE_ACTION};
+use crate::routed_writes::write_rows;
+use crate::two_phase::{PartRef, Parts, SpanningTxn, ABORT_ACTION, COMMIT_ACTION, PREPARE_ACTION};
 use crate::{ExecError, RowIdAllocator, TableHandle, TableWriter};
 
 /// Largest Flight message either side accepts (batches are split well below it).
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 const SQLSTATE_HEADER: &str = "x-shoal-sqlstate";
-/// The action that runs another node's autocommit UPDATE or DELETE here.
+/// The action that runs another node's UPDATE or DELETE here (see
+/// [`crate::forwarded_writes`]).
 pub(crate) const WRITE_ACTION: &str = "write";
-/// The same inside a part of the other node's transaction (committed with it).
-pub(crate) const WRITE_IN_PART_ACTION: &str = "write_in_part";
 /// Every request carries the cluster's secret: the Flight port serves no one else.
 const SECRET_HEADER: &str = "x-shoal-cluster-secret";
 /// Attempts to reach a partition's leader before giving up (backoff doubles from 50 ms).
@@ -72,7 +72,7 @@ pub(crate) struct TicketHeader {
     /// The transaction whose part (on the leader) the fragment reads through, so that a
     /// transaction sees the rows it wrote there.
     #[serde(default)]
-    part: Option<String>,
+    part: Option<PartRef>,
     /// Not a fragment: the partition's stored entries, for the node it moves to.
     #[serde(default)]
     copy: bool,
@@ -114,7 +114,7 @@ pub(crate) fn frame(header: &[u8], payload: &[u8]) -> Vec<u8> {
     framed
 }
 
-fn unframe(framed: &[u8]) -> Option<(&[u8], &[u8])> {
+pub(crate) fn unframe(framed: &[u8]) -> Option<(&[u8], &[u8])> {
     let len = framed
         .get(..4)
         .and_then(|b| <[u8; 4]>::try_from(b).ok())
@@ -134,11 +134,18 @@ fn decode_ticket(ticket: &[u8]) -> Result<(TicketHeader, &[u8]), Status> {
     Ok((header, plan))
 }
 
-/// A statement for a transaction's part: the part's id and the plan.
-fn decode_framed(body: &[u8]) -> Result<(String, &[u8]), Status> {
-    let (id, plan) =
-        unframe(body).ok_or_else(|| Status::invalid_argument("malformed statement"))?;
-    Ok((String::from_utf8_lossy(id).into_owned(), plan))
+/// A statement sent to run here: its header and the plan.
+fn decode_statement(body: &[u8]) -> Result<(StatementHeader, &[u8]), Status> {
+    let bad = || Status::invalid_argument("malformed statement");
+    let (header, plan) = unframe(body).ok_or_else(bad)?;
+    Ok((serde_json::from_slice(header).map_err(|_| bad())?, plan))
+}
+
+/// A leader's answer to a forwarded write, as the messages of its response.
+fn answer_messages(written: Written) -> Result<Vec<Vec<u8>>, Status> {
+    written
+        .into_messages()
+        .map_err(|e| Status::internal(e.to_string()))
 }
 
 /// The receiving side: runs fragments for the partitions this node leads.
@@ -323,8 +330,8 @@ impl FlightService for FragmentService {
                 .map_err(Status::from);
             return Ok(Response::new(Box::pin(flight)));
         }
-        let txn = match header.part.as_deref().and_then(|id| self.parts.reading(id)) {
-            Some(txn) => txn,
+        let txn = match &header.part {
+            Some(part) => self.parts.txn_for(part).map_err(|e| self.exec_status(e))?,
             None => Arc::new(self.store.begin()),
         };
         let task = self.task_context()?;
@@ -390,8 +397,9 @@ impl FlightService for FragmentService {
         unsupported("GetSchema")
     }
 
-    /// Rows another node's autocommit INSERT sent here, because this node leads all their
-    /// partitions: inserted and committed in a transaction of this node.
+    /// Rows another node sent here to insert, update or delete, because this node leads
+    /// their partitions: written in a part of the sender's transaction, or in a transaction
+    /// of this node committed at once.
     async fn do_put(
         &self,
         request: Request<Streaming<FlightData>>,
@@ -401,12 +409,12 @@ impl FlightService for FragmentService {
         let first = incoming
             .message()
             .await?
-            .ok_or_else(|| Status::invalid_argument("empty insert"))?;
-        let header: InsertHeader = first
+            .ok_or_else(|| Status::invalid_argument("empty write"))?;
+        let header: RowsHeader = first
             .flight_descriptor
             .as_ref()
             .and_then(|d| serde_json::from_slice(&d.cmd).ok())
-            .ok_or_else(|| Status::invalid_argument("insert without a header"))?;
+            .ok_or_else(|| Status::invalid_argument("write without a header"))?;
         let flight = futures::stream::once(async { Ok(first) })
             .chain(incoming)
             .map_err(FlightError::from);
@@ -420,28 +428,30 @@ impl FlightService for FragmentService {
             .ok_or_else(|| Status::failed_precondition("table not in this node's catalog"))?;
         let table = TableHandle::new(Arc::new(def.clone()));
         let part = match &header.part {
-            Some(id) => Some(self.parts.txn_for(id).map_err(|e| self.exec_status(e))?),
+            Some(part) => Some(self.parts.txn_for(part).map_err(|e| self.exec_status(e))?),
             None => None,
         };
         let (store, row_ids, local) = (self.store.clone(), self.row_ids.clone(), self.local_node);
-        let inserted = tokio::task::spawn_blocking(move || -> Result<u64, ExecError> {
+        let written = tokio::task::spawn_blocking(move || -> Result<Written, ExecError> {
             let txn = part.clone().unwrap_or_else(|| Arc::new(store.begin()));
             let writer = TableWriter::new(&table, &txn, &store, &row_ids, local);
-            let mut count = 0;
-            for batch in &batches {
-                count += writer.insert(batch, header.action.into())?.rows;
-            }
+            let written = write_rows(&writer, &table, header.write, &batches, header.returning)?;
             if part.is_none() {
                 txn.commit()?;
             }
-            Ok(count)
+            Ok(written)
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?
         .map_err(|e| self.exec_status(stale_routing(e)))?;
-        Ok(single(PutResult {
-            app_metadata: inserted.to_le_bytes().to_vec().into(),
-        }))
+        let messages = answer_messages(written)?;
+        Ok(Response::new(Box::pin(futures::stream::iter(
+            messages.into_iter().map(|m| {
+                Ok(PutResult {
+                    app_metadata: m.into(),
+                })
+            }),
+        ))))
     }
 
     async fn do_exchange(
@@ -465,7 +475,7 @@ impl FlightService for FragmentService {
             }));
         }
         let outcome = match action.r#type.as_str() {
-            WRITE_ACTION | WRITE_IN_PART_ACTION => None,
+            WRITE_ACTION => None,
             PREPARE_ACTION => Some(None),
             COMMIT_ACTION => Some(Some(true)),
             ABORT_ACTION => Some(Some(false)),
@@ -483,22 +493,19 @@ impl FlightService for FragmentService {
             .map_err(|e| self.exec_status(e))?;
             return Ok(single(arrow_flight::Result::default()));
         }
-        let (part, plan) = if action.r#type == WRITE_IN_PART_ACTION {
-            let (id, plan) = decode_framed(&action.body)?;
-            (Some(id), plan)
-        } else {
-            (None, &action.body[..])
-        };
-        let txn = match &part {
-            Some(id) => self.parts.txn_for(id).map_err(|e| self.exec_status(e))?,
+        let (header, plan) = decode_statement(&action.body)?;
+        let txn = match &header.part {
+            Some(part) => self.parts.txn_for(part).map_err(|e| self.exec_status(e))?,
             None => Arc::new(self.store.begin()),
         };
+        let returned = header.returning.then(crate::ReturningSink::default);
         let codec = FragmentCodec::write_decoder(
             self.meta.catalog(),
             txn.clone(),
             self.store.clone(),
             self.row_ids.clone(),
             self.local_node,
+            returned.clone(),
         );
         let task = self.task_context()?;
         let statement = codec
@@ -532,15 +539,24 @@ impl FlightService for FragmentService {
             .filter_map(|b| b.column(0).as_any().downcast_ref::<UInt64Array>())
             .flat_map(|c| c.iter().flatten())
             .sum();
-        if part.is_none() {
+        if header.part.is_none() {
             tokio::task::spawn_blocking(move || txn.commit())
                 .await
                 .map_err(|e| Status::internal(e.to_string()))?
                 .map_err(|e| self.exec_status(ExecError::from(e)))?;
         }
-        Ok(single(arrow_flight::Result {
-            body: count.to_le_bytes().to_vec().into(),
-        }))
+        let messages = answer_messages(Written {
+            rows: count,
+            returned: returned
+                .map(|r| r.lock().drain(..).collect())
+                .unwrap_or_default(),
+            conflicting: Vec::new(),
+        })?;
+        Ok(Response::new(Box::pin(futures::stream::iter(
+            messages
+                .into_iter()
+                .map(|m| Ok(arrow_flight::Result { body: m.into() })),
+        ))))
     }
 
     async fn list_actions(
@@ -579,8 +595,9 @@ pub(crate) struct FragmentRequest {
     pub output_partition: usize,
     pub plan: Arc<Vec<u8>>,
     pub gpu_mode: crate::GpuMode,
-    /// The reading transaction (its local id).
+    /// The reading transaction (its local id) and its current statement.
     pub txn_id: u64,
+    pub statement: u64,
 }
 
 impl RemoteFragments {
@@ -598,13 +615,11 @@ impl RemoteFragments {
         })
     }
 
-    /// The id of the part of local transaction `txn_id` that `node` holds, if it holds one.
-    fn part_at(&self, txn_id: u64, node: NodeId) -> Option<String> {
-        self.spanning
-            .lock()
-            .get(&txn_id)
-            .filter(|s| s.parts.lock().contains(&node))
-            .map(|s| s.id.clone())
+    /// The part of local transaction `txn_id` that `node` holds, if it holds one, for the
+    /// transaction's statement `statement`.
+    fn part_at(&self, txn_id: u64, statement: u64, node: NodeId) -> Option<PartRef> {
+        let spanning = self.spanning.lock().get(&txn_id).cloned()?;
+        spanning.use_part(node, statement)
     }
 
     pub fn local_node(&self) -> NodeId {
@@ -715,7 +730,7 @@ impl RemoteFragments {
                 leader,
                 output_partition: request.output_partition,
                 gpu_mode: Some(request.gpu_mode.as_str().to_string()),
-                part: self.part_at(request.txn_id, leader),
+                part: self.part_at(request.txn_id, request.statement, leader),
                 copy: false,
                 also,
             };
@@ -820,7 +835,10 @@ mod tests {
             leader: 5,
             output_partition: 1,
             gpu_mode: Some("on".into()),
-            part: Some("2-1700-9".into()),
+            part: Some(PartRef {
+                id: "2-1700-9".into(),
+                statement: 4,
+            }),
             copy: false,
             also: vec![(16390, 4)],
         };
@@ -832,11 +850,18 @@ mod tests {
         assert_eq!(plan, b"plan bytes");
         assert!(decode_ticket(b"\xff\xff\xff\xff{}").is_err());
         assert!(decode_ticket(b"").is_err());
-        assert_eq!(back.part.as_deref(), Some("2-1700-9"));
-        let framed = frame(b"2-1700-9", b"update");
-        let (id, plan) = decode_framed(&framed).unwrap();
-        assert_eq!((id.as_str(), plan), ("2-1700-9", &b"update"[..]));
-        assert!(decode_framed(b"\x09\0\0\0short").is_err());
+        assert_eq!(back.part, header.part);
+        let statement = StatementHeader {
+            part: header.part.clone(),
+            returning: true,
+        };
+        let framed = frame(&serde_json::to_vec(&statement).unwrap(), b"update");
+        let (back, plan) = decode_statement(&framed).unwrap();
+        assert_eq!(
+            (back.part, back.returning, plan),
+            (header.part, true, &b"update"[..])
+        );
+        assert!(decode_statement(b"\x09\0\0\0short").is_err());
     }
 
     #[test]

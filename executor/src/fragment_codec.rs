@@ -21,7 +21,7 @@ use shoal_coord::{Catalog, NodeId};
 use shoal_storage::{Store, Txn};
 
 use crate::scan::{PartitionScanExec, ScanSpec};
-use crate::{FragmentExec, RowIdAllocator, TableHandle, TableWriteExec, WriteKind};
+use crate::{FragmentExec, ReturningSink, RowIdAllocator, TableHandle, TableWriteExec, WriteKind};
 
 /// One of Shoal's plan nodes as it travels.
 #[derive(Debug, Serialize, Deserialize)]
@@ -31,6 +31,9 @@ enum ShoalNode {
     Write {
         table_id: u32,
         delete: bool,
+        /// The written rows are sent back (RETURNING).
+        #[serde(default)]
+        returning: bool,
     },
     /// A fragment: on the receiving node, its subtree (the one child) runs as is.
     Fragment,
@@ -40,8 +43,9 @@ enum ShoalNode {
 struct Reader {
     catalog: Arc<Catalog>,
     txn: Arc<Txn>,
-    /// For writes: the node's storage, row ids and id.
-    writes: Option<(Store, Arc<RowIdAllocator>, NodeId)>,
+    /// For writes: the node's storage, row ids and id, and where the rows written are kept
+    /// when the sender asked for them.
+    writes: Option<(Store, Arc<RowIdAllocator>, NodeId, Option<ReturningSink>)>,
 }
 
 /// Encodes and decodes Shoal's nodes; everything else is datafusion-proto's.
@@ -77,19 +81,21 @@ impl FragmentCodec {
         }
     }
 
-    /// A codec that also rebuilds writes, as node `local_node` writing to `store` in `txn`.
+    /// A codec that also rebuilds writes, as node `local_node` writing to `store` in `txn`;
+    /// a write that travelled with RETURNING keeps its rows in `returned`.
     pub fn write_decoder(
         catalog: Arc<Catalog>,
         txn: Arc<Txn>,
         store: Store,
         row_ids: Arc<RowIdAllocator>,
         local_node: NodeId,
+        returned: Option<ReturningSink>,
     ) -> Self {
         FragmentCodec {
             reader: Some(Reader {
                 catalog,
                 txn,
-                writes: Some((store, row_ids, local_node)),
+                writes: Some((store, row_ids, local_node, returned)),
             }),
         }
     }
@@ -131,8 +137,15 @@ impl PhysicalExtensionCodec for FragmentCodec {
                 spec,
             ))),
             (ShoalNode::Fragment, [subtree]) => Ok(subtree.clone()),
-            (ShoalNode::Write { table_id, delete }, [input]) => {
-                let (store, row_ids, local_node) = reader
+            (
+                ShoalNode::Write {
+                    table_id,
+                    delete,
+                    returning,
+                },
+                [input],
+            ) => {
+                let (store, row_ids, local_node, returned) = reader
                     .writes
                     .clone()
                     .ok_or_else(|| codec_error("writes are not taken here".into()))?;
@@ -141,6 +154,9 @@ impl PhysicalExtensionCodec for FragmentCodec {
                 } else {
                     WriteKind::Update
                 };
+                if returning && returned.is_none() {
+                    return Err(codec_error("RETURNING without a place for the rows".into()));
+                }
                 Ok(Arc::new(TableWriteExec::plain(
                     input.clone(),
                     table(table_id)?,
@@ -149,6 +165,7 @@ impl PhysicalExtensionCodec for FragmentCodec {
                     row_ids,
                     kind,
                     local_node,
+                    returned.filter(|_| returning),
                 )))
             }
             (node, _) => Err(codec_error(format!(
@@ -172,12 +189,13 @@ impl PhysicalExtensionCodec for FragmentCodec {
             } else if node.is::<FragmentExec>() {
                 ShoalNode::Fragment
             } else if let Some(write) = node.downcast_ref::<TableWriteExec>() {
-                let (table_id, kind) = write.shippable().ok_or_else(|| {
-                    codec_error("only UPDATE and DELETE without RETURNING travel".into())
+                let (table_id, kind, returning) = write.shippable().ok_or_else(|| {
+                    codec_error("only UPDATE and DELETE without ON CONFLICT travel".into())
                 })?;
                 ShoalNode::Write {
                     table_id,
                     delete: matches!(kind, WriteKind::Delete),
+                    returning,
                 }
             } else {
                 return Err(codec_error(format!("{} cannot travel", node.name())));

@@ -35,6 +35,7 @@ use datafusion::physical_plan::{
 use futures::{StreamExt, TryStreamExt};
 use parking_lot::Mutex;
 use shoal_coord::NodeId;
+use shoal_storage::Txn;
 
 use crate::flight::{FragmentRequest, RemoteFragments};
 use crate::fragment_codec::FragmentCodec;
@@ -72,7 +73,7 @@ pub struct FragmentExec {
     encoded: Arc<Vec<u8>>,
     remote: Arc<RemoteFragments>,
     /// The reading transaction: a leader that holds a part of it reads through that part.
-    txn_id: u64,
+    txn: Arc<Txn>,
     /// The operator above the fragment that could not join it, and why (for EXPLAIN).
     boundary: Option<String>,
     metrics: ExecutionPlanMetricsSet,
@@ -197,7 +198,7 @@ impl FragmentExec {
         let outputs = subtree.properties().partitioning.partition_count();
         let partitions = (0..outputs).map(|i| read.get(i).copied()).collect();
         let encoded = Arc::new(FragmentCodec::encode(subtree.clone())?);
-        let txn_id = scans[0].txn().id();
+        let txn = scans[0].txn().clone();
         let tables = scans
             .iter()
             .map(|s| (s.table().id(), s.table().qualified_name()))
@@ -213,7 +214,7 @@ impl FragmentExec {
             split,
             encoded,
             remote,
-            txn_id,
+            txn,
             boundary: None,
             metrics: ExecutionPlanMetricsSet::new(),
         }))
@@ -253,7 +254,7 @@ impl FragmentExec {
             split: self.split.clone(),
             encoded: self.encoded.clone(),
             remote: self.remote.clone(),
-            txn_id: self.txn_id,
+            txn: self.txn.clone(),
             boundary: Some(reason),
             metrics: ExecutionPlanMetricsSet::new(),
         }
@@ -396,7 +397,8 @@ impl ExecutionPlan for FragmentExec {
             output_partition: partition,
             plan: self.encoded.clone(),
             gpu_mode,
-            txn_id: self.txn_id,
+            txn_id: self.txn.id(),
+            statement: self.txn.statement(),
         };
         let rows = MetricBuilder::new(&self.metrics).output_rows(partition);
         let bytes = MetricBuilder::new(&self.metrics).counter("bytes_shipped", partition);

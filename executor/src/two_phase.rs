@@ -13,12 +13,13 @@
 //! ends the same way. Prepared parts survive a restart ([`Parts::recover`]); unprepared ones
 //! are rolled back when the running node is gone or after [`IDLE_PART_LIMIT`].
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::{ExecError, RemoteFragments};
 use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
 use shoal_coord::{ClusterView, NodeId, NodeStatus};
 use shoal_storage::{Isolation, Store, Txn};
 
@@ -54,8 +55,18 @@ fn runner_gone(id: &str, nodes: &[NodeStatus]) -> bool {
         .any(|n| n.info.id == node && n.live && n.info.started_ms == started)
 }
 
+/// A part of a running transaction as a request names it: the transaction's id and the
+/// running statement's number (see [`Parts::txn_for`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct PartRef {
+    pub id: String,
+    pub statement: u64,
+}
+
 struct Part {
     txn: Arc<Txn>,
+    /// The running transaction's statement the part's snapshot was taken for.
+    statement: u64,
     last_used: Instant,
     prepared_at: Option<Instant>,
 }
@@ -66,6 +77,9 @@ pub struct Parts {
     store: Store,
     cluster: Arc<dyn ClusterView>,
     open: Mutex<HashMap<String, Part>>,
+    /// Parts rolled back because nobody used them, and when: a later statement of theirs
+    /// must fail rather than open an empty part that would commit without the lost writes.
+    abandoned: Mutex<HashMap<String, Instant>>,
 }
 
 impl Parts {
@@ -74,6 +88,7 @@ impl Parts {
             store,
             cluster,
             open: Mutex::new(HashMap::new()),
+            abandoned: Mutex::new(HashMap::new()),
         })
     }
 
@@ -91,6 +106,7 @@ impl Parts {
                 id,
                 Part {
                     txn: Arc::new(txn),
+                    statement: 0,
                     last_used: long_ago,
                     prepared_at: Some(long_ago),
                 },
@@ -99,29 +115,38 @@ impl Parts {
         Ok(count)
     }
 
-    /// The transaction of part `id` for its next statement, opened on first use.
-    pub(crate) fn txn_for(&self, id: &str) -> Result<Arc<Txn>, ExecError> {
+    /// The transaction of part `id` for statement `statement` of the running transaction,
+    /// opened on first use. The part reads at a new snapshot only when the statement changes:
+    /// every fragment and write of one statement here shares one snapshot, so that a row the
+    /// statement read here and then writes is checked against what it read.
+    pub(crate) fn txn_for(&self, part: &PartRef) -> Result<Arc<Txn>, ExecError> {
+        let (id, statement) = (part.id.as_str(), part.statement);
+        if self.abandoned.lock().contains_key(id) {
+            return Err(ExecError::PartGone {
+                id: id.to_string(),
+                node: self.cluster.local_node(),
+            });
+        }
         let mut open = self.open.lock();
-        let part = open.entry(id.to_string()).or_insert_with(|| Part {
-            txn: Arc::new(self.store.begin_with(Isolation::ReadCommitted)),
-            last_used: Instant::now(),
-            prepared_at: None,
+        let mut fresh = false;
+        let part = open.entry(id.to_string()).or_insert_with(|| {
+            fresh = true;
+            Part {
+                txn: Arc::new(self.store.begin_with(Isolation::ReadCommitted)),
+                statement,
+                last_used: Instant::now(),
+                prepared_at: None,
+            }
         });
         if part.prepared_at.is_some() {
             return Err(ExecError::PartPrepared { id: id.to_string() });
         }
         part.last_used = Instant::now();
-        part.txn.new_statement_snapshot()?;
+        if !fresh && part.statement != statement {
+            part.statement = statement;
+            part.txn.new_statement_snapshot()?;
+        }
         Ok(part.txn.clone())
-    }
-
-    /// The transaction of part `id` for a fragment that reads through it, if this node holds
-    /// that part and it still takes statements.
-    pub(crate) fn reading(&self, id: &str) -> Option<Arc<Txn>> {
-        let open = self.open.lock();
-        let part = open.get(id).filter(|p| p.prepared_at.is_none())?;
-        part.txn.new_statement_snapshot().ok()?;
-        Some(part.txn.clone())
     }
 
     /// Prepares part `id`. Blocking.
@@ -163,6 +188,7 @@ impl Parts {
             id.to_string(),
             Part {
                 txn,
+                statement: 0,
                 last_used: Instant::now(),
                 prepared_at: Some(Instant::now()),
             },
@@ -196,9 +222,13 @@ impl Parts {
                 _ => {}
             }
         }
+        self.abandoned
+            .lock()
+            .retain(|_, at| at.elapsed() < 2 * IDLE_PART_LIMIT);
         for id in abandoned {
             tracing::info!(transaction = %id, "rolling back the part of an abandoned transaction");
             self.finish(&id, false)?;
+            self.abandoned.lock().insert(id, Instant::now());
         }
         for id in undecided {
             let commit = self.cluster.decide(&id, false)?;
@@ -209,10 +239,44 @@ impl Parts {
     }
 }
 
-/// A transaction of this node that wrote on other nodes: its id and the nodes holding parts.
+/// A transaction of this node that wrote on other nodes: its id and the nodes that hold or
+/// may hold parts of it.
 pub(crate) struct SpanningTxn {
     pub id: String,
-    pub parts: Mutex<BTreeSet<NodeId>>,
+    pub parts: Mutex<BTreeMap<NodeId, PartState>>,
+}
+
+impl SpanningTxn {
+    /// The nodes that were sent something for their part: those that hold one.
+    fn used_parts(&self) -> Vec<(NodeId, u64)> {
+        self.parts
+            .lock()
+            .iter()
+            .filter(|(_, p)| p.used)
+            .map(|(node, p)| (*node, p.run))
+            .collect()
+    }
+
+    /// The part `node` holds for `statement`, now that a request names it.
+    pub(crate) fn use_part(&self, node: NodeId, statement: u64) -> Option<PartRef> {
+        let mut parts = self.parts.lock();
+        let part = parts.get_mut(&node)?;
+        part.used = true;
+        Some(PartRef {
+            id: self.id.clone(),
+            statement,
+        })
+    }
+}
+
+/// A node's part of a spanning transaction, as the running node knows it.
+pub(crate) struct PartState {
+    /// The start of the node's run when the part was joined: a node that restarted since
+    /// lost the part.
+    run: u64,
+    /// A request named the part, so the node opened it (a part only expected, for reads that
+    /// never went there, is not prepared).
+    used: bool,
 }
 
 /// How a running transaction ended across its parts.
@@ -246,14 +310,29 @@ pub(crate) async fn blocking<T: Send + 'static>(
 }
 
 impl RemoteFragments {
-    /// The id `txn` has across nodes, recording that `node` holds a part of it. Parts read
-    /// at snapshots of their own node, so REPEATABLE READ cannot span nodes yet.
+    /// The part of `txn` that `node` holds, for the current statement, recording that the
+    /// node holds one. Parts read at snapshots of their own node, so REPEATABLE READ cannot
+    /// span nodes yet.
     pub(crate) fn join_part(
         &self,
         txn: &Txn,
         node: NodeId,
         table: &str,
-    ) -> Result<String, ExecError> {
+    ) -> Result<PartRef, ExecError> {
+        let spanning = self.expect_part(txn, node, table)?;
+        spanning
+            .use_part(node, txn.statement())
+            .ok_or_else(|| ExecError::TaskFailed("a part joined and gone".into()))
+    }
+
+    /// Records that `node` may take a part of `txn`: fragments of `txn` sent there from now on
+    /// read through that part (opening it). See [`Self::join_part`].
+    pub(crate) fn expect_part(
+        &self,
+        txn: &Txn,
+        node: NodeId,
+        table: &str,
+    ) -> Result<Arc<SpanningTxn>, ExecError> {
         if txn.isolation().ok() == Some(Isolation::RepeatableRead) {
             return Err(ExecError::PartitionsElsewhere {
                 table: table.to_string(),
@@ -261,15 +340,27 @@ impl RemoteFragments {
                 partitions: format!("led by node {node} (REPEATABLE READ)"),
             });
         }
+        let run = self.run_of(node);
         let mut spanning = self.spanning.lock();
         let entry = spanning.entry(txn.id()).or_insert_with(|| {
             Arc::new(SpanningTxn {
                 id: transaction_id(self.local_node(), self.started_ms(), txn.id()),
-                parts: Mutex::new(BTreeSet::new()),
+                parts: Mutex::new(BTreeMap::new()),
             })
         });
-        entry.parts.lock().insert(node);
-        Ok(entry.id.clone())
+        let joined = entry
+            .parts
+            .lock()
+            .entry(node)
+            .or_insert(PartState { run, used: false })
+            .run;
+        if joined != run {
+            return Err(ExecError::PartGone {
+                id: entry.id.clone(),
+                node,
+            });
+        }
+        Ok(entry.clone())
     }
 
     /// Whether `txn` wrote partitions of other nodes.
@@ -279,11 +370,15 @@ impl RemoteFragments {
 
     /// When this node's current run began, as the cluster knows it.
     fn started_ms(&self) -> u64 {
-        let local = self.local_node();
+        self.run_of(self.local_node())
+    }
+
+    /// When `node`'s current run began, as the cluster knows it.
+    fn run_of(&self, node: NodeId) -> u64 {
         self.cluster
             .nodes()
             .into_iter()
-            .find(|n| n.info.id == local)
+            .find(|n| n.info.id == node)
             .map(|n| n.info.started_ms)
             .unwrap_or_default()
     }
@@ -323,14 +418,29 @@ impl RemoteFragments {
         let Some(spanning) = spanning else {
             return blocking(move || Ok(txn.commit()?)).await;
         };
-        let parts: Vec<NodeId> = spanning.parts.lock().iter().copied().collect();
+        let joined = spanning.used_parts();
+        let parts: Vec<NodeId> = joined.iter().map(|(node, _)| *node).collect();
         let id = spanning.id.clone();
-        let prepared = futures::future::join_all(
-            parts
-                .iter()
-                .map(|node| self.part_action(*node, PREPARE_ACTION, &id)),
-        )
-        .await;
+        // A node that restarted since its part began lost the part's writes, even if a later
+        // read opened a new part there under the same id.
+        let restarted = joined
+            .iter()
+            .find(|(node, run)| self.run_of(*node) != *run)
+            .map(|(node, _)| ExecError::PartGone {
+                id: id.clone(),
+                node: *node,
+            });
+        let prepared = match restarted {
+            Some(e) => vec![Err(e)],
+            None => {
+                futures::future::join_all(
+                    parts
+                        .iter()
+                        .map(|node| self.part_action(*node, PREPARE_ACTION, &id)),
+                )
+                .await
+            }
+        };
         let mut failure = prepared.into_iter().find_map(Result::err);
         if failure.is_none() {
             // This node's writes are prepared like the others: from here on, a crash of this
@@ -391,7 +501,7 @@ impl RemoteFragments {
     pub async fn rollback(&self, txn: Arc<Txn>) {
         let spanning = self.spanning.lock().remove(&txn.id());
         if let Some(spanning) = spanning {
-            let parts: Vec<NodeId> = spanning.parts.lock().iter().copied().collect();
+            let parts: Vec<NodeId> = spanning.used_parts().into_iter().map(|(n, _)| n).collect();
             self.end_parts(&parts, &spanning.id, Outcome::Abort).await;
         }
         let _ = blocking(move || {
@@ -405,7 +515,40 @@ impl RemoteFragments {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shoal_coord::NodeInfo;
+    use shoal_coord::{NodeInfo, SingleNode};
+    use shoal_storage::StoreOptions;
+
+    #[test]
+    fn a_part_reads_at_one_snapshot_per_statement_of_its_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let cluster = Arc::new(SingleNode {
+            sql_address: String::new(),
+        });
+        let parts = Parts::new(store.clone(), cluster);
+        let part = |statement| PartRef {
+            id: transaction_id(2, 1700, 9),
+            statement,
+        };
+        let first = parts.txn_for(&part(1)).unwrap();
+        let other = store.begin();
+        other.put(b"k", b"v").unwrap();
+        other.commit().unwrap();
+        // Another fragment or write of the same statement: what the statement read stays.
+        let again = parts.txn_for(&part(1)).unwrap();
+        assert!(Arc::ptr_eq(&first, &again));
+        assert_eq!(again.get(b"k").unwrap(), None);
+        // The transaction's next statement sees the commit.
+        let next = parts.txn_for(&part(2)).unwrap();
+        assert_eq!(next.get(b"k").unwrap(), Some(b"v".to_vec()));
+        // A prepared part takes no more statements.
+        parts.prepare(&part(2).id).unwrap();
+        assert!(matches!(
+            parts.txn_for(&part(3)),
+            Err(ExecError::PartPrepared { .. })
+        ));
+        parts.finish(&part(2).id, false).unwrap();
+    }
 
     fn node(id: NodeId, live: bool, started_ms: u64) -> NodeStatus {
         NodeStatus {

@@ -18,7 +18,7 @@ use crate::index_entries::{
 };
 use crate::{json, ExecError, TableHandle};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ConflictAction {
     /// A duplicate primary key fails the statement with a unique violation.
     Error,
@@ -449,6 +449,9 @@ impl<'a> TableWriter<'a> {
             .map(|k| k.unwrap_or_default().to_vec())
             .collect();
         self.check_keys(&old_keys)?;
+        // A row whose new key falls in another node's partition is moved there by the node
+        // running the statement (see `routed_writes`), never written here.
+        self.check_keys(&new_keys)?;
         let old_entries: HashSet<_> = stored_entries_of(self.table, self.txn, &old_keys)?
             .into_iter()
             .collect();

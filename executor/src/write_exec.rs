@@ -2,12 +2,11 @@
 //! input to one table inside the statement's transaction, and returns the row count (the
 //! single-row `count` column DataFusion expects from DML plans).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{BooleanArray, RecordBatch, UInt64Array};
-use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::array::{RecordBatch, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result as DfResult};
@@ -25,37 +24,14 @@ use shoal_storage::{Store, Txn};
 
 use shoal_coord::NodeId;
 
+use crate::forwarded_writes::{RowsWrite, Written};
 use crate::fragment_exec::scan_leaf;
+use crate::routed_writes::{keeps_partition_key, other_leaders, rows_by_leader, WriteTarget};
+use crate::two_phase::PartRef;
 use crate::{
     ConflictAction, ExecError, FragmentExec, PartitionScanExec, RemoteFragments, RowIdAllocator,
-    TableHandle, TableWriter,
+    TableHandle,
 };
-
-/// Rows split by the node that leads their partition, ascending by node.
-fn rows_by_leader(
-    writer: &TableWriter,
-    rows: Vec<RecordBatch>,
-) -> DfResult<BTreeMap<NodeId, Vec<RecordBatch>>> {
-    let mut split: BTreeMap<NodeId, Vec<RecordBatch>> = BTreeMap::new();
-    for batch in rows {
-        let leaders = writer
-            .row_leaders(&batch)
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        let nodes: BTreeSet<NodeId> = leaders.iter().copied().collect();
-        if nodes.len() == 1 {
-            split.entry(leaders[0]).or_default().push(batch);
-            continue;
-        }
-        for node in nodes {
-            let mask: BooleanArray = leaders.iter().map(|l| Some(*l == node)).collect();
-            split
-                .entry(node)
-                .or_default()
-                .push(filter_record_batch(&batch, &mask)?);
-        }
-    }
-    Ok(split)
-}
 
 /// How a cluster node's INSERT, UPDATE or DELETE reaches rows other nodes lead.
 #[derive(Clone)]
@@ -75,7 +51,7 @@ impl Forwarding {
         node: NodeId,
         alone: bool,
         table: &TableHandle,
-    ) -> DfResult<Option<String>> {
+    ) -> DfResult<Option<PartRef>> {
         if self.autocommit && alone && !self.remote.writes_elsewhere(txn) {
             return Ok(None);
         }
@@ -210,18 +186,20 @@ fn count_schema() -> SchemaRef {
 }
 
 impl TableWriteExec {
-    /// (table id, kind) of an UPDATE or DELETE that may run on another node as it is: one
-    /// that hands nothing back (no RETURNING, no ON CONFLICT, no bulk load).
-    pub fn shippable(&self) -> Option<(u32, WriteKind)> {
-        let plain = self.returning.is_none() && self.conflicts.is_none() && self.bulk.is_none();
+    /// (table id, kind, with RETURNING) of an UPDATE or DELETE that may run on another node
+    /// as it is.
+    pub fn shippable(&self) -> Option<(u32, WriteKind, bool)> {
+        let plain = self.conflicts.is_none() && self.bulk.is_none();
         match self.kind {
-            WriteKind::Update | WriteKind::Delete if plain => Some((self.table.id(), self.kind)),
+            WriteKind::Update | WriteKind::Delete if plain => {
+                Some((self.table.id(), self.kind, self.returning.is_some()))
+            }
             _ => None,
         }
     }
 
-    /// An UPDATE or DELETE that hands nothing back and is not forwarded: the form in which one
-    /// runs on the node that leads its rows.
+    /// An UPDATE or DELETE that is not forwarded: the form in which one runs on the node
+    /// that leads its rows.
     #[allow(clippy::too_many_arguments)]
     pub fn plain(
         input: Arc<dyn ExecutionPlan>,
@@ -231,9 +209,10 @@ impl TableWriteExec {
         row_ids: Arc<RowIdAllocator>,
         kind: WriteKind,
         local_node: NodeId,
+        returning: Option<ReturningSink>,
     ) -> Self {
         Self::new(
-            input, table, txn, store, row_ids, kind, None, None, None, local_node, None,
+            input, table, txn, store, row_ids, kind, returning, None, None, local_node, None,
         )
     }
 
@@ -345,85 +324,61 @@ impl ExecutionPlan for TableWriteExec {
         context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
         let input = self.input.clone();
-        let table = self.table.clone();
-        let txn = self.txn.clone();
-        let store = self.store.clone();
-        let row_ids = self.row_ids.clone();
+        let target = WriteTarget {
+            table: self.table.clone(),
+            txn: self.txn.clone(),
+            store: self.store.clone(),
+            row_ids: self.row_ids.clone(),
+            local_node: self.local_node,
+        };
         let kind = self.kind;
         let returning = self.returning.clone();
         let conflicts = self.conflicts.clone();
         let bulk = self.bulk.clone();
-        let local_node = self.local_node;
         let forward = self.forward.clone();
         let fut = async move {
-            // An UPDATE or DELETE that reads other nodes' partitions runs whole on each node
-            // that leads some of them, over those partitions, reading and writing in one
-            // transaction (part) there.
             if let (WriteKind::Update | WriteKind::Delete, Some(forward)) = (kind, &forward) {
+                let keeps_rows_in_place =
+                    matches!(kind, WriteKind::Delete) || keeps_partition_key(&input, &target.table);
                 let by_leader = read_partitions_by_leader(&input)
-                    .filter(|b| b.keys().any(|node| *node != local_node));
+                    .filter(|_| keeps_rows_in_place)
+                    .filter(|b| b.keys().any(|node| *node != target.local_node));
                 if let Some(by_leader) = by_leader {
-                    let alone = by_leader.len() == 1;
-                    let mut runs = Vec::new();
-                    for (node, partitions) in by_leader {
-                        let statement: Arc<dyn ExecutionPlan> = Arc::new(TableWriteExec::plain(
-                            restricted_to(&input, &partitions)?,
-                            table.clone(),
-                            txn.clone(),
-                            store.clone(),
-                            row_ids.clone(),
-                            kind,
-                            local_node,
-                        ));
-                        if node == local_node {
-                            let context = context.clone();
-                            runs.push(
-                                async move {
-                                    let counts: Vec<RecordBatch> =
-                                        statement.execute(0, context)?.try_collect().await?;
-                                    Ok(counts.iter().map(row_count).sum())
-                                }
-                                .boxed(),
-                            );
-                        } else {
-                            let part = forward.part_at(&txn, node, alone, &table)?;
-                            let remote = forward.remote.clone();
-                            let table = table.clone();
-                            runs.push(
-                                async move { remote.write_at(node, &table, statement, part).await }
-                                    .boxed(),
-                            );
-                        }
+                    let written = run_at_leaders(
+                        &target, forward, &input, kind, by_leader, &returning, &context,
+                    )
+                    .await?;
+                    return count_batch(written);
+                }
+                if !other_leaders(&target).is_empty() {
+                    target.expect_parts(forward)?;
+                    let rows = read_all(&input, &context).await?;
+                    let delete = matches!(kind, WriteKind::Delete);
+                    let written = target
+                        .update_or_delete_by_key(forward, delete, rows, returning.is_some())
+                        .await?;
+                    if let Some(sink) = &returning {
+                        sink.lock().extend(written.returned);
                     }
-                    let mut count = 0;
-                    for run in futures::future::join_all(runs).await {
-                        count += run?;
-                    }
-                    return count_batch(count);
+                    return count_batch(written.rows);
                 }
             }
             // Read every input row before writing, so that an UPDATE never sees its own output.
-            let mut batches = Vec::new();
-            let parts = input.properties().partitioning.partition_count();
-            for p in 0..parts {
-                let mut s = input.execute(p, context.clone())?;
-                while let Some(b) = s.next().await {
-                    batches.push(b?);
-                }
-            }
+            let mut batches = read_all(&input, &context).await?;
+            let table = target.table.clone();
             let rows = batches
                 .iter()
                 .map(|b| visible_rows(&table, b))
                 .collect::<DfResult<Vec<_>>>()?;
             // Rows other nodes lead go to them, all at once; this node writes its own after.
             let (mut rows, mut sent) = (rows, 0);
-            // RETURNING of an insert whose rows went to several nodes: every row as it is
-            // stored, in the statement's order (forwarded inserts have no ON CONFLICT, so all
-            // of them are written or the statement fails).
+            let mut returned_elsewhere = Vec::new();
+            // RETURNING of an insert that writes every row or fails, whose rows went to
+            // several nodes: every row as it is stored, in the statement's order.
             let mut returned_in_order = None;
             if let (WriteKind::Insert(action), Some(forward)) = (kind, &forward) {
-                let writer = TableWriter::new(&table, &txn, &store, &row_ids, local_node);
-                if returning.is_some() {
+                let writer = target.writer();
+                if returning.is_some() && action == ConflictAction::Error {
                     let checked = rows
                         .iter()
                         .map(|r| writer.checked(r))
@@ -432,19 +387,31 @@ impl ExecutionPlan for TableWriteExec {
                     returned_in_order = Some(checked);
                 }
                 let mut by_leader = rows_by_leader(&writer, rows)?;
-                let mine = by_leader.remove(&local_node).unwrap_or_default();
-                let alone = mine.is_empty() && by_leader.len() == 1;
+                let mine = by_leader.remove(&target.local_node).unwrap_or_default();
+                // Rows set aside for ON CONFLICT DO UPDATE are updated later in the statement:
+                // their node must keep them in a part until then.
+                let alone =
+                    mine.is_empty() && by_leader.len() == 1 && action != ConflictAction::SetAside;
+                let return_rows = returning.is_some() && returned_in_order.is_none();
                 let mut sends = Vec::new();
                 for (node, batches) in by_leader {
-                    let part = forward.part_at(&txn, node, alone, &table)?;
-                    sends.push(
-                        forward
-                            .remote
-                            .insert_at(node, &table, action, batches, part),
-                    );
+                    let part = forward.part_at(&target.txn, node, alone, &table)?;
+                    sends.push(forward.remote.write_rows_at(
+                        node,
+                        &table,
+                        RowsWrite::Insert(action),
+                        batches,
+                        part,
+                        return_rows,
+                    ));
                 }
-                for count in futures::future::join_all(sends).await {
-                    sent += count?;
+                for written in futures::future::join_all(sends).await {
+                    let written = written?;
+                    sent += written.rows;
+                    returned_elsewhere.extend(written.returned);
+                    if let Some(sink) = &conflicts {
+                        sink.lock().extend(written.conflicting);
+                    }
                 }
                 // Only this node's rows are left; UPDATE and DELETE inputs stay whole.
                 rows = mine;
@@ -452,9 +419,9 @@ impl ExecutionPlan for TableWriteExec {
             }
             let local_returning = returning.clone().filter(|_| returned_in_order.is_none());
             let count = tokio::task::spawn_blocking(move || -> Result<u64, ExecError> {
-                let writer = TableWriter::new(&table, &txn, &store, &row_ids, local_node);
+                let writer = target.writer();
                 // The row key, for UPDATE and DELETE, follows the visible columns.
-                let visible = table.schema.fields().len();
+                let visible = target.table.schema.fields().len();
                 let mut count = 0;
                 for (batch, rows) in batches.iter().zip(rows) {
                     let written = match kind {
@@ -485,8 +452,10 @@ impl ExecutionPlan for TableWriteExec {
             .await
             .map_err(|e| DataFusionError::External(Box::new(ExecError::TaskFailed(e.to_string()))))?
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
-            if let (Some(sink), Some(rows)) = (&returning, returned_in_order) {
-                sink.lock().extend(rows);
+            if let Some(sink) = &returning {
+                let mut sink = sink.lock();
+                sink.extend(returned_in_order.unwrap_or_default());
+                sink.extend(returned_elsewhere);
             }
             count_batch(count + sent)
         };
@@ -495,4 +464,82 @@ impl ExecutionPlan for TableWriteExec {
             futures::stream::once(fut),
         )))
     }
+}
+
+/// Every row of every output partition of `input`.
+async fn read_all(
+    input: &Arc<dyn ExecutionPlan>,
+    context: &Arc<TaskContext>,
+) -> DfResult<Vec<RecordBatch>> {
+    let mut batches = Vec::new();
+    for p in 0..input.properties().partitioning.partition_count() {
+        let mut stream = input.execute(p, context.clone())?;
+        while let Some(b) = stream.next().await {
+            batches.push(b?);
+        }
+    }
+    Ok(batches)
+}
+
+/// Runs an UPDATE or DELETE whole on each node that leads some of the partitions it reads,
+/// over those partitions, reading and writing in one transaction (part) there; returns how
+/// many rows it changed, its RETURNING rows in `returning`.
+async fn run_at_leaders(
+    target: &WriteTarget,
+    forward: &Forwarding,
+    input: &Arc<dyn ExecutionPlan>,
+    kind: WriteKind,
+    by_leader: BTreeMap<NodeId, Vec<u32>>,
+    returning: &Option<ReturningSink>,
+    context: &Arc<TaskContext>,
+) -> DfResult<u64> {
+    let alone = by_leader.len() == 1;
+    let mut runs = Vec::new();
+    for (node, partitions) in by_leader {
+        let statement: Arc<dyn ExecutionPlan> = Arc::new(TableWriteExec::plain(
+            restricted_to(input, &partitions)?,
+            target.table.clone(),
+            target.txn.clone(),
+            target.store.clone(),
+            target.row_ids.clone(),
+            kind,
+            target.local_node,
+            returning.clone(),
+        ));
+        if node == target.local_node {
+            let context = context.clone();
+            runs.push(
+                async move {
+                    let counts: Vec<RecordBatch> =
+                        statement.execute(0, context)?.try_collect().await?;
+                    Ok(Written {
+                        rows: counts.iter().map(row_count).sum(),
+                        ..Written::default()
+                    })
+                }
+                .boxed(),
+            );
+        } else {
+            let part = forward.part_at(&target.txn, node, alone, &target.table)?;
+            let (remote, table) = (forward.remote.clone(), target.table.clone());
+            let returning = returning.is_some();
+            runs.push(
+                async move {
+                    remote
+                        .write_at(node, &table, statement, part, returning)
+                        .await
+                }
+                .boxed(),
+            );
+        }
+    }
+    let mut count = 0;
+    for run in futures::future::join_all(runs).await {
+        let written = run?;
+        count += written.rows;
+        if let Some(sink) = returning {
+            sink.lock().extend(written.returned);
+        }
+    }
+    Ok(count)
 }

@@ -472,22 +472,16 @@ impl ShoalTable {
             .collect()
     }
 
-    fn writer(
+    /// `input`'s rows written to this table as `kind` says.
+    pub(crate) fn writer(
         &self,
         state: &dyn Session,
         input: Arc<dyn ExecutionPlan>,
         kind: WriteKind,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let options = dml_options(state);
-        // RETURNING travels back only for inserts that write every row or fail (their rows
-        // are known here); other nodes' UPDATE, DELETE and DO NOTHING send back counts.
-        let forwardable = match kind {
-            WriteKind::Insert(ConflictAction::Error) => true,
-            WriteKind::Insert(ConflictAction::DoNothing)
-            | WriteKind::Update
-            | WriteKind::Delete => options.returning.is_none(),
-            _ => false,
-        } && options.conflicts.is_none();
+        // Bulk loads (COPY outside a transaction block) load only this node's partitions.
+        let forwardable = !matches!(kind, WriteKind::BulkInsert);
         let forward = self
             .remote
             .clone()

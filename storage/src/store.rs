@@ -205,6 +205,7 @@ impl Store {
             })),
             interrupted: AtomicBool::new(false),
             id,
+            statements: AtomicU64::new(0),
         }
     }
 
@@ -474,6 +475,8 @@ pub struct Txn {
     pub(crate) interrupted: AtomicBool,
     /// Unique among this store's transactions since it was opened.
     id: u64,
+    /// How many statements took a snapshot of their own (READ COMMITTED) so far.
+    statements: AtomicU64,
 }
 
 /// Calls `f` for each entry from `start` (or after `after`) until the iterator's upper bound
@@ -537,6 +540,13 @@ impl Txn {
         self.id
     }
 
+    /// The number of the current statement: how many times [`Txn::new_statement_snapshot`]
+    /// was called. Parts of this transaction on other nodes take a new snapshot only when it
+    /// changes, so that what a statement writes there is checked against what it read there.
+    pub fn statement(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
+    }
+
     pub fn isolation(&self) -> Result<Isolation> {
         self.with(|t| Ok(t.isolation))
     }
@@ -544,6 +554,7 @@ impl Txn {
     /// READ COMMITTED: the next reads see every commit made until now. A no-op for REPEATABLE
     /// READ, whose snapshot is the transaction's.
     pub fn new_statement_snapshot(&self) -> Result<()> {
+        self.statements.fetch_add(1, Ordering::Relaxed);
         self.with(|t| {
             if t.isolation == Isolation::ReadCommitted {
                 t.statement_snapshot = Some(t.store.snapshot());

@@ -4,6 +4,7 @@ mod bad_input;
 mod bench;
 mod catalog;
 mod cluster;
+mod cluster_dml;
 mod cluster_joins;
 mod cluster_moves;
 mod cluster_writes;

@@ -201,8 +201,9 @@ impl Session {
                     drop(stream);
                     if let (Some(upsert), Some(conflicts)) = (extras.upsert, conflicts) {
                         let proposed = std::mem::take(&mut *conflicts.lock());
-                        let (updated, rows) =
-                            self.apply_upsert(&upsert, proposed, txn.clone()).await?;
+                        let (updated, rows) = self
+                            .apply_upsert(&upsert, proposed, txn.clone(), implicit)
+                            .await?;
                         count += updated;
                         if let Some(sink) = &sink {
                             sink.lock().extend(rows);

@@ -7,12 +7,13 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::datasource::MemTable;
 use datafusion::sql::sqlparser::ast::{
     AssignmentTarget, ConflictTarget, DoUpdate, Expr, Insert, TableObject,
 };
 use shoal_coord::MetaStore;
-use shoal_executor::{ExecError, TableHandle, TableWriter};
+use shoal_executor::{ExecError, Forwarding, TableHandle};
 use shoal_planner::ddl::{ident_name, object_name};
 use shoal_planner::{DmlOptions, DML_TABLE_PREFIX};
 use shoal_storage::Txn;
@@ -85,13 +86,14 @@ impl Upsert {
 }
 
 impl Session {
-    /// Updates the stored rows that `proposed` rows collided with; returns how many were
-    /// updated and their new versions.
+    /// Updates the stored rows that `proposed` rows collided with, wherever they are led;
+    /// returns how many were updated and their new versions.
     pub(super) async fn apply_upsert(
         &self,
         upsert: &Upsert,
         proposed: Vec<RecordBatch>,
         txn: Arc<Txn>,
+        autocommit: bool,
     ) -> ServerResult<(u64, Vec<RecordBatch>)> {
         let catalog = self.meta.catalog();
         let def = catalog
@@ -151,28 +153,36 @@ impl Session {
             sql.push_str(&format!(" WHERE {w}"));
         }
         let batches = ctx.sql(&sql).await?.collect().await?;
-        let store = self.node.store.clone();
-        let row_ids = self.node.row_ids.clone();
-        let local_node = self.node.cluster.local_node();
-        tokio::task::spawn_blocking(move || -> ServerResult<(u64, Vec<RecordBatch>)> {
-            let writer = TableWriter::new(&handle, &txn, &store, &row_ids, local_node);
-            let visible = handle.schema.fields().len();
-            let mut count = 0;
-            let mut written = Vec::new();
-            for batch in batches {
-                let mut columns = Vec::with_capacity(visible);
-                for (i, field) in handle.schema.fields().iter().enumerate() {
-                    columns
-                        .push(cast(batch.column(i), field.data_type()).map_err(ExecError::from)?);
-                }
-                let rows = RecordBatch::try_new(handle.nullable_schema(), columns)?;
-                let outcome = writer.update(batch.column(visible).as_ref(), &rows)?;
-                count += outcome.rows;
-                written.extend(outcome.written);
+        let visible = handle.schema.fields().len();
+        let mut fields = handle.nullable_schema().fields().to_vec();
+        fields.push(Arc::new(Field::new(
+            shoal_executor::ROW_KEY_COLUMN,
+            DataType::Binary,
+            false,
+        )));
+        let schema = Arc::new(Schema::new(fields));
+        let mut updates = Vec::with_capacity(batches.len());
+        for batch in batches {
+            let mut columns = Vec::with_capacity(visible + 1);
+            for (i, field) in schema.fields().iter().enumerate() {
+                columns.push(cast(batch.column(i), field.data_type()).map_err(ExecError::from)?);
             }
-            Ok((count, written))
-        })
-        .await
-        .map_err(|e| ServerError::Internal(e.to_string()))?
+            updates.push(RecordBatch::try_new(schema.clone(), columns)?);
+        }
+        let forward = self
+            .node
+            .remote
+            .clone()
+            .map(|remote| Forwarding { remote, autocommit });
+        Ok(shoal_executor::update_by_row_key(
+            handle,
+            txn,
+            self.node.store.clone(),
+            self.node.row_ids.clone(),
+            self.node.cluster.local_node(),
+            forward,
+            updates,
+        )
+        .await?)
     }
 }

@@ -11,6 +11,7 @@ use datafusion::catalog::{
     CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList,
     MemorySchemaProvider, SchemaProvider, TableProvider,
 };
+use datafusion::common::tree_node::TreeNode;
 use datafusion::common::ParamValues;
 use datafusion::datasource::MemTable;
 use datafusion::execution::memory_pool::GreedyMemoryPool;
@@ -171,6 +172,15 @@ impl Session {
             Some(p) => plan.with_param_values(p)?,
             None => plan,
         };
+        // A write reads its input whole before writing: spreading the input's batches over
+        // more partitions only adds a hop (a point UPDATE would get one per statement).
+        if plan.exists(|node| Ok(matches!(node, LogicalPlan::Dml(_))))? {
+            state
+                .config_mut()
+                .options_mut()
+                .optimizer
+                .enable_round_robin_repartition = false;
+        }
         let df = DataFrame::new(state, plan);
         match shape {
             Shape::Query => {

@@ -65,6 +65,11 @@ pub trait ClusterView: Send + Sync {
         Ok(())
     }
 
+    /// Every recorded outcome: the transaction's id and whether it commits.
+    fn decisions(&self) -> Result<Vec<(String, bool)>, CoordError> {
+        Ok(Vec::new())
+    }
+
     /// The ids of the live nodes, ascending: where new partitions may be placed.
     fn live_nodes(&self) -> Vec<NodeId> {
         self.nodes()

@@ -43,7 +43,9 @@ use crate::fragment_codec::FragmentCodec;
 use crate::fragment_exec::scan_leaf;
 use crate::partition_moves::partition_copy;
 use crate::routed_writes::write_rows;
-use crate::two_phase::{PartRef, Parts, SpanningTxn, ABORT_ACTION, COMMIT_ACTION, PREPARE_ACTION};
+use crate::two_phase::{
+    PartRef, Parts, SpanningTxn, ABORT_ACTION, COMMIT_ACTION, PREPARE_ACTION, ROLLBACK_TO_ACTION,
+};
 use crate::{ExecError, RowIdAllocator, TableHandle, TableWriter};
 
 /// Largest Flight message either side accepts (batches are split well below it).
@@ -473,6 +475,16 @@ impl FlightService for FragmentService {
             return Ok(single(arrow_flight::Result {
                 body: answer.into(),
             }));
+        }
+        if action.r#type == ROLLBACK_TO_ACTION {
+            let part: PartRef = serde_json::from_slice(&action.body)
+                .map_err(|_| Status::invalid_argument("malformed part"))?;
+            let parts = self.parts.clone();
+            tokio::task::spawn_blocking(move || parts.rollback_to(&part.id, part.statement))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(|e| self.exec_status(e))?;
+            return Ok(single(arrow_flight::Result::default()));
         }
         let outcome = match action.r#type.as_str() {
             WRITE_ACTION => None,

@@ -31,6 +31,8 @@ const PREPARED_PATIENCE: Duration = Duration::from_secs(30);
 const GONE_PATIENCE: Duration = Duration::from_secs(1);
 /// An unprepared part nobody used this long is rolled back: its session went away unseen.
 pub const IDLE_PART_LIMIT: Duration = Duration::from_secs(600);
+/// How often the coordinator drops the abort decisions nobody needs any more.
+const FORGET_ABORTS_EVERY: Duration = Duration::from_secs(10);
 
 /// `node-started_ms-n`: the running node, when its run began and a number unique in that run.
 pub(crate) fn transaction_id(node: NodeId, started_ms: u64, local_txn: u64) -> String {
@@ -43,6 +45,17 @@ fn running_node(id: &str) -> Option<(NodeId, u64)> {
     let node = fields.next()?.parse().ok()?;
     let started = fields.next()?.parse().ok()?;
     Some((node, started))
+}
+
+/// Whether the node that ran `id` has started again since: its run that ran `id` is over
+/// for good (a new run opens the node's data only after the old process is gone).
+fn runner_restarted(id: &str, nodes: &[NodeStatus]) -> bool {
+    let Some((node, started)) = running_node(id) else {
+        return false;
+    };
+    nodes
+        .iter()
+        .any(|n| n.info.id == node && n.info.started_ms > started)
 }
 
 /// Whether the node that runs `id` is down or no longer in the run that started it.
@@ -67,6 +80,9 @@ struct Part {
     txn: Arc<Txn>,
     /// The running transaction's statement the part's snapshot was taken for.
     statement: u64,
+    /// For each statement that used the part, ascending: the savepoint set before it, so that
+    /// a ROLLBACK TO SAVEPOINT of the running transaction undoes the statements after it.
+    savepoints: Vec<(u64, usize)>,
     last_used: Instant,
     prepared_at: Option<Instant>,
 }
@@ -80,6 +96,8 @@ pub struct Parts {
     /// Parts rolled back because nobody used them, and when: a later statement of theirs
     /// must fail rather than open an empty part that would commit without the lost writes.
     abandoned: Mutex<HashMap<String, Instant>>,
+    /// When this node last looked for abort decisions to forget.
+    aborts_checked: Mutex<Instant>,
 }
 
 impl Parts {
@@ -89,6 +107,7 @@ impl Parts {
             cluster,
             open: Mutex::new(HashMap::new()),
             abandoned: Mutex::new(HashMap::new()),
+            aborts_checked: Mutex::new(Instant::now()),
         })
     }
 
@@ -107,6 +126,7 @@ impl Parts {
                 Part {
                     txn: Arc::new(txn),
                     statement: 0,
+                    savepoints: Vec::new(),
                     last_used: long_ago,
                     prepared_at: Some(long_ago),
                 },
@@ -134,6 +154,7 @@ impl Parts {
             Part {
                 txn: Arc::new(self.store.begin_with(Isolation::ReadCommitted)),
                 statement,
+                savepoints: Vec::new(),
                 last_used: Instant::now(),
                 prepared_at: None,
             }
@@ -146,7 +167,30 @@ impl Parts {
             part.statement = statement;
             part.txn.new_statement_snapshot()?;
         }
+        if part.savepoints.last().is_none_or(|(s, _)| *s != statement) {
+            let depth = part.txn.savepoint()?;
+            part.savepoints.push((statement, depth));
+        }
         Ok(part.txn.clone())
+    }
+
+    /// Undoes what the statements after `statement` of the running transaction wrote in part
+    /// `id` (ROLLBACK TO SAVEPOINT, or a statement run again). A part this node does not hold
+    /// has nothing to undo; one it lost fails at prepare. Blocking.
+    pub(crate) fn rollback_to(&self, id: &str, statement: u64) -> Result<(), ExecError> {
+        let mut open = self.open.lock();
+        let Some(part) = open.get_mut(id) else {
+            return Ok(());
+        };
+        if part.prepared_at.is_some() {
+            return Err(ExecError::PartPrepared { id: id.to_string() });
+        }
+        let Some(first) = part.savepoints.iter().position(|(s, _)| *s > statement) else {
+            return Ok(());
+        };
+        part.txn.rollback_to_savepoint(part.savepoints[first].1)?;
+        part.savepoints.truncate(first);
+        Ok(())
     }
 
     /// Prepares part `id`. Blocking.
@@ -189,6 +233,7 @@ impl Parts {
             Part {
                 txn,
                 statement: 0,
+                savepoints: Vec::new(),
                 last_used: Instant::now(),
                 prepared_at: Some(Instant::now()),
             },
@@ -234,6 +279,28 @@ impl Parts {
             let commit = self.cluster.decide(&id, false)?;
             tracing::info!(transaction = %id, commit, "settled a prepared transaction part");
             self.finish(&id, commit)?;
+        }
+        let local = self.cluster.local_node();
+        let coordinator = nodes.iter().any(|n| n.info.id == local && n.coordinator);
+        let due = self.aborts_checked.lock().elapsed() >= FORGET_ABORTS_EVERY;
+        if coordinator && due {
+            *self.aborts_checked.lock() = Instant::now();
+            self.forget_settled_aborts(&nodes)?;
+        }
+        Ok(())
+    }
+
+    /// Drops the abort decisions of transactions whose running node has restarted since.
+    /// Only that node's run that ran the transaction ever proposes `commit`; every other
+    /// proposal is `abort`, so a part that asks after the record is gone records and gets
+    /// `abort` again, and nothing can decide otherwise. (A commit decision is dropped by the
+    /// running node once every part applied it.) Blocking.
+    fn forget_settled_aborts(&self, nodes: &[NodeStatus]) -> Result<(), ExecError> {
+        for (id, commit) in self.cluster.decisions()? {
+            if !commit && runner_restarted(&id, nodes) {
+                self.cluster.forget_decision(&id)?;
+                tracing::info!(transaction = %id, "forgot the abort decision of a transaction");
+            }
         }
         Ok(())
     }
@@ -299,6 +366,8 @@ impl Outcome {
 pub(crate) const PREPARE_ACTION: &str = "prepare";
 pub(crate) const COMMIT_ACTION: &str = "commit";
 pub(crate) const ABORT_ACTION: &str = "abort";
+/// Undo the statements after one (the body is a [`PartRef`] in JSON).
+pub(crate) const ROLLBACK_TO_ACTION: &str = "rollback_to";
 
 /// Runs blocking work (storage, etcd) off the async runtime.
 pub(crate) async fn blocking<T: Send + 'static>(
@@ -361,6 +430,27 @@ impl RemoteFragments {
             });
         }
         Ok(entry.clone())
+    }
+
+    /// Undoes, in every part of `txn` on other nodes, what the statements after `statement`
+    /// wrote there (`Txn::statement` numbers them).
+    pub async fn rollback_parts_to(&self, txn: &Txn, statement: u64) -> Result<(), ExecError> {
+        let Some(spanning) = self.spanning.lock().get(&txn.id()).cloned() else {
+            return Ok(());
+        };
+        let body = serde_json::to_vec(&PartRef {
+            id: spanning.id.clone(),
+            statement,
+        })
+        .map_err(|e| ExecError::TaskFailed(e.to_string()))?;
+        let undone = futures::future::join_all(
+            spanning
+                .used_parts()
+                .into_iter()
+                .map(|(node, _)| self.node_action(node, ROLLBACK_TO_ACTION, body.clone())),
+        )
+        .await;
+        undone.into_iter().find_map(Result::err).map_or(Ok(()), Err)
     }
 
     /// Whether `txn` wrote partitions of other nodes.
@@ -447,6 +537,12 @@ impl RemoteFragments {
             // node is settled by the decision.
             let (t, pid) = (txn.clone(), id.clone());
             failure = blocking(move || Ok(t.prepare(&pid)?)).await.err();
+            // Fault injection for tests/e2e/cluster_writes.rs: die with every part prepared
+            // and no decision recorded.
+            #[cfg(debug_assertions)]
+            if std::env::var("SHOAL_FAILPOINT").as_deref() == Ok("exit-before-commit-decision") {
+                std::process::exit(70);
+            }
         }
         if let Some(e) = failure {
             self.end_parts(&parts, &id, Outcome::Abort).await;
@@ -574,5 +670,10 @@ mod tests {
         assert!(runner_gone(&id, &[node(2, true, 1800)]));
         assert!(runner_gone(&id, &[node(1, true, 1700)]));
         assert!(runner_gone("garbage", &[node(2, true, 1700)]));
+        // Down is not over: a paused node may still propose commit when it wakes up.
+        assert!(!runner_restarted(&id, &[node(2, false, 1700)]));
+        assert!(runner_restarted(&id, &[node(2, false, 1800)]));
+        assert!(!runner_restarted(&id, &[node(1, true, 1800)]));
+        assert!(!runner_restarted("garbage", &[node(2, true, 1800)]));
     }
 }

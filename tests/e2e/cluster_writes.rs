@@ -1,7 +1,8 @@
 //! Writes that span the nodes of a cluster: multi-row INSERT, INSERT ... SELECT, COPY and
 //! transaction blocks whose rows belong to partitions of several nodes commit everywhere or
 //! nowhere (two-phase commit, decided in etcd), even when the node running the commit dies
-//! right after deciding.
+//! right after deciding, or dies before deciding (then they all roll back, and the decision
+//! they recorded is forgotten once the node is back).
 
 use std::time::Duration;
 
@@ -122,20 +123,46 @@ async fn writes_across_nodes_commit_everywhere_or_nowhere() {
         );
     }
 
-    // What cannot be undone on other nodes yet is refused, and the block fails.
+    // ROLLBACK TO SAVEPOINT undoes what the block wrote since, on every node; nested
+    // savepoints and a failed statement too.
     c.batch_execute(&format!(
-        "begin; savepoint s; insert into spread values {}",
+        "begin;
+         insert into spread values {};
+         savepoint a;
+         insert into spread values {};
+         update spread set v = 'gone' where id <= 20;
+         savepoint b;
+         delete from spread where id > 400",
+        values(501..=510),
         values(401..=420)
     ))
     .await
     .unwrap();
+    c.batch_execute("rollback to savepoint b").await.unwrap();
+    assert_eq!(tally(c, "spread").await, vec![row(&["259", "42823"])]);
+    c.batch_execute("rollback to savepoint a").await.unwrap();
+    assert_eq!(tally(c, "spread").await, vec![row(&["239", "34613"])]);
     let err = c
-        .batch_execute("rollback to savepoint s")
+        .batch_execute(&format!(
+            "insert into spread values {}",
+            values(601..=640) + ", (1, 'dup')"
+        ))
         .await
         .unwrap_err();
-    assert_eq!(err.code().map(|c| c.code()), Some("0A000"), "{err}");
-    c.batch_execute("rollback").await.unwrap();
-    assert_eq!(tally(c, "spread").await, vec![row(&["229", "29558"])]);
+    assert_eq!(err.code().map(|c| c.code()), Some("23505"), "{err}");
+    c.batch_execute("rollback to savepoint a; commit")
+        .await
+        .unwrap();
+    for c in &clients {
+        assert_eq!(tally(c, "spread").await, vec![row(&["239", "34613"])]);
+        assert_eq!(
+            texts(c, "select count(*) from spread where v = 'gone'").await,
+            vec![row(&["0"])]
+        );
+    }
+    c.batch_execute("delete from spread where id > 500")
+        .await
+        .unwrap();
 
     // INSERT ... SELECT reads every node and writes every node.
     let copied = clients[1]
@@ -304,4 +331,81 @@ async fn a_commit_survives_the_death_of_the_node_running_it() {
         }
         assert_eq!(seen, "60 1830", "node {}", i + 1);
     }
+}
+
+/// The node running a commit dies with every part prepared and no decision recorded: the other
+/// nodes record `abort` and roll their parts back, the node rolls back its own when it comes
+/// back, and the coordinator then drops the decision from etcd.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_without_a_decision_rolls_back_everywhere_and_is_forgotten() {
+    let etcd = Etcd::start();
+    let mut nodes_ = start_nodes(&etcd, 3);
+    let setup = nodes_[1].connect().await;
+    setup
+        .batch_execute(&format!(
+            "create table spread (id bigint primary key, v text) with (partitions = 6);
+             insert into spread values {}",
+            values(1..=10)
+        ))
+        .await
+        .unwrap();
+    nodes_[0].env.push((
+        "SHOAL_FAILPOINT".into(),
+        "exit-before-commit-decision".into(),
+    ));
+    nodes_[0].restart();
+    let doomed = nodes_[0].connect().await;
+    let lost = doomed
+        .batch_execute(&format!("insert into spread values {}", values(101..=160)))
+        .await;
+    let lost = lost.unwrap_err();
+    assert!(
+        lost.code().is_none(),
+        "the node exits before it answers: {lost}"
+    );
+    // The other nodes see it down and record `abort`; the record stays while nothing shows
+    // that the run which could still propose `commit` is over.
+    let mut decided = Vec::new();
+    for _ in 0..300 {
+        decided = etcd.keys_containing("/txns/").await;
+        if !decided.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(decided.len(), 1, "the abort is recorded: {decided:?}");
+    nodes_[0].env.clear();
+    nodes_[0].restart();
+
+    // The same keys can be written once every prepared part let go of them.
+    let retried = tokio::time::timeout(
+        Duration::from_secs(60),
+        setup.batch_execute(&format!("insert into spread values {}", values(101..=160))),
+    )
+    .await;
+    assert!(
+        matches!(retried, Ok(Ok(()))),
+        "the rows of the lost transaction are free: {retried:?}"
+    );
+    for (i, n) in nodes_.iter().enumerate() {
+        let c = n.connect().await;
+        assert_eq!(
+            tally(&c, "spread").await,
+            vec![row(&["70", "7885"])],
+            "node {}",
+            i + 1
+        );
+    }
+    let mut left = Vec::new();
+    for _ in 0..300 {
+        left = etcd.keys_containing("/txns/").await;
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        left.is_empty(),
+        "decisions nobody needs are dropped: {left:?}"
+    );
 }

@@ -87,6 +87,24 @@ impl Etcd {
         kill_child(&mut self.child);
     }
 
+    /// The keys etcd holds that contain `part`.
+    pub async fn keys_containing(&self, part: &str) -> Vec<String> {
+        let mut client = etcd_client::Client::connect([self.client_url.as_str()], None)
+            .await
+            .expect("connect to etcd");
+        let response = client
+            .get("", Some(etcd_client::GetOptions::new().with_all_keys()))
+            .await
+            .expect("read etcd");
+        response
+            .kvs()
+            .iter()
+            .filter_map(|kv| kv.key_str().ok())
+            .filter(|k| k.contains(part))
+            .map(str::to_string)
+            .collect()
+    }
+
     /// Starts etcd again on its data directory and ports.
     pub fn restart(&mut self) {
         self.kill();

@@ -282,6 +282,25 @@ impl ClusterView for EtcdCluster {
             Ok(())
         })
     }
+
+    fn decisions(&self) -> Result<Vec<(String, bool)>, CoordError> {
+        let prefix = self.keys.decision("");
+        let mut client = self.client.clone();
+        self.block(async move {
+            let response = client
+                .get(prefix.clone(), Some(GetOptions::new().with_prefix()))
+                .await
+                .map_err(unavailable)?;
+            Ok(response
+                .kvs()
+                .iter()
+                .filter_map(|kv| {
+                    let id = kv.key_str().ok()?.strip_prefix(prefix.as_str())?;
+                    Some((id.to_string(), kv.value() == COMMIT.as_bytes()))
+                })
+                .collect())
+        })
+    }
 }
 
 /// The recorded outcomes of a transaction spanning nodes.

@@ -278,21 +278,11 @@ impl Session {
                     tokio::time::sleep(pause).await;
                     pause *= 2;
                 }
-                // Writes a block made on other nodes cannot be undone to a savepoint yet.
-                Err(e)
-                    if savepoint
-                        .as_ref()
-                        .is_some_and(|(t, _)| self.writes_elsewhere(t)) =>
-                {
-                    return Err(e)
-                }
                 Err(e) if e.needs_statement_restart() && restarts < MAX_STATEMENT_RESTARTS => {
                     restarts += 1;
                     self.node.metrics.statement_restarts.inc();
-                    if let Some((txn, depth)) = savepoint {
-                        tokio::task::spawn_blocking(move || txn.rollback_to_savepoint(depth))
-                            .await
-                            .map_err(|e| ServerError::Internal(e.to_string()))??;
+                    if let Some((txn, depth, statement)) = savepoint {
+                        self.rollback_writes_to(&txn, depth, statement).await?;
                     }
                 }
                 other => return other,
@@ -328,13 +318,39 @@ impl Session {
     }
 
     /// In a block, a savepoint that a restarted statement returns to.
-    fn block_savepoint(&self) -> ServerResult<Option<(Arc<Txn>, usize)>> {
+    /// In a block, a savepoint before the next statement: (the transaction, the storage
+    /// savepoint's depth, the statement number before it).
+    fn block_savepoint(&self) -> ServerResult<Option<(Arc<Txn>, usize, u64)>> {
         let txn = match &*self.txn.lock() {
             TxnState::Block { txn, .. } => txn.clone(),
             TxnState::Idle => return Ok(None),
         };
         let depth = txn.savepoint()?;
-        Ok(Some((txn, depth)))
+        let statement = txn.statement();
+        Ok(Some((txn, depth, statement)))
+    }
+
+    /// Undoes what `txn` wrote after its savepoint of `depth` here and, in its parts on other
+    /// nodes, what its statements after `statement` wrote there.
+    async fn rollback_writes_to(
+        &self,
+        txn: &Arc<Txn>,
+        depth: usize,
+        statement: u64,
+    ) -> ServerResult<()> {
+        if let Some(remote) = self
+            .node
+            .remote
+            .as_ref()
+            .filter(|r| r.writes_elsewhere(txn))
+        {
+            remote.rollback_parts_to(txn, statement).await?;
+        }
+        let txn = txn.clone();
+        tokio::task::spawn_blocking(move || txn.rollback_to_savepoint(depth))
+            .await
+            .map_err(|e| ServerError::Internal(e.to_string()))??;
+        Ok(())
     }
 
     async fn dispatch_gathered(
@@ -367,7 +383,7 @@ impl Session {
             Statement::Rollback {
                 savepoint: Some(name),
                 ..
-            } => self.rollback_to(&name.value),
+            } => self.rollback_to(&name.value).await,
             Statement::Rollback { .. } => Ok(self.rollback().await),
             Statement::Savepoint { name } => self.savepoint(&name.value),
             Statement::ReleaseSavepoint { name } => self.release(&name.value),

@@ -15,14 +15,23 @@ use shoal_storage::{Isolation, Txn};
 use super::{Outcome, Session};
 use crate::error::{ServerError, ServerResult};
 
+pub(crate) struct Savepoint {
+    name: String,
+    /// The storage savepoint's depth in the block's transaction.
+    depth: usize,
+    /// The transaction's statement number when it was set: parts on other nodes undo the
+    /// statements after it.
+    statement: u64,
+}
+
 pub(crate) enum TxnState {
     Idle,
     Block {
         txn: Arc<Txn>,
         /// Whether a data statement ran: SET TRANSACTION ISOLATION LEVEL must come before.
         used: bool,
-        /// Savepoint names with their storage depth, innermost last.
-        savepoints: Vec<(String, usize)>,
+        /// Savepoints, innermost last.
+        savepoints: Vec<Savepoint>,
         failed: bool,
     },
 }
@@ -153,7 +162,11 @@ impl Session {
             return Err(ServerError::OutsideBlock("SAVEPOINT"));
         };
         let depth = txn.savepoint()?;
-        savepoints.push((name.to_lowercase(), depth));
+        savepoints.push(Savepoint {
+            name: name.to_lowercase(),
+            depth,
+            statement: txn.statement(),
+        });
         Ok(Outcome::tag("SAVEPOINT"))
     }
 
@@ -165,38 +178,37 @@ impl Session {
         let name = name.to_lowercase();
         let pos = savepoints
             .iter()
-            .rposition(|(n, _)| *n == name)
+            .rposition(|s| s.name == name)
             .ok_or_else(|| ServerError::NoSuchSavepoint(name.clone()))?;
         savepoints.truncate(pos);
         Ok(Outcome::tag("RELEASE"))
     }
 
-    pub(super) fn rollback_to(&self, name: &str) -> ServerResult<Outcome> {
-        let mut state = self.txn.lock();
-        let TxnState::Block {
-            txn,
-            savepoints,
-            failed,
-            ..
-        } = &mut *state
-        else {
-            return Err(ServerError::OutsideBlock("ROLLBACK TO SAVEPOINT"));
-        };
+    /// Undoes what the block wrote since the savepoint, here and in its parts on other nodes.
+    pub(super) async fn rollback_to(&self, name: &str) -> ServerResult<Outcome> {
         let name = name.to_lowercase();
-        let pos = savepoints
-            .iter()
-            .rposition(|(n, _)| *n == name)
-            .ok_or_else(|| ServerError::NoSuchSavepoint(name.clone()))?;
-        let depth = savepoints[pos].1;
-        if self.writes_elsewhere(txn) {
-            return Err(ServerError::NotSupported(
-                "ROLLBACK TO SAVEPOINT in a transaction that wrote partitions of other nodes"
-                    .into(),
-            ));
+        let (txn, depth, statement) = match &*self.txn.lock() {
+            TxnState::Block {
+                txn, savepoints, ..
+            } => {
+                let savepoint = savepoints
+                    .iter()
+                    .rfind(|s| s.name == name)
+                    .ok_or_else(|| ServerError::NoSuchSavepoint(name.clone()))?;
+                (txn.clone(), savepoint.depth, savepoint.statement)
+            }
+            TxnState::Idle => return Err(ServerError::OutsideBlock("ROLLBACK TO SAVEPOINT")),
+        };
+        self.rollback_writes_to(&txn, depth, statement).await?;
+        if let TxnState::Block {
+            savepoints, failed, ..
+        } = &mut *self.txn.lock()
+        {
+            if let Some(pos) = savepoints.iter().rposition(|s| s.name == name) {
+                savepoints.truncate(pos + 1);
+            }
+            *failed = false;
         }
-        txn.rollback_to_savepoint(depth)?;
-        savepoints.truncate(pos + 1);
-        *failed = false;
         Ok(Outcome::tag("ROLLBACK"))
     }
 

@@ -165,7 +165,7 @@ pub struct FragmentService {
     /// Memory one fragment may use (the node's per-statement limit).
     memory_limit: usize,
     /// This node's parts of transactions run by nodes.
-    parts: Arc<Parts>,
+    pub(crate) parts: Arc<Parts>,
     /// How this node reaches the others (to pull a partition moving here).
     pub(crate) remote: Arc<RemoteFragments>,
 }
@@ -471,7 +471,11 @@ impl FlightService for FragmentService {
     ) -> Result<Response<Self::DoActionStream>, Status> {
         self.authenticate(&request)?;
         let action = request.into_inner();
-        if let Some(answer) = self.partition_action(&action).await? {
+        let answer = match self.partition_action(&action).await? {
+            Some(answer) => Some(answer),
+            None => self.index_action(&action).await?,
+        };
+        if let Some(answer) = answer {
             return Ok(single(arrow_flight::Result {
                 body: answer.into(),
             }));

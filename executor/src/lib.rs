@@ -29,6 +29,7 @@ mod offload_to_device;
 mod partition_moves;
 mod per_row_subquery_exec;
 mod point_read;
+mod remote_index;
 mod routed_writes;
 mod scan;
 mod table;

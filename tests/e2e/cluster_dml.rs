@@ -223,3 +223,99 @@ async fn updates_deletes_and_upserts_span_nodes() {
     model.insert(4001, ("fresh".into(), 9));
     check(&clients, &model, "a committed block").await;
 }
+
+/// CREATE INDEX on a table spread across nodes: every node indexes the rows it holds, in one
+/// transaction across nodes, so a unique index refuses duplicates of rows stored before it
+/// on every node, and a failed build leaves no index anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn indexes_are_built_on_every_node() {
+    let etcd = Etcd::start();
+    let nodes_ = start_nodes(&etcd, 3);
+    let mut clients = Vec::new();
+    for n in &nodes_ {
+        clients.push(n.connect().await);
+    }
+    let lines: Vec<String> = (1..=60)
+        .flat_map(|id| (1..=2).map(move |line| format!("({id}, {line}, 'c{id}-{line}', {line})")))
+        .collect();
+    clients[0]
+        .batch_execute(&format!(
+            "create table codes (id bigint, line int, code text, n int, primary key (id, line)) \
+                 with (partitions = 6, partition_key = 'id');
+             insert into codes values {}",
+            lines.join(", ")
+        ))
+        .await
+        .unwrap();
+    clients[1]
+        .batch_execute(
+            "create index codes_n on codes (n);
+             create unique index codes_code on codes (id, code)",
+        )
+        .await
+        .unwrap();
+    for c in &clients {
+        assert_eq!(
+            texts(
+                c,
+                "select indexname from pg_indexes where tablename = 'codes' order by 1"
+            )
+            .await,
+            vec![
+                row(&["codes_code"]),
+                row(&["codes_n"]),
+                row(&["codes_pkey"])
+            ]
+        );
+    }
+    // Rows stored before the index, on every node, are in it.
+    for id in 1..=60 {
+        let c = &clients[id as usize % 3];
+        let err = c
+            .execute(
+                &format!("insert into codes values ({id}, 9, 'c{id}-1', 0)"),
+                &[],
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code().map(|c| c.code()), Some("23505"), "{id}: {err}");
+    }
+    // A unique index whose values repeat fails on the node holding them, and on none is it
+    // left behind.
+    clients[2]
+        .batch_execute("insert into codes values (7, 3, 'x3', 1)")
+        .await
+        .unwrap();
+    let err = clients[0]
+        .batch_execute("create unique index codes_n_unique on codes (id, n)")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("23505"), "{err}");
+    // Across nodes a unique index must include the partition key.
+    let err = clients[0]
+        .batch_execute("create unique index codes_code_alone on codes (code)")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("0A000"), "{err}");
+    // Inside a block the other nodes could not see the index yet.
+    let err = clients[0]
+        .batch_execute("begin; create index codes_line on codes (line)")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("0A000"), "{err}");
+    clients[0].batch_execute("rollback").await.unwrap();
+    for c in &clients {
+        assert_eq!(
+            texts(
+                c,
+                "select count(*) from pg_indexes where tablename = 'codes'"
+            )
+            .await,
+            vec![row(&["3"])]
+        );
+        assert_eq!(
+            texts(c, "select count(*), sum(n) from codes").await,
+            vec![row(&["121", "181"])]
+        );
+    }
+}

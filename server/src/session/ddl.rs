@@ -398,7 +398,7 @@ impl Session {
 /// A UNIQUE constraint is checked by the node that writes a row, against the rows that node
 /// holds: across nodes it holds only when its columns include the partition key, so that
 /// rows with equal values share a partition (Citus asks the same of distributed tables).
-fn refuse_unique_across_nodes(
+pub(super) fn refuse_unique_across_nodes(
     table: &shoal_coord::TableDef,
     unique: &[(String, Vec<String>)],
 ) -> ServerResult<()> {

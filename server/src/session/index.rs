@@ -3,11 +3,14 @@
 //! duplicates with 23505 and is taken back out of the catalog). Writers maintain the entries
 //! of every index their catalog snapshot shows; see the README for the one race this leaves.
 //! Inside a transaction block both the catalog change and the entries roll back together.
+//! In a cluster each node leading partitions of the table writes the entries of its rows in
+//! a part of the statement's transaction, which commits on every node at once.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use datafusion::sql::sqlparser::ast::{CreateIndex, Expr, ObjectName};
-use shoal_coord::{CoordError, IndexDef, MetaStore, SqlType};
+use shoal_coord::{CoordError, IndexDef, MetaStore, NodeId, SqlType};
 use shoal_executor::{build_index, remove_index_entries, TableHandle};
 use shoal_planner::ddl::{ident_name, object_name};
 use shoal_storage::keys;
@@ -27,14 +30,24 @@ impl Session {
         let def = catalog
             .table(&schema, &table)
             .ok_or_else(|| CoordError::RelationNotFound(table.clone()))?;
-        // The build reads the table's rows here; other nodes' partitions are out of reach.
         let local = self.node.cluster.local_node();
-        if def.partitions.iter().any(|p| p.leader != local) {
+        let others: BTreeSet<NodeId> = def
+            .partitions
+            .iter()
+            .map(|p| p.leader)
+            .filter(|l| *l != local)
+            .collect();
+        // Other nodes build from the catalog they share, which a block's DDL is not part of
+        // until it commits.
+        if !others.is_empty() && self.in_block() {
             return Err(ServerError::NotSupported(
-                "CREATE INDEX on a table whose partitions other nodes lead".into(),
+                "CREATE INDEX inside a transaction block on a table whose partitions other \
+                 nodes lead"
+                    .into(),
             ));
         }
         let mut columns = Vec::new();
+        let mut column_names = Vec::new();
         let mut descending = Vec::new();
         for c in &create.columns {
             let Expr::Identifier(ident) = &c.column.expr else {
@@ -57,6 +70,7 @@ impl Session {
                 )));
             }
             columns.push(column.id);
+            column_names.push(name);
             descending.push(c.column.options.asc == Some(false));
         }
         let name = match &create.name {
@@ -65,6 +79,9 @@ impl Session {
         };
         if create.if_not_exists && catalog.index(&schema, &name).is_some() {
             return Ok(Outcome::tag("CREATE INDEX"));
+        }
+        if create.unique && !others.is_empty() {
+            super::ddl::refuse_unique_across_nodes(def, &[(name.clone(), column_names)])?;
         }
         let wanted = IndexDef {
             oid: 0,
@@ -88,18 +105,38 @@ impl Session {
         let handle = TableHandle::new(Arc::new(def.clone()));
         let (txn, implicit) = self.statement_txn()?;
         let (table_id, oid) = (def.id, index.oid);
+        let local_txn = txn.clone();
         let built = tokio::task::spawn_blocking(move || -> ServerResult<()> {
-            build_index(&handle, oid, &txn)?;
+            build_index(&handle, oid, &local_txn)?;
             // Writers that read the fence before this commit and commit after it fail with
             // 40001 instead of committing rows without entries.
-            txn.put(&keys::fence_key(table_id), b"index")?;
-            if implicit {
-                txn.commit()?;
-            }
+            local_txn.put(&keys::fence_key(table_id), b"index")?;
             Ok(())
         })
         .await
-        .map_err(|e| ServerError::Internal(e.to_string()))?;
+        .map_err(|e| ServerError::Internal(e.to_string()));
+        let built = match (built, &self.node.remote) {
+            (Ok(Ok(())), Some(remote)) if !others.is_empty() => {
+                let handle = TableHandle::new(Arc::new(def.clone()));
+                let builds = others
+                    .iter()
+                    .map(|node| remote.build_index_at(&txn, *node, &handle, oid));
+                futures::future::join_all(builds)
+                    .await
+                    .into_iter()
+                    .try_for_each(|b| b.map(|_| ()))
+                    .map_err(ServerError::from)
+            }
+            (built, _) => built.and_then(|b| b),
+        };
+        let built = match (built, implicit) {
+            (Ok(()), true) => self.commit_txn(txn).await,
+            (Err(e), true) => {
+                self.rollback_txn(txn).await;
+                Err(e)
+            }
+            (built, false) => built,
+        };
         if let Err(e) = built {
             if !self.in_block() {
                 self.take_back_index(&schema, &index.name, table_id, oid);

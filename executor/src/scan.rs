@@ -62,10 +62,16 @@ pub struct KeyLookup {
 
 /// Rows to fetch through a secondary index: the entries in `ranges` (one per combination of
 /// looked-up values) hold the storage keys of the rows.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IndexLookup {
     pub index: String,
     pub ranges: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Each output partition follows the entries of the rows of one table partition (of the
+    /// scan's `partitions`), so that the lookup can run at each partition's leader, whose
+    /// index holds the entries of the rows it leads; otherwise one output partition follows
+    /// them all.
+    #[serde(default)]
+    pub per_partition: bool,
 }
 
 pub struct PartitionScanExec {
@@ -97,6 +103,9 @@ pub struct ScanSpec {
     pub limit: Option<usize>,
     #[serde(default)]
     pub key_partitioning: Option<Vec<usize>>,
+    /// A secondary index lookup per partition ([`IndexLookup::per_partition`]).
+    #[serde(default)]
+    pub index_lookup: Option<IndexLookup>,
 }
 
 impl fmt::Debug for PartitionScanExec {
@@ -158,10 +167,15 @@ impl PartitionScanExec {
         }
     }
 
-    /// The scan as it travels between nodes; `None` for index lookups, which read every
-    /// partition from one output partition and so must run where all partitions are.
+    /// Whether one output partition follows the index entries of every partition.
+    fn reads_whole_index(&self) -> bool {
+        self.index_lookup.as_ref().is_some_and(|i| !i.per_partition)
+    }
+
+    /// The scan as it travels between nodes; `None` for an index lookup of every partition
+    /// from one output partition, which must run where all partitions are.
     pub fn spec(&self) -> Option<ScanSpec> {
-        if self.index_lookup.is_some() {
+        if self.reads_whole_index() {
             return None;
         }
         Some(ScanSpec {
@@ -172,6 +186,7 @@ impl PartitionScanExec {
             with_row_key: self.with_row_key,
             limit: self.limit,
             key_partitioning: self.key_partitioning.clone(),
+            index_lookup: self.index_lookup.clone(),
         })
     }
 
@@ -191,6 +206,10 @@ impl PartitionScanExec {
             spec.with_row_key,
             spec.limit,
         );
+        let scan = match spec.index_lookup {
+            Some(lookup) => scan.with_index_lookup(lookup),
+            None => scan,
+        };
         match spec.key_partitioning {
             Some(columns) => scan.with_key_partitioning(columns),
             None => scan,
@@ -232,9 +251,9 @@ impl PartitionScanExec {
     }
 
     /// The same scan reading only those of its partitions in `keep` (and their key lookups);
-    /// `None` for index lookups, which read every partition.
+    /// `None` for an index lookup of every partition from one output partition.
     pub fn only_partitions(&self, keep: &[u32]) -> Option<PartitionScanExec> {
-        if self.index_lookup.is_some() {
+        if self.reads_whole_index() {
             return None;
         }
         let lookups = self.lookups.as_ref().map(|l| {
@@ -243,7 +262,7 @@ impl PartitionScanExec {
                 .cloned()
                 .collect()
         });
-        Some(PartitionScanExec::new(
+        let scan = PartitionScanExec::new(
             self.table.clone(),
             self.txn.clone(),
             self.partitions
@@ -255,12 +274,18 @@ impl PartitionScanExec {
             self.projection.clone(),
             self.with_row_key,
             self.limit,
-        ))
+        );
+        Some(match &self.index_lookup {
+            Some(lookup) => scan.with_index_lookup(lookup.clone()),
+            None => scan,
+        })
     }
 
-    /// The table partition each output partition reads; `None` for index lookups.
+    /// The table partition each output partition reads; `None` for an index lookup of every
+    /// partition from one output partition.
     pub fn table_partitions(&self) -> Option<Vec<u32>> {
         match (&self.index_lookup, &self.lookups) {
+            (Some(i), _) if i.per_partition => Some(self.partitions.clone()),
             (Some(_), _) => None,
             (None, Some(l)) => Some(l.iter().map(|k| k.partition).collect()),
             (None, None) => Some(self.partitions.clone()),
@@ -282,14 +307,18 @@ impl PartitionScanExec {
         &self.table
     }
 
-    /// Reads the rows a secondary index points at instead of whole partitions, in one output
-    /// partition (the index spans every partition).
+    /// Reads the rows a secondary index points at instead of whole partitions: in one output
+    /// partition, or one per partition read ([`IndexLookup::per_partition`]).
     pub fn with_index_lookup(mut self, lookup: IndexLookup) -> Self {
+        let outputs = match lookup.per_partition {
+            true => self.partitions.len().max(1),
+            false => 1,
+        };
         self.lookups = None;
         self.index_lookup = Some(lookup);
         self.properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(self.schema.clone()),
-            Partitioning::UnknownPartitioning(1),
+            Partitioning::UnknownPartitioning(outputs),
             EmissionType::Incremental,
             Boundedness::Bounded,
         ));
@@ -310,12 +339,17 @@ impl DisplayAs for PartitionScanExec {
             self.table.def.schema, self.table.def.name
         )?;
         match (&self.index_lookup, &self.lookups) {
-            (Some(i), _) => write!(
-                f,
-                "index_lookup index={} values={}",
-                i.index,
-                i.ranges.len()
-            )?,
+            (Some(i), _) => {
+                write!(
+                    f,
+                    "index_lookup index={} values={}",
+                    i.index,
+                    i.ranges.len()
+                )?;
+                if i.per_partition {
+                    write!(f, " partitions={:?}", self.partitions)?;
+                }
+            }
             (None, Some(l)) => {
                 let parts: Vec<u32> = l.iter().map(|k| k.partition).collect();
                 let n: usize = l.iter().map(|k| k.keys.len()).sum();
@@ -349,7 +383,8 @@ enum Source {
     },
     Keys(Vec<Vec<u8>>),
     /// Index entry ranges whose values are row keys.
-    IndexEntries(Vec<(Vec<u8>, Vec<u8>)>),
+    /// Index entry ranges, and the partition whose rows to keep (all when `None`).
+    IndexEntries(Vec<(Vec<u8>, Vec<u8>)>, Option<u32>),
     Nothing,
 }
 
@@ -402,7 +437,11 @@ impl ExecutionPlan for PartitionScanExec {
     ) -> DfResult<SendableRecordBatchStream> {
         let table_id = self.table.id();
         let source = match (&self.index_lookup, &self.lookups) {
-            (Some(i), _) if partition == 0 => Source::IndexEntries(i.ranges.clone()),
+            (Some(i), _) if i.per_partition => match self.partitions.get(partition) {
+                Some(p) => Source::IndexEntries(i.ranges.clone(), Some(*p)),
+                None => Source::Nothing,
+            },
+            (Some(i), _) if partition == 0 => Source::IndexEntries(i.ranges.clone(), None),
             (Some(_), _) => Source::Nothing,
             (None, Some(l)) => l
                 .get(partition)
@@ -480,19 +519,23 @@ impl ScanState {
     fn next_batch(&mut self) -> Result<Option<RecordBatch>, ExecError> {
         let want = BATCH_ROWS.min(self.remaining);
         let mut bytes = 0usize;
-        if let Source::IndexEntries(ranges) = &self.source {
+        if let Source::IndexEntries(ranges, only) = &self.source {
             let mut row_keys = Vec::new();
             for (start, end) in ranges {
                 self.txn.scan(start, end, None, |k, v| {
                     bytes += k.len() + v.len();
-                    row_keys.push(v.to_vec());
+                    let wanted = only
+                        .is_none_or(|p| keys::partition_of_key(v).is_some_and(|(_, of)| of == p));
+                    if wanted {
+                        row_keys.push(v.to_vec());
+                    }
                     Ok(ScanControl::Continue)
                 })?;
             }
             self.source = Source::Keys(row_keys);
         }
         match &mut self.source {
-            Source::Nothing | Source::IndexEntries(_) => self.done = true,
+            Source::Nothing | Source::IndexEntries(..) => self.done = true,
             Source::Keys(list) => {
                 for key in list.drain(..) {
                     if let Some(v) = self.txn.get(&key)? {

@@ -222,6 +222,7 @@ impl ShoalTable {
         Some(IndexLookup {
             index: index.name.clone(),
             ranges,
+            per_partition: false,
         })
     }
 
@@ -380,9 +381,13 @@ impl TableProvider for ShoalTable {
             None => (0..self.handle.partition_count()).collect(),
         };
         let remote = self.led_elsewhere(&read);
-        // Index entries span every partition: only a node that leads them all can follow them.
+        // Each node's index holds the entries of the rows it leads: with partitions on other
+        // nodes the lookup runs per partition, at each partition's leader.
         let index_lookup = match lookups {
-            None if remote.is_empty() => self.index_lookup(filters),
+            None => self.index_lookup(filters).map(|lookup| IndexLookup {
+                per_partition: !remote.is_empty(),
+                ..lookup
+            }),
             _ => None,
         };
         // Other nodes read at snapshots of their own: one snapshot for the whole transaction

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use shoal_tests::cluster::{start_nodes, Etcd};
-use shoal_tests::{row, texts};
+use shoal_tests::{explain, row, texts};
 
 /// The expected rows of `accounts`: id → (owner, balance).
 type Model = BTreeMap<i64, (String, i64)>;
@@ -280,6 +280,34 @@ async fn indexes_are_built_on_every_node() {
             .unwrap_err();
         assert_eq!(err.code().map(|c| c.code()), Some("23505"), "{id}: {err}");
     }
+    // Reads follow the index at each partition's leader.
+    let plan = explain(&clients[2], "select id, line from codes where n = 2").await;
+    assert!(
+        plan.contains("FragmentExec") && plan.contains("index_lookup index=codes_n"),
+        "{plan}"
+    );
+    for c in &clients {
+        assert_eq!(
+            texts(c, "select count(*), sum(id) from codes where n = 2").await,
+            vec![row(&["60", "1830"])]
+        );
+        assert_eq!(
+            texts(c, "select line from codes where n in (1, 5) and id = 8").await,
+            vec![row(&["1"])]
+        );
+    }
+    clients[1]
+        .batch_execute("update codes set code = 'moved' where n = 2 and id > 30")
+        .await
+        .unwrap();
+    assert_eq!(
+        texts(
+            &clients[0],
+            "select count(*) from codes where code = 'moved'"
+        )
+        .await,
+        vec![row(&["30"])]
+    );
     // A unique index whose values repeat fails on the node holding them, and on none is it
     // left behind.
     clients[2]

@@ -565,6 +565,9 @@ impl RemoteFragments {
             }
             Ok(false) => {
                 self.end_parts(&parts, &id, Outcome::Abort).await;
+                // A part aborted first. This node never proposes `commit` for it again, so
+                // the record can go: whoever asks later records `abort` once more.
+                self.forget_decision(&id).await;
                 blocking(move || {
                     txn.rollback();
                     Ok(())
@@ -584,13 +587,17 @@ impl RemoteFragments {
         }
         blocking(move || Ok(txn.commit()?)).await?;
         if self.end_parts(&parts, &id, Outcome::Commit).await {
-            let cluster = self.cluster.clone();
-            let forgotten = blocking(move || Ok(cluster.forget_decision(&id))).await;
-            if let Ok(Err(e)) = forgotten {
-                tracing::warn!(error = %e, "could not remove a transaction's decision from etcd");
-            }
+            self.forget_decision(&id).await;
         }
         Ok(())
+    }
+
+    /// Removes the recorded decision of `id` from etcd (a failure only leaves it there).
+    async fn forget_decision(&self, id: &str) {
+        let (cluster, id) = (self.cluster.clone(), id.to_string());
+        if let Ok(Err(e)) = blocking(move || Ok(cluster.forget_decision(&id))).await {
+            tracing::warn!(error = %e, "could not remove a transaction's decision from etcd");
+        }
     }
 
     /// Rolls back `txn` and the parts it has on other nodes.

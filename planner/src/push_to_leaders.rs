@@ -11,9 +11,10 @@
 
 use std::sync::Arc;
 
-use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::config::ConfigOptions;
 use datafusion::error::Result as DfResult;
+use datafusion::physical_expr::scalar_subquery::ScalarSubqueryExpr;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::coop::CooperativeExec;
@@ -39,8 +40,27 @@ impl PushToLeaders {
     }
 }
 
+/// Whether one of `plan`'s own expressions reads the result of a scalar subquery, which a
+/// `ScalarSubqueryExec` above computes on this node: the leader could not read it.
+fn reads_scalar_subquery(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    let mut found = false;
+    let _ = plan.apply_expressions(&mut |expr| {
+        expr.apply(|e| {
+            found |= e.downcast_ref::<ScalarSubqueryExpr>().is_some();
+            Ok(match found {
+                true => TreeNodeRecursion::Stop,
+                false => TreeNodeRecursion::Continue,
+            })
+        })
+    });
+    found
+}
+
 /// Why `plan` cannot run inside a fragment below it; `None` when it works per partition.
 fn boundary(plan: &Arc<dyn ExecutionPlan>) -> Option<String> {
+    if reads_scalar_subquery(plan) {
+        return Some("it reads a scalar subquery's result, computed here".into());
+    }
     if plan.is::<FilterExec>()
         || plan.is::<ProjectionExec>()
         || plan.is::<LocalLimitExec>()

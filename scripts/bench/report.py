@@ -67,6 +67,13 @@ def summarize(results):
     summary["tpch_answers_wrong"] = [q["query"] for q in results["tpch"] if q["check"] == "DIFFERENT"]
     summary["tpch_shoal_errors"] = [q["query"] for q in results["tpch"]
                                     if q["shoal"]["status"] != "ok"]
+    on_cluster = [q for q in results["tpch"] if "cluster" in q]
+    summary["cluster_geomean"] = geomean([q["cluster_over_pg"] for q in on_cluster
+                                          if q["in_geomean"] and q["cluster_over_pg"]])
+    summary["cluster_answers_wrong"] = [q["query"] for q in on_cluster
+                                        if q["cluster_check"] == "DIFFERENT"]
+    summary["cluster_errors"] = [q["query"] for q in on_cluster
+                                 if q["cluster"]["status"] != "ok"]
     return summary
 
 
@@ -147,10 +154,42 @@ def write_markdown(path, results, summary):
               for side in ("pg", "shoal", "duckdb") if q[side].get("error")]
     if errors:
         lines += ["", "Errors:", ""] + [f"- {q} on {side}: `{e}`" for q, side, e in errors]
-    lines += ["", "The 3-node cluster run is not part of this report yet: a cluster loads rows "
-              "spread over several nodes only one statement at a time (see the cluster issue).",
-              "", "![Shoal's speed over PostgreSQL's](ratios.png)", ""]
+    lines += cluster_lines(results, summary)
+    lines += ["", "![Shoal's speed over PostgreSQL's](ratios.png)", ""]
     path.write_text("\n".join(lines))
+
+
+def cluster_lines(results, summary):
+    """The TPC-H queries on the Shoal cluster: time, ratios, and what travelled between nodes
+    next to what the query returned."""
+    on_cluster = [q for q in results["tpch"] if "cluster" in q]
+    if not on_cluster:
+        return ["", "No cluster run (`--cluster-nodes 0`)."]
+    nodes = results["meta"].get("cluster_nodes")
+    lines = ["", f"## TPC-H on a {nodes}-node Shoal cluster", "",
+             f"etcd and {nodes} Shoal nodes on this machine (each with 1/{nodes} of the single "
+             "server's block cache), loaded with the same COPY through the first node, which "
+             "runs every query. Bytes shipped: Arrow batches the first node received from "
+             "fragments the other nodes ran, per run.", "",
+             f"Geometric mean cluster/PostgreSQL: {fmt(summary['cluster_geomean'], 2)}.", "",
+             "| query | cluster s | single Shoal s | cluster/PG | bytes shipped | result rows "
+             "| answer |",
+             "|---|---|---|---|---|---|---|"]
+    for q in on_cluster:
+        c = q["cluster"]
+        seconds = fmt(c["seconds"]) if c["status"] == "ok" else c["status"]
+        single = fmt(q["shoal"]["seconds"]) if q["shoal"]["status"] == "ok" else q["shoal"]["status"]
+        lines.append(f"| {q['query']} | {seconds} | {single} | {fmt(q['cluster_over_pg'], 2)} | "
+                     f"{c['bytes_shipped']:.0f} | {q['rows']} | {q['cluster_check']} |")
+    loads = results.get("cluster_copy", [])
+    lineitem = next((r for r in loads if r["table"] == "lineitem"), None)
+    if lineitem and lineitem["seconds"]:
+        lines += ["", f"COPY lineitem into the cluster: {lineitem['rows'] / lineitem['seconds']:.0f} "
+                  f"rows/s ({lineitem['bytes'] / lineitem['seconds'] / 2**20:.1f} MB/s)."]
+    errors = [(q["query"], q["cluster"]["error"]) for q in on_cluster if q["cluster"].get("error")]
+    if errors:
+        lines += ["", "Errors on the cluster:", ""] + [f"- {q}: `{e}`" for q, e in errors]
+    return lines
 
 
 def write_plot(path, results, summary):

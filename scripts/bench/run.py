@@ -8,6 +8,9 @@ PostgreSQL 15 and a Shoal server of its own (fsync on commit in both), then runs
 2. a bulk load of TPC-H data from tpchgen-cli with COPY FROM STDIN (CSV) into both servers,
    and into DuckDB in process;
 3. the 22 TPC-H queries on all three, each answer checked against PostgreSQL's;
+4. with --cluster-nodes N (3 by default), the same load and queries on an N-node Shoal
+   cluster (an etcd and N nodes on loopback), with the bytes each query shipped between nodes
+   next to its result size;
 
 and writes report.md, ratios.png and report.json into --out. Exits non-zero when Shoal gave
 a different answer, failed a query, or a workload failed on it, so that the CI run at a tiny
@@ -79,20 +82,31 @@ def run_pgbench(args, systems, workdir):
     return results
 
 
-def run_tpch(args, pg, shoal, duck):
+def compared(result, p, d):
+    """How `result` compares with PostgreSQL's answer `p` (DuckDB's `d` where it timed out)."""
+    reference = p if p["status"] == "ok" else d
+    if result["status"] != "ok" or reference["status"] != "ok":
+        return "not compared"
+    if workloads.same_answer(result["rows"], reference["rows"]):
+        return "same" if reference is p else "same (as DuckDB)"
+    return "DIFFERENT"
+
+
+def run_on_cluster(args, cluster, sql):
+    """The query on the cluster, with the bytes its first node received from the others."""
+    before = cluster.entry.bytes_received()
+    c = workloads.run_query_server(cluster.entry, sql, args.runs, args.shoal_timeout)
+    c["bytes_shipped"] = (cluster.entry.bytes_received() - before) / args.runs
+    return c
+
+
+def run_tpch(args, pg, shoal, duck, cluster):
     results = []
     for name, sql in workloads.tpch_queries():
         p = workloads.run_query_server(pg, sql, args.runs, args.timeout)
         s = workloads.run_query_server(shoal, sql, args.runs, args.shoal_timeout)
         d = workloads.run_query_duckdb(duck, sql, args.runs)
-        # PostgreSQL's answer is the reference; where it timed out, DuckDB's.
-        reference = p if p["status"] == "ok" else d
-        if s["status"] != "ok" or reference["status"] != "ok":
-            check = "not compared"
-        elif workloads.same_answer(s["rows"], reference["rows"]):
-            check = "same" if reference is p else "same (as DuckDB)"
-        else:
-            check = "DIFFERENT"
+        check = compared(s, p, d)
         both = p["status"] == "ok" and s["status"] == "ok"
         q = {"query": name, "pg": p, "shoal": s, "duckdb": d, "check": check,
              "rows": len(s["rows"]) if s["rows"] is not None else None,
@@ -100,6 +114,15 @@ def run_tpch(args, pg, shoal, duck):
              "duckdb_over_pg": (d["seconds"] / p["seconds"]
                                 if p["status"] == "ok" and d["status"] == "ok" else None),
              "in_geomean": both and d["status"] == "ok" and name not in REPORTED_APART}
+        if cluster:
+            c = run_on_cluster(args, cluster, sql)
+            q["cluster"] = c
+            q["cluster_check"] = compared(c, p, d)
+            q["cluster_over_pg"] = (c["seconds"] / p["seconds"]
+                                    if p["status"] == "ok" and c["status"] == "ok" else None)
+            c.pop("rows")
+            log(f"{name} on the cluster: {c['seconds'] or c['status']}, "
+                f"{c['bytes_shipped']:.0f} bytes shipped: {q['cluster_check']}")
         for side in (p, s, d):
             side.pop("rows")
         log(f"{name}: PostgreSQL {p['seconds'] or p['status']}, Shoal {s['seconds'] or s['status']}, "
@@ -118,6 +141,8 @@ def main():
                         help="PostgreSQL's statement timeout per TPC-H query, seconds")
     parser.add_argument("--shoal-timeout", type=float, default=600.0,
                         help="Shoal's statement timeout per TPC-H query, seconds")
+    parser.add_argument("--cluster-nodes", type=int, default=3,
+                        help="nodes of the Shoal cluster TPC-H also runs on (0: no cluster)")
     parser.add_argument("--pgbench-scale", type=int, default=10)
     parser.add_argument("--pgbench-seconds", type=int, default=30)
     parser.add_argument("--data-dir", type=Path, required=True,
@@ -134,7 +159,7 @@ def main():
     with tempfile.TemporaryDirectory(prefix="shoal-bench-") as tmp:
         workdir = Path(tmp)
         pg = servers.Postgres(workdir)
-        shoal = None
+        shoal = cluster = None
         try:
             shoal = servers.Shoal(workdir, args.shoal_bin)
             duck = duckdb.connect(str(workdir / "tpch.duckdb"))
@@ -151,6 +176,7 @@ def main():
                 "tpchgen_version": output_of([tpchgen, "--version"]),
                 "pgbench_version": output_of(["pgbench", "--version"]),
                 "scale": args.scale, "runs": args.runs, "timeout_s": args.timeout,
+                "cluster_nodes": args.cluster_nodes,
                 "pgbench_scale": args.pgbench_scale, "pgbench_seconds": args.pgbench_seconds,
             }}
             results["pgbench"] = run_pgbench(args, [pg, shoal], workdir)
@@ -160,9 +186,15 @@ def main():
                 results["copy"] += workloads.copy_load(server, files)
             log("loading TPC-H into DuckDB")
             results["copy"] += workloads.duckdb_load(duck, files)
-            results["tpch"] = run_tpch(args, pg, shoal, duck)
+            if args.cluster_nodes:
+                log(f"a {args.cluster_nodes}-node Shoal cluster; COPY TPC-H into it")
+                cluster = servers.ShoalCluster(workdir, args.shoal_bin, args.cluster_nodes)
+                results["cluster_copy"] = workloads.copy_load(cluster.entry, files)
+            results["tpch"] = run_tpch(args, pg, shoal, duck, cluster)
             duck.close()
         finally:
+            if cluster:
+                cluster.stop()
             if shoal:
                 shoal.stop()
             pg.stop()
@@ -174,10 +206,13 @@ def main():
     failures = []
     if summary["tpch_answers_wrong"] or summary["tpch_shoal_errors"]:
         failures.append("TPC-H on Shoal")
+    if summary["cluster_answers_wrong"] or summary["cluster_errors"]:
+        failures.append("TPC-H on the Shoal cluster")
     if any("error" in r or r.get("failed") for r in results["pgbench"]):
         failures.append("pgbench")
     expected = {t: workloads.count_rows(p) for t, p in files.items()}
-    if any(r["rows"] != expected[r["table"]] for r in results["copy"]):
+    if any(r["rows"] != expected[r["table"]]
+           for r in results["copy"] + results.get("cluster_copy", [])):
         failures.append("COPY row counts")
     if failures:
         print(f"failed: {', '.join(failures)}", file=sys.stderr)

@@ -144,7 +144,7 @@ def count_rows(path: Path):
 def copy_load(server, files):
     """Creates the TPC-H tables and loads each with COPY FROM STDIN (CSV), timing each table."""
     results = []
-    statements = shoal_schema_statements() if server.name == "Shoal" else schema_statements()
+    statements = shoal_schema_statements() if server.shoal else schema_statements()
     with server.connect() as c:
         for statement in statements:
             c.execute(statement)

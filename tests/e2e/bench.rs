@@ -1,8 +1,9 @@
 //! The benchmark script (`scripts/bench.sh`) end to end at a tiny scale, so that the one
 //! command of the benchmarks keeps working: it starts its own PostgreSQL 15 and Shoal, runs
 //! pgbench, COPY and the 22 TPC-H queries, and checks every Shoal answer against PostgreSQL's.
-//! The figures themselves are not asserted; that Shoal ran every workload and gave
-//! PostgreSQL's answers is.
+//! The same TPC-H load and queries run on a 3-node Shoal cluster the script starts. The
+//! figures themselves are not asserted; that Shoal ran every workload and gave PostgreSQL's
+//! answers is.
 
 use std::path::Path;
 use std::process::Command;
@@ -47,7 +48,20 @@ fn bench_script_answers_tpch_like_postgres_and_runs_every_workload() {
             q["check"].as_str().is_some_and(|c| c.starts_with("same")),
             "Shoal's answer differs: {q}"
         );
+        assert_eq!(q["cluster"]["status"], "ok", "{q}");
+        assert!(
+            q["cluster_check"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("same")),
+            "the cluster's answer differs: {q}"
+        );
+        assert!(q["cluster"]["bytes_shipped"].as_f64().is_some(), "{q}");
     }
+    let shipped: f64 = tpch
+        .iter()
+        .filter_map(|q| q["cluster"]["bytes_shipped"].as_f64())
+        .sum();
+    assert!(shipped > 0.0, "the cluster's queries read other nodes");
     let pgbench = report["pgbench"].as_array().expect("pgbench results");
     // 2 scripts x 2 protocol modes x 2 client counts x 2 systems.
     assert_eq!(pgbench.len(), 16, "{stdout}");
@@ -70,8 +84,19 @@ fn bench_script_answers_tpch_like_postgres_and_runs_every_workload() {
         lineitem.windows(2).all(|w| w[0]["rows"] == w[1]["rows"]),
         "{lineitem:?}"
     );
+    let cluster_lineitem = report["cluster_copy"]
+        .as_array()
+        .expect("cluster copy results")
+        .iter()
+        .find(|r| r["table"] == "lineitem")
+        .expect("the cluster loads lineitem");
+    assert_eq!(cluster_lineitem["rows"], lineitem[0]["rows"]);
     let markdown = std::fs::read_to_string(out.path().join("report.md")).expect("report.md");
     assert!(markdown.contains("| q22 |"), "{markdown}");
+    assert!(
+        markdown.contains("## TPC-H on a 3-node Shoal cluster"),
+        "{markdown}"
+    );
     let png = std::fs::read(out.path().join("ratios.png")).expect("ratios.png");
     assert!(png.starts_with(b"\x89PNG"), "ratios.png is a PNG");
 }

@@ -21,6 +21,20 @@ fn values(ids: std::ops::RangeInclusive<i64>) -> String {
         .join(", ")
 }
 
+/// Restarts `node` with `failpoint` set (debug builds of shoal exit there, see two_phase.rs),
+/// runs `sql` through it, and checks that the node died inside the commit instead of
+/// answering; the failpoint is cleared for the node's next start.
+async fn exits_inside_commit(node: &mut shoal_tests::Node, failpoint: &str, sql: &str) {
+    node.env.push(("SHOAL_FAILPOINT".into(), failpoint.into()));
+    node.restart();
+    let lost = node.connect().await.batch_execute(sql).await.unwrap_err();
+    assert!(
+        lost.code().is_none(),
+        "the node exits before it answers: {lost}"
+    );
+    node.env.clear();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_across_nodes_commit_everywhere_or_nowhere() {
     let etcd = Etcd::start();
@@ -270,17 +284,12 @@ async fn a_commit_survives_the_death_of_the_node_running_it() {
         .batch_execute("create table spread (id bigint primary key, v text) with (partitions = 6)")
         .await
         .unwrap();
-    // Debug builds of shoal exit at this point when asked to (see two_phase.rs).
-    nodes_[0].env.push((
-        "SHOAL_FAILPOINT".into(),
-        "exit-after-commit-decision".into(),
-    ));
-    nodes_[0].restart();
-    let doomed = nodes_[0].connect().await;
-    let lost = doomed
-        .batch_execute(&format!("insert into spread values {}", values(1..=60)))
-        .await;
-    assert!(lost.is_err(), "the node exits before it answers");
+    exits_inside_commit(
+        &mut nodes_[0],
+        "exit-after-commit-decision",
+        &format!("insert into spread values {}", values(1..=60)),
+    )
+    .await;
 
     // Its partitions hold part of the rows: the transaction really spans it.
     let survivor = nodes_[1].connect().await;
@@ -293,7 +302,6 @@ async fn a_commit_survives_the_death_of_the_node_running_it() {
         vec![row(&["0"])]
     );
 
-    nodes_[0].env.clear();
     nodes_[0].restart();
     let back = nodes_[0].connect().await;
     let mut settled = false;
@@ -349,20 +357,12 @@ async fn a_commit_without_a_decision_rolls_back_everywhere_and_is_forgotten() {
         ))
         .await
         .unwrap();
-    nodes_[0].env.push((
-        "SHOAL_FAILPOINT".into(),
-        "exit-before-commit-decision".into(),
-    ));
-    nodes_[0].restart();
-    let doomed = nodes_[0].connect().await;
-    let lost = doomed
-        .batch_execute(&format!("insert into spread values {}", values(101..=160)))
-        .await;
-    let lost = lost.unwrap_err();
-    assert!(
-        lost.code().is_none(),
-        "the node exits before it answers: {lost}"
-    );
+    exits_inside_commit(
+        &mut nodes_[0],
+        "exit-before-commit-decision",
+        &format!("insert into spread values {}", values(101..=160)),
+    )
+    .await;
     // The other nodes see it down and record `abort`; the record stays while nothing shows
     // that the run which could still propose `commit` is over.
     let mut decided = Vec::new();
@@ -374,7 +374,6 @@ async fn a_commit_without_a_decision_rolls_back_everywhere_and_is_forgotten() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(decided.len(), 1, "the abort is recorded: {decided:?}");
-    nodes_[0].env.clear();
     nodes_[0].restart();
 
     // The same keys can be written once every prepared part let go of them.

@@ -7,6 +7,7 @@ mod cluster;
 mod cluster_dml;
 mod cluster_joins;
 mod cluster_moves;
+mod cluster_shipping;
 mod cluster_writes;
 mod compat;
 mod compose;

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::error::ArrowError;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_plan::projection::ProjectionExec;
@@ -44,19 +45,33 @@ fn external(e: ExecError) -> DataFusionError {
     DataFusionError::External(Box::new(e))
 }
 
-/// The visible columns of `batch` (every one nullable, as the writer takes them) and the row
-/// key column that follows them.
+/// The visible columns of an input batch, every one nullable (see
+/// [`TableHandle::nullable_schema`]): the rows as the writer takes them.
+pub(crate) fn visible_rows(
+    table: &TableHandle,
+    batch: &RecordBatch,
+) -> Result<RecordBatch, ArrowError> {
+    let visible = table.schema.fields().len();
+    RecordBatch::try_new(
+        table.nullable_schema(),
+        batch.columns()[..visible.min(batch.num_columns())].to_vec(),
+    )
+}
+
+/// The visible columns of `batch` (see [`visible_rows`]) and the row key column that
+/// follows them.
 pub(crate) fn split_row_keys(
     table: &TableHandle,
     batch: &RecordBatch,
 ) -> Result<(RecordBatch, ArrayRef), ExecError> {
-    let visible = table.schema.fields().len();
-    let columns = batch.columns();
-    let row_keys = columns.get(visible).cloned().ok_or_else(|| {
-        ExecError::TaskFailed("rows to update or delete without their row keys".into())
-    })?;
-    let rows = RecordBatch::try_new(table.nullable_schema(), columns[..visible].to_vec())?;
-    Ok((rows, row_keys))
+    let row_keys = batch
+        .columns()
+        .get(table.schema.fields().len())
+        .cloned()
+        .ok_or_else(|| {
+            ExecError::TaskFailed("rows to update or delete without their row keys".into())
+        })?;
+    Ok((visible_rows(table, batch)?, row_keys))
 }
 
 /// Writes `batches` with `writer` (here, in its transaction). Blocking.
@@ -204,6 +219,16 @@ impl WriteTarget {
                 .write_rows_at(node, &self.table, write, rows, part, returning)
                 .await;
         }
+        self.write_here(write, rows, returning).await
+    }
+
+    /// Writes `rows` here, in the statement's transaction, on a blocking thread.
+    async fn write_here(
+        &self,
+        write: RowsWrite,
+        rows: Vec<RecordBatch>,
+        returning: bool,
+    ) -> DfResult<Written> {
         let target = self.clone();
         tokio::task::spawn_blocking(move || {
             write_rows(&target.writer(), &target.table, write, &rows, returning)
@@ -360,18 +385,7 @@ pub async fn update_by_row_key(
                 .update_or_delete_by_key(&forward, false, rows, true)
                 .await?
         }
-        _ => tokio::task::spawn_blocking(move || {
-            write_rows(
-                &target.writer(),
-                &target.table,
-                RowsWrite::Update,
-                &rows,
-                true,
-            )
-        })
-        .await
-        .map_err(|e| external(ExecError::TaskFailed(e.to_string())))?
-        .map_err(external)?,
+        _ => target.write_here(RowsWrite::Update, rows, true).await?,
     };
     Ok((written.rows, written.returned))
 }

@@ -26,7 +26,9 @@ use shoal_coord::NodeId;
 
 use crate::forwarded_writes::{RowsWrite, Written};
 use crate::fragment_exec::scan_leaf;
-use crate::routed_writes::{keeps_partition_key, other_leaders, rows_by_leader, WriteTarget};
+use crate::routed_writes::{
+    keeps_partition_key, other_leaders, rows_by_leader, visible_rows, WriteTarget,
+};
 use crate::two_phase::PartRef;
 use crate::{
     ConflictAction, ExecError, FragmentExec, PartitionScanExec, RemoteFragments, RowIdAllocator,
@@ -164,17 +166,6 @@ fn count_batch(count: u64) -> DfResult<RecordBatch> {
         vec![Arc::new(UInt64Array::from(vec![count]))],
     )
     .map_err(DataFusionError::from)
-}
-
-/// The visible columns of an input batch, every one nullable (see
-/// [`TableHandle::nullable_schema`]): the rows as the writer takes them.
-fn visible_rows(table: &TableHandle, batch: &RecordBatch) -> DfResult<RecordBatch> {
-    let visible: Vec<usize> = (0..table.schema.fields().len()).collect();
-    let rows = batch.project(&visible)?;
-    Ok(RecordBatch::try_new(
-        table.nullable_schema(),
-        rows.columns().to_vec(),
-    )?)
 }
 
 fn count_schema() -> SchemaRef {
@@ -368,7 +359,7 @@ impl ExecutionPlan for TableWriteExec {
             let table = target.table.clone();
             let rows = batches
                 .iter()
-                .map(|b| visible_rows(&table, b))
+                .map(|b| visible_rows(&table, b).map_err(DataFusionError::from))
                 .collect::<DfResult<Vec<_>>>()?;
             // Rows other nodes lead go to them, all at once; this node writes its own after.
             let (mut rows, mut sent) = (rows, 0);

@@ -70,6 +70,15 @@ pub struct TableDef {
     /// table created before row types were allocated.
     #[serde(default)]
     pub row_type_oid: u32,
+    /// Copies of each partition the table asks for, the leader's included; a cluster with
+    /// fewer live nodes keeps one per node, and adds the missing ones as nodes come (1 for a
+    /// table created before replication).
+    #[serde(default = "one_replica")]
+    pub replicas: usize,
+}
+
+fn one_replica() -> usize {
+    1
 }
 
 /// An index of a table. Its name lives in the schema's relation namespace, as in PostgreSQL.
@@ -238,12 +247,15 @@ impl Catalog {
     /// nodes of `placement` (the live nodes): partition `i` by the leader of partition `i` of
     /// the first table with as many partitions (so that tables partitioned alike keep matching
     /// rows on one node, see [`Catalog::colocated_leaders`]), or else each by the node that
-    /// leads the fewest partitions so far, so that leaders stay balanced across tables.
+    /// leads the fewest partitions so far, so that leaders stay balanced across tables. Each
+    /// partition keeps `replicas` copies where `placement` has enough nodes (see
+    /// [`crate::replicas::followers_for`]).
     pub fn create_table(
         &mut self,
         mut table: TableDef,
         partition_count: u32,
         placement: &[NodeId],
+        replicas: usize,
     ) -> Result<u32, CoordError> {
         if !self.schemas.contains_key(&table.schema) {
             return Err(CoordError::SchemaNotFound(table.schema.clone()));
@@ -266,6 +278,7 @@ impl Catalog {
         }
         table.id = self.allocate_oid();
         table.row_type_oid = self.allocate_row_type();
+        table.replicas = replicas.max(1);
         if !table.primary_key.is_empty() && !table.indexes.iter().any(|i| i.primary) {
             let name = format!("{}_pkey", table.name);
             if self.relation_exists(&table.schema, &name) {
@@ -294,7 +307,7 @@ impl Catalog {
             .map(|(leader, index)| PartitionDef {
                 index,
                 leader,
-                followers: Vec::new(),
+                followers: crate::replicas::followers_for(leader, placement, replicas),
                 epoch: 1,
                 moving_to: None,
             })
@@ -480,26 +493,27 @@ pub(crate) mod tests {
             partitions: vec![],
             indexes: vec![],
             row_type_oid: 0,
+            replicas: 1,
         }
     }
 
     #[test]
     fn partitions_go_to_the_nodes_that_lead_fewest() {
         let mut c = Catalog::default();
-        c.create_table(table("a"), 4, &[1, 2, 3]).unwrap();
+        c.create_table(table("a"), 4, &[1, 2, 3], 1).unwrap();
         let leaders = |c: &Catalog, name: &str| -> Vec<NodeId> {
             let t = c.table("public", name).unwrap();
             t.partitions.iter().map(|p| p.leader).collect()
         };
         assert_eq!(leaders(&c, "a"), vec![1, 2, 3, 1]);
         // Nodes 2 and 3 lead one partition each, node 1 two: the next table starts with them.
-        c.create_table(table("b"), 2, &[1, 2, 3]).unwrap();
+        c.create_table(table("b"), 2, &[1, 2, 3], 1).unwrap();
         assert_eq!(leaders(&c, "b"), vec![2, 3]);
         // A node that joined later catches up first.
-        c.create_table(table("c"), 3, &[1, 2, 3, 4]).unwrap();
+        c.create_table(table("c"), 3, &[1, 2, 3, 4], 1).unwrap();
         assert_eq!(leaders(&c, "c"), vec![4, 4, 1]);
         assert!(matches!(
-            c.create_table(table("d"), 1, &[]),
+            c.create_table(table("d"), 1, &[], 1),
             Err(CoordError::NoLiveNodes)
         ));
     }
@@ -507,7 +521,7 @@ pub(crate) mod tests {
     #[test]
     fn create_table_assigns_ids_and_partitions() {
         let mut c = Catalog::default();
-        let id = c.create_table(table("t"), 4, &[1]).unwrap();
+        let id = c.create_table(table("t"), 4, &[1], 1).unwrap();
         assert!(id >= FIRST_USER_OID);
         let t = c.table("public", "t").unwrap();
         assert_eq!(t.partitions.len(), 4);
@@ -521,12 +535,12 @@ pub(crate) mod tests {
         );
         assert!(pk.oid > id && pk.constraint_oid > Some(pk.oid));
         assert!(matches!(
-            c.create_table(table("t"), 4, &[1]),
+            c.create_table(table("t"), 4, &[1], 1),
             Err(CoordError::RelationExists(_))
         ));
         // An index name takes its place among the schema's relations.
         assert!(matches!(
-            c.create_table(table("t_pkey"), 4, &[1]),
+            c.create_table(table("t_pkey"), 4, &[1], 1),
             Err(CoordError::RelationExists(_))
         ));
     }
@@ -534,7 +548,7 @@ pub(crate) mod tests {
     #[test]
     fn unnamed_indexes_get_postgres_default_names() {
         let mut c = Catalog::default();
-        c.create_table(table("t"), 1, &[1]).unwrap();
+        c.create_table(table("t"), 1, &[1], 1).unwrap();
         let index = |name: &str| IndexDef {
             oid: 0,
             name: name.into(),
@@ -572,7 +586,7 @@ pub(crate) mod tests {
         c.create_schema("s").unwrap();
         let mut t = table("t");
         t.schema = "s".into();
-        c.create_table(t, 2, &[1]).unwrap();
+        c.create_table(t, 2, &[1], 1).unwrap();
         assert!(matches!(
             c.drop_schema("s", false),
             Err(CoordError::SchemaNotEmpty(_))

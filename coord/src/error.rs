@@ -22,6 +22,13 @@ pub enum CoordError {
     /// Another session changed the catalog while this transaction block held DDL.
     #[error("could not serialize access: the catalog changed during this transaction")]
     CatalogChanged,
+    /// A partition's configuration is no longer the one a change was decided on.
+    #[error("could not serialize access: partition {partition} of table {table} is no longer at epoch {epoch}")]
+    ConfigurationChanged {
+        table: u32,
+        partition: u32,
+        epoch: u64,
+    },
     /// The data of a transaction with DDL could not be committed.
     #[error("{0}")]
     DataCommitFailed(String),

@@ -20,6 +20,7 @@ mod cluster;
 mod embedded;
 mod error;
 mod rebalance;
+pub mod replicas;
 mod types;
 mod view;
 

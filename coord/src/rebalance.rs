@@ -40,6 +40,16 @@ fn movable(table: &TableDef) -> bool {
         .all(|i| !key.is_empty() && key.iter().all(|c| i.columns.contains(c)))
 }
 
+impl PartitionMove {
+    /// Whether the old leader stays as a follower after the move: the new leader was one.
+    pub fn old_leader_follows(&self, catalog: &Catalog) -> bool {
+        catalog
+            .table_by_id(self.table_id)
+            .and_then(|t| t.partitions.get(self.partition as usize))
+            .is_some_and(|p| p.followers.contains(&self.to))
+    }
+}
+
 impl Catalog {
     /// The table whose placement the others with `count` partitions follow: the oldest that
     /// can move (or the oldest at all, when none can).
@@ -130,11 +140,16 @@ impl Catalog {
         Ok(())
     }
 
-    /// Hands the partition of `m` to its new leader, with a new epoch.
+    /// Hands the partition of `m` to its new leader, with a new epoch. A follower taking over
+    /// leaves its place to the old leader, which keeps its copy (see
+    /// [`PartitionMove::old_leader_follows`]).
     pub fn finish_move(&mut self, m: &PartitionMove) -> Result<(), CoordError> {
         let p = self.moving_partition(m)?;
         if p.moving_to != Some(m.to) {
             return Err(CoordError::CatalogChanged);
+        }
+        if let Some(at) = p.followers.iter().position(|f| *f == m.to) {
+            p.followers[at] = m.from;
         }
         p.leader = m.to;
         p.epoch += 1;
@@ -174,7 +189,7 @@ mod tests {
     #[test]
     fn a_joined_node_takes_partitions_until_leaders_are_even() {
         let mut c = Catalog::default();
-        c.create_table(table("a"), 6, &[1, 2]).unwrap();
+        c.create_table(table("a"), 6, &[1, 2], 1).unwrap();
         let mut indexed = table("b");
         indexed.primary_key.clear();
         indexed.indexes.push(crate::IndexDef {
@@ -186,7 +201,7 @@ mod tests {
             constraint_oid: None,
             descending: Vec::new(),
         });
-        c.create_table(indexed, 4, &[1, 2]).unwrap();
+        c.create_table(indexed, 4, &[1, 2], 1).unwrap();
         // Node 3 joins: 5 each on nodes 1 and 2, none on 3.
         let live = [1, 2, 3];
         let mut moves = Vec::new();
@@ -218,7 +233,7 @@ mod tests {
     #[test]
     fn a_stale_or_cancelled_move_changes_nothing() {
         let mut c = Catalog::default();
-        c.create_table(table("a"), 4, &[1]).unwrap();
+        c.create_table(table("a"), 4, &[1], 1).unwrap();
         let m = c.next_move(&[1, 2]).unwrap();
         c.start_move(&m).unwrap();
         assert!(matches!(c.start_move(&m), Err(CoordError::CatalogChanged)));
@@ -242,9 +257,9 @@ mod tests {
     #[test]
     fn tables_partitioned_alike_keep_their_partitions_together() {
         let mut c = Catalog::default();
-        c.create_table(table("a"), 4, &[1, 2]).unwrap();
-        c.create_table(table("b"), 4, &[1, 2]).unwrap();
-        c.create_table(table("other"), 2, &[1, 2]).unwrap();
+        c.create_table(table("a"), 4, &[1, 2], 1).unwrap();
+        c.create_table(table("b"), 4, &[1, 2], 1).unwrap();
+        c.create_table(table("other"), 2, &[1, 2], 1).unwrap();
         let leaders = |c: &Catalog, name: &str| -> Vec<NodeId> {
             let t = c.table("public", name).unwrap();
             t.partitions.iter().map(|p| p.leader).collect()
@@ -272,7 +287,7 @@ mod tests {
         assert_eq!(leaders(&c, "b"), leaders(&c, "a"));
         // A table whose partitions drifted apart (placed while its group's nodes were down)
         // is brought back to its group's placement.
-        c.create_table(table("late"), 4, &[1]).unwrap();
+        c.create_table(table("late"), 4, &[1], 1).unwrap();
         assert_eq!(leaders(&c, "late"), vec![1, 1, 1, 1]);
         let m = c.next_move(&live).unwrap();
         assert_eq!((m.partition, m.from, m.to), (0, 1, 3));

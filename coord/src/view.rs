@@ -59,6 +59,10 @@ pub trait ClusterView: Send + Sync {
         ))
     }
 
+    /// Leaves the cluster now, as a node that stops on purpose: the others see it down at
+    /// once instead of after its lease runs out.
+    fn leave(&self) {}
+
     /// Drops the recorded outcome of `id` once every part of it has applied the outcome.
     fn forget_decision(&self, id: &str) -> Result<(), CoordError> {
         let _ = id;

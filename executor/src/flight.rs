@@ -318,13 +318,9 @@ impl FlightService for FragmentService {
                 self.local_node, header.partition, header.table_id, header.epoch
             )));
         }
+        // A copy for a move or a new follower: the partition stays closed to writers until
+        // the coordinator that asked for it reopens it here (or hands it over).
         if header.copy {
-            if led.is_none_or(|p| p.moving_to.is_none()) {
-                return Err(Status::failed_precondition(format!(
-                    "partition {} of table {} is not moving",
-                    header.partition, header.table_id
-                )));
-            }
             let pages =
                 partition_copy(self.store.clone(), header.table_id, header.partition).await?;
             let flight = FlightDataEncoderBuilder::new()
@@ -473,7 +469,10 @@ impl FlightService for FragmentService {
         let action = request.into_inner();
         let answer = match self.partition_action(&action).await? {
             Some(answer) => Some(answer),
-            None => self.index_action(&action).await?,
+            None => match self.replication_action(&action).await? {
+                Some(answer) => Some(answer),
+                None => self.index_action(&action).await?,
+            },
         };
         if let Some(answer) = answer {
             return Ok(single(arrow_flight::Result {

@@ -203,6 +203,7 @@ impl RemoteFragments {
                 return Err(e);
             }
         };
+        let follows = m.old_leader_follows(&self.meta.catalog());
         let (meta, finish) = (self.meta.clone(), m.clone());
         if let Err(e) =
             blocking(move || Ok(meta.update(&mut |c| c.finish_move(&finish)).map(|_| ())?)).await
@@ -211,17 +212,20 @@ impl RemoteFragments {
                 .await;
             return Err(e);
         }
-        // Left behind if this fails: harmless, as a later pull there clears it first.
+        // A leader handing over to its follower follows in its place and keeps its copy,
+        // which the closed partition kept equal to the new leader's.
+        let action = if follows { REOPEN_ACTION } else { DROP_ACTION };
         let gone = PartitionRef::from(&m);
+        // Left behind if this fails: harmless, as a later pull there clears it first.
         if let Err(e) = self
             .node_action(
                 m.from,
-                DROP_ACTION,
+                action,
                 serde_json::to_vec(&gone).unwrap_or_default(),
             )
             .await
         {
-            tracing::warn!(node = m.from, error = %e, "the old leader kept its copy of a moved partition");
+            tracing::warn!(node = m.from, action, error = %e, "the old leader did not take the end of a move");
         }
         Ok(copied)
     }

@@ -128,27 +128,48 @@ fn key_columns(columns: &[ast::IndexColumn]) -> Vec<String> {
 /// `WITH (partitions = N)`; other storage options (fillfactor, ...) are accepted and ignored,
 /// as they only tune PostgreSQL's heap.
 fn partitions_option(options: &CreateTableOptions) -> Result<u32, PlannerError> {
+    Ok(
+        integer_option(options, "partitions", 1..=4096)?.unwrap_or(DEFAULT_PARTITIONS as u64)
+            as u32,
+    )
+}
+
+/// `WITH (replicas = N)`: copies of each partition, the leader's included (a cluster keeps
+/// one per live node at most).
+fn replicas_option(options: &CreateTableOptions) -> Result<Option<usize>, PlannerError> {
+    Ok(integer_option(options, "replicas", 1..=7)?.map(|n| n as usize))
+}
+
+/// The integer storage option `name`, if given, which must lie in `range`.
+fn integer_option(
+    options: &CreateTableOptions,
+    name: &str,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<Option<u64>, PlannerError> {
     let list = match options {
         CreateTableOptions::With(l) | CreateTableOptions::Options(l) => l.as_slice(),
         _ => &[],
     };
     for o in list {
         if let SqlOption::KeyValue { key, value } = o {
-            if ident_name(key) == "partitions" {
+            if ident_name(key) == name {
                 return value
                     .to_string()
-                    .parse::<u32>()
+                    .parse::<u64>()
                     .ok()
-                    .filter(|n| (1..=4096).contains(n))
+                    .filter(|n| range.contains(n))
+                    .map(Some)
                     .ok_or_else(|| {
                         PlannerError::InvalidDefinition(format!(
-                            "partitions must be an integer between 1 and 4096, not {value}"
+                            "{name} must be an integer between {} and {}, not {value}",
+                            range.start(),
+                            range.end()
                         ))
                     });
             }
         }
     }
-    Ok(DEFAULT_PARTITIONS)
+    Ok(None)
 }
 
 /// `WITH (partition_key = 'a, b')`: the primary key columns whose values alone decide a row's
@@ -187,6 +208,8 @@ pub struct NewTable {
     /// The definition (id and partitions are assigned by the catalog).
     pub def: TableDef,
     pub partitions: u32,
+    /// `WITH (replicas = N)`, if given.
+    pub replicas: Option<usize>,
     /// The UNIQUE constraints (column or table ones) other than the primary key, each as the
     /// name PostgreSQL gives its index (`<table>_<columns>_key`) and its columns; they become
     /// unique indexes once the table exists.
@@ -273,6 +296,7 @@ pub fn table_from_create(create: &CreateTable) -> Result<NewTable, PlannerError>
         key_ids.push(column.id);
     }
     let partitions = partitions_option(&create.table_options)?;
+    let replicas = replicas_option(&create.table_options)?;
     let mut partition_key = Vec::new();
     for name in partition_key_option(&create.table_options) {
         let id = columns
@@ -305,8 +329,10 @@ pub fn table_from_create(create: &CreateTable) -> Result<NewTable, PlannerError>
             partitions: Vec::new(),
             indexes: Vec::new(),
             row_type_oid: 0,
+            replicas: 1,
         },
         partitions,
+        replicas,
         unique,
     })
 }

@@ -326,6 +326,7 @@ mod tests {
             partitions: Vec::new(),
             indexes: Vec::new(),
             row_type_oid: 0,
+            replicas: 1,
         };
         table.id = 16384;
         table.row_type_oid = 16385;

@@ -300,7 +300,7 @@ mod tests {
             };
             let new = crate::ddl::table_from_create(&create).expect("table definition");
             catalog
-                .create_table(new.def, new.partitions, &[1])
+                .create_table(new.def, new.partitions, &[1], 1)
                 .expect("table created");
         }
         catalog

@@ -142,8 +142,9 @@ fn partitions_schema() -> SchemaRef {
     ]))
 }
 
-/// One row per partition; the log position is known only for partitions this node leads (the
-/// others' logs are on their leaders); `moving_to` names the node a partition is moving to.
+/// One row per partition; the log position is that of this node's copy, known only for
+/// partitions it leads or follows (a follower's equals its leader's once it has every
+/// entry); `moving_to` names the node a partition is moving to.
 fn partitions_batch(
     meta: &dyn MetaStore,
     local_node: u64,
@@ -154,7 +155,8 @@ fn partitions_batch(
     let mut rows = Vec::new();
     for t in catalog.tables.values() {
         for p in &t.partitions {
-            let position = (p.leader == local_node)
+            let holds_copy = p.leader == local_node || p.followers.contains(&local_node);
+            let position = holds_copy
                 .then(|| store.partition_log_position(t.id, p.index))
                 .transpose()
                 .map_err(|e| DataFusionError::External(Box::new(e)))?;

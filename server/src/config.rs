@@ -104,6 +104,10 @@ pub struct StartArgs {
     /// Address other nodes reach the Flight listener at (default: the --flight-listen address).
     #[arg(long, env = "SHOAL_FLIGHT_ADVERTISE")]
     pub flight_advertise: Option<String>,
+    /// Copies of each partition of a new table, the leader's included, where the cluster has
+    /// as many live nodes (fewer where it has fewer).
+    #[arg(long, default_value_t = shoal_coord::replicas::DEFAULT_REPLICAS)]
+    pub replication_factor: usize,
     /// Seconds after its last heartbeat at which a node counts as down (the etcd lease TTL).
     #[arg(long, default_value_t = 2)]
     pub lease_ttl_secs: u64,

@@ -335,7 +335,7 @@ fn catalog_state(c: &CoordError) -> &'static str {
         CoordError::ColumnNotFound { .. } => "42703",
         CoordError::ColumnExists { .. } => "42701",
         CoordError::InvalidDefinition(_) => "42P16",
-        CoordError::CatalogChanged => "40001",
+        CoordError::CatalogChanged | CoordError::ConfigurationChanged { .. } => "40001",
         CoordError::DataCommitFailed(_) => "40001",
         CoordError::Io { .. } | CoordError::Corrupt { .. } => "58030",
         CoordError::NoLiveNodes | CoordError::Unavailable(_) | CoordError::Join(_) => "58000",
@@ -373,7 +373,13 @@ fn storage_state(s: &StorageError) -> &'static str {
         StorageError::WriteConflict
         | StorageError::RowChangedSinceStatementStart
         | StorageError::PreparedWriterActive
-        | StorageError::PartitionMoving { .. } => "40001",
+        | StorageError::PartitionMoving { .. }
+        | StorageError::ReplicationRefused(_) => "40001",
+        // The commit applied on the leader, but it cannot promise the followers have it.
+        StorageError::ReplicationUnconfirmed(_) => "08007",
+        StorageError::PartitionSealed { .. }
+        | StorageError::LogGap { .. }
+        | StorageError::LogTruncated { .. } => "XX000",
         StorageError::Deadlock => "40P01",
         StorageError::Interrupted => "57014",
         StorageError::DuplicateKey => "23505",

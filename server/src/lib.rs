@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod error;
+mod failover;
 pub mod metrics;
 pub mod node;
 mod rebalance;
@@ -63,6 +64,7 @@ pub async fn start(args: StartArgs) -> Result<(), String> {
         );
         tokio::spawn(parts.resolve_forever());
         tokio::spawn(rebalance::rebalance_forever(node.clone()));
+        tokio::spawn(failover::fail_over_forever(node.clone()));
         tracing::info!(address = ?flight_addr, "taking fragments from other nodes");
         tokio::spawn(async move {
             let served = tonic::transport::Server::builder()
@@ -107,6 +109,30 @@ pub async fn start(args: StartArgs) -> Result<(), String> {
     );
     // A line for scripts and tests that wait for readiness (and passed port 0 to learn the port).
     println!("shoal listening on {local}");
-    wire::listener::serve(Arc::clone(&node), listener, tls).await;
+    tokio::select! {
+        _ = wire::listener::serve(Arc::clone(&node), listener, tls) => {}
+        _ = stop_requested() => {
+            if let Some(remote) = node.remote.clone() {
+                let started = std::time::Instant::now();
+                let handed = remote.hand_over_all(node.store.clone()).await;
+                tracing::info!(handed, took_ms = started.elapsed().as_millis() as u64, "partitions handed to their followers before stopping");
+            }
+        }
+    }
     Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT: the node hands its partitions over, then stops.
+async fn stop_requested() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
 }

@@ -20,6 +20,10 @@ pub struct Metrics {
     pub bytes_scanned: IntCounter,
     pub bytes_shipped: IntCounterVec,
     pub batches_shipped: IntCounterVec,
+    /// Partitions this node, as coordinator, gave a new leader because theirs was down.
+    pub failovers: IntCounter,
+    /// Followers this node, as coordinator, added to partitions short of copies.
+    pub replicas_added: IntCounter,
 }
 
 impl Metrics {
@@ -75,8 +79,20 @@ impl Metrics {
             &["kind"],
         )
         .expect("static");
+        let failovers = IntCounter::new(
+            "failovers_total",
+            "Partitions this node (as coordinator) gave a follower to lead because their leader was down",
+        )
+        .expect("static");
+        let replicas_added = IntCounter::new(
+            "replicas_added_total",
+            "Followers this node (as coordinator) added to partitions short of copies",
+        )
+        .expect("static");
         for c in [
             Box::new(connections.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(failovers.clone()),
+            Box::new(replicas_added.clone()),
             Box::new(connections_total.clone()),
             Box::new(queries.clone()),
             Box::new(errors.clone()),
@@ -103,6 +119,8 @@ impl Metrics {
             bytes_scanned,
             bytes_shipped,
             batches_shipped,
+            failovers,
+            replicas_added,
         }
     }
 

@@ -185,6 +185,7 @@ impl Node {
                 );
             }
             let remote = RemoteFragments::new(meta.clone(), cluster.clone(), parts.clone());
+            shoal_executor::replicate_through(&store, remote.clone());
             (Some(remote), Some(parts))
         };
         let base = shoal_planner::base_context(

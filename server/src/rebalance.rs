@@ -1,7 +1,9 @@
 //! The coordinator's rebalancing loop: while this node holds the coordinator election, it
-//! evens out partition leadership across the live nodes one move at a time (the choice is
-//! `Catalog::next_move`, the move `RemoteFragments::move_partition`), and gives up moves a
-//! previous coordinator left unfinished.
+//! gives partitions short of copies a new follower (`Catalog::missing_replica`,
+//! `RemoteFragments::add_replica`), evens out partition leadership across the live nodes one
+//! move at a time (the choice is `Catalog::next_move`, the move
+//! `RemoteFragments::move_partition`), and gives up moves a previous coordinator left
+//! unfinished.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,7 +50,28 @@ pub async fn rebalance_forever(node: Arc<Node>) {
             );
             remote.cancel_move(table, partition, from, to).await;
         }
-        let Some(next) = catalog.next_move(&node.cluster.live_nodes()) else {
+        let live = node.cluster.live_nodes();
+        // Copies first: a partition short of followers loses writes if its leader dies.
+        if let Some(repair) = catalog.missing_replica(&live) {
+            let (table, partition, to) = (repair.table_id, repair.partition, repair.to);
+            match remote.add_replica(repair).await {
+                Ok(entries) => {
+                    node.metrics.replicas_added.inc();
+                    tracing::info!(
+                        table,
+                        partition,
+                        to,
+                        entries,
+                        "a node follows a partition short of copies"
+                    )
+                }
+                Err(e) => {
+                    tracing::warn!(table, partition, to, error = %e, "a partition could not get a new copy")
+                }
+            }
+            continue;
+        }
+        let Some(next) = catalog.next_move(&live) else {
             continue;
         };
         let (table, partition, from, to) = (next.table_id, next.partition, next.from, next.to);

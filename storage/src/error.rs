@@ -39,6 +39,40 @@ pub enum StorageError {
     /// The partition is being handed to another node: it takes no new writers meanwhile.
     #[error("could not serialize access: partition {partition} of table {table} is moving to another node; retry the transaction")]
     PartitionMoving { table: u32, partition: u32 },
+    /// A follower was sent an entry of a configuration that a failover has closed.
+    #[error(
+        "partition {partition} of table {table} is sealed at epoch {epoch}: its leader changed"
+    )]
+    PartitionSealed {
+        table: u32,
+        partition: u32,
+        epoch: u64,
+    },
+    /// A follower was sent an entry that does not follow its log: it missed entries.
+    #[error(
+        "the log of partition {partition} of table {table} expects entry {expected}, not {got}"
+    )]
+    LogGap {
+        table: u32,
+        partition: u32,
+        expected: u64,
+        got: u64,
+    },
+    /// A replica asked for log entries that were trimmed already: it needs a full copy.
+    #[error("the log of partition {partition} of table {table} no longer holds the entries after {after}")]
+    LogTruncated {
+        table: u32,
+        partition: u32,
+        after: u64,
+    },
+    /// The followers refused a commit (this node no longer leads at that epoch): nothing was
+    /// applied.
+    #[error("could not serialize access: the partition's leader changed during the commit ({0}); retry the transaction")]
+    ReplicationRefused(String),
+    /// The commit is applied here but some followers may lack it and could not be removed from
+    /// the configuration: its outcome cannot be promised.
+    #[error("the commit's replication could not be confirmed ({0}); its outcome is unknown")]
+    ReplicationUnconfirmed(String),
     /// A bulk load met a table that a prepared distributed transaction wrote.
     #[error("a transaction spanning nodes is committing rows of this table")]
     PreparedWriterActive,

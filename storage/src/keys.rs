@@ -36,6 +36,22 @@ pub fn partition_of_key(key: &[u8]) -> Option<(u32, u32)> {
     Some((table, partition))
 }
 
+/// A follower's copy of a prepared transaction's writes to one partition:
+/// `'q' | table | partition | id` (see `crate::replication`).
+pub fn prepared_copy_key(table: u32, partition: u32, id: &str) -> Vec<u8> {
+    let mut k = prepared_copies_start(table, partition);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+pub fn prepared_copies_start(table: u32, partition: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9);
+    k.push(b'q');
+    k.extend_from_slice(&table.to_be_bytes());
+    k.extend_from_slice(&partition.to_be_bytes());
+    k
+}
+
 /// The key of a partition's log entry at `position`.
 pub fn log_key(table: u32, partition: u32, position: u64) -> Vec<u8> {
     let mut k = log_start(table, partition);

@@ -18,12 +18,14 @@ pub mod keys;
 mod locks;
 mod moves;
 mod prepared;
+mod replication;
 pub mod row;
 mod store;
 
 pub use bulk::BulkLoad;
 pub use error::StorageError;
 pub use moves::Entry;
+pub use replication::{ReplicatedEntry, ReplicationFailure, Replicator};
 pub use row::{RowDecoder, RowEncoder, RowLayout};
 pub use store::{
     Footprint, Isolation, ScanControl, Store, StoreOptions, Txn, DEFAULT_BLOCK_CACHE_BYTES,

@@ -170,12 +170,22 @@ impl Store {
     /// Stores entries copied from another node as they are, in one synced write.
     pub fn put_entries(&self, entries: &[Entry]) -> Result<()> {
         let mut batch = WriteBatchWithTransaction::<true>::default();
+        let mut logs = HashSet::new();
         for (k, v) in entries {
             batch.put(k, v);
+            if k.first() == Some(&keys::LOG_PREFIX) && k.len() >= 9 {
+                let table = u32::from_be_bytes([k[1], k[2], k[3], k[4]]);
+                let partition = u32::from_be_bytes([k[5], k[6], k[7], k[8]]);
+                logs.insert((table, partition));
+            }
         }
         let mut options = WriteOptions::default();
         options.set_sync(self.options.sync_commits);
         self.db().write_opt(batch, &options)?;
+        // A copied log moves the partition's position: read it again from the entries.
+        for (table, partition) in logs {
+            self.forget_log_position(table, partition);
+        }
         Ok(())
     }
 

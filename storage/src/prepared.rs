@@ -22,7 +22,7 @@ use rocksdb::{WriteBatchIterator, WriteBatchWithTransaction, WriteOptions};
 
 use crate::keys;
 use crate::store::TxnInner;
-use crate::{Isolation, Result, StorageError, Store, Txn};
+use crate::{Isolation, ReplicationFailure, Result, StorageError, Store, Txn};
 
 /// Records of prepared transactions: `'p' | id`.
 const PREPARED_PREFIX: u8 = b'p';
@@ -90,6 +90,22 @@ impl Txn {
                     return Err(StorageError::WriteConflict);
                 }
             }
+            // The followers keep a copy first, so that a failover does not lose the part.
+            if let Some(replicator) = t.store.replicator_for(&t.touched) {
+                let copies = crate::replication::prepared_copies(
+                    &batch,
+                    &t.touched,
+                    replicator.as_ref(),
+                    id,
+                );
+                replicator
+                    .replicate(&copies)
+                    .map_err(|failure| match failure {
+                        ReplicationFailure::Refused(why) | ReplicationFailure::Unconfirmed(why) => {
+                            StorageError::ReplicationRefused(why)
+                        }
+                    })?;
+            }
             let key = record_key(id);
             let mut record = WriteBatchWithTransaction::<true>::default();
             record.put(&key, batch.data());
@@ -123,6 +139,9 @@ fn count_prepared(store: &Store, tables: &[u32], prepared: bool) {
 /// Applies a prepared transaction: its writes, its partitions' log entries and the removal
 /// of its record, in one synced write.
 pub(crate) fn commit_prepared(inner: TxnInner) -> Result<()> {
+    if let Some(replicator) = inner.store.replicator_for(&inner.touched) {
+        return crate::replication::commit_replicated(inner, replicator.as_ref());
+    }
     let mut batch = inner.txn.get_writebatch();
     for (key, trimmed) in inner.log_entries()? {
         batch.put(key, []);
@@ -139,10 +158,15 @@ pub(crate) fn commit_prepared(inner: TxnInner) -> Result<()> {
         let _shared: Vec<_> = barriers.iter().map(|b| b.read()).collect();
         inner.store.db().write_opt(batch, &synced(&inner.store))?;
     }
-    count_prepared(&inner.store, &tables, false);
+    uncount_prepared(&inner);
     // The transaction object's own copy of the writes is discarded; its locks go with it.
     let _ = inner.txn.rollback();
     Ok(())
+}
+
+/// Stops counting a prepared transaction that was applied.
+pub(crate) fn uncount_prepared(inner: &TxnInner) {
+    count_prepared(&inner.store, &written_tables(inner), false);
 }
 
 /// Drops a prepared transaction's record (it rolls back).
@@ -155,6 +179,18 @@ pub(crate) fn forget_prepared(inner: &TxnInner) {
             tracing::warn!("could not remove a prepared transaction's record: {e}");
         }
         count_prepared(&inner.store, &written_tables(inner), false);
+    }
+}
+
+/// Tells the followers that a prepared transaction rolled back (see [`Replicator`]).
+///
+/// [`Replicator`]: crate::Replicator
+pub(crate) fn tell_followers_rolled_back(inner: &TxnInner) {
+    if let (Some(record), Some(replicator)) =
+        (&inner.prepared, inner.store.replicator_for(&inner.touched))
+    {
+        let partitions: Vec<_> = inner.touched.iter().copied().collect();
+        replicator.forget_prepared(&crate::replication::prepared_id(record), &partitions);
     }
 }
 

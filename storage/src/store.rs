@@ -104,6 +104,8 @@ pub struct Store {
     pub(crate) locks: Arc<LockTable>,
     next_txn_id: Arc<AtomicU64>,
     path: PathBuf,
+    /// Commit order, seals and the replicator of partitions with followers.
+    pub(crate) replicas: Arc<crate::replication::ReplicaState>,
 }
 
 impl std::fmt::Debug for Store {
@@ -147,6 +149,7 @@ impl Store {
             locks: Arc::new(LockTable::default()),
             next_txn_id: Arc::new(AtomicU64::new(1)),
             path: path.to_path_buf(),
+            replicas: Arc::default(),
         })
     }
 
@@ -272,6 +275,12 @@ impl Store {
         )
     }
 
+    /// Records the next log position of a partition whose entries were written by other means
+    /// than a commit here (a follower applying its leader's).
+    pub(crate) fn set_next_log_position(&self, table: u32, partition: u32, next: u64) {
+        self.positions.lock().insert((table, partition), next);
+    }
+
     /// Forgets the cached next log position of a partition whose log was removed.
     pub(crate) fn forget_log_position(&self, table: u32, partition: u32) {
         self.positions.lock().remove(&(table, partition));
@@ -345,6 +354,11 @@ impl Store {
         it.status()?;
         Ok(None)
     }
+}
+
+/// The log position that writing `position` pushes out of the kept window, if any.
+pub(crate) fn trimmed_log_position(position: u64) -> Option<u64> {
+    (position > LOG_ENTRIES_KEPT).then(|| position - LOG_ENTRIES_KEPT)
 }
 
 /// A partition log entry to write, and the older one it pushes out of the kept window.
@@ -449,8 +463,8 @@ impl TxnInner {
             .iter()
             .map(|(table, partition)| {
                 let position = self.store.next_log_position(*table, *partition, true)?;
-                let trimmed = (position > LOG_ENTRIES_KEPT)
-                    .then(|| keys::log_key(*table, *partition, position - LOG_ENTRIES_KEPT));
+                let trimmed = trimmed_log_position(position)
+                    .map(|old| keys::log_key(*table, *partition, old));
                 Ok((keys::log_key(*table, *partition, position), trimmed))
             })
             .collect()
@@ -655,6 +669,9 @@ impl Txn {
         if !inner.wrote {
             return Ok(());
         }
+        if let Some(replicator) = inner.store.replicator_for(&inner.touched) {
+            return crate::replication::commit_replicated(inner, replicator.as_ref());
+        }
         // One log entry per partition written. Positions are unique per partition, so
         // concurrent transactions never conflict on them.
         for (key, trimmed) in inner.log_entries()? {
@@ -692,6 +709,7 @@ impl Txn {
         if let Some(inner) = self.inner.lock().take() {
             if inner.prepared.is_some() {
                 crate::prepared::forget_prepared(&inner);
+                crate::prepared::tell_followers_rolled_back(&inner);
             }
             let _ = inner.txn.rollback();
         }

@@ -118,10 +118,22 @@ async fn a_joining_node_takes_partitions_while_clients_read_and_write() {
         )
         .await,
         vec![
-            row(&["1", "2", "1", "1"]),
-            row(&["2", "2", "1", "1"]),
-            row(&["3", "2", "2", "2"])
-        ]
+            row(&["1", "2", "2", "2"]),
+            row(&["2", "2", "2", "2"]),
+            row(&["3", "2", "3", "3"])
+        ],
+        "node 3 first copied every partition as a new follower (epoch 2), then took the \
+         leadership of two (epoch 3)"
+    );
+    assert_eq!(
+        texts(
+            &watcher,
+            "select count(*) from shoal.partitions where table_name = 'kv' \
+             and followers like '_,_'"
+        )
+        .await,
+        vec![row(&["6"])],
+        "every partition has two followers"
     );
     let expected = vec![row(&[
         &(3000 + committed.len()).to_string(),

@@ -22,12 +22,35 @@ fn values(ids: std::ops::RangeInclusive<i64>) -> String {
 }
 
 /// Restarts `node` with `failpoint` set (debug builds of shoal exit there, see two_phase.rs),
-/// runs `sql` through it, and checks that the node died inside the commit instead of
-/// answering; the failpoint is cleared for the node's next start.
-async fn exits_inside_commit(node: &mut shoal_tests::Node, failpoint: &str, sql: &str) {
+/// waits until it leads a partition of each of `tables` again (followers take over its
+/// partitions while it restarts, and the coordinator gives some back), runs `sql` through it,
+/// and checks that the node died inside the commit instead of answering; the failpoint is
+/// cleared for the node's next start.
+async fn exits_inside_commit(
+    node: &mut shoal_tests::Node,
+    failpoint: &str,
+    tables: &[&str],
+    sql: &str,
+) {
     node.env.push(("SHOAL_FAILPOINT".into(), failpoint.into()));
     node.restart();
-    let lost = node.connect().await.batch_execute(sql).await.unwrap_err();
+    let client = node.connect().await;
+    let id = texts(&client, "select node_id from shoal.nodes where local").await;
+    for table in tables {
+        let leads = format!(
+            "select 1 from shoal.partitions where table_name = '{table}' and leader = {}",
+            id[0][0].as_deref().unwrap_or("0")
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while texts(&client, &leads).await.is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the node leads no partition of {table}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let lost = client.batch_execute(sql).await.unwrap_err();
     assert!(
         lost.code().is_none(),
         "the node exits before it answers: {lost}"
@@ -273,33 +296,67 @@ async fn writes_across_nodes_commit_everywhere_or_nowhere() {
 }
 
 /// The node running a commit dies right after etcd recorded the decision: the other nodes
-/// apply their prepared parts once they see it is gone, and the node applies its own when it
-/// comes back on its data directory. Nobody sees half of the transaction.
+/// apply their prepared parts once they see it is gone. Its own part of a replicated table is
+/// settled by the follower that takes over each of its partitions (which kept a copy of the
+/// prepared part); its part of a table without followers is applied when it comes back on its
+/// data directory. Nobody sees half of the transaction.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_survives_the_death_of_the_node_running_it() {
     let etcd = Etcd::start();
     let mut nodes_ = start_nodes(&etcd, 3);
     let setup = nodes_[0].connect().await;
     setup
-        .batch_execute("create table spread (id bigint primary key, v text) with (partitions = 6)")
+        .batch_execute(
+            "create table spread (id bigint primary key, v text) with (partitions = 6);
+             create table solo (id bigint primary key, v text) with (partitions = 6, replicas = 1)",
+        )
         .await
         .unwrap();
+    // Its partitions hold part of the rows: the transaction really spans it.
+    for table in ["spread", "solo"] {
+        assert_ne!(
+            texts(
+                &setup,
+                &format!(
+                    "select count(*) from shoal.partitions where table_name = '{table}' and leader = 1"
+                )
+            )
+            .await,
+            vec![row(&["0"])]
+        );
+    }
     exits_inside_commit(
         &mut nodes_[0],
         "exit-after-commit-decision",
-        &format!("insert into spread values {}", values(1..=60)),
+        &["spread", "solo"],
+        &format!(
+            "begin; insert into spread values {rows}; insert into solo values {rows}; commit",
+            rows = values(1..=60)
+        ),
     )
     .await;
 
-    // Its partitions hold part of the rows: the transaction really spans it.
+    // Node 1 stays down: its followers take its partitions of `spread` over, with its part.
     let survivor = nodes_[1].connect().await;
-    assert_ne!(
-        texts(
-            &survivor,
-            "select count(*) from shoal.partitions where table_name = 'spread' and leader = 1"
-        )
-        .await,
-        vec![row(&["0"])]
+    let mut seen = String::new();
+    for _ in 0..150 {
+        match survivor
+            .query_one("select count(*), coalesce(sum(id), 0) from spread", &[])
+            .await
+        {
+            Ok(r) => {
+                seen = format!("{} {}", r.get::<_, i64>(0), r.get::<_, i64>(1));
+                if seen == "60 1830" {
+                    break;
+                }
+            }
+            Err(e) => seen = format!("{e:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        seen, "60 1830",
+        "the failed-over partitions hold node 1's part"
     );
 
     nodes_[0].restart();
@@ -309,7 +366,7 @@ async fn a_commit_survives_the_death_of_the_node_running_it() {
     for _ in 0..150 {
         // A part waiting for its decision has not applied its rows yet, and the others may
         // not see the restarted node up at once.
-        match back.query_one("select count(*) from spread", &[]).await {
+        match back.query_one("select count(*) from solo", &[]).await {
             Ok(r) if r.get::<_, i64>(0) == 60 => {
                 settled = true;
                 break;
@@ -325,19 +382,22 @@ async fn a_commit_survives_the_death_of_the_node_running_it() {
         let mut seen = String::new();
         for _ in 0..150 {
             // The others see the restarted node up once its new registration reaches them.
-            match c
-                .query_one("select count(*), sum(id) from spread", &[])
-                .await
-            {
-                Ok(r) => {
-                    seen = format!("{} {}", r.get::<_, i64>(0), r.get::<_, i64>(1));
+            let both = "select count(*), coalesce(sum(id), 0) from spread union all \
+                        select count(*), coalesce(sum(id), 0) from solo";
+            match c.query(both, &[]).await {
+                Ok(rows) => {
+                    seen = rows
+                        .iter()
+                        .map(|r| format!("{} {}", r.get::<_, i64>(0), r.get::<_, i64>(1)))
+                        .collect::<Vec<_>>()
+                        .join(", ");
                     break;
                 }
                 Err(e) => seen = format!("{e:?}"),
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert_eq!(seen, "60 1830", "node {}", i + 1);
+        assert_eq!(seen, "60 1830, 60 1830", "node {}", i + 1);
     }
 }
 
@@ -360,6 +420,7 @@ async fn a_commit_without_a_decision_rolls_back_everywhere_and_is_forgotten() {
     exits_inside_commit(
         &mut nodes_[0],
         "exit-before-commit-decision",
+        &["spread"],
         &format!("insert into spread values {}", values(101..=160)),
     )
     .await;

@@ -5,6 +5,7 @@ mod bench;
 mod catalog;
 mod cluster;
 mod cluster_dml;
+mod cluster_failover;
 mod cluster_joins;
 mod cluster_moves;
 mod cluster_shipping;

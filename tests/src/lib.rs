@@ -152,6 +152,32 @@ impl Node {
         kill_child(&mut self.child);
     }
 
+    /// Stops the process with SIGTERM, as an operator would, and waits until it exits; how
+    /// long that took. Killed after 30 s.
+    pub fn stop(&mut self) -> Duration {
+        let started = Instant::now();
+        let Some(mut child) = self.child.take() else {
+            return Duration::ZERO;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        while started.elapsed() < Duration::from_secs(30) {
+            if let Ok(Some(_)) = child.try_wait() {
+                return started.elapsed();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("shoal did not stop within 30 s of SIGTERM");
+    }
+
+    /// Starts the process again after [`Node::stop`], on the same data directory (new ports).
+    pub fn start_again(&mut self) {
+        self.spawn();
+    }
+
     /// Starts the process again on the same data directory (new ports).
     pub fn restart(&mut self) {
         self.kill();

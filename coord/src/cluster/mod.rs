@@ -79,6 +79,8 @@ pub struct EtcdCluster {
     /// The token nodes of this cluster show each other (kept in etcd: whoever may read the
     /// catalog may talk to the nodes).
     secret: String,
+    /// Set when the node leaves on purpose: its lease is revoked and not taken again.
+    leaving: std::sync::atomic::AtomicBool,
 }
 
 fn unavailable(e: etcd_client::Error) -> CoordError {
@@ -156,6 +158,7 @@ impl EtcdCluster {
             updating: Mutex::new(()),
             leadership: Mutex::new(None),
             secret,
+            leaving: std::sync::atomic::AtomicBool::new(false),
         };
         cluster.reload().await?;
         cluster.report_applied().await?;
@@ -224,6 +227,11 @@ impl EtcdCluster {
         self.state.read().coordinator() == Some(self.node_id)
     }
 
+    /// Whether the node is leaving (see `ClusterView::leave`).
+    pub(super) fn is_leaving(&self) -> bool {
+        self.leaving.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// The lease this node's keys live under now.
     pub fn lease_id(&self) -> i64 {
         self.current_lease()
@@ -272,6 +280,20 @@ impl ClusterView for EtcdCluster {
                 "the outcome of transaction {key} was removed while it was read"
             )))
         })
+    }
+
+    fn leave(&self) {
+        self.leaving
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let lease = self.current_lease();
+        let mut client = self.client.clone();
+        let revoked = self.block(async move {
+            client.lease_revoke(lease).await.map_err(unavailable)?;
+            Ok(())
+        });
+        if let Err(e) = revoked {
+            tracing::warn!(error = %e, "could not revoke this node's lease: it expires by itself");
+        }
     }
 
     fn forget_decision(&self, id: &str) -> Result<(), CoordError> {

@@ -19,6 +19,7 @@ pub(super) async fn keep_alive(cluster: Arc<EtcdCluster>) {
     loop {
         let lease = cluster.current_lease();
         match heartbeat(&cluster, lease).await {
+            Ok(()) if cluster.is_leaving() => return,
             Ok(()) => {
                 tracing::warn!(lease, "lease expired: registering again");
                 while let Err(e) = reregister(&cluster).await {

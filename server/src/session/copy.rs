@@ -121,7 +121,12 @@ impl Session {
         let has_secondary_indexes = def.indexes.iter().any(|i| !i.primary);
         // Rows of other nodes' partitions go to them in a transaction across nodes.
         let local = self.node.cluster.local_node();
-        let all_led_here = def.partitions.iter().all(|p| p.leader == local);
+        // A bulk load ingests files that replication does not carry: replicated tables load
+        // through transactions.
+        let all_led_here = def
+            .partitions
+            .iter()
+            .all(|p| p.leader == local && p.followers.is_empty());
         let bulk = if implicit && !has_secondary_indexes && all_led_here {
             let store = self.node.store.clone();
             let (id, check) = (def.id, !def.primary_key.is_empty());

@@ -20,8 +20,10 @@ impl Session {
         let NewTable {
             def: table,
             mut partitions,
+            replicas,
             unique,
         } = table_from_create(&create)?;
+        let replicas = replicas.unwrap_or(self.node.args.replication_factor);
         if !has_partitions_option(&create) {
             partitions = self.node.args.default_partitions;
         }
@@ -31,7 +33,7 @@ impl Session {
             refuse_unique_across_nodes(&table, &unique)?;
         }
         let result = self.meta.update(&mut |c| {
-            c.create_table(table.clone(), partitions, &placement)?;
+            c.create_table(table.clone(), partitions, &placement, replicas)?;
             // The table is empty: its unique indexes need no entries yet.
             for (name, columns) in &unique {
                 let ids = columns

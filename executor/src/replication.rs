@@ -1,0 +1,664 @@
+//! Replication between nodes: a leader's commits reach its followers before they apply, and
+//! the coordinator promotes a follower when a leader is down.
+//!
+//! [`ClusterReplicator`] is the storage's [`Replicator`] on a cluster node. For each entry of
+//! a commit (one per written partition with followers) it reads the partition's configuration
+//! from the catalog and sends the entry to every follower with `DoAction("replicate")`, at
+//! once, and waits for all. A follower ([`FragmentService::replication_action`]) takes it only
+//! from the leader of the configuration it knows, at that epoch, and only in log order; it
+//! answers `FAILED_PRECONDITION` when the sender no longer leads (the commit is then refused
+//! and nothing applies on the deposed leader), anything else when it could not take it. A
+//! follower that did not take an entry is removed from the configuration (epoch + 1, a
+//! compare-and-swap of the catalog) before the leader applies the commit and answers.
+//!
+//! Failover ([`RemoteFragments::fail_over`]): when a partition's leader is down (its lease
+//! expired), the coordinator seals the partition on each live follower at the current epoch
+//! (`seal`: the follower then refuses the old leader's entries and reports its last log
+//! position) and picks the follower with the longest log. That follower settles the prepared
+//! copies it keeps (`settle_prepared`: each transaction's decision, read from etcd with
+//! `abort` proposed where none exists yet, appends the copy to the log or drops it); the
+//! others copy the entries they lack from it (`catch_up`, which reads them with `log_after`;
+//! commits of a partition are replicated one at a time, so before the settling they lack at
+//! most the last one) and drop their own copies; and the new configuration is recorded: that
+//! follower leads, the others that caught up follow, epoch + 1. Every entry acknowledged to a
+//! client, and every prepared part of a transaction across nodes, is on every follower of its
+//! configuration, so the new leader has them all.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_flight::Action;
+use serde::{Deserialize, Serialize};
+use shoal_coord::{CoordError, NodeId, PartitionDef};
+use shoal_storage::{ReplicatedEntry, ReplicationFailure, Replicator, StorageError, Store};
+use tonic::{Code, Status};
+
+use crate::flight::{frame, unframe, with_secret};
+use crate::two_phase::blocking;
+use crate::{ExecError, FragmentService, RemoteFragments};
+
+pub(crate) const REPLICATE_ACTION: &str = "replicate";
+pub(crate) const SEAL_ACTION: &str = "seal";
+pub(crate) const UNSEAL_ACTION: &str = "unseal";
+pub(crate) const LOG_AFTER_ACTION: &str = "log_after";
+pub(crate) const CATCH_UP_ACTION: &str = "catch_up";
+pub(crate) const SETTLE_ACTION: &str = "settle_prepared";
+
+/// How long a leader waits for a follower to store an entry before dropping it from the
+/// configuration. Below the lease TTL, so that a failover is not slower than the follower's
+/// removal would have been.
+const FOLLOWER_PATIENCE: Duration = Duration::from_millis(1500);
+/// How long a follower waits for the catalog naming the configuration an entry was sent in.
+const CATALOG_PATIENCE: Duration = Duration::from_secs(1);
+/// Log entries a catch-up asks for at a time.
+const CATCH_UP_PAGE: usize = 256;
+
+/// What travels with an entry, besides its writes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct EntryHeader {
+    table: u32,
+    partition: u32,
+    /// 0: a prepared copy to keep (or, with `forget`, to drop).
+    position: u64,
+    epoch: u64,
+    leader: NodeId,
+    #[serde(default)]
+    prepared: Option<String>,
+    #[serde(default)]
+    forget: bool,
+}
+
+/// A partition of a table, and what an action about it needs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PartitionAt {
+    table: u32,
+    partition: u32,
+    /// `seal`: the epoch sealed; `log_after`: the position after which entries are wanted.
+    #[serde(default)]
+    at: u64,
+    /// `catch_up`: the node to copy the missing entries from.
+    #[serde(default)]
+    from: NodeId,
+}
+
+fn encode_entries(entries: &[ReplicatedEntry]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in entries {
+        out.extend_from_slice(&e.position.to_le_bytes());
+        out.extend_from_slice(&(e.writes.len() as u64).to_le_bytes());
+        out.extend_from_slice(&e.writes);
+    }
+    out
+}
+
+fn decode_entries(table: u32, partition: u32, mut bytes: &[u8]) -> Option<Vec<ReplicatedEntry>> {
+    let mut entries = Vec::new();
+    while !bytes.is_empty() {
+        let position = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+        let len = u64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?) as usize;
+        let writes = bytes.get(16..16 + len)?.to_vec();
+        bytes = &bytes[16 + len..];
+        entries.push(ReplicatedEntry {
+            table,
+            partition,
+            position,
+            writes,
+            prepared: None,
+        });
+    }
+    Some(entries)
+}
+
+fn json<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+fn malformed(what: &str) -> Status {
+    Status::invalid_argument(format!("malformed {what}"))
+}
+
+impl RemoteFragments {
+    /// Runs action `kind` on `node`, keeping the answer's status as it came.
+    async fn replica_call(
+        &self,
+        node: NodeId,
+        kind: &str,
+        body: Vec<u8>,
+    ) -> Result<Vec<u8>, Status> {
+        let address = self
+            .address_of(node)
+            .ok_or_else(|| Status::unavailable(format!("node {node} is down")))?;
+        let mut client = self
+            .client(&address)
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let request = Action {
+            r#type: kind.into(),
+            body: body.into(),
+        };
+        let mut answers = client
+            .do_action(with_secret(request, self.cluster.secret()))
+            .await?
+            .into_inner();
+        let mut answer = Vec::new();
+        while let Some(message) = answers.message().await? {
+            answer.extend_from_slice(&message.body);
+        }
+        Ok(answer)
+    }
+
+    /// The configuration of a partition in this node's catalog.
+    fn configuration(&self, table: u32, partition: u32) -> Option<PartitionDef> {
+        self.meta
+            .catalog()
+            .table_by_id(table)
+            .and_then(|t| t.partitions.get(partition as usize))
+            .cloned()
+    }
+
+    /// The coordinator's side of a failover of `partition` of `table`, whose leader at `epoch`
+    /// is down (see the module comment); the new leader.
+    pub async fn fail_over(
+        &self,
+        table: u32,
+        partition: u32,
+        epoch: u64,
+    ) -> Result<NodeId, ExecError> {
+        let Some(config) = self
+            .configuration(table, partition)
+            .filter(|p| p.epoch == epoch)
+        else {
+            return Err(CoordError::ConfigurationChanged {
+                table,
+                partition,
+                epoch,
+            }
+            .into());
+        };
+        let seal = json(&PartitionAt {
+            table,
+            partition,
+            at: epoch,
+            from: 0,
+        });
+        let mut sealed = Vec::new();
+        for f in &config.followers {
+            match self.replica_call(*f, SEAL_ACTION, seal.clone()).await {
+                Ok(answer) => match <[u8; 8]>::try_from(answer.as_slice()) {
+                    Ok(b) => sealed.push((*f, u64::from_le_bytes(b))),
+                    Err(_) => tracing::warn!(node = f, "a seal answered no log position"),
+                },
+                Err(status) => {
+                    tracing::warn!(node = f, table, partition, error = %status.message(), "a follower could not be sealed")
+                }
+            }
+        }
+        // The longest log; among equals, the lowest id.
+        let Some(&(leader, last)) = sealed
+            .iter()
+            .max_by_key(|(node, position)| (*position, std::cmp::Reverse(*node)))
+        else {
+            return Err(ExecError::PartitionUnavailable {
+                table: table.to_string(),
+                partition,
+                node: config.leader,
+                reason: "is down and no follower of it answers".into(),
+            });
+        };
+        let settle = json(&PartitionAt {
+            table,
+            partition,
+            at: last,
+            from: 0,
+        });
+        if let Err(status) = self.replica_call(leader, SETTLE_ACTION, settle).await {
+            self.unseal(table, partition, epoch, &sealed).await;
+            return Err(ExecError::PartitionUnavailable {
+                table: table.to_string(),
+                partition,
+                node: config.leader,
+                reason: format!(
+                    "is down and its follower {leader} could not settle its prepared parts: {}",
+                    status.message()
+                ),
+            });
+        }
+        let mut followers = Vec::new();
+        for (node, position) in &sealed {
+            if *node == leader {
+                continue;
+            }
+            let catch_up = json(&PartitionAt {
+                table,
+                partition,
+                at: *position,
+                from: leader,
+            });
+            match self.replica_call(*node, CATCH_UP_ACTION, catch_up).await {
+                Ok(_) => followers.push(*node),
+                Err(status) => {
+                    tracing::warn!(node, table, partition, error = %status.message(), "a follower could not catch up; it leaves the configuration")
+                }
+            }
+        }
+        let meta = self.meta.clone();
+        let kept = followers.clone();
+        let promoted = blocking(move || {
+            meta.update(&mut |c| c.promote(table, partition, epoch, leader, &kept))?;
+            Ok(())
+        })
+        .await;
+        if let Err(e) = promoted {
+            self.unseal(table, partition, epoch, &sealed).await;
+            return Err(e);
+        }
+        Ok(leader)
+    }
+
+    /// Lets the old configuration go on, should its leader come back (a failover gave up).
+    async fn unseal(&self, table: u32, partition: u32, epoch: u64, sealed: &[(NodeId, u64)]) {
+        let unseal = json(&PartitionAt {
+            table,
+            partition,
+            at: epoch,
+            from: 0,
+        });
+        for (node, _) in sealed {
+            let _ = self
+                .replica_call(*node, UNSEAL_ACTION, unseal.clone())
+                .await;
+        }
+    }
+
+    /// Sends each entry to the followers of its partition and waits for them all (see the
+    /// module comment); the followers that did not take their entry, by partition, or why the
+    /// commit must not apply here.
+    async fn send_entries(
+        self: Arc<Self>,
+        entries: Vec<ReplicatedEntry>,
+    ) -> Result<Vec<((u32, u32, u64), Vec<NodeId>, bool)>, String> {
+        let local = self.local_node();
+        let mut sends = Vec::new();
+        let mut configurations = Vec::new();
+        for e in &entries {
+            let config = self
+                .configuration(e.table, e.partition)
+                .filter(|p| p.leader == local && p.moving_to.is_none())
+                .ok_or_else(|| {
+                    format!(
+                        "node {local} no longer leads partition {} of table {}",
+                        e.partition, e.table
+                    )
+                })?;
+            let header = json(&EntryHeader {
+                table: e.table,
+                partition: e.partition,
+                position: e.position,
+                epoch: config.epoch,
+                leader: local,
+                prepared: e.prepared.clone(),
+                forget: false,
+            });
+            let body = frame(&header, &e.writes);
+            let (table, partition) = (e.table, e.partition);
+            for f in &config.followers {
+                let (this, body, follower) = (self.clone(), body.clone(), *f);
+                sends.push(async move {
+                    let sent = tokio::time::timeout(
+                        FOLLOWER_PATIENCE,
+                        this.replica_call(follower, REPLICATE_ACTION, body),
+                    )
+                    .await
+                    .unwrap_or_else(|_| Err(Status::deadline_exceeded("no answer in time")));
+                    ((table, partition), follower, sent)
+                });
+            }
+            configurations.push(((e.table, e.partition, config.epoch), Vec::new(), false));
+        }
+        let answers = futures::future::join_all(sends).await;
+        for ((table, partition), follower, sent) in answers {
+            let Some(entry) = configurations
+                .iter_mut()
+                .find(|((t, p, _), _, _)| (*t, *p) == (table, partition))
+            else {
+                continue;
+            };
+            match sent {
+                Ok(_) => entry.2 = true,
+                Err(status) if status.code() == Code::FailedPrecondition => {
+                    return Err(format!(
+                        "node {follower} follows another configuration of partition {partition} of table {table}: {}",
+                        status.message()
+                    ));
+                }
+                Err(status) => {
+                    tracing::warn!(node = follower, table, partition, error = %status.message(), "a follower did not take a log entry; it leaves the configuration");
+                    entry.1.push(follower);
+                }
+            }
+        }
+        Ok(configurations)
+    }
+}
+
+/// The storage's [`Replicator`] on a cluster node (see the module comment).
+pub struct ClusterReplicator {
+    remote: Arc<RemoteFragments>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl ClusterReplicator {
+    pub fn new(remote: Arc<RemoteFragments>, runtime: tokio::runtime::Handle) -> Arc<Self> {
+        Arc::new(ClusterReplicator { remote, runtime })
+    }
+}
+
+impl Replicator for ClusterReplicator {
+    fn replicates(&self, table: u32, partition: u32) -> bool {
+        let local = self.remote.local_node();
+        self.remote
+            .configuration(table, partition)
+            .is_some_and(|p| !p.followers.is_empty() || p.leader != local)
+    }
+
+    fn leads(&self, table: u32, partition: u32) -> bool {
+        let local = self.remote.local_node();
+        self.remote
+            .configuration(table, partition)
+            .is_some_and(|p| p.leader == local)
+    }
+
+    fn forget_prepared(&self, id: &str, partitions: &[(u32, u32)]) {
+        let local = self.remote.local_node();
+        for (table, partition) in partitions {
+            let Some(config) = self
+                .remote
+                .configuration(*table, *partition)
+                .filter(|p| p.leader == local)
+            else {
+                continue;
+            };
+            let header = json(&EntryHeader {
+                table: *table,
+                partition: *partition,
+                position: 0,
+                epoch: config.epoch,
+                leader: local,
+                prepared: Some(id.to_string()),
+                forget: true,
+            });
+            let body = frame(&header, &[]);
+            for f in config.followers {
+                let (remote, body) = (self.remote.clone(), body.clone());
+                self.runtime.spawn(async move {
+                    if let Err(status) = remote.replica_call(f, REPLICATE_ACTION, body).await {
+                        tracing::debug!(node = f, error = %status.message(), "a follower keeps a rolled back part's copy until a failover settles it");
+                    }
+                });
+            }
+        }
+    }
+
+    fn replicate(&self, entries: &[ReplicatedEntry]) -> Result<(), ReplicationFailure> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let (remote, entries) = (self.remote.clone(), entries.to_vec());
+        // Spawned and waited for here: commits run on blocking threads, never on the runtime's.
+        self.runtime.spawn(async move {
+            let _ = tx.send(remote.send_entries(entries).await);
+        });
+        let sent = rx
+            .recv()
+            .map_err(|_| ReplicationFailure::Refused("the node is shutting down".into()))?
+            .map_err(ReplicationFailure::Refused)?;
+        let local = self.remote.local_node();
+        let any_taken = sent.iter().any(|(_, _, taken)| *taken);
+        for ((table, partition, epoch), failed, _) in sent {
+            if failed.is_empty() {
+                continue;
+            }
+            // Each removal is a new configuration: the next one acts on its epoch.
+            let dropped = self.remote.meta.update(&mut |c| {
+                for (at, f) in (epoch..).zip(&failed) {
+                    c.drop_follower(table, partition, at, local, *f)?;
+                }
+                Ok(())
+            });
+            match dropped {
+                Ok(_) => tracing::warn!(
+                    table,
+                    partition,
+                    ?failed,
+                    "followers left the configuration"
+                ),
+                Err(CoordError::ConfigurationChanged { .. }) => {
+                    return Err(ReplicationFailure::Refused(format!(
+                        "the configuration of partition {partition} of table {table} changed"
+                    )))
+                }
+                Err(e) if any_taken => {
+                    return Err(ReplicationFailure::Unconfirmed(format!(
+                        "followers {failed:?} did not take the commit and could not be removed: {e}"
+                    )))
+                }
+                Err(e) => {
+                    return Err(ReplicationFailure::Refused(format!(
+                        "followers {failed:?} did not take the commit and could not be removed: {e}"
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl FragmentService {
+    /// A follower's (and the coordinator's) side of replication: `replicate`, `seal`,
+    /// `unseal`, `log_after` and `catch_up`; `None` for other actions.
+    pub(crate) async fn replication_action(
+        &self,
+        action: &Action,
+    ) -> Result<Option<Vec<u8>>, Status> {
+        let kind = action.r#type.as_str();
+        if kind == REPLICATE_ACTION {
+            return self
+                .take_entry(&action.body)
+                .await
+                .map(|()| Some(Vec::new()));
+        }
+        if ![
+            SEAL_ACTION,
+            UNSEAL_ACTION,
+            LOG_AFTER_ACTION,
+            CATCH_UP_ACTION,
+            SETTLE_ACTION,
+        ]
+        .contains(&kind)
+        {
+            return Ok(None);
+        }
+        let r: PartitionAt =
+            serde_json::from_slice(&action.body).map_err(|_| malformed("partition"))?;
+        let store = self.store.clone();
+        let answer = match kind {
+            SEAL_ACTION => {
+                let position =
+                    run(move || store.seal_partition(r.table, r.partition, r.at)).await?;
+                position.to_le_bytes().to_vec()
+            }
+            UNSEAL_ACTION => {
+                store.unseal_partition(r.table, r.partition);
+                Vec::new()
+            }
+            LOG_AFTER_ACTION => {
+                let entries =
+                    run(move || store.log_entries_after(r.table, r.partition, r.at, CATCH_UP_PAGE))
+                        .await?;
+                encode_entries(&entries)
+            }
+            SETTLE_ACTION => {
+                let position = self.settle_prepared(r).await?;
+                position.to_le_bytes().to_vec()
+            }
+            _ => {
+                let position = self.catch_up_from(r).await?;
+                position.to_le_bytes().to_vec()
+            }
+        };
+        Ok(Some(answer))
+    }
+
+    /// Takes an entry from the leader, if it leads the configuration this node follows.
+    async fn take_entry(&self, body: &[u8]) -> Result<(), Status> {
+        let (header, writes) = unframe(body).ok_or_else(|| malformed("log entry"))?;
+        let header: EntryHeader =
+            serde_json::from_slice(header).map_err(|_| malformed("log entry header"))?;
+        let deadline = tokio::time::Instant::now() + CATALOG_PATIENCE;
+        let config = loop {
+            let config = self.remote.configuration(header.table, header.partition);
+            match config {
+                Some(c) if c.epoch >= header.epoch => break c,
+                _ if tokio::time::Instant::now() >= deadline => {
+                    return Err(Status::unavailable(format!(
+                        "node {} has not seen epoch {} of partition {} of table {}",
+                        self.local_node, header.epoch, header.partition, header.table
+                    )))
+                }
+                _ => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        };
+        if config.epoch != header.epoch
+            || config.leader != header.leader
+            || !config.followers.contains(&self.local_node)
+        {
+            return Err(Status::failed_precondition(format!(
+                "node {} does not follow node {} at epoch {} (its configuration is epoch {}, led by node {})",
+                self.local_node, header.leader, header.epoch, config.epoch, config.leader
+            )));
+        }
+        let store = self.store.clone();
+        if header.forget {
+            let id = header.prepared.unwrap_or_default();
+            return run(move || {
+                store.forget_prepared_copy(header.table, header.partition, &id, header.epoch)
+            })
+            .await;
+        }
+        let entry = ReplicatedEntry {
+            table: header.table,
+            partition: header.partition,
+            position: header.position,
+            writes: writes.to_vec(),
+            prepared: header.prepared,
+        };
+        run(move || store.apply_replicated(&entry, header.epoch))
+            .await
+            .map(|_| ())
+    }
+
+    /// Copies the log entries after `r.at` from `r.from` until this node has them all; its
+    /// last log position.
+    async fn catch_up_from(&self, r: PartitionAt) -> Result<u64, Status> {
+        let mut after = r.at;
+        loop {
+            let ask = json(&PartitionAt {
+                table: r.table,
+                partition: r.partition,
+                at: after,
+                from: 0,
+            });
+            let answer = self
+                .remote
+                .replica_call(r.from, LOG_AFTER_ACTION, ask)
+                .await?;
+            let entries = decode_entries(r.table, r.partition, &answer)
+                .ok_or_else(|| malformed("log entries"))?;
+            let Some(last) = entries.last().map(|e| e.position) else {
+                // The new leader settled the prepared copies: this node's are of no use.
+                let store = self.store.clone();
+                run(move || store.drop_prepared_copies(r.table, r.partition)).await?;
+                return Ok(after);
+            };
+            let store = self.store.clone();
+            run(move || store.catch_up(&entries)).await?;
+            after = last;
+        }
+    }
+}
+
+impl FragmentService {
+    /// The follower chosen to lead settles its prepared copies of a partition: each
+    /// transaction's recorded decision (`abort` proposed where none exists) says whether the
+    /// copy joins the log. Its last log position.
+    async fn settle_prepared(&self, r: PartitionAt) -> Result<u64, Status> {
+        let store = self.store.clone();
+        let ids = run(move || store.prepared_copies(r.table, r.partition)).await?;
+        let mut outcomes = std::collections::HashMap::new();
+        for id in ids {
+            let (cluster, asked) = (self.remote.cluster.clone(), id.clone());
+            let commit = tokio::task::spawn_blocking(move || cluster.decide(&asked, false))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+            tracing::warn!(
+                id,
+                commit,
+                table = r.table,
+                partition = r.partition,
+                "settled a prepared part of a failed leader"
+            );
+            outcomes.insert(id, commit);
+        }
+        let store = self.store.clone();
+        run(move || store.settle_prepared_copies(r.table, r.partition, &outcomes)).await
+    }
+}
+
+/// Runs storage work off the runtime; a sealed partition or a deposed sender answers
+/// `FAILED_PRECONDITION`, other failures `UNAVAILABLE` (the leader drops the follower).
+async fn run<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, Status> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e @ StorageError::PartitionSealed { .. })) => {
+            Err(Status::failed_precondition(e.to_string()))
+        }
+        Ok(Err(e)) => Err(Status::unavailable(e.to_string())),
+        Err(e) => Err(Status::internal(e.to_string())),
+    }
+}
+
+/// Keeps the type in the public API small: the node installs it on its store.
+pub fn replicate_through(store: &Store, remote: Arc<RemoteFragments>) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        store.set_replicator(ClusterReplicator::new(remote, runtime));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip_and_truncated_bytes_are_refused() {
+        let entries = vec![
+            ReplicatedEntry {
+                table: 3,
+                partition: 1,
+                position: 7,
+                writes: vec![1, 2, 3],
+                prepared: None,
+            },
+            ReplicatedEntry {
+                table: 3,
+                partition: 1,
+                position: 8,
+                writes: vec![],
+                prepared: None,
+            },
+        ];
+        let bytes = encode_entries(&entries);
+        assert_eq!(decode_entries(3, 1, &bytes).unwrap(), entries);
+        assert!(decode_entries(3, 1, &bytes[..bytes.len() - 1]).is_none());
+        assert!(decode_entries(3, 1, &bytes[..10]).is_none());
+    }
+}

@@ -1,0 +1,310 @@
+//! Replication and failover: every partition of a 3-node cluster has two followers, kept in
+//! step by its leader; SIGKILL of a leader's node, then of the coordinator's, loses no
+//! acknowledged write, and writes to the dead nodes' partitions go on once a follower leads.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shoal_tests::cluster::{start_nodes, Etcd};
+use shoal_tests::texts;
+
+/// Each partition's (leader, followers, epoch), as `client`'s node sees the catalog.
+async fn configurations(client: &tokio_postgres::Client) -> BTreeMap<i64, (i64, Vec<i64>, i64)> {
+    texts(
+        client,
+        "select partition, leader, followers, epoch from shoal.partitions where table_name = 'kv'",
+    )
+    .await
+    .into_iter()
+    .map(|r| {
+        let n = |i: usize| r[i].as_deref().unwrap_or("0").parse::<i64>().unwrap();
+        let followers = r[2]
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .filter(|f| !f.is_empty())
+            .map(|f| f.parse().unwrap())
+            .collect();
+        (n(0), (n(1), followers, n(3)))
+    })
+    .collect()
+}
+
+/// Each partition's log position on `client`'s node (for partitions it holds a copy of).
+async fn log_positions(client: &tokio_postgres::Client) -> BTreeMap<i64, i64> {
+    texts(
+        client,
+        "select partition, log_position from shoal.partitions \
+         where table_name = 'kv' and log_position is not null",
+    )
+    .await
+    .into_iter()
+    .map(|r| {
+        let n = |i: usize| r[i].as_deref().unwrap().parse::<i64>().unwrap();
+        (n(0), n(1))
+    })
+    .collect()
+}
+
+/// The ids `client` reads from `kv`.
+async fn stored_ids(client: &tokio_postgres::Client) -> BTreeSet<i64> {
+    client
+        .query("select id from kv", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, i64>(0))
+        .collect()
+}
+
+/// What the writer saw: the ids acknowledged, and the longest time one insert took to be
+/// acknowledged (retrying through errors).
+struct Written {
+    acknowledged: BTreeSet<i64>,
+    longest_wait: Duration,
+}
+
+/// Inserts ids from `first` on, one at a time, each retried until it is acknowledged (or
+/// found already stored, when an earlier try's outcome was lost with a dead node).
+fn write_until(
+    client: tokio_postgres::Client,
+    first: i64,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Written> {
+    tokio::spawn(async move {
+        let mut written = Written {
+            acknowledged: BTreeSet::new(),
+            longest_wait: Duration::ZERO,
+        };
+        let mut id = first;
+        while !stop.load(Ordering::Relaxed) {
+            let started = Instant::now();
+            loop {
+                match client
+                    .execute("insert into kv values ($1, 'w')", &[&id])
+                    .await
+                {
+                    Ok(_) => break,
+                    Err(e) if e.code().map(|c| c.code()) == Some("23505") => break,
+                    Err(e) => {
+                        assert!(
+                            started.elapsed() < Duration::from_secs(30),
+                            "insert {id} failed for 30 s: {e:?}"
+                        );
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+            written.longest_wait = written.longest_wait.max(started.elapsed());
+            written.acknowledged.insert(id);
+            id += 1;
+        }
+        written
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaders_death_loses_no_acknowledged_write_and_a_follower_takes_over() {
+    let etcd = Etcd::start();
+    let mut nodes = start_nodes(&etcd, 3);
+    let setup = nodes[1].connect().await;
+    setup
+        .batch_execute("create table kv (id bigint primary key, v text) with (partitions = 6)")
+        .await
+        .unwrap();
+    let rows: Vec<String> = (1..=600).map(|i| format!("({i}, 'v{i}')")).collect();
+    setup
+        .batch_execute(&format!("insert into kv values {}", rows.join(", ")))
+        .await
+        .unwrap();
+    let before = configurations(&setup).await;
+    for (leader, followers, _) in before.values() {
+        let mut all: Vec<i64> = followers.clone();
+        all.push(*leader);
+        all.sort();
+        assert_eq!(all, [1, 2, 3], "every node holds a copy: {before:?}");
+    }
+    // Every follower's log has every entry of its leader's.
+    let mut positions = BTreeMap::new();
+    for node in &nodes {
+        let c = node.connect().await;
+        positions.insert(positions.len() + 1, log_positions(&c).await);
+    }
+    for (partition, (leader, followers, _)) in &before {
+        let at_leader = positions[&(*leader as usize)][partition];
+        assert!(at_leader >= 1, "partition {partition} was written");
+        for f in followers {
+            assert_eq!(
+                positions[&(*f as usize)][partition],
+                at_leader,
+                "partition {partition} on node {f}"
+            );
+        }
+    }
+
+    // Writes go on through node 2 while node 3, then node 1 (the coordinator: the oldest
+    // candidacy) are killed.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = write_until(nodes[1].connect().await, 1_000, stop.clone());
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let led_by_3: Vec<i64> = before
+        .iter()
+        .filter(|(_, c)| c.0 == 3)
+        .map(|(p, _)| *p)
+        .collect();
+    assert!(!led_by_3.is_empty(), "node 3 leads partitions: {before:?}");
+    nodes[2].kill();
+    let watcher = nodes[1].connect().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = configurations(&watcher).await;
+        if now.values().all(|c| c.0 != 3 && !c.1.contains(&3)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 3 is still in configurations: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after_3 = configurations(&watcher).await;
+    for p in &led_by_3 {
+        assert!(after_3[p].2 > before[p].2, "partition {p} got a new epoch");
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    nodes[0].kill();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = configurations(&watcher).await;
+        if now.values().all(|c| c.0 == 2 && c.1.is_empty()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 2 does not lead everything: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    stop.store(true, Ordering::Relaxed);
+    let written = writer.await.unwrap();
+    println!(
+        "failover: {} inserts acknowledged, the longest took {:?} to be acknowledged",
+        written.acknowledged.len(),
+        written.longest_wait
+    );
+    assert!(written.acknowledged.len() > 20, "writes went on");
+
+    // Node 2, alone, holds every row loaded before and every write acknowledged since.
+    let stored = stored_ids(&watcher).await;
+    let missing: Vec<_> = (1..=600)
+        .chain(written.acknowledged.iter().copied())
+        .filter(|id| !stored.contains(id))
+        .collect();
+    assert!(missing.is_empty(), "acknowledged rows lost: {missing:?}");
+    assert_eq!(
+        stored.len(),
+        600 + written.acknowledged.len(),
+        "no row appears that was not written"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_node_hands_over_and_copies_come_back_when_it_returns() {
+    let etcd = Etcd::start();
+    let mut nodes = start_nodes(&etcd, 3);
+    let setup = nodes[0].connect().await;
+    setup
+        .batch_execute("create table kv (id bigint primary key, v text) with (partitions = 6)")
+        .await
+        .unwrap();
+    let rows: Vec<String> = (1..=600).map(|i| format!("({i}, 'v{i}')")).collect();
+    setup
+        .batch_execute(&format!("insert into kv values {}", rows.join(", ")))
+        .await
+        .unwrap();
+    let before = configurations(&setup).await;
+    assert!(
+        before.values().any(|c| c.0 == 3),
+        "node 3 leads: {before:?}"
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = write_until(nodes[0].connect().await, 1_000, stop.clone());
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    // SIGTERM: node 3 hands its partitions to their followers before it exits, so no
+    // failover (which waits for the lease) is needed.
+    let took = nodes[2].stop();
+    println!("node 3 stopped {took:?} after SIGTERM");
+    let handed = configurations(&setup).await;
+    for (p, c) in &handed {
+        assert_ne!(
+            c.0, 3,
+            "partition {p} is still led by the stopped node: {handed:?}"
+        );
+        assert!(
+            !c.1.contains(&3) || before[p].0 != 3,
+            "a leader handing over leaves"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    // Back, node 3 copies every partition again and follows it; then it leads its share.
+    nodes[2].start_again();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = configurations(&setup).await;
+        let full = now.values().all(|c| c.1.len() == 2);
+        let leads = now.values().filter(|c| c.0 == 3).count();
+        if full && leads == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "copies or leadership did not come back: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let written = writer.await.unwrap();
+    println!(
+        "hand-over: {} inserts acknowledged, the longest took {:?} to be acknowledged",
+        written.acknowledged.len(),
+        written.longest_wait
+    );
+
+    // Every copy has the whole log, and node 3 alone serves every row once the others die.
+    let mut positions = Vec::new();
+    for node in &nodes {
+        positions.push(log_positions(&node.connect().await).await);
+    }
+    assert!(
+        positions.iter().all(|p| p == &positions[0] && p.len() == 6),
+        "logs differ between copies: {positions:?}"
+    );
+    nodes[0].kill();
+    nodes[1].kill();
+    let survivor = nodes[2].connect().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = configurations(&survivor).await;
+        if now.values().all(|c| c.0 == 3) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 3 does not lead everything: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stored = stored_ids(&survivor).await;
+    let expected: BTreeSet<i64> = (1..=600)
+        .chain(written.acknowledged.iter().copied())
+        .collect();
+    assert_eq!(
+        stored, expected,
+        "node 3's copies hold exactly the acknowledged rows"
+    );
+}

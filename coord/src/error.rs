@@ -29,6 +29,13 @@ pub enum CoordError {
         partition: u32,
         epoch: u64,
     },
+    /// A node acted as a partition's leader after another took over.
+    #[error("could not serialize access: node {leader} no longer leads partition {partition} of table {table}")]
+    LeaderChanged {
+        table: u32,
+        partition: u32,
+        leader: u64,
+    },
     /// The data of a transaction with DDL could not be committed.
     #[error("{0}")]
     DataCommitFailed(String),

@@ -51,4 +51,14 @@ pub trait MetaStore: Send + Sync {
         &self,
         change: &mut dyn FnMut(&mut Catalog) -> Result<(), CoordError>,
     ) -> Result<Arc<Catalog>, CoordError>;
+
+    /// [`MetaStore::update`] without waiting for the other nodes to apply the change: for
+    /// changes that must not wait for a node that may be dead (a leader removing a follower
+    /// that stopped answering; the nodes that matter learn the change when they need it).
+    fn update_without_waiting(
+        &self,
+        change: &mut dyn FnMut(&mut Catalog) -> Result<(), CoordError>,
+    ) -> Result<Arc<Catalog>, CoordError> {
+        self.update(change)
+    }
 }

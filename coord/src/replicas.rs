@@ -5,7 +5,7 @@
 //! A configuration is the partition's leader, its followers and its epoch. It changes only
 //! through [`crate::MetaStore::update`], a compare-and-swap of the catalog in etcd, and each
 //! step here first checks that the configuration is still the one its caller acted on:
-//! - a leader drops a follower that stopped taking its log ([`Catalog::drop_follower`]),
+//! - a leader drops a follower that stopped taking its log ([`Catalog::drop_followers`]),
 //!   before it acknowledges anything more;
 //! - the coordinator promotes a follower of the last configuration when the leader is down
 //!   ([`Catalog::promote`]);
@@ -131,25 +131,31 @@ impl Catalog {
             })
     }
 
-    /// Removes `follower` from the configuration `leader` leads at `epoch`.
-    pub fn drop_follower(
+    /// Removes `followers` from the configuration of a partition `leader` still leads (at
+    /// whatever epoch: only the leader changes its followers while it leads), with a new epoch
+    /// when any was there.
+    pub fn drop_followers(
         &mut self,
         table_id: u32,
         partition: u32,
-        epoch: u64,
         leader: NodeId,
-        follower: NodeId,
+        followers: &[NodeId],
     ) -> Result<(), CoordError> {
-        let p = self.configuration_at(table_id, partition, epoch)?;
-        if p.leader != leader {
-            return Err(CoordError::ConfigurationChanged {
+        let p = self
+            .tables
+            .get_mut(&table_id)
+            .and_then(|t| t.partitions.get_mut(partition as usize))
+            .filter(|p| p.leader == leader)
+            .ok_or(CoordError::LeaderChanged {
                 table: table_id,
                 partition,
-                epoch,
-            });
+                leader,
+            })?;
+        let before = p.followers.len();
+        p.followers.retain(|f| !followers.contains(f));
+        if p.followers.len() < before {
+            p.epoch += 1;
         }
-        p.followers.retain(|f| *f != follower);
-        p.epoch += 1;
         Ok(())
     }
 
@@ -221,8 +227,12 @@ mod tests {
             (p(&c).leader, p(&c).followers.clone(), p(&c).epoch),
             (1, vec![2, 3], 1)
         );
-        c.drop_follower(id, 0, 1, 1, 3).unwrap();
+        c.drop_followers(id, 0, 1, &[3]).unwrap();
         assert_eq!((p(&c).followers.clone(), p(&c).epoch), (vec![2], 2));
+        // Only its leader drops followers; dropping one already gone changes nothing.
+        assert!(c.drop_followers(id, 0, 2, &[3]).is_err());
+        c.drop_followers(id, 0, 1, &[3]).unwrap();
+        assert_eq!(p(&c).epoch, 2);
         // A step decided on the old configuration changes nothing.
         assert!(matches!(
             c.promote(id, 0, 1, 2, &[]),

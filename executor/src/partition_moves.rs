@@ -156,8 +156,6 @@ impl RemoteFragments {
         store: Store,
         r: PartitionRef,
     ) -> Result<u64, ExecError> {
-        let clearing = store.clone();
-        blocking(move || Ok(clearing.drop_partition_data(r.table_id, r.partition)?)).await?;
         let address = self
             .address_of(r.from)
             .ok_or(ExecError::PartUnreachable { node: r.from })?;
@@ -170,6 +168,10 @@ impl RemoteFragments {
             .do_get(with_secret(ticket, self.cluster.secret()))
             .await
             .map_err(|s| remote_exec_error(FlightError::Tonic(Box::new(s)), r.from))?;
+        // The leader answers once the partition is closed and its writers are done, so no
+        // commit reaches this node's copy (as a follower's) after it is cleared here.
+        let clearing = store.clone();
+        blocking(move || Ok(clearing.drop_partition_data(r.table_id, r.partition)?)).await?;
         let flight = response.into_inner().map_err(FlightError::from);
         let mut batches = FlightRecordBatchStream::new_from_flight_data(flight);
         let mut copied = 0;

@@ -5,11 +5,13 @@
 //! a commit (one per written partition with followers) it reads the partition's configuration
 //! from the catalog and sends the entry to every follower with `DoAction("replicate")`, at
 //! once, and waits for all. A follower ([`FragmentService::replication_action`]) takes it only
-//! from the leader of the configuration it knows, at that epoch, and only in log order; it
-//! answers `FAILED_PRECONDITION` when the sender no longer leads (the commit is then refused
-//! and nothing applies on the deposed leader), anything else when it could not take it. A
-//! follower that did not take an entry is removed from the configuration (epoch + 1, a
-//! compare-and-swap of the catalog) before the leader applies the commit and answers.
+//! from the leader of the configuration it knows, at that epoch, and only in log order (one it
+//! has already is taken again as it is); it answers `FAILED_PRECONDITION` when it knows another
+//! configuration (the leader sends the entries again to the followers of its newer one, or,
+//! when it no longer leads, refuses the commit and applies nothing), anything else when it
+//! could not take it. A follower that did not take an entry is removed from the configuration
+//! (epoch + 1, a compare-and-swap of the catalog) before the leader applies the commit and
+//! answers.
 //!
 //! Failover ([`RemoteFragments::fail_over`]): when a partition's leader is down (its lease
 //! expired), the coordinator seals the partition on each live follower at the current epoch
@@ -269,25 +271,24 @@ impl RemoteFragments {
         }
     }
 
-    /// Sends each entry to the followers of its partition and waits for them all (see the
-    /// module comment); the followers that did not take their entry, by partition, or why the
-    /// commit must not apply here.
+    /// Sends each entry to the followers of its partition's current configuration and waits
+    /// for them all (see the module comment).
     async fn send_entries(
         self: Arc<Self>,
         entries: Vec<ReplicatedEntry>,
-    ) -> Result<Vec<((u32, u32, u64), Vec<NodeId>, bool)>, String> {
+    ) -> Result<Vec<Sent>, Unsent> {
         let local = self.local_node();
         let mut sends = Vec::new();
-        let mut configurations = Vec::new();
+        let mut sent = Vec::new();
         for e in &entries {
             let config = self
                 .configuration(e.table, e.partition)
-                .filter(|p| p.leader == local && p.moving_to.is_none())
+                .filter(|p| p.leader == local)
                 .ok_or_else(|| {
-                    format!(
+                    Unsent::Deposed(format!(
                         "node {local} no longer leads partition {} of table {}",
                         e.partition, e.table
-                    )
+                    ))
                 })?;
             let header = json(&EntryHeader {
                 table: e.table,
@@ -299,46 +300,73 @@ impl RemoteFragments {
                 forget: false,
             });
             let body = frame(&header, &e.writes);
-            let (table, partition) = (e.table, e.partition);
             for f in &config.followers {
-                let (this, body, follower) = (self.clone(), body.clone(), *f);
+                let (this, body, follower, at) = (self.clone(), body.clone(), *f, sent.len());
                 sends.push(async move {
-                    let sent = tokio::time::timeout(
+                    let answer = tokio::time::timeout(
                         FOLLOWER_PATIENCE,
                         this.replica_call(follower, REPLICATE_ACTION, body),
                     )
                     .await
                     .unwrap_or_else(|_| Err(Status::deadline_exceeded("no answer in time")));
-                    ((table, partition), follower, sent)
+                    (at, follower, answer)
                 });
             }
-            configurations.push(((e.table, e.partition, config.epoch), Vec::new(), false));
+            sent.push(Sent {
+                table: e.table,
+                partition: e.partition,
+                failed: Vec::new(),
+                taken: false,
+            });
         }
-        let answers = futures::future::join_all(sends).await;
-        for ((table, partition), follower, sent) in answers {
-            let Some(entry) = configurations
-                .iter_mut()
-                .find(|((t, p, _), _, _)| (*t, *p) == (table, partition))
-            else {
-                continue;
-            };
-            match sent {
-                Ok(_) => entry.2 = true,
+        let mut stale = None;
+        for (at, follower, answer) in futures::future::join_all(sends).await {
+            let s = &mut sent[at];
+            match answer {
+                Ok(_) => s.taken = true,
                 Err(status) if status.code() == Code::FailedPrecondition => {
-                    return Err(format!(
-                        "node {follower} follows another configuration of partition {partition} of table {table}: {}",
+                    stale = Some(format!(
+                        "node {follower} follows another configuration of partition {} of table {}: {}",
+                        s.partition,
+                        s.table,
                         status.message()
                     ));
                 }
                 Err(status) => {
-                    tracing::warn!(node = follower, table, partition, error = %status.message(), "a follower did not take a log entry; it leaves the configuration");
-                    entry.1.push(follower);
+                    tracing::warn!(node = follower, table = s.table, partition = s.partition, error = %status.message(), "a follower did not take a log entry; it leaves the configuration");
+                    s.failed.push(follower);
                 }
             }
         }
-        Ok(configurations)
+        match stale {
+            Some(why) => Err(Unsent::Stale(why)),
+            None => Ok(sent),
+        }
     }
 }
+
+/// What one partition's entry met at its followers.
+struct Sent {
+    table: u32,
+    partition: u32,
+    /// Followers that did not take it.
+    failed: Vec<NodeId>,
+    /// Whether any follower took it.
+    taken: bool,
+}
+
+/// Why a commit's entries did not reach every follower of a configuration this node leads.
+enum Unsent {
+    /// This node no longer leads one of the partitions.
+    Deposed(String),
+    /// A follower knows a newer configuration of a partition (one was removed or left): the
+    /// entries go again to the followers of the newer one.
+    Stale(String),
+}
+
+/// How many times a commit's entries are sent again to a configuration that changed under
+/// them.
+const STALE_RETRIES: usize = 3;
 
 /// The storage's [`Replicator`] on a cluster node (see the module comment).
 pub struct ClusterReplicator {
@@ -399,28 +427,36 @@ impl Replicator for ClusterReplicator {
     }
 
     fn replicate(&self, entries: &[ReplicatedEntry]) -> Result<(), ReplicationFailure> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let (remote, entries) = (self.remote.clone(), entries.to_vec());
-        // Spawned and waited for here: commits run on blocking threads, never on the runtime's.
-        self.runtime.spawn(async move {
-            let _ = tx.send(remote.send_entries(entries).await);
-        });
-        let sent = rx
-            .recv()
-            .map_err(|_| ReplicationFailure::Refused("the node is shutting down".into()))?
-            .map_err(ReplicationFailure::Refused)?;
         let local = self.remote.local_node();
-        let any_taken = sent.iter().any(|(_, _, taken)| *taken);
-        for ((table, partition, epoch), failed, _) in sent {
-            if failed.is_empty() {
-                continue;
-            }
-            // Each removal is a new configuration: the next one acts on its epoch.
-            let dropped = self.remote.meta.update(&mut |c| {
-                for (at, f) in (epoch..).zip(&failed) {
-                    c.drop_follower(table, partition, at, local, *f)?;
+        let mut tries = 0;
+        let sent = loop {
+            tries += 1;
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            let (remote, copy) = (self.remote.clone(), entries.to_vec());
+            // Spawned and waited for here: commits run on blocking threads, never the runtime's.
+            self.runtime.spawn(async move {
+                let _ = tx.send(remote.send_entries(copy).await);
+            });
+            let answer = rx
+                .recv()
+                .map_err(|_| ReplicationFailure::Refused("the node is shutting down".into()))?;
+            match answer {
+                Ok(sent) => break sent,
+                Err(Unsent::Deposed(why)) => return Err(ReplicationFailure::Refused(why)),
+                // Followers that took the entries take them again as already applied.
+                Err(Unsent::Stale(_)) if tries < STALE_RETRIES => {
+                    std::thread::sleep(Duration::from_millis(20));
                 }
-                Ok(())
+                Err(Unsent::Stale(why)) => return Err(ReplicationFailure::Unconfirmed(why)),
+            }
+        };
+        let any_taken = sent.iter().any(|s| s.taken);
+        for s in sent.into_iter().filter(|s| !s.failed.is_empty()) {
+            let (table, partition, failed) = (s.table, s.partition, s.failed);
+            // Without waiting for every node to apply it: the one dropped may be dead but not
+            // yet down, and the others check the epoch of each entry they get.
+            let dropped = self.remote.meta.update_without_waiting(&mut |c| {
+                c.drop_followers(table, partition, local, &failed)
             });
             match dropped {
                 Ok(_) => tracing::warn!(
@@ -429,9 +465,9 @@ impl Replicator for ClusterReplicator {
                     ?failed,
                     "followers left the configuration"
                 ),
-                Err(CoordError::ConfigurationChanged { .. }) => {
+                Err(CoordError::LeaderChanged { .. }) => {
                     return Err(ReplicationFailure::Refused(format!(
-                        "the configuration of partition {partition} of table {table} changed"
+                        "node {local} no longer leads partition {partition} of table {table}"
                     )))
                 }
                 Err(e) if any_taken => {

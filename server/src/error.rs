@@ -335,7 +335,9 @@ fn catalog_state(c: &CoordError) -> &'static str {
         CoordError::ColumnNotFound { .. } => "42703",
         CoordError::ColumnExists { .. } => "42701",
         CoordError::InvalidDefinition(_) => "42P16",
-        CoordError::CatalogChanged | CoordError::ConfigurationChanged { .. } => "40001",
+        CoordError::CatalogChanged
+        | CoordError::ConfigurationChanged { .. }
+        | CoordError::LeaderChanged { .. } => "40001",
         CoordError::DataCommitFailed(_) => "40001",
         CoordError::Io { .. } | CoordError::Corrupt { .. } => "58030",
         CoordError::NoLiveNodes | CoordError::Unavailable(_) | CoordError::Join(_) => "58000",

@@ -52,6 +52,13 @@ pub fn prepared_copies_start(table: u32, partition: u32) -> Vec<u8> {
     k
 }
 
+pub fn prepared_copies_end(table: u32, partition: u32) -> Vec<u8> {
+    let mut k = prepared_copies_start(table, partition);
+    // Ids are ASCII: no byte of theirs reaches 0xFF.
+    k.push(0xFF);
+    k
+}
+
 /// The key of a partition's log entry at `position`.
 pub fn log_key(table: u32, partition: u32, position: u64) -> Vec<u8> {
     let mut k = log_start(table, partition);

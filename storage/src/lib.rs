@@ -7,8 +7,11 @@
 //!
 //! Keys are order-preserving: `'r' | table id | partition | primary key` (see [`keys`]), so every
 //! partition is one contiguous key range and a primary-key lookup is one point read. Rows use a
-//! compact positional format (see [`row`]). Nothing outside this crate sees a RocksDB type; it must
-//! not depend on any other Shoal crate.
+//! compact positional format (see [`row`]). A commit that wrote partitions with followers hands
+//! each partition's writes to a [`Replicator`] (the cluster's network lives behind it) before
+//! it applies them, and a follower applies what its leader sent in log order (see
+//! `replication`). Nothing outside this crate sees a RocksDB type; it must not depend on any
+//! other Shoal crate.
 
 mod bulk;
 mod error;

@@ -404,10 +404,8 @@ impl Store {
 
     fn copies_of(&self, table: u32, partition: u32) -> Result<Vec<(String, Vec<u8>)>> {
         let start = keys::prepared_copies_start(table, partition);
-        let mut end = start.clone();
-        end.push(0xFF);
         let mut ro = ReadOptions::default();
-        ro.set_iterate_upper_bound(end);
+        ro.set_iterate_upper_bound(keys::prepared_copies_end(table, partition));
         let mut it = self.db().raw_iterator_opt(ro);
         it.seek(&start);
         let mut copies = Vec::new();
@@ -459,10 +457,10 @@ impl Store {
 
     /// Drops every prepared copy of a partition (another replica settled them).
     pub fn drop_prepared_copies(&self, table: u32, partition: u32) -> Result<()> {
-        let start = keys::prepared_copies_start(table, partition);
-        let mut end = start.clone();
-        end.push(0xFF);
-        self.delete_range(&start, &end)
+        self.delete_range(
+            &keys::prepared_copies_start(table, partition),
+            &keys::prepared_copies_end(table, partition),
+        )
     }
 
     /// Lets a partition take entries again (it was sealed for a failover that made another

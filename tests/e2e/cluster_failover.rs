@@ -308,3 +308,221 @@ async fn a_stopping_node_hands_over_and_copies_come_back_when_it_returns() {
         "node 3's copies hold exactly the acknowledged rows"
     );
 }
+
+/// How a node leaves in [`failover_timings`].
+#[derive(Clone, Copy, Debug)]
+enum Departure {
+    /// SIGKILL: its followers take over once its lease expires.
+    Killed,
+    /// SIGTERM: it hands its partitions over before it exits.
+    Stopped,
+}
+
+/// The `q`-quantile of `samples` (sorted here), nearest rank.
+fn quantile(samples: &mut [Duration], q: f64) -> Duration {
+    samples.sort();
+    let rank = ((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len());
+    samples[rank - 1]
+}
+
+/// A measurement, not a check (run it with `scripts/failover-timings.sh`): node 3 of a
+/// 3-node cluster leaves while a client writes through node 1, again and again, killed
+/// (SIGKILL) or stopped (SIGTERM) in turn; after each departure it comes back, copies its
+/// partitions and leads its share again. Prints, per kind of departure, the longest time one
+/// insert took to be acknowledged (retrying through errors) around each departure: p50, p99
+/// and max over `SHOAL_FAILOVER_RUNS` runs (10 by default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement that takes minutes: scripts/failover-timings.sh"]
+async fn failover_timings() {
+    let runs: usize = std::env::var("SHOAL_FAILOVER_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(10);
+    let etcd = Etcd::start();
+    let mut nodes = start_nodes(&etcd, 3);
+    let setup = nodes[0].connect().await;
+    setup
+        .batch_execute("create table kv (id bigint primary key, v text) with (partitions = 6)")
+        .await
+        .unwrap();
+    let mut samples: BTreeMap<&str, Vec<Duration>> = BTreeMap::new();
+    let mut next_id = 1_000_000i64;
+    for run in 0..runs {
+        for departure in [Departure::Killed, Departure::Stopped] {
+            // Node 3 is back: it follows every partition and leads two.
+            let deadline = Instant::now() + Duration::from_secs(120);
+            loop {
+                let now = configurations(&setup).await;
+                let full = now.values().all(|c| c.1.len() == 2);
+                if full && now.values().filter(|c| c.0 == 3).count() == 2 {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "run {run}: node 3 did not come back: {now:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            let stop = Arc::new(AtomicBool::new(false));
+            let writer = write_until(nodes[0].connect().await, next_id, stop.clone());
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            match departure {
+                Departure::Killed => nodes[2].kill(),
+                Departure::Stopped => {
+                    nodes[2].stop();
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            stop.store(true, Ordering::Relaxed);
+            let written = writer.await.unwrap();
+            next_id += 1_000_000;
+            println!(
+                "run {run} {departure:?}: {} inserts, the longest took {:?}",
+                written.acknowledged.len(),
+                written.longest_wait
+            );
+            samples
+                .entry(match departure {
+                    Departure::Killed => "SIGKILL",
+                    Departure::Stopped => "SIGTERM",
+                })
+                .or_default()
+                .push(written.longest_wait);
+            nodes[2].start_again();
+        }
+    }
+    for (kind, mut waits) in samples {
+        println!(
+            "{kind}: longest insert wait over {} runs: p50 {:?}, p99 {:?}, max {:?}",
+            waits.len(),
+            quantile(&mut waits, 0.5),
+            quantile(&mut waits, 0.99),
+            quantile(&mut waits, 1.0),
+        );
+    }
+}
+
+/// Bank transfers, each inside one branch (accounts are partitioned by branch, so a transfer
+/// writes one partition), run through two nodes on every partition at once while the third
+/// node is killed twice and comes back. Every read sees each branch's total unchanged, and so
+/// does the end, on every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bank_totals_hold_while_a_leader_is_killed_and_comes_back() {
+    const BRANCHES: i32 = 12;
+    const ACCOUNTS: i32 = 5;
+    let etcd = Etcd::start();
+    let mut nodes = start_nodes(&etcd, 3);
+    let setup = nodes[0].connect().await;
+    setup
+        .batch_execute(
+            "create table accounts (branch int, id int, balance bigint not null, \
+             primary key (branch, id)) with (partitions = 6, partition_key = 'branch')",
+        )
+        .await
+        .unwrap();
+    let rows: Vec<String> = (0..BRANCHES)
+        .flat_map(|b| (0..ACCOUNTS).map(move |a| format!("({b}, {a}, 100)")))
+        .collect();
+    setup
+        .batch_execute(&format!("insert into accounts values {}", rows.join(", ")))
+        .await
+        .unwrap();
+    let totals = "select branch, sum(balance) from accounts group by branch order by branch";
+    let expected: Vec<Vec<Option<String>>> = (0..BRANCHES)
+        .map(|b| vec![Some(b.to_string()), Some((100 * ACCOUNTS).to_string())])
+        .collect();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tellers = Vec::new();
+    for (teller, node) in nodes[..2].iter().enumerate() {
+        let (client, stop) = (node.connect().await, stop.clone());
+        tellers.push(tokio::spawn(async move {
+            // A small linear congruential generator: the tests take no random crate.
+            let mut seed = 12_345u64 + teller as u64;
+            let mut next = |n: u64| {
+                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                (seed >> 33) % n
+            };
+            let mut committed = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let (b, from, to, amount) = (next(12), next(5), next(5), 1 + next(20));
+                let transfer = format!(
+                    "begin; \
+                     update accounts set balance = balance - {amount} where branch = {b} and id = {from}; \
+                     update accounts set balance = balance + {amount} where branch = {b} and id = {to}; \
+                     commit"
+                );
+                match client.batch_execute(&transfer).await {
+                    Ok(()) => committed += 1,
+                    // Failed or unknown: either way the branch total must hold.
+                    Err(_) => {
+                        let _ = client.batch_execute("rollback").await;
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+            committed
+        }));
+    }
+    let auditor_client = nodes[0].connect().await;
+    let (auditing, expected_totals) = (stop.clone(), expected.clone());
+    let auditor = tokio::spawn(async move {
+        let mut audits = 0;
+        while !auditing.load(Ordering::Relaxed) {
+            // A branch lives in one partition: its total is read at one snapshot.
+            if let Ok(rows) = auditor_client.simple_query(totals).await {
+                let seen: Vec<Vec<Option<String>>> = rows
+                    .iter()
+                    .filter_map(|m| match m {
+                        tokio_postgres::SimpleQueryMessage::Row(r) => {
+                            Some((0..2).map(|i| r.get(i).map(str::to_string)).collect())
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                assert_eq!(seen, expected_totals, "a read during the faults");
+                audits += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        audits
+    });
+
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        nodes[2].kill();
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        nodes[2].start_again();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let now = texts(
+                &setup,
+                "select count(*) from shoal.partitions where table_name = 'accounts' \
+                 and followers like '_,_'",
+            )
+            .await;
+            if now == vec![vec![Some("6".to_string())]] {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node 3 did not copy the partitions back"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut committed = 0;
+    for t in tellers {
+        committed += t.await.unwrap();
+    }
+    let audits = auditor.await.unwrap();
+    println!("bank: {committed} transfers committed, {audits} audits");
+    assert!(
+        committed > 50 && audits > 10,
+        "{committed} transfers, {audits} audits"
+    );
+    for node in &nodes {
+        assert_eq!(texts(&node.connect().await, totals).await, expected);
+    }
+}

@@ -136,6 +136,26 @@ impl MetaStore for EtcdCluster {
         &self,
         change: &mut dyn FnMut(&mut Catalog) -> Result<(), CoordError>,
     ) -> Result<Arc<Catalog>, CoordError> {
+        let (next, written) = self.change_catalog(change)?;
+        self.wait_until_applied(written);
+        Ok(next)
+    }
+
+    fn update_without_waiting(
+        &self,
+        change: &mut dyn FnMut(&mut Catalog) -> Result<(), CoordError>,
+    ) -> Result<Arc<Catalog>, CoordError> {
+        Ok(self.change_catalog(change)?.0)
+    }
+}
+
+impl EtcdCluster {
+    /// Applies `change` to the newest catalog and writes it; the new catalog and the revision
+    /// it was written at.
+    fn change_catalog(
+        &self,
+        change: &mut dyn FnMut(&mut Catalog) -> Result<(), CoordError>,
+    ) -> Result<(Arc<Catalog>, i64), CoordError> {
         let _one_at_a_time = self.updating.lock();
         let (lock, current, revision) = self.lock_and_read()?;
         let mut next = Catalog::clone(&current);
@@ -154,7 +174,6 @@ impl MetaStore for EtcdCluster {
             }
         }
         self.changed.notify_waiters();
-        self.wait_until_applied(written);
-        Ok(next)
+        Ok((next, written))
     }
 }

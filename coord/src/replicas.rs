@@ -14,7 +14,7 @@
 //! - a node shutting down hands its partitions to their followers ([`Catalog::hand_over`])
 //!   and leaves the configurations it follows ([`Catalog::leave_followers`]).
 
-use crate::{Catalog, CoordError, NodeId, PartitionDef};
+use crate::{Catalog, CoordError, NodeId, PartitionDef, PartitionMove};
 
 /// Copies of each partition (the leader's included) that a cluster of at least as many
 /// nodes keeps, unless the node is started with another replication factor.
@@ -41,6 +41,21 @@ pub struct ReplicaRepair {
     pub leader: NodeId,
     pub epoch: u64,
     pub to: NodeId,
+}
+
+impl ReplicaRepair {
+    /// The catalog marks the partition moving to the new follower while it copies it, as for
+    /// a move ([`Catalog::start_move`]): its leader takes no writes meanwhile, and a copy left
+    /// unfinished by a coordinator that died is given up by the next one like a move.
+    pub fn as_move(&self) -> PartitionMove {
+        PartitionMove {
+            table_id: self.table_id,
+            partition: self.partition,
+            from: self.leader,
+            to: self.to,
+            epoch: self.epoch,
+        }
+    }
 }
 
 impl Catalog {
@@ -113,6 +128,12 @@ impl Catalog {
         }
     }
 
+    fn partition_mut(&mut self, table_id: u32, partition: u32) -> Option<&mut PartitionDef> {
+        self.tables
+            .get_mut(&table_id)
+            .and_then(|t| t.partitions.get_mut(partition as usize))
+    }
+
     /// The partition `partition` of table `table_id`, if it is still at `epoch`.
     fn configuration_at(
         &mut self,
@@ -120,9 +141,7 @@ impl Catalog {
         partition: u32,
         epoch: u64,
     ) -> Result<&mut PartitionDef, CoordError> {
-        self.tables
-            .get_mut(&table_id)
-            .and_then(|t| t.partitions.get_mut(partition as usize))
+        self.partition_mut(table_id, partition)
             .filter(|p| p.epoch == epoch)
             .ok_or(CoordError::ConfigurationChanged {
                 table: table_id,
@@ -131,9 +150,9 @@ impl Catalog {
             })
     }
 
-    /// Removes `followers` from the configuration of a partition `leader` still leads (at
-    /// whatever epoch: only the leader changes its followers while it leads), with a new epoch
-    /// when any was there.
+    /// Removes `followers` from the configuration of a partition `leader` still leads, with a
+    /// new epoch when any was there. Any epoch will do: followers that did not take the
+    /// leader's entries must go whatever else changed meanwhile.
     pub fn drop_followers(
         &mut self,
         table_id: u32,
@@ -142,9 +161,7 @@ impl Catalog {
         followers: &[NodeId],
     ) -> Result<(), CoordError> {
         let p = self
-            .tables
-            .get_mut(&table_id)
-            .and_then(|t| t.partitions.get_mut(partition as usize))
+            .partition_mut(table_id, partition)
             .filter(|p| p.leader == leader)
             .ok_or(CoordError::LeaderChanged {
                 table: table_id,
@@ -184,19 +201,21 @@ impl Catalog {
         Ok(())
     }
 
-    /// Adds `follower`, which copied the partition from its leader at `epoch`.
-    pub fn add_follower(
-        &mut self,
-        table_id: u32,
-        partition: u32,
-        epoch: u64,
-        follower: NodeId,
-    ) -> Result<(), CoordError> {
-        let p = self.configuration_at(table_id, partition, epoch)?;
-        if p.leader == follower || p.followers.contains(&follower) {
-            return Ok(());
+    /// Adds `r.to`, which copied the partition while it was marked moving there (see
+    /// [`ReplicaRepair::as_move`]), as a follower; the partition takes writes again.
+    pub fn add_follower(&mut self, r: &ReplicaRepair) -> Result<(), CoordError> {
+        let p = self.configuration_at(r.table_id, r.partition, r.epoch)?;
+        if p.leader != r.leader || p.moving_to != Some(r.to) {
+            return Err(CoordError::ConfigurationChanged {
+                table: r.table_id,
+                partition: r.partition,
+                epoch: r.epoch,
+            });
         }
-        p.followers.push(follower);
+        p.moving_to = None;
+        if !p.followers.contains(&r.to) {
+            p.followers.push(r.to);
+        }
         p.epoch += 1;
         Ok(())
     }
@@ -238,7 +257,18 @@ mod tests {
             c.promote(id, 0, 1, 2, &[]),
             Err(CoordError::ConfigurationChanged { .. })
         ));
-        c.add_follower(id, 0, 2, 3).unwrap();
+        let back = ReplicaRepair {
+            table_id: id,
+            partition: 0,
+            leader: 1,
+            epoch: 2,
+            to: 3,
+        };
+        // A copy is added only while the partition is marked moving to it.
+        assert!(c.add_follower(&back).is_err());
+        c.start_move(&back.as_move()).unwrap();
+        c.add_follower(&back).unwrap();
+        assert_eq!(p(&c).moving_to, None);
         c.promote(id, 0, 3, 2, &[3]).unwrap();
         assert_eq!(
             (p(&c).leader, p(&c).followers.clone(), p(&c).epoch),
@@ -264,10 +294,13 @@ mod tests {
         // A third node joins: each partition gets a copy there.
         let repair = c.missing_replica(&[1, 2, 3]).unwrap();
         assert_eq!((repair.table_id, repair.partition, repair.to), (id, 0, 3));
-        c.add_follower(id, 0, repair.epoch, 3).unwrap();
+        c.start_move(&repair.as_move()).unwrap();
+        assert_eq!(c.missing_replica(&[1, 2, 3]), None, "one copy at a time");
+        c.add_follower(&repair).unwrap();
         let repair = c.missing_replica(&[1, 2, 3]).unwrap();
         assert_eq!((repair.partition, repair.to), (1, 3));
-        c.add_follower(id, 1, repair.epoch, 3).unwrap();
+        c.start_move(&repair.as_move()).unwrap();
+        c.add_follower(&repair).unwrap();
         assert_eq!(c.missing_replica(&[1, 2, 3]), None);
         // A table asking for one copy never gets more.
         c.create_table(crate::catalog::tests::table("solo"), 2, &[1, 2, 3], 1)

@@ -4,10 +4,12 @@
 //! ([`RemoteFragments::hand_over_all`]).
 //!
 //! A new follower copies the partition the way a moving partition is copied
-//! ([`crate::partition_moves`]): its leader stops new writers, waits for the open ones (so the
-//! copy misses no commit and no commit is replicated while the copy is not a follower yet),
-//! and streams the rows, index entries and log. The follower joins the configuration (epoch +
-//! 1), then the leader takes writes again and replicates them to it. A leaving node closes
+//! ([`crate::partition_moves`]), the catalog marking it moving to the new node meanwhile (so a
+//! coordinator that dies halfway leaves a move the next one gives up): its leader stops new
+//! writers, waits for the open ones (so the copy misses no commit and no commit is replicated
+//! while the copy is not a follower yet), and streams the rows, index entries and log. The
+//! follower joins the configuration (epoch + 1), then the leader takes writes again and
+//! replicates them to it. A leaving node closes
 //! each partition it leads the same way, so every follower holds its whole log, hands
 //! leadership to the first live follower and leaves the configurations it follows in one
 //! catalog change, then revokes its lease so that nobody waits for it.
@@ -18,7 +20,7 @@ use shoal_coord::replicas::ReplicaRepair;
 use shoal_coord::CoordError;
 use shoal_storage::Store;
 
-use crate::partition_moves::{PartitionRef, DROP_ACTION, PULL_ACTION, REOPEN_ACTION};
+use crate::partition_moves::{PartitionRef, PULL_ACTION, REOPEN_ACTION};
 use crate::two_phase::blocking;
 use crate::{ExecError, RemoteFragments};
 
@@ -29,6 +31,8 @@ impl RemoteFragments {
     /// Copies a partition to `r.to` and makes it a follower (see the module comment); how
     /// many entries were copied. Run by the coordinator.
     pub async fn add_replica(&self, r: ReplicaRepair) -> Result<u64, ExecError> {
+        let (meta, marked) = (self.meta.clone(), r.as_move());
+        blocking(move || Ok(meta.update(&mut |c| c.start_move(&marked)).map(|_| ())?)).await?;
         let source = PartitionRef {
             table_id: r.table_id,
             partition: r.partition,
@@ -48,26 +52,27 @@ impl RemoteFragments {
             Ok(copied) => {
                 let (meta, added) = (self.meta.clone(), r.clone());
                 blocking(move || {
-                    meta.update(&mut |c| {
-                        c.add_follower(added.table_id, added.partition, added.epoch, added.to)
-                    })?;
+                    meta.update(&mut |c| c.add_follower(&added))?;
                     Ok(copied)
                 })
                 .await
             }
             Err(e) => Err(e),
         };
-        if let Err(e) = self
-            .node_action(r.leader, REOPEN_ACTION, body.clone())
-            .await
-        {
-            tracing::warn!(node = r.leader, error = %e, "a leader did not reopen a copied partition");
+        match joined {
+            Ok(copied) => {
+                if let Err(e) = self.node_action(r.leader, REOPEN_ACTION, body).await {
+                    tracing::warn!(node = r.leader, error = %e, "a leader did not reopen a copied partition");
+                }
+                Ok(copied)
+            }
+            Err(e) => {
+                // The leader takes writes again; what the new node copied is of no use.
+                self.cancel_move(r.table_id, r.partition, r.leader, r.to)
+                    .await;
+                Err(e)
+            }
         }
-        if joined.is_err() {
-            // What was copied is of no use: the node does not follow the partition.
-            let _ = self.node_action(r.to, DROP_ACTION, body).await;
-        }
-        joined
     }
 
     /// Hands every partition this node leads and that has a live follower to that follower

@@ -211,6 +211,15 @@ impl Node {
         }))
     }
 
+    /// Whether this node holds the coordinator election (as its cache of etcd says).
+    pub fn coordinates(&self) -> bool {
+        let local = self.cluster.local_node();
+        self.cluster
+            .nodes()
+            .iter()
+            .any(|n| n.info.id == local && n.coordinator)
+    }
+
     /// Creates the bootstrap superuser on first start.
     pub fn bootstrap_superuser(&self) -> ServerResult<()> {
         let name = self.args.superuser.clone();

@@ -17,15 +17,9 @@ pub async fn rebalance_forever(node: Arc<Node>) {
     let Some(remote) = node.remote.clone() else {
         return;
     };
-    let local = node.cluster.local_node();
     loop {
         tokio::time::sleep(REBALANCE_EVERY).await;
-        let coordinating = node
-            .cluster
-            .nodes()
-            .iter()
-            .any(|n| n.info.id == local && n.coordinator);
-        if !coordinating {
+        if !node.coordinates() {
             continue;
         }
         let catalog = node.meta.catalog();

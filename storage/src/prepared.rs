@@ -241,11 +241,12 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::StoreOptions;
 
-    fn open(dir: &std::path::Path) -> Store {
+    /// A store as a cluster node opens it (every write locked), without fsync.
+    pub(crate) fn open(dir: &std::path::Path) -> Store {
         Store::open(
             dir,
             StoreOptions {

@@ -589,19 +589,8 @@ pub(crate) fn commit_replicated(inner: TxnInner, replicator: &dyn Replicator) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Isolation, StoreOptions};
-
-    fn open(dir: &std::path::Path) -> Store {
-        Store::open(
-            dir,
-            StoreOptions {
-                sync_commits: false,
-                lock_every_write: true,
-                ..StoreOptions::default()
-            },
-        )
-        .unwrap()
-    }
+    use crate::prepared::tests::open;
+    use crate::Isolation;
 
     /// Hands a leader's entries to a follower store, as the network would; partition 1 of
     /// every table has no followers.

@@ -59,6 +59,26 @@ async fn stored_ids(client: &tokio_postgres::Client) -> BTreeSet<i64> {
         .collect()
 }
 
+/// Three nodes with a table `kv` of 6 partitions holding ids 1..=600, and a client of node
+/// `through` (0-based).
+async fn three_nodes_with_kv(
+    etcd: &Etcd,
+    through: usize,
+) -> (Vec<shoal_tests::Node>, tokio_postgres::Client) {
+    let nodes = start_nodes(etcd, 3);
+    let client = nodes[through].connect().await;
+    client
+        .batch_execute("create table kv (id bigint primary key, v text) with (partitions = 6)")
+        .await
+        .unwrap();
+    let rows: Vec<String> = (1..=600).map(|i| format!("({i}, 'v{i}')")).collect();
+    client
+        .batch_execute(&format!("insert into kv values {}", rows.join(", ")))
+        .await
+        .unwrap();
+    (nodes, client)
+}
+
 /// What the writer saw: the ids acknowledged, and the longest time one insert took to be
 /// acknowledged (retrying through errors).
 struct Written {
@@ -108,17 +128,7 @@ fn write_until(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leaders_death_loses_no_acknowledged_write_and_a_follower_takes_over() {
     let etcd = Etcd::start();
-    let mut nodes = start_nodes(&etcd, 3);
-    let setup = nodes[1].connect().await;
-    setup
-        .batch_execute("create table kv (id bigint primary key, v text) with (partitions = 6)")
-        .await
-        .unwrap();
-    let rows: Vec<String> = (1..=600).map(|i| format!("({i}, 'v{i}')")).collect();
-    setup
-        .batch_execute(&format!("insert into kv values {}", rows.join(", ")))
-        .await
-        .unwrap();
+    let (mut nodes, setup) = three_nodes_with_kv(&etcd, 1).await;
     let before = configurations(&setup).await;
     for (leader, followers, _) in before.values() {
         let mut all: Vec<i64> = followers.clone();
@@ -214,17 +224,7 @@ async fn a_leaders_death_loses_no_acknowledged_write_and_a_follower_takes_over()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopping_node_hands_over_and_copies_come_back_when_it_returns() {
     let etcd = Etcd::start();
-    let mut nodes = start_nodes(&etcd, 3);
-    let setup = nodes[0].connect().await;
-    setup
-        .batch_execute("create table kv (id bigint primary key, v text) with (partitions = 6)")
-        .await
-        .unwrap();
-    let rows: Vec<String> = (1..=600).map(|i| format!("({i}, 'v{i}')")).collect();
-    setup
-        .batch_execute(&format!("insert into kv values {}", rows.join(", ")))
-        .await
-        .unwrap();
+    let (mut nodes, setup) = three_nodes_with_kv(&etcd, 0).await;
     let before = configurations(&setup).await;
     assert!(
         before.values().any(|c| c.0 == 3),

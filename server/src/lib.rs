@@ -114,13 +114,20 @@ pub async fn start(args: StartArgs) -> Result<(), String> {
         _ = stop_requested() => {
             if let Some(remote) = node.remote.clone() {
                 let started = std::time::Instant::now();
-                let handed = remote.hand_over_all(node.store.clone()).await;
-                tracing::info!(handed, took_ms = started.elapsed().as_millis() as u64, "partitions handed to their followers before stopping");
+                // Bounded: with etcd away the hand-over cannot happen, and the followers
+                // take over once the lease expires instead.
+                match tokio::time::timeout(HAND_OVER_LIMIT, remote.hand_over_all(node.store.clone())).await {
+                    Ok(handed) => tracing::info!(handed, took_ms = started.elapsed().as_millis() as u64, "partitions handed to their followers before stopping"),
+                    Err(_) => tracing::warn!("the hand-over did not finish in time: stopping anyway"),
+                }
             }
         }
     }
     Ok(())
 }
+
+/// How long a stopping node tries to hand its partitions over.
+const HAND_OVER_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Resolves on SIGTERM or SIGINT: the node hands its partitions over, then stops.
 async fn stop_requested() {

@@ -34,4 +34,7 @@ fn main() {
         eprintln!("shoal: {e}");
         std::process::exit(1);
     }
+    // Stopped on purpose: work still running on blocking threads (a statement's storage
+    // reads, an etcd call) does not hold the exit up for long.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
 }

@@ -288,8 +288,12 @@ impl ClusterView for EtcdCluster {
         let lease = self.current_lease();
         let mut client = self.client.clone();
         let revoked = self.block(async move {
-            client.lease_revoke(lease).await.map_err(unavailable)?;
-            Ok(())
+            match tokio::time::timeout(Duration::from_secs(2), client.lease_revoke(lease)).await {
+                Ok(answer) => answer.map(|_| ()).map_err(unavailable),
+                Err(_) => Err(CoordError::Unavailable(
+                    "etcd did not answer in time".into(),
+                )),
+            }
         });
         if let Err(e) = revoked {
             tracing::warn!(error = %e, "could not revoke this node's lease: it expires by itself");

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{Action, Ticket};
 use datafusion::arrow::array::{Array, BinaryArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
@@ -24,6 +25,7 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use shoal_coord::{NodeId, PartitionMove};
 use shoal_storage::{Entry, Store};
+use tonic::transport::Channel;
 use tonic::Status;
 
 use crate::flight::{encode_ticket, remote_exec_error, with_secret, TicketHeader};
@@ -131,19 +133,29 @@ impl RemoteFragments {
         let address = self
             .address_of(node)
             .ok_or(ExecError::PartUnreachable { node })?;
-        let mut client = self.client(&address)?;
+        let client = self.client(&address)?;
+        self.send_action(client, kind, body)
+            .await
+            .map_err(|s| remote_exec_error(FlightError::Tonic(Box::new(s)), node))
+    }
+
+    /// Sends action `kind` with `body` through `client` and gathers the body of its answer.
+    pub(crate) async fn send_action(
+        &self,
+        mut client: FlightServiceClient<Channel>,
+        kind: &str,
+        body: Vec<u8>,
+    ) -> Result<Vec<u8>, Status> {
         let request = Action {
             r#type: kind.into(),
             body: body.into(),
         };
-        let failed = |s: Status| remote_exec_error(FlightError::Tonic(Box::new(s)), node);
         let mut answers = client
             .do_action(with_secret(request, self.cluster.secret()))
-            .await
-            .map_err(failed)?
+            .await?
             .into_inner();
         let mut answer = Vec::new();
-        while let Some(message) = answers.message().await.map_err(failed)? {
+        while let Some(message) = answers.message().await? {
             answer.extend_from_slice(&message.body);
         }
         Ok(answer)

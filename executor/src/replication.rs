@@ -35,7 +35,7 @@ use shoal_coord::{CoordError, NodeId, PartitionDef};
 use shoal_storage::{ReplicatedEntry, ReplicationFailure, Replicator, StorageError, Store};
 use tonic::{Code, Status};
 
-use crate::flight::{frame, unframe, with_secret};
+use crate::flight::{frame, unframe};
 use crate::two_phase::blocking;
 use crate::{ExecError, FragmentService, RemoteFragments};
 
@@ -130,22 +130,10 @@ impl RemoteFragments {
         let address = self
             .address_of(node)
             .ok_or_else(|| Status::unavailable(format!("node {node} is down")))?;
-        let mut client = self
+        let client = self
             .client(&address)
             .map_err(|e| Status::unavailable(e.to_string()))?;
-        let request = Action {
-            r#type: kind.into(),
-            body: body.into(),
-        };
-        let mut answers = client
-            .do_action(with_secret(request, self.cluster.secret()))
-            .await?
-            .into_inner();
-        let mut answer = Vec::new();
-        while let Some(message) = answers.message().await? {
-            answer.extend_from_slice(&message.body);
-        }
-        Ok(answer)
+        self.send_action(client, kind, body).await
     }
 
     /// The configuration of a partition in this node's catalog.

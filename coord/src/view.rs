@@ -42,6 +42,14 @@ pub trait ClusterView: Send + Sync {
     /// Every node ever registered, live or not, by id.
     fn nodes(&self) -> Vec<NodeStatus>;
 
+    /// Whether this node can be sure that no other node has taken over the partitions its
+    /// catalog says it leads: its lease cannot have expired yet (a failover starts only after
+    /// it does), and after a lost lease its cache has caught up with etcd. A leader answers
+    /// nothing while it cannot be sure. A single node is always sure.
+    fn leadership_certain(&self) -> bool {
+        true
+    }
+
     /// The token nodes of the cluster show each other on their own connections (empty on a
     /// single node, which has none).
     fn secret(&self) -> &str {

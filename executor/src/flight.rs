@@ -593,6 +593,8 @@ pub struct RemoteFragments {
     /// This node's parts of transactions (its own prepared writes land here when their
     /// decision cannot be learned).
     pub(crate) parts: Arc<Parts>,
+    /// What each follower of the partitions this node leads acknowledged.
+    pub(crate) acknowledged: crate::replica_status::Acknowledged,
 }
 
 impl std::fmt::Debug for RemoteFragments {
@@ -627,6 +629,7 @@ impl RemoteFragments {
             channels: Mutex::new(HashMap::new()),
             spanning: Mutex::new(HashMap::new()),
             parts,
+            acknowledged: Default::default(),
         })
     }
 

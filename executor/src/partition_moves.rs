@@ -46,6 +46,11 @@ pub(crate) struct PartitionRef {
     pub partition: u32,
     pub from: NodeId,
     pub epoch: u64,
+    /// A pull by a follower of the partition: it holds every entry the leader acknowledged,
+    /// so it catches up from the leader's log instead of clearing its copy and copying the
+    /// partition (a copy cut short would leave a follower without rows).
+    #[serde(default)]
+    pub follower: bool,
 }
 
 impl From<&PartitionMove> for PartitionRef {
@@ -55,6 +60,7 @@ impl From<&PartitionMove> for PartitionRef {
             partition: m.partition,
             from: m.from,
             epoch: m.epoch,
+            follower: false,
         }
     }
 }
@@ -168,23 +174,12 @@ impl RemoteFragments {
         store: Store,
         r: PartitionRef,
     ) -> Result<u64, ExecError> {
-        let address = self
-            .address_of(r.from)
-            .ok_or(ExecError::PartUnreachable { node: r.from })?;
-        let mut client = self.client(&address)?;
-        let header = TicketHeader::partition_copy(r.table_id, r.partition, r.epoch, r.from);
-        let ticket = Ticket {
-            ticket: encode_ticket(&header, &[]).into(),
-        };
-        let response = client
-            .do_get(with_secret(ticket, self.cluster.secret()))
-            .await
-            .map_err(|s| remote_exec_error(FlightError::Tonic(Box::new(s)), r.from))?;
+        let response = self.close_for_copy(&r).await?;
         // The leader answers once the partition is closed and its writers are done, so no
         // commit reaches this node's copy (as a follower's) after it is cleared here.
         let clearing = store.clone();
         blocking(move || Ok(clearing.drop_partition_data(r.table_id, r.partition)?)).await?;
-        let flight = response.into_inner().map_err(FlightError::from);
+        let flight = response.map_err(FlightError::from);
         let mut batches = FlightRecordBatchStream::new_from_flight_data(flight);
         let mut copied = 0;
         while let Some(batch) = batches.next().await {
@@ -197,13 +192,38 @@ impl RemoteFragments {
         Ok(copied)
     }
 
+    /// Asks the leader `r.from` for a copy of the partition: it answers once the partition is
+    /// closed to writers and its open writers are done, then streams the partition's entries.
+    /// It stays closed until the move or copy is finished or given up.
+    pub(crate) async fn close_for_copy(
+        &self,
+        r: &PartitionRef,
+    ) -> Result<tonic::Streaming<arrow_flight::FlightData>, ExecError> {
+        let address = self
+            .address_of(r.from)
+            .ok_or(ExecError::PartUnreachable { node: r.from })?;
+        let mut client = self.client(&address)?;
+        let header = TicketHeader::partition_copy(r.table_id, r.partition, r.epoch, r.from);
+        let ticket = Ticket {
+            ticket: encode_ticket(&header, &[]).into(),
+        };
+        let response = client
+            .do_get(with_secret(ticket, self.cluster.secret()))
+            .await
+            .map_err(|s| remote_exec_error(FlightError::Tonic(Box::new(s)), r.from))?;
+        Ok(response.into_inner())
+    }
+
     /// Moves a partition's leadership and rows as `m` says (see the module comment); how many
     /// entries were copied. Run by the coordinator.
     pub async fn move_partition(&self, m: PartitionMove) -> Result<u64, ExecError> {
         let (meta, start) = (self.meta.clone(), m.clone());
         blocking(move || Ok(meta.update(&mut |c| c.start_move(&start)).map(|_| ())?)).await?;
-        let body = serde_json::to_vec(&PartitionRef::from(&m))
-            .map_err(|e| ExecError::TaskFailed(e.to_string()))?;
+        let pull = PartitionRef {
+            follower: m.old_leader_follows(&self.meta.catalog()),
+            ..PartitionRef::from(&m)
+        };
+        let body = serde_json::to_vec(&pull).map_err(|e| ExecError::TaskFailed(e.to_string()))?;
         let pulled = self.node_action(m.to, PULL_ACTION, body).await;
         let copied = match pulled.and_then(|answer| {
             <[u8; 8]>::try_from(answer.as_slice())
@@ -226,6 +246,7 @@ impl RemoteFragments {
                 .await;
             return Err(e);
         }
+        crate::replica_status::configuration_changed();
         // A leader handing over to its follower follows in its place and keeps its copy,
         // which the closed partition kept equal to the new leader's.
         let action = if follows { REOPEN_ACTION } else { DROP_ACTION };
@@ -266,9 +287,21 @@ impl RemoteFragments {
             partition,
             from,
             epoch: 0,
+            follower: false,
         };
         let body = serde_json::to_vec(&r).unwrap_or_default();
-        for (node, action) in [(from, REOPEN_ACTION), (to, DROP_ACTION)] {
+        // A follower the move was for keeps its copy: it is still a follower.
+        let to_follows = self
+            .meta
+            .catalog()
+            .table_by_id(table_id)
+            .and_then(|t| t.partitions.get(partition as usize))
+            .is_some_and(|p| p.followers.contains(&to));
+        let mut actions = vec![(from, REOPEN_ACTION)];
+        if !to_follows {
+            actions.push((to, DROP_ACTION));
+        }
+        for (node, action) in actions {
             if let Err(e) = self.node_action(node, action, body.clone()).await {
                 tracing::warn!(node, action, error = %e, "a node did not take a given-up move");
             }
@@ -290,26 +323,29 @@ impl FragmentService {
             .map_err(|_| Status::invalid_argument("malformed partition"))?;
         let store = self.store.clone();
         if action.r#type == PULL_ACTION {
-            let copied = self
-                .remote
-                .pull_partition(store, r)
-                .await
-                .map_err(|e| self.exec_status(e))?;
+            let copied = if r.follower {
+                self.catch_up_for_move(&r).await?
+            } else {
+                self.remote
+                    .pull_partition(store, r)
+                    .await
+                    .map_err(|e| self.exec_status(e))?
+            };
             return Ok(Some(copied.to_le_bytes().to_vec()));
         }
         if action.r#type == REOPEN_ACTION {
             store.reopen_partition(r.table_id, r.partition);
             return Ok(Some(Vec::new()));
         }
-        let leads = self
+        let holds = self
             .meta
             .catalog()
             .table_by_id(r.table_id)
             .and_then(|t| t.partitions.get(r.partition as usize))
-            .is_some_and(|p| p.leader == self.local_node);
-        if leads {
+            .is_some_and(|p| p.leader == self.local_node || p.followers.contains(&self.local_node));
+        if holds {
             return Err(Status::failed_precondition(format!(
-                "node {} leads partition {} of table {}: it keeps its rows",
+                "node {} leads or follows partition {} of table {}: it keeps its rows",
                 self.local_node, r.partition, r.table_id
             )));
         }

@@ -38,6 +38,7 @@ impl RemoteFragments {
             partition: r.partition,
             from: r.leader,
             epoch: r.epoch,
+            follower: false,
         };
         let body = serde_json::to_vec(&source).map_err(|e| ExecError::TaskFailed(e.to_string()))?;
         let copied = self
@@ -61,6 +62,7 @@ impl RemoteFragments {
         };
         match joined {
             Ok(copied) => {
+                crate::replica_status::configuration_changed();
                 if let Err(e) = self.node_action(r.leader, REOPEN_ACTION, body).await {
                     tracing::warn!(node = r.leader, error = %e, "a leader did not reopen a copied partition");
                 }
@@ -126,6 +128,9 @@ impl RemoteFragments {
             Ok(count)
         })
         .await;
+        if changed.is_ok() {
+            crate::replica_status::configuration_changed();
+        }
         self.cluster.leave();
         match changed {
             Ok(count) => count,

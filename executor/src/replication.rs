@@ -241,6 +241,7 @@ impl RemoteFragments {
             self.unseal(table, partition, epoch, &sealed).await;
             return Err(e);
         }
+        crate::replica_status::configuration_changed();
         Ok(leader)
     }
 
@@ -303,6 +304,7 @@ impl RemoteFragments {
             sent.push(Sent {
                 table: e.table,
                 partition: e.partition,
+                position: e.position,
                 failed: Vec::new(),
                 taken: false,
             });
@@ -311,7 +313,13 @@ impl RemoteFragments {
         for (at, follower, answer) in futures::future::join_all(sends).await {
             let s = &mut sent[at];
             match answer {
-                Ok(_) => s.taken = true,
+                Ok(_) => {
+                    s.taken = true;
+                    if s.position > 0 {
+                        self.acknowledged
+                            .record(s.table, s.partition, follower, s.position);
+                    }
+                }
                 Err(status) if status.code() == Code::FailedPrecondition => {
                     stale = Some(format!(
                         "node {follower} follows another configuration of partition {} of table {}: {}",
@@ -337,6 +345,8 @@ impl RemoteFragments {
 struct Sent {
     table: u32,
     partition: u32,
+    /// The entry's log position (0 for a prepared copy).
+    position: u64,
     /// Followers that did not take it.
     failed: Vec<NodeId>,
     /// Whether any follower took it.
@@ -374,6 +384,10 @@ impl Replicator for ClusterReplicator {
         self.remote
             .configuration(table, partition)
             .is_some_and(|p| !p.followers.is_empty() || p.leader != local)
+    }
+
+    fn leadership_certain(&self) -> bool {
+        self.remote.cluster.leadership_certain()
     }
 
     fn leads(&self, table: u32, partition: u32) -> bool {
@@ -447,12 +461,15 @@ impl Replicator for ClusterReplicator {
                 c.drop_followers(table, partition, local, &failed)
             });
             match dropped {
-                Ok(_) => tracing::warn!(
-                    table,
-                    partition,
-                    ?failed,
-                    "followers left the configuration"
-                ),
+                Ok(_) => {
+                    crate::replica_status::configuration_changed();
+                    tracing::warn!(
+                        table,
+                        partition,
+                        ?failed,
+                        "followers left the configuration"
+                    )
+                }
                 Err(CoordError::LeaderChanged { .. }) => {
                     return Err(ReplicationFailure::Refused(format!(
                         "node {local} no longer leads partition {partition} of table {table}"
@@ -609,6 +626,34 @@ impl FragmentService {
 }
 
 impl FragmentService {
+    /// A follower's side of a move to it: once the leader has closed the partition and its
+    /// writers are done, the follower copies the entries it lacks from the leader's log (at
+    /// most the last commit's) rather than the whole partition. How many it copied.
+    pub(crate) async fn catch_up_for_move(
+        &self,
+        r: &crate::partition_moves::PartitionRef,
+    ) -> Result<u64, Status> {
+        // Only the closing matters: the copy it offers is not read.
+        drop(
+            self.remote
+                .close_for_copy(r)
+                .await
+                .map_err(|e| self.exec_status(e))?,
+        );
+        let store = self.store.clone();
+        let (table, partition) = (r.table_id, r.partition);
+        let at = run(move || store.partition_log_position(table, partition)).await?;
+        let last = self
+            .catch_up_from(PartitionAt {
+                table,
+                partition,
+                at,
+                from: r.from,
+            })
+            .await?;
+        Ok(last - at)
+    }
+
     /// The follower chosen to lead settles its prepared copies of a partition: each
     /// transaction's recorded decision (`abort` proposed where none exists) says whether the
     /// copy joins the log. Its last log position.

@@ -103,7 +103,7 @@ pub fn base_context(
         ctx.clone(),
     ));
     ctx.register_catalog(DATABASE_NAME, catalog);
-    system::install(&ctx, meta, cluster, store)?;
+    system::install(&ctx, meta, cluster, remote.clone(), store)?;
     datafusion_pg_catalog::setup_pg_catalog(
         &ctx,
         DATABASE_NAME,

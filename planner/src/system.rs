@@ -1,7 +1,11 @@
 //! The `shoal` schema: Shoal's own system views, readable by any client. `shoal.partitions`
 //! lists every partition with its leader, followers, configuration epoch, log position and the
 //! node it is moving to, if any;
-//! `shoal.nodes` every node of the cluster with its address, state and role.
+//! `shoal.nodes` every node of the cluster with its address, state and role;
+//! `shoal.replicas` every copy of each partition this node leads, with its state and lag as the
+//! leader knows them;
+//! `shoal.partition_digests` the row count and digest of every partition copy this node holds,
+//! so that replicas can be compared (it reads all of them: not for routine monitoring).
 
 use std::sync::Arc;
 
@@ -13,6 +17,7 @@ use datafusion::catalog::{MemorySchemaProvider, SchemaProvider};
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::prelude::SessionContext;
 use shoal_coord::{ClusterView, MetaStore};
+use shoal_executor::{RemoteFragments, ReplicaStatus};
 use shoal_storage::Store;
 
 use crate::computed::ComputedTable;
@@ -22,6 +27,7 @@ pub(crate) fn install(
     ctx: &SessionContext,
     meta: Arc<dyn MetaStore>,
     cluster: Arc<dyn ClusterView>,
+    remote: Option<Arc<RemoteFragments>>,
     store: Store,
 ) -> Result<(), PlannerError> {
     let schema = Arc::new(MemorySchemaProvider::new());
@@ -34,12 +40,40 @@ pub(crate) fn install(
             Arc::new(move |schema| nodes_batch(cluster.as_ref(), nodes_meta.as_ref(), schema)),
         )),
     )?;
+    let (digests_meta, digests_store) = (meta.clone(), store.clone());
+    let (replicas_meta, replicas_store) = (meta.clone(), store.clone());
+    schema.register_table(
+        "replicas".into(),
+        Arc::new(ComputedTable::new(
+            "shoal.replicas",
+            replicas_schema(),
+            Arc::new(move |schema| {
+                replicas_batch(
+                    replicas_meta.as_ref(),
+                    remote.as_deref(),
+                    &replicas_store,
+                    local_node,
+                    schema,
+                )
+            }),
+        )),
+    )?;
     schema.register_table(
         "partitions".into(),
         Arc::new(ComputedTable::new(
             "shoal.partitions",
             partitions_schema(),
             Arc::new(move |schema| partitions_batch(meta.as_ref(), local_node, &store, schema)),
+        )),
+    )?;
+    schema.register_table(
+        "partition_digests".into(),
+        Arc::new(ComputedTable::new(
+            "shoal.partition_digests",
+            digests_schema(),
+            Arc::new(move |schema| {
+                digests_batch(digests_meta.as_ref(), local_node, &digests_store, schema)
+            }),
         )),
     )?;
     let catalog = ctx
@@ -189,6 +223,148 @@ fn partitions_batch(
             )),
             Arc::new(Int64Array::from_iter(
                 rows.iter().map(|r| r.2.moving_to.map(|n| n as i64)),
+            )),
+        ],
+    )?)
+}
+
+fn digests_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("table_schema", DataType::Utf8, false),
+        Field::new("table_name", DataType::Utf8, false),
+        Field::new("partition", DataType::Int64, false),
+        Field::new("role", DataType::Utf8, false),
+        Field::new("row_count", DataType::Int64, false),
+        Field::new("digest", DataType::Utf8, false),
+    ]))
+}
+
+/// One row per partition copy this node holds (as leader or follower): its rows and a digest
+/// of its rows and index entries, equal on every copy that holds the same data.
+fn digests_batch(
+    meta: &dyn MetaStore,
+    local_node: u64,
+    store: &Store,
+    schema: SchemaRef,
+) -> DfResult<RecordBatch> {
+    let catalog = meta.catalog();
+    let mut rows = Vec::new();
+    for t in catalog.tables.values() {
+        for p in &t.partitions {
+            let role = if p.leader == local_node {
+                "leader"
+            } else if p.followers.contains(&local_node) {
+                "follower"
+            } else {
+                continue;
+            };
+            let digest = store
+                .partition_digest(t.id, p.index)
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            rows.push((t.schema.as_str(), t.name.as_str(), p.index, role, digest));
+        }
+    }
+    Ok(RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+            Arc::new(Int64Array::from_iter_values(
+                rows.iter().map(|r| r.2 as i64),
+            )),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.3))),
+            Arc::new(Int64Array::from_iter_values(
+                rows.iter().map(|r| r.4.rows as i64),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| format!("{:016x}", r.4.digest)),
+            )),
+        ],
+    )?)
+}
+
+fn replicas_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("table_schema", DataType::Utf8, false),
+        Field::new("table_name", DataType::Utf8, false),
+        Field::new("partition", DataType::Int64, false),
+        Field::new("epoch", DataType::Int64, false),
+        Field::new("node_id", DataType::Int64, false),
+        Field::new("role", DataType::Utf8, false),
+        Field::new("state", DataType::Utf8, false),
+        Field::new("log_position", DataType::Int64, true),
+        Field::new("lag", DataType::Int64, true),
+    ]))
+}
+
+/// Every copy of each partition this node leads (see `shoal_executor::ReplicaStatus`); a
+/// single node leads every partition and has no followers.
+fn replicas_batch(
+    meta: &dyn MetaStore,
+    remote: Option<&RemoteFragments>,
+    store: &Store,
+    local_node: u64,
+    schema: SchemaRef,
+) -> DfResult<RecordBatch> {
+    let catalog = meta.catalog();
+    let statuses = match remote {
+        Some(remote) => remote
+            .replica_statuses(store)
+            .map_err(|e| DataFusionError::External(Box::new(e)))?,
+        None => {
+            let mut all = Vec::new();
+            for t in catalog.tables.values() {
+                for p in &t.partitions {
+                    let head = store
+                        .partition_log_position(t.id, p.index)
+                        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                    all.push(ReplicaStatus {
+                        table_id: t.id,
+                        partition: p.index,
+                        epoch: p.epoch,
+                        node: local_node,
+                        role: "leader",
+                        state: "leading",
+                        log_position: Some(head),
+                        lag: Some(0),
+                    });
+                }
+            }
+            all
+        }
+    };
+    let named: Vec<_> = statuses
+        .iter()
+        .filter_map(|s| {
+            let t = catalog.table_by_id(s.table_id)?;
+            Some((t.schema.as_str(), t.name.as_str(), s))
+        })
+        .collect();
+    Ok(RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from_iter_values(named.iter().map(|r| r.0))),
+            Arc::new(StringArray::from_iter_values(named.iter().map(|r| r.1))),
+            Arc::new(Int64Array::from_iter_values(
+                named.iter().map(|r| r.2.partition as i64),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                named.iter().map(|r| r.2.epoch as i64),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                named.iter().map(|r| r.2.node as i64),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                named.iter().map(|r| r.2.role),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                named.iter().map(|r| r.2.state),
+            )),
+            Arc::new(Int64Array::from_iter(
+                named.iter().map(|r| r.2.log_position.map(|p| p as i64)),
+            )),
+            Arc::new(Int64Array::from_iter(
+                named.iter().map(|r| r.2.lag.map(|l| l as i64)),
             )),
         ],
     )?)

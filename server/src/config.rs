@@ -108,6 +108,10 @@ pub struct StartArgs {
     /// as many live nodes (fewer where it has fewer).
     #[arg(long, default_value_t = shoal_coord::replicas::DEFAULT_REPLICAS)]
     pub replication_factor: usize,
+    /// Seconds a node may stay down before the coordinator copies the partitions it held to
+    /// other nodes (until then it waits for the node to come back with its copies).
+    #[arg(long, default_value_t = 30)]
+    pub replica_repair_delay_secs: u64,
     /// Seconds after its last heartbeat at which a node counts as down (the etcd lease TTL).
     #[arg(long, default_value_t = 2)]
     pub lease_ttl_secs: u64,

@@ -376,6 +376,7 @@ fn storage_state(s: &StorageError) -> &'static str {
         | StorageError::RowChangedSinceStatementStart
         | StorageError::PreparedWriterActive
         | StorageError::PartitionMoving { .. }
+        | StorageError::LeadershipUncertain
         | StorageError::ReplicationRefused(_) => "40001",
         // The commit applied on the leader, but it cannot promise the followers have it.
         StorageError::ReplicationUnconfirmed(_) => "08007",

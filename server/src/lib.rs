@@ -97,6 +97,13 @@ pub async fn start(args: StartArgs) -> Result<(), String> {
         tracing::info!(address = %metrics_addr, "metrics at /metrics");
         // Printed before the readiness line so that a caller who asked for port 0 learns both.
         println!("shoal metrics on {metrics_addr}");
+        if let Some(remote) = node.remote.clone() {
+            let store = node.store.clone();
+            let _ = node
+                .metrics
+                .lag_source
+                .set(Box::new(move || remote.largest_replica_lag(&store)));
+        }
         tokio::spawn(metrics::serve(metrics, node.metrics.clone()));
     }
     tracing::info!(

@@ -24,6 +24,11 @@ pub struct Metrics {
     pub failovers: IntCounter,
     /// Followers this node, as coordinator, added to partitions short of copies.
     pub replicas_added: IntCounter,
+    pub configuration_changes: IntCounter,
+    pub replica_lag: IntGauge,
+    /// Reads the largest lag of a follower of the partitions this node leads, at each scrape
+    /// (set on a cluster node).
+    pub lag_source: std::sync::OnceLock<Box<dyn Fn() -> u64 + Send + Sync>>,
 }
 
 impl Metrics {
@@ -89,8 +94,20 @@ impl Metrics {
             "Followers this node (as coordinator) added to partitions short of copies",
         )
         .expect("static");
+        let configuration_changes = IntCounter::new(
+            "configuration_changes_total",
+            "Partition configuration changes (followers removed or added, promotions, hand-overs, moves) this node recorded",
+        )
+        .expect("static");
+        let replica_lag = IntGauge::new(
+            "replica_lag_entries",
+            "Log entries the furthest-behind follower of a partition this node leads lacks, as far as it knows",
+        )
+        .expect("static");
         for c in [
             Box::new(connections.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(configuration_changes.clone()),
+            Box::new(replica_lag.clone()),
             Box::new(failovers.clone()),
             Box::new(replicas_added.clone()),
             Box::new(connections_total.clone()),
@@ -121,10 +138,21 @@ impl Metrics {
             batches_shipped,
             failovers,
             replicas_added,
+            configuration_changes,
+            replica_lag,
+            lag_source: std::sync::OnceLock::new(),
         }
     }
 
+    /// The metrics in Prometheus' text format. Reads the store (replica lag): call it off the
+    /// async runtime.
     pub fn render(&self) -> String {
+        let changes = shoal_executor::configuration_changes_total();
+        self.configuration_changes
+            .inc_by(changes.saturating_sub(self.configuration_changes.get()));
+        if let Some(lag) = self.lag_source.get() {
+            self.replica_lag.set(lag() as i64);
+        }
         // Scan counters live in the executor; bring these counters up to its totals.
         let (rows, bytes) = shoal_executor::scan_totals();
         self.rows_scanned
@@ -171,7 +199,9 @@ pub async fn serve(listener: TcpListener, metrics: std::sync::Arc<Metrics>) {
             };
             let request = String::from_utf8_lossy(&buf[..n]);
             let response = if request.starts_with("GET /metrics") {
-                let body = metrics.render();
+                let body = tokio::task::spawn_blocking(move || metrics.render())
+                    .await
+                    .unwrap_or_default();
                 format!(
                     "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{}",
                     body.len(),

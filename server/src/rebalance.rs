@@ -1,12 +1,15 @@
 //! The coordinator's rebalancing loop: while this node holds the coordinator election, it
 //! gives partitions short of copies a new follower (`Catalog::missing_replica`,
-//! `RemoteFragments::add_replica`), evens out partition leadership across the live nodes one
+//! `RemoteFragments::add_replica`) unless a node went down less than
+//! `--replica-repair-delay-secs` ago (it may come back with its copies), evens out partition leadership across the live nodes one
 //! move at a time (the choice is `Catalog::next_move`, the move
 //! `RemoteFragments::move_partition`), and gives up moves a previous coordinator left
 //! unfinished.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use shoal_coord::{NodeId, NodeStatus};
 
 use crate::node::Node;
 
@@ -17,8 +20,14 @@ pub async fn rebalance_forever(node: Arc<Node>) {
     let Some(remote) = node.remote.clone() else {
         return;
     };
+    // Repairs follow one another without the pause: a node that comes back after a long
+    // pause lacks copies of many partitions.
+    let mut pause = true;
     loop {
-        tokio::time::sleep(REBALANCE_EVERY).await;
+        if pause {
+            tokio::time::sleep(REBALANCE_EVERY).await;
+        }
+        pause = true;
         if !node.coordinates() {
             continue;
         }
@@ -45,11 +54,14 @@ pub async fn rebalance_forever(node: Arc<Node>) {
             remote.cancel_move(table, partition, from, to).await;
         }
         let live = node.cluster.live_nodes();
+        let delay = Duration::from_secs(node.args.replica_repair_delay_secs);
+        let awaited = recently_down(&node.cluster.nodes(), delay);
         // Copies first: a partition short of followers loses writes if its leader dies.
-        if let Some(repair) = catalog.missing_replica(&live) {
+        if let Some(repair) = catalog.missing_replica(&live).filter(|_| awaited.is_none()) {
             let (table, partition, to) = (repair.table_id, repair.partition, repair.to);
             match remote.add_replica(repair).await {
                 Ok(entries) => {
+                    pause = false;
                     node.metrics.replicas_added.inc();
                     tracing::info!(
                         table,
@@ -77,5 +89,60 @@ pub async fn rebalance_forever(node: Arc<Node>) {
                 tracing::warn!(table, partition, from, to, error = %e, "a partition move failed")
             }
         }
+    }
+}
+
+/// A node that went down less than `delay` ago, if any: its copies may come back with it, so
+/// copying them elsewhere waits.
+fn recently_down(nodes: &[NodeStatus], delay: Duration) -> Option<NodeId> {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    nodes
+        .iter()
+        .filter(|n| !n.live)
+        .find(|n| {
+            n.down_since_ms
+                .is_some_and(|since| now_ms.saturating_sub(since) < delay.as_millis() as u64)
+        })
+        .map(|n| n.info.id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_coord::NodeInfo;
+
+    fn status(id: NodeId, live: bool, down_since_ms: Option<u64>) -> NodeStatus {
+        NodeStatus {
+            info: NodeInfo {
+                id,
+                sql_address: String::new(),
+                flight_address: String::new(),
+                started_ms: 0,
+            },
+            live,
+            coordinator: false,
+            catalog_revision: 0,
+            down_since_ms,
+        }
+    }
+
+    #[test]
+    fn repairs_wait_for_a_node_that_went_down_recently() {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let delay = Duration::from_secs(30);
+        let nodes = [status(1, true, None), status(2, false, Some(now - 5_000))];
+        assert_eq!(recently_down(&nodes, delay), Some(2));
+        let long_ago = [status(1, true, None), status(2, false, Some(now - 60_000))];
+        assert_eq!(recently_down(&long_ago, delay), None);
+        // Back up: nothing to wait for (its copies are live again).
+        let back = [status(2, true, Some(now - 5_000))];
+        assert_eq!(recently_down(&back, delay), None);
+        assert_eq!(recently_down(&nodes, Duration::ZERO), None);
     }
 }

@@ -69,6 +69,10 @@ pub enum StorageError {
     /// applied.
     #[error("could not serialize access: the partition's leader changed during the commit ({0}); retry the transaction")]
     ReplicationRefused(String),
+    /// A read of a cluster node that cannot be sure it still leads (its lease in etcd was not
+    /// renewed in time, or it has not caught up with etcd since): what it holds may be stale.
+    #[error("this node cannot be sure it still leads the partitions it reads (its etcd lease was not renewed in time); retry the statement")]
+    LeadershipUncertain,
     /// The commit is applied here but some followers may lack it and could not be removed from
     /// the configuration: its outcome cannot be promised.
     #[error("the commit's replication could not be confirmed ({0}); its outcome is unknown")]

@@ -27,7 +27,7 @@ mod store;
 
 pub use bulk::BulkLoad;
 pub use error::StorageError;
-pub use moves::Entry;
+pub use moves::{Entry, PartitionDigest};
 pub use replication::{ReplicatedEntry, ReplicationFailure, Replicator};
 pub use row::{RowDecoder, RowEncoder, RowLayout};
 pub use store::{

@@ -81,6 +81,12 @@ pub trait Replicator: Send + Sync {
     /// Whether this node leads `partition` of `table` now.
     fn leads(&self, table: u32, partition: u32) -> bool;
 
+    /// Whether no other node can have taken over what this node leads (its lease is
+    /// certainly alive): reads fail while it is not.
+    fn leadership_certain(&self) -> bool {
+        true
+    }
+
     /// Tells the followers of `partitions` that prepared transaction `id` rolled back, so that
     /// they drop their copies (best effort: a failover settles what is left).
     fn forget_prepared(&self, id: &str, partitions: &[(u32, u32)]) {
@@ -209,6 +215,16 @@ impl Store {
     /// cluster node can reach the others).
     pub fn set_replicator(&self, replicator: Arc<dyn Replicator>) {
         *self.replicas.replicator.lock() = Some(replicator);
+    }
+
+    /// Fails when this node cannot be sure it still leads: called after every read of a
+    /// transaction, so a read that returns saw the data while this node certainly led it (a
+    /// paused or cut-off leader answers nothing stale).
+    pub(crate) fn confirm_leadership(&self) -> Result<()> {
+        match self.replicas.replicator.lock().as_ref() {
+            Some(r) if !r.leadership_certain() => Err(StorageError::LeadershipUncertain),
+            _ => Ok(()),
+        }
     }
 
     /// The replicator, when one of `touched` has followers.
@@ -590,7 +606,7 @@ pub(crate) fn commit_replicated(inner: TxnInner, replicator: &dyn Replicator) ->
 mod tests {
     use super::*;
     use crate::prepared::tests::open;
-    use crate::Isolation;
+    use crate::{Isolation, ScanControl};
 
     /// Hands a leader's entries to a follower store, as the network would; partition 1 of
     /// every table has no followers.
@@ -599,9 +615,15 @@ mod tests {
         epoch: u64,
         refuse: bool,
         sent: Mutex<Vec<ReplicatedEntry>>,
+        /// Stands for a leader whose lease may have run out.
+        uncertain: std::sync::atomic::AtomicBool,
     }
 
     impl Replicator for ToFollower {
+        fn leadership_certain(&self) -> bool {
+            !self.uncertain.load(std::sync::atomic::Ordering::Relaxed)
+        }
+
         fn replicates(&self, _table: u32, partition: u32) -> bool {
             partition != 1
         }
@@ -635,6 +657,7 @@ mod tests {
             epoch: 1,
             refuse,
             sent: Mutex::new(Vec::new()),
+            uncertain: Default::default(),
         });
         leader.set_replicator(to.clone());
         (dir, leader, follower, to)
@@ -723,6 +746,31 @@ mod tests {
             late.prepare("n1-1-4"),
             Err(StorageError::ReplicationRefused(_))
         ));
+    }
+
+    #[test]
+    fn a_leader_that_cannot_be_sure_it_leads_answers_no_read() {
+        let (_dir, leader, _follower, to) = pair(false);
+        let row = keys::row_key(7, 0, b"a");
+        let t = leader.begin();
+        t.put(&row, b"1").unwrap();
+        t.commit().unwrap();
+        to.uncertain
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let reader = leader.begin();
+        assert!(matches!(
+            reader.get(&row),
+            Err(StorageError::LeadershipUncertain)
+        ));
+        let (start, end) = (keys::partition_start(7, 0), keys::partition_end(7, 0));
+        let scanned = reader.scan(&start, &end, None, |_, _| Ok(ScanControl::Continue));
+        assert!(matches!(scanned, Err(StorageError::LeadershipUncertain)));
+        to.uncertain
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(
+            leader.begin().get(&row).unwrap().as_deref(),
+            Some(&b"1"[..])
+        );
     }
 
     #[test]

@@ -578,7 +578,11 @@ impl Txn {
     }
 
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.with(|t| Ok(t.txn.get_opt(key, &t.read_options())?))
+        self.with(|t| {
+            let value = t.txn.get_opt(key, &t.read_options())?;
+            t.store.confirm_leadership()?;
+            Ok(value)
+        })
     }
 
     /// [`Txn::get`] answered from memory (memtables and block cache) without waiting for the
@@ -592,7 +596,10 @@ impl Txn {
         let mut ro = t.read_options();
         ro.set_read_tier(ReadTier::BlockCache);
         match t.txn.get_opt(key, &ro) {
-            Ok(value) => Ok(Some(value)),
+            Ok(value) => {
+                t.store.confirm_leadership()?;
+                Ok(Some(value))
+            }
             Err(e) if e.kind() == rocksdb::ErrorKind::Incomplete => Ok(None),
             Err(e) => Err(e.into()),
         }
@@ -626,11 +633,13 @@ impl Txn {
             ro.set_iterate_upper_bound(end.to_vec());
             // Without writes of its own, the transaction sees what the database holds at its
             // snapshot: iterating the database skips merging an empty write batch at every row.
-            if t.wrote {
+            let last = if t.wrote {
                 walk(t.txn.raw_iterator_opt(ro), start, after, f)
             } else {
                 walk(t.store.db().raw_iterator_opt(ro), start, after, f)
-            }
+            }?;
+            t.store.confirm_leadership()?;
+            Ok(last)
         })
     }
 

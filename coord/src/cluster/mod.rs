@@ -24,7 +24,7 @@ mod tasks;
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -81,6 +81,15 @@ pub struct EtcdCluster {
     secret: String,
     /// Set when the node leaves on purpose: its lease is revoked and not taken again.
     leaving: std::sync::atomic::AtomicBool,
+    /// Until when (ns since `base`) this node's lease is certainly alive in etcd: the time a
+    /// renewal that etcd confirmed was sent, plus the TTL, less a margin for clock drift.
+    lease_certain_until: AtomicU64,
+    base: std::time::Instant,
+    /// The etcd revision at which the current lease was registered, and the newest revision
+    /// this node's cache has seen: after a lost lease the node may have missed a failover of
+    /// its partitions, so it is sure of leading nothing until its cache has caught up.
+    lease_revision: AtomicI64,
+    seen_revision: AtomicI64,
 }
 
 fn unavailable(e: etcd_client::Error) -> CoordError {
@@ -126,6 +135,7 @@ impl EtcdCluster {
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or_default(),
         };
+        let base = std::time::Instant::now();
         let lease = register(&mut client, &keys, &info, config.lease_ttl).await?;
         // The first node to start writes the empty catalog; the others find it.
         let empty = serde_json::to_vec(&Catalog::default())
@@ -159,7 +169,13 @@ impl EtcdCluster {
             leadership: Mutex::new(None),
             secret,
             leaving: std::sync::atomic::AtomicBool::new(false),
+            lease_certain_until: AtomicU64::new(0),
+            base,
+            lease_revision: AtomicI64::new(0),
+            seen_revision: AtomicI64::new(0),
         };
+        // Granted after `base`: certain until its TTL from then (less the margin).
+        cluster.lease_renewed(base, config.lease_ttl);
         cluster.reload().await?;
         cluster.report_applied().await?;
         tracing::info!(node = node_id, "joined the cluster");
@@ -199,6 +215,7 @@ impl EtcdCluster {
             }
             *state = fresh;
         }
+        self.seen(revision);
         self.changed.notify_waiters();
         Ok(revision)
     }
@@ -236,11 +253,31 @@ impl EtcdCluster {
     pub fn lease_id(&self) -> i64 {
         self.current_lease()
     }
+
+    /// Records that etcd confirmed a grant or renewal of `ttl` that was sent at `sent`.
+    pub(super) fn lease_renewed(&self, sent: std::time::Instant, ttl: Duration) {
+        let margin = (ttl / 10).max(Duration::from_millis(100));
+        let until = sent.saturating_duration_since(self.base) + ttl.saturating_sub(margin);
+        self.lease_certain_until
+            .fetch_max(until.as_nanos() as u64, Ordering::SeqCst);
+    }
+
+    /// Records that the cache has seen etcd up to `revision`.
+    pub(super) fn seen(&self, revision: i64) {
+        self.seen_revision.fetch_max(revision, Ordering::SeqCst);
+    }
 }
 
 impl ClusterView for EtcdCluster {
     fn local_node(&self) -> NodeId {
         self.node_id
+    }
+
+    fn leadership_certain(&self) -> bool {
+        let now = self.base.elapsed().as_nanos() as u64;
+        now < self.lease_certain_until.load(Ordering::SeqCst)
+            && self.seen_revision.load(Ordering::SeqCst)
+                >= self.lease_revision.load(Ordering::SeqCst)
     }
 
     fn secret(&self) -> &str {

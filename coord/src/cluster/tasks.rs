@@ -39,12 +39,23 @@ pub(super) async fn keep_alive(cluster: Arc<EtcdCluster>) {
 /// error when the stream broke (the lease may still be alive: the caller retries).
 async fn heartbeat(cluster: &EtcdCluster, lease: i64) -> Result<(), CoordError> {
     let mut client = cluster.client.clone();
-    let (mut keeper, mut responses) = client.lease_keep_alive(lease).await.map_err(unavailable)?;
+    let opened = std::time::Instant::now();
+    let (mut keeper, mut responses) = match client.lease_keep_alive(lease).await {
+        Ok(stream) => stream,
+        // etcd-client's way of saying that the lease expired (its first answer had no TTL).
+        Err(etcd_client::Error::LeaseKeepAliveError(e)) if e == "lease not found" => return Ok(()),
+        Err(e) => return Err(unavailable(e)),
+    };
+    // Opening the stream renewed the lease once.
+    cluster.lease_renewed(opened, cluster.lease_ttl);
     let every = (cluster.lease_ttl / 3).max(Duration::from_millis(100));
     loop {
+        let sent = std::time::Instant::now();
         keeper.keep_alive().await.map_err(unavailable)?;
         match tokio::time::timeout(cluster.lease_ttl, responses.message()).await {
-            Ok(Ok(Some(resp))) if resp.ttl() > 0 => {}
+            Ok(Ok(Some(resp))) if resp.ttl() > 0 => {
+                cluster.lease_renewed(sent, Duration::from_secs(resp.ttl() as u64));
+            }
             Ok(Ok(Some(_))) => return Ok(()),
             Ok(Ok(None)) => return Err(CoordError::Unavailable("keep-alive stream ended".into())),
             Ok(Err(e)) => return Err(unavailable(e)),
@@ -57,9 +68,10 @@ async fn heartbeat(cluster: &EtcdCluster, lease: i64) -> Result<(), CoordError> 
 /// After a lost lease: a new lease, the live key and the applied revision under it.
 async fn reregister(cluster: &EtcdCluster) -> Result<(), CoordError> {
     let mut client = cluster.client.clone();
+    let sent = std::time::Instant::now();
     let lease = grant_lease(&mut client, cluster.lease_ttl).await?;
     let value = encode_info(&cluster.info)?;
-    client
+    let put = client
         .put(
             cluster.keys.live(cluster.node_id),
             value,
@@ -67,6 +79,13 @@ async fn reregister(cluster: &EtcdCluster) -> Result<(), CoordError> {
         )
         .await
         .map_err(unavailable)?;
+    // Partitions this node led may have failed over while its lease was gone: it is sure of
+    // leading again only once its cache has seen etcd as of this registration.
+    let revision = put.header().map(|h| h.revision()).unwrap_or(i64::MAX);
+    cluster
+        .lease_revision
+        .store(revision, std::sync::atomic::Ordering::SeqCst);
+    cluster.lease_renewed(sent, cluster.lease_ttl);
     cluster.lease.send_replace(lease);
     cluster
         .reported
@@ -123,6 +142,9 @@ async fn watch_from(cluster: &EtcdCluster, start: i64) -> Result<(), CoordError>
             )));
         }
         if resp.events().is_empty() {
+            if let Some(header) = resp.header() {
+                cluster.seen(header.revision());
+            }
             continue;
         }
         {
@@ -137,6 +159,10 @@ async fn watch_from(cluster: &EtcdCluster, start: i64) -> Result<(), CoordError>
                 };
                 state.apply(&cluster.keys, &change);
             }
+        }
+        // Seen only once applied: leadership_certain reads it.
+        if let Some(header) = resp.header() {
+            cluster.seen(header.revision());
         }
         cluster.changed.notify_waiters();
         report_pending = true;

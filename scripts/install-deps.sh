@@ -6,11 +6,12 @@
 # PostgreSQL 15 (psql and the reference server of the differential tests), pgJDBC and a JDK,
 # Python's venv (the driver tests install the Python drivers from PyPI themselves), and Docker
 # with Compose (the compose cluster test builds its images from local files; the daemon is
-# started here when it is installed but not running).
+# started here when it is installed but not running), iproute2 and iptables (the fault tests
+# give each node a network namespace and cut links with iptables).
 set -euo pipefail
 
 packages=(libclang-dev protobuf-compiler libprotobuf-dev clang openssl procps postgresql-15
-    postgresql-client-15 libpostgresql-jdbc-java etcd-server)
+    postgresql-client-15 libpostgresql-jdbc-java etcd-server iproute2 iptables)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -141,6 +141,29 @@ async fn a_leaders_death_loses_no_acknowledged_write_and_a_follower_takes_over()
     for node in &nodes {
         let c = node.connect().await;
         positions.insert(positions.len() + 1, log_positions(&c).await);
+        // Each leader saw every follower of its partitions acknowledge its last entry.
+        let replicas = texts(
+            &c,
+            "select role, state, lag from shoal.replicas where table_name = 'kv' \
+             order by partition, node_id",
+        )
+        .await;
+        assert_eq!(
+            replicas.len(),
+            3 * 2,
+            "two partitions led here, three copies each: {replicas:?}"
+        );
+        for r in &replicas {
+            let wanted = match r[0].as_deref() {
+                Some("leader") => "leading",
+                _ => "in sync",
+            };
+            assert_eq!(
+                (r[1].as_deref(), r[2].as_deref()),
+                (Some(wanted), Some("0")),
+                "{replicas:?}"
+            );
+        }
     }
     for (partition, (leader, followers, _)) in &before {
         let at_leader = positions[&(*leader as usize)][partition];

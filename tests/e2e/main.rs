@@ -6,6 +6,7 @@ mod catalog;
 mod cluster;
 mod cluster_dml;
 mod cluster_failover;
+mod cluster_faults;
 mod cluster_joins;
 mod cluster_moves;
 mod cluster_shipping;

@@ -17,7 +17,7 @@ pub struct Etcd {
 }
 
 /// `etcd` from PATH or Debian's location, or `ETCD_BIN`.
-fn etcd_bin() -> PathBuf {
+pub(crate) fn etcd_bin() -> PathBuf {
     if let Ok(p) = std::env::var("ETCD_BIN") {
         return PathBuf::from(p);
     }

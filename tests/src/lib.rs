@@ -7,6 +7,7 @@
 pub mod cluster;
 pub mod compat;
 pub mod drivers;
+pub mod faults;
 pub mod pg;
 pub mod slt;
 pub mod slt_extended;
@@ -75,6 +76,8 @@ pub fn kill_child(child: &mut Option<Child>) {
 
 /// A running `shoal` node; killed (SIGKILL) when dropped.
 pub struct Node {
+    /// The address the node listens on (and clients reach it at).
+    pub address: String,
     pub port: u16,
     pub metrics_port: u16,
     pub data_dir: PathBuf,
@@ -83,6 +86,10 @@ pub struct Node {
     extra: Vec<String>,
     /// Environment variables of the process, on top of the test's (fault injection).
     pub env: Vec<(String, String)>,
+    /// The network namespace the process runs in (a host of `faults::net`), if not the test's.
+    namespace: Option<String>,
+    /// The SQL port asked for; 0 lets the kernel pick a new one at every start.
+    wanted_port: u16,
 }
 
 impl Node {
@@ -92,9 +99,16 @@ impl Node {
     }
 
     pub fn start_with(extra: &[&str]) -> Node {
+        Self::start_on("127.0.0.1", 0, None, extra)
+    }
+
+    /// Starts a node listening for clients on `address:port` (any port for 0; other listeners
+    /// always on any port), inside network namespace `namespace` when given.
+    pub fn start_on(address: &str, port: u16, namespace: Option<&str>, extra: &[&str]) -> Node {
         let tmp = tempfile::tempdir().expect("temp dir");
         let dir = tmp.path().to_path_buf();
         let mut node = Node {
+            address: address.to_string(),
             port: 0,
             metrics_port: 0,
             data_dir: dir,
@@ -102,6 +116,8 @@ impl Node {
             _tmp: Some(tmp),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             env: Vec::new(),
+            namespace: namespace.map(str::to_string),
+            wanted_port: port,
         };
         node.spawn();
         node
@@ -110,9 +126,18 @@ impl Node {
     /// Starts the process on ports the kernel picks (port 0), so that parallel tests never race
     /// for a port someone else took between "is it free?" and "bind".
     fn spawn(&mut self) {
-        let mut cmd = Command::new(shoal_bin());
+        let mut cmd = match &self.namespace {
+            Some(namespace) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", namespace]).arg(shoal_bin());
+                cmd
+            }
+            None => Command::new(shoal_bin()),
+        };
+        let listen = format!("{}:{}", self.address, self.wanted_port);
+        let any_port = format!("{}:0", self.address);
         cmd.arg("start")
-            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+            .args(["--listen", &listen, "--metrics-listen", &any_port])
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(&self.extra)
@@ -184,14 +209,33 @@ impl Node {
         self.spawn();
     }
 
+    /// Freezes the process (SIGSTOP), as a long GC pause or a stalled VM would: it holds its
+    /// sockets and state but answers nothing until [`Node::resume`].
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// Lets a paused process go on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, name: &str) {
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill")
+                .args([&format!("-{name}"), &pid.to_string()])
+                .status();
+        }
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
     }
 
     pub fn conn_string(&self) -> String {
         format!(
-            "host=127.0.0.1 port={} user={USER} password={PASSWORD} dbname=shoal",
-            self.port
+            "host={} port={} user={USER} password={PASSWORD} dbname=shoal",
+            self.address, self.port
         )
     }
 

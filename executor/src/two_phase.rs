@@ -585,11 +585,26 @@ impl RemoteFragments {
                 });
             }
         }
-        blocking(move || Ok(txn.commit()?)).await?;
-        if self.end_parts(&parts, &id, Outcome::Commit).await {
-            self.forget_decision(&id).await;
+        // Decided: whatever happens here, the transaction commits, so the other parts hear it.
+        let applied = blocking(move || Ok(txn.commit()?)).await;
+        let told = self.end_parts(&parts, &id, Outcome::Commit).await;
+        match applied {
+            Ok(()) => {
+                if told {
+                    self.forget_decision(&id).await;
+                }
+                Ok(())
+            }
+            // Not a serialization failure: the transaction is committed (where a follower took
+            // over one of this node's partitions, it applied its copy of the part by the
+            // decision), but this node cannot promise the client that every write is in place.
+            Err(e) => Err(ExecError::CommitOutcomeUnknown {
+                id,
+                reason: format!(
+                    "decided to commit, but this node could not apply its part yet: {e}"
+                ),
+            }),
         }
-        Ok(())
     }
 
     /// Removes the recorded decision of `id` from etcd (a failure only leaves it there).

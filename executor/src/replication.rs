@@ -8,7 +8,8 @@
 //! from the leader of the configuration it knows, at that epoch, and only in log order (one it
 //! has already is taken again as it is); it answers `FAILED_PRECONDITION` when it knows another
 //! configuration (the leader sends the entries again to the followers of its newer one, or,
-//! when it no longer leads, refuses the commit and applies nothing), anything else when it
+//! when it no longer leads, refuses the commit and applies nothing; once some follower took an
+//! entry, a newer leader may hold it, so the answer is 08007 instead), anything else when it
 //! could not take it. A follower that did not take an entry is removed from the configuration
 //! (epoch + 1, a compare-and-swap of the catalog) before the leader applies the commit and
 //! answers.
@@ -335,7 +336,10 @@ impl RemoteFragments {
             }
         }
         match stale {
-            Some(why) => Err(Unsent::Stale(why)),
+            Some(why) => Err(Unsent::Stale {
+                why,
+                taken: sent.iter().any(|s| s.taken),
+            }),
             None => Ok(sent),
         }
     }
@@ -358,8 +362,8 @@ enum Unsent {
     /// This node no longer leads one of the partitions.
     Deposed(String),
     /// A follower knows a newer configuration of a partition (one was removed or left): the
-    /// entries go again to the followers of the newer one.
-    Stale(String),
+    /// entries go again to the followers of the newer one. `taken`: other followers took some.
+    Stale { why: String, taken: bool },
 }
 
 /// How many times a commit's entries are sent again to a configuration that changed under
@@ -431,6 +435,9 @@ impl Replicator for ClusterReplicator {
     fn replicate(&self, entries: &[ReplicatedEntry]) -> Result<(), ReplicationFailure> {
         let local = self.remote.local_node();
         let mut tries = 0;
+        // Once a follower took an entry, a follower of a later configuration may lead with it:
+        // the commit can no longer be called refused (40001, nothing applied), only unconfirmed.
+        let mut taken_before = false;
         let sent = loop {
             tries += 1;
             let (tx, rx) = std::sync::mpsc::sync_channel(1);
@@ -444,15 +451,19 @@ impl Replicator for ClusterReplicator {
                 .map_err(|_| ReplicationFailure::Refused("the node is shutting down".into()))?;
             match answer {
                 Ok(sent) => break sent,
+                Err(Unsent::Deposed(why)) if taken_before => {
+                    return Err(ReplicationFailure::Unconfirmed(why))
+                }
                 Err(Unsent::Deposed(why)) => return Err(ReplicationFailure::Refused(why)),
                 // Followers that took the entries take them again as already applied.
-                Err(Unsent::Stale(_)) if tries < STALE_RETRIES => {
+                Err(Unsent::Stale { taken, .. }) if tries < STALE_RETRIES => {
+                    taken_before |= taken;
                     std::thread::sleep(Duration::from_millis(20));
                 }
-                Err(Unsent::Stale(why)) => return Err(ReplicationFailure::Unconfirmed(why)),
+                Err(Unsent::Stale { why, .. }) => return Err(ReplicationFailure::Unconfirmed(why)),
             }
         };
-        let any_taken = sent.iter().any(|s| s.taken);
+        let any_taken = taken_before || sent.iter().any(|s| s.taken);
         for s in sent.into_iter().filter(|s| !s.failed.is_empty()) {
             let (table, partition, failed) = (s.table, s.partition, s.failed);
             // Without waiting for every node to apply it: the one dropped may be dead but not
@@ -471,9 +482,13 @@ impl Replicator for ClusterReplicator {
                     )
                 }
                 Err(CoordError::LeaderChanged { .. }) => {
-                    return Err(ReplicationFailure::Refused(format!(
+                    let why = format!(
                         "node {local} no longer leads partition {partition} of table {table}"
-                    )))
+                    );
+                    return Err(match any_taken {
+                        true => ReplicationFailure::Unconfirmed(why),
+                        false => ReplicationFailure::Refused(why),
+                    });
                 }
                 Err(e) if any_taken => {
                     return Err(ReplicationFailure::Unconfirmed(format!(

@@ -595,6 +595,8 @@ pub struct RemoteFragments {
     pub(crate) parts: Arc<Parts>,
     /// What each follower of the partitions this node leads acknowledged.
     pub(crate) acknowledged: crate::replica_status::Acknowledged,
+    /// Parts of this node's transactions still to be told how they ended.
+    pub(crate) untold: Mutex<Vec<crate::two_phase::Untold>>,
 }
 
 impl std::fmt::Debug for RemoteFragments {
@@ -630,6 +632,7 @@ impl RemoteFragments {
             spanning: Mutex::new(HashMap::new()),
             parts,
             acknowledged: Default::default(),
+            untold: Mutex::new(Vec::new()),
         })
     }
 

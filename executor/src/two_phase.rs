@@ -346,6 +346,16 @@ pub(crate) struct PartState {
     used: bool,
 }
 
+/// A part that did not hear how its transaction ended (see [`RemoteFragments::end_parts`]).
+pub(crate) struct Untold {
+    node: NodeId,
+    /// The part's node's run when it was last tried: a restart ends the part.
+    run: u64,
+    id: String,
+    outcome: Outcome,
+    since: Instant,
+}
+
 /// How a running transaction ended across its parts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Outcome {
@@ -481,7 +491,10 @@ impl RemoteFragments {
     }
 
     /// Tells every part how transaction `id` ended, trying each a few times; whether all of
-    /// them heard it (one that did not asks etcd itself later).
+    /// them heard it. The others are told again in the background ([`Self::retell_forever`]):
+    /// a prepared part would ask etcd itself after a while, but an unprepared one of a
+    /// running node that is still up waits for [`IDLE_PART_LIMIT`], keeping its partition
+    /// from being copied or moved all that time.
     async fn end_parts(&self, parts: &[NodeId], id: &str, outcome: Outcome) -> bool {
         let told = futures::future::join_all(parts.iter().map(|node| async move {
             let mut delay = Duration::from_millis(50);
@@ -495,10 +508,41 @@ impl RemoteFragments {
                     }
                 }
             }
+            self.untold.lock().push(Untold {
+                node: *node,
+                run: self.run_of(*node),
+                id: id.to_string(),
+                outcome,
+                since: Instant::now(),
+            });
             false
         }))
         .await;
         told.into_iter().all(|t| t)
+    }
+
+    /// Tells parts that did not hear how their transaction ended, every [`RESOLVE_EVERY`],
+    /// until they do, their node restarts (the part is gone with its run) or
+    /// [`IDLE_PART_LIMIT`] passes (the part gave up by then).
+    pub async fn retell_forever(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(RESOLVE_EVERY).await;
+            let pending = std::mem::take(&mut *self.untold.lock());
+            let mut still = Vec::new();
+            for u in pending {
+                if u.since.elapsed() >= IDLE_PART_LIMIT || self.run_of(u.node) != u.run {
+                    continue;
+                }
+                if self
+                    .part_action(u.node, u.outcome.action(), &u.id)
+                    .await
+                    .is_err()
+                {
+                    still.push(u);
+                }
+            }
+            self.untold.lock().extend(still);
+        }
     }
 
     /// Commits `txn`: on its own when it wrote only on this node, otherwise in two phases

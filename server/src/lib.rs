@@ -63,6 +63,9 @@ pub async fn start(args: StartArgs) -> Result<(), String> {
             remote,
         );
         tokio::spawn(parts.resolve_forever());
+        if let Some(remote) = node.remote.clone() {
+            tokio::spawn(remote.retell_forever());
+        }
         tokio::spawn(rebalance::rebalance_forever(node.clone()));
         tokio::spawn(failover::fail_over_forever(node.clone()));
         tracing::info!(address = ?flight_addr, "taking fragments from other nodes");

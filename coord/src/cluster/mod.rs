@@ -96,6 +96,10 @@ fn unavailable(e: etcd_client::Error) -> CoordError {
     CoordError::Unavailable(e.to_string())
 }
 
+/// How long a caller waiting for etcd (a catalog change, a transaction's decision) waits at
+/// most: a commit that must drop a follower holds its partition's commit order meanwhile.
+const ETCD_PATIENCE: Duration = Duration::from_secs(10);
+
 /// How long a start waits for etcd to answer before giving up.
 const CONNECT_PATIENCE: Duration = Duration::from_secs(60);
 
@@ -187,7 +191,15 @@ impl EtcdCluster {
         &self,
         fut: impl Future<Output = Result<T, CoordError>> + Send + 'static,
     ) -> Result<T, CoordError> {
-        bridge(self.runtime, fut)?
+        bridge(self.runtime, async move {
+            tokio::time::timeout(ETCD_PATIENCE, fut)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(CoordError::Unavailable(format!(
+                        "etcd did not answer within {ETCD_PATIENCE:?}"
+                    )))
+                })
+        })?
     }
 
     fn current_lease(&self) -> i64 {
@@ -424,7 +436,14 @@ async fn grant_lease(client: &mut Client, ttl: Duration) -> Result<i64, CoordErr
 async fn connect(endpoints: &[String]) -> Result<Client, CoordError> {
     let deadline = tokio::time::Instant::now() + CONNECT_PATIENCE;
     loop {
-        let options = ConnectOptions::new().with_connect_timeout(Duration::from_secs(3));
+        // A connection into a cut network or to a frozen member fails its requests within
+        // seconds rather than when TCP gives up (minutes), and a member without a leader
+        // answers at once; etcd refuses keep-alive pings more often than every 5 s.
+        let options = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(3))
+            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(2))
+            .with_keep_alive_while_idle(true)
+            .with_require_leader(true);
         let attempt = match Client::connect(endpoints, Some(options)).await {
             // A connected channel proves little: ask for something.
             Ok(mut client) => match client

@@ -9,7 +9,10 @@
 //! as they are. Until the hand-over, reads go on at the old leader and writes to the
 //! partition fail with 40001; afterwards the old leader refuses fragments for it (epoch
 //! check) and senders ask the new one. A move that fails on the way is given up: the old
-//! leader takes writes again and the new node drops what it copied.
+//! leader takes writes again and the new node drops what it copied. A move to a follower
+//! copies nothing: once the old leader has closed the partition, the follower takes the log
+//! entries it lacks (`FragmentService::catch_up_for_move`), and a given-up move leaves its
+//! copy alone.
 
 use std::sync::Arc;
 use std::time::Duration;

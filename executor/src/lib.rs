@@ -53,7 +53,7 @@ pub use index_entries::{build_index, remove_index_entries};
 pub use offload_to_device::{placement_for, GpuMode, GpuOptions, OffloadToDevice};
 pub use per_row_subquery_exec::{PerRowSubqueryExec, PerRowSubquerySpec, SubqueryValue};
 pub use point_read::{exact_cast, point_key, read_point, read_point_if_cached, PointKey};
-pub use replica_status::{configuration_changes_total, ReplicaStatus};
+pub use replica_status::{configuration_changes_total, replica_statuses, ReplicaStatus};
 pub use replication::replicate_through;
 pub use routed_writes::update_by_row_key;
 pub use scan::{scan_totals, IndexLookup, KeyLookup, PartitionScanExec, ScanSpec, ROW_KEY_COLUMN};

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
-use shoal_coord::NodeId;
+use shoal_coord::{Catalog, NodeId};
 use shoal_storage::{StorageError, Store};
 
 use crate::RemoteFragments;
@@ -69,42 +69,54 @@ pub struct ReplicaStatus {
     pub lag: Option<u64>,
 }
 
+/// Every copy of every partition `local` leads in `catalog`, with its state and lag;
+/// `acknowledged(table, partition, follower)` is the last position that follower acknowledged,
+/// if known. A single node calls it with no followers to ask about.
+pub fn replica_statuses(
+    catalog: &Catalog,
+    local: NodeId,
+    store: &Store,
+    acknowledged: impl Fn(u32, u32, NodeId) -> Option<u64>,
+) -> Result<Vec<ReplicaStatus>, StorageError> {
+    let mut out = Vec::new();
+    for t in catalog.tables.values() {
+        for p in t.partitions.iter().filter(|p| p.leader == local) {
+            let head = store.partition_log_position(t.id, p.index)?;
+            let status = |node, role, state, log_position, lag| ReplicaStatus {
+                table_id: t.id,
+                partition: p.index,
+                epoch: p.epoch,
+                node,
+                role,
+                state,
+                log_position,
+                lag,
+            };
+            out.push(status(local, "leader", "leading", Some(head), Some(0)));
+            for f in &p.followers {
+                let acked = acknowledged(t.id, p.index, *f);
+                let state = match acked {
+                    Some(a) if a >= head => "in sync",
+                    Some(_) => "behind",
+                    None => "unconfirmed",
+                };
+                let lag = acked.map(|a| head.saturating_sub(a));
+                out.push(status(*f, "follower", state, acked, lag));
+            }
+            if let Some(to) = p.moving_to.filter(|to| !p.followers.contains(to)) {
+                out.push(status(to, "copy", "copying", None, None));
+            }
+        }
+    }
+    Ok(out)
+}
+
 impl RemoteFragments {
     /// Every copy of every partition this node leads, with its state and lag.
     pub fn replica_statuses(&self, store: &Store) -> Result<Vec<ReplicaStatus>, StorageError> {
-        let local = self.local_node();
-        let catalog = self.meta.catalog();
-        let mut out = Vec::new();
-        for t in catalog.tables.values() {
-            for p in t.partitions.iter().filter(|p| p.leader == local) {
-                let head = store.partition_log_position(t.id, p.index)?;
-                let status = |node, role, state, log_position, lag| ReplicaStatus {
-                    table_id: t.id,
-                    partition: p.index,
-                    epoch: p.epoch,
-                    node,
-                    role,
-                    state,
-                    log_position,
-                    lag,
-                };
-                out.push(status(local, "leader", "leading", Some(head), Some(0)));
-                for f in &p.followers {
-                    let acked = self.acknowledged.get(t.id, p.index, *f);
-                    let state = match acked {
-                        Some(a) if a >= head => "in sync",
-                        Some(_) => "behind",
-                        None => "unconfirmed",
-                    };
-                    let lag = acked.map(|a| head.saturating_sub(a));
-                    out.push(status(*f, "follower", state, acked, lag));
-                }
-                if let Some(to) = p.moving_to.filter(|to| !p.followers.contains(to)) {
-                    out.push(status(to, "copy", "copying", None, None));
-                }
-            }
-        }
-        Ok(out)
+        replica_statuses(&self.meta.catalog(), self.local_node(), store, |t, p, f| {
+            self.acknowledged.get(t, p, f)
+        })
     }
 
     /// The largest lag of any follower of a partition this node leads (0 when none lags, or

@@ -10,14 +10,14 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::{MemorySchemaProvider, SchemaProvider};
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::prelude::SessionContext;
 use shoal_coord::{ClusterView, MetaStore};
-use shoal_executor::{RemoteFragments, ReplicaStatus};
+use shoal_executor::RemoteFragments;
 use shoal_storage::Store;
 
 use crate::computed::ComputedTable;
@@ -164,16 +164,13 @@ fn nodes_batch(
 }
 
 fn partitions_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("table_schema", DataType::Utf8, false),
-        Field::new("table_name", DataType::Utf8, false),
-        Field::new("partition", DataType::Int64, false),
+    partition_view_schema(vec![
         Field::new("leader", DataType::Int64, false),
         Field::new("followers", DataType::Utf8, false),
         Field::new("epoch", DataType::Int64, false),
         Field::new("log_position", DataType::Int64, true),
         Field::new("moving_to", DataType::Int64, true),
-    ]))
+    ])
 }
 
 /// One row per partition; the log position is that of this node's copy, known only for
@@ -197,46 +194,37 @@ fn partitions_batch(
             rows.push((t.schema.as_str(), t.name.as_str(), p, position));
         }
     }
-    Ok(RecordBatch::try_new(
-        schema,
-        vec![
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
-            Arc::new(Int64Array::from_iter_values(
-                rows.iter().map(|r| r.2.index as i64),
-            )),
-            Arc::new(Int64Array::from_iter_values(
-                rows.iter().map(|r| r.2.leader as i64),
-            )),
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| {
-                r.2.followers
-                    .iter()
-                    .map(|f| f.to_string())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            }))),
-            Arc::new(Int64Array::from_iter_values(
-                rows.iter().map(|r| r.2.epoch as i64),
-            )),
-            Arc::new(Int64Array::from_iter(
-                rows.iter().map(|r| r.3.map(|p| p as i64)),
-            )),
-            Arc::new(Int64Array::from_iter(
-                rows.iter().map(|r| r.2.moving_to.map(|n| n as i64)),
-            )),
-        ],
-    )?)
+    let mut columns = partition_columns(rows.iter().map(|r| (r.0, r.1, r.2.index)));
+    columns.extend([
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|r| r.2.leader as i64),
+        )) as ArrayRef,
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| {
+            r.2.followers
+                .iter()
+                .map(|f| f.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        }))),
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|r| r.2.epoch as i64),
+        )),
+        Arc::new(Int64Array::from_iter(
+            rows.iter().map(|r| r.3.map(|p| p as i64)),
+        )),
+        Arc::new(Int64Array::from_iter(
+            rows.iter().map(|r| r.2.moving_to.map(|n| n as i64)),
+        )),
+    ]);
+    Ok(RecordBatch::try_new(schema, columns)?)
 }
 
 fn digests_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("table_schema", DataType::Utf8, false),
-        Field::new("table_name", DataType::Utf8, false),
-        Field::new("partition", DataType::Int64, false),
+    partition_view_schema(vec![
         Field::new("role", DataType::Utf8, false),
         Field::new("row_count", DataType::Int64, false),
         Field::new("digest", DataType::Utf8, false),
-    ]))
+    ])
 }
 
 /// One row per partition copy this node holds (as leader or follower): its rows and a digest
@@ -264,37 +252,28 @@ fn digests_batch(
             rows.push((t.schema.as_str(), t.name.as_str(), p.index, role, digest));
         }
     }
-    Ok(RecordBatch::try_new(
-        schema,
-        vec![
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
-            Arc::new(Int64Array::from_iter_values(
-                rows.iter().map(|r| r.2 as i64),
-            )),
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.3))),
-            Arc::new(Int64Array::from_iter_values(
-                rows.iter().map(|r| r.4.rows as i64),
-            )),
-            Arc::new(StringArray::from_iter_values(
-                rows.iter().map(|r| format!("{:016x}", r.4.digest)),
-            )),
-        ],
-    )?)
+    let mut columns = partition_columns(rows.iter().map(|r| (r.0, r.1, r.2)));
+    columns.extend([
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.3))) as ArrayRef,
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|r| r.4.rows as i64),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| format!("{:016x}", r.4.digest)),
+        )),
+    ]);
+    Ok(RecordBatch::try_new(schema, columns)?)
 }
 
 fn replicas_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("table_schema", DataType::Utf8, false),
-        Field::new("table_name", DataType::Utf8, false),
-        Field::new("partition", DataType::Int64, false),
+    partition_view_schema(vec![
         Field::new("epoch", DataType::Int64, false),
         Field::new("node_id", DataType::Int64, false),
         Field::new("role", DataType::Utf8, false),
         Field::new("state", DataType::Utf8, false),
         Field::new("log_position", DataType::Int64, true),
         Field::new("lag", DataType::Int64, true),
-    ]))
+    ])
 }
 
 /// Every copy of each partition this node leads (see `shoal_executor::ReplicaStatus`); a
@@ -308,31 +287,10 @@ fn replicas_batch(
 ) -> DfResult<RecordBatch> {
     let catalog = meta.catalog();
     let statuses = match remote {
-        Some(remote) => remote
-            .replica_statuses(store)
-            .map_err(|e| DataFusionError::External(Box::new(e)))?,
-        None => {
-            let mut all = Vec::new();
-            for t in catalog.tables.values() {
-                for p in &t.partitions {
-                    let head = store
-                        .partition_log_position(t.id, p.index)
-                        .map_err(|e| DataFusionError::External(Box::new(e)))?;
-                    all.push(ReplicaStatus {
-                        table_id: t.id,
-                        partition: p.index,
-                        epoch: p.epoch,
-                        node: local_node,
-                        role: "leader",
-                        state: "leading",
-                        log_position: Some(head),
-                        lag: Some(0),
-                    });
-                }
-            }
-            all
-        }
-    };
+        Some(remote) => remote.replica_statuses(store),
+        None => shoal_executor::replica_statuses(&catalog, local_node, store, |_, _, _| None),
+    }
+    .map_err(|e| DataFusionError::External(Box::new(e)))?;
     let named: Vec<_> = statuses
         .iter()
         .filter_map(|s| {
@@ -340,32 +298,49 @@ fn replicas_batch(
             Some((t.schema.as_str(), t.name.as_str(), s))
         })
         .collect();
-    Ok(RecordBatch::try_new(
-        schema,
-        vec![
-            Arc::new(StringArray::from_iter_values(named.iter().map(|r| r.0))),
-            Arc::new(StringArray::from_iter_values(named.iter().map(|r| r.1))),
-            Arc::new(Int64Array::from_iter_values(
-                named.iter().map(|r| r.2.partition as i64),
-            )),
-            Arc::new(Int64Array::from_iter_values(
-                named.iter().map(|r| r.2.epoch as i64),
-            )),
-            Arc::new(Int64Array::from_iter_values(
-                named.iter().map(|r| r.2.node as i64),
-            )),
-            Arc::new(StringArray::from_iter_values(
-                named.iter().map(|r| r.2.role),
-            )),
-            Arc::new(StringArray::from_iter_values(
-                named.iter().map(|r| r.2.state),
-            )),
-            Arc::new(Int64Array::from_iter(
-                named.iter().map(|r| r.2.log_position.map(|p| p as i64)),
-            )),
-            Arc::new(Int64Array::from_iter(
-                named.iter().map(|r| r.2.lag.map(|l| l as i64)),
-            )),
-        ],
-    )?)
+    let mut columns = partition_columns(named.iter().map(|r| (r.0, r.1, r.2.partition)));
+    columns.extend([
+        Arc::new(Int64Array::from_iter_values(
+            named.iter().map(|r| r.2.epoch as i64),
+        )) as ArrayRef,
+        Arc::new(Int64Array::from_iter_values(
+            named.iter().map(|r| r.2.node as i64),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            named.iter().map(|r| r.2.role),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            named.iter().map(|r| r.2.state),
+        )),
+        Arc::new(Int64Array::from_iter(
+            named.iter().map(|r| r.2.log_position.map(|p| p as i64)),
+        )),
+        Arc::new(Int64Array::from_iter(
+            named.iter().map(|r| r.2.lag.map(|l| l as i64)),
+        )),
+    ]);
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+/// The schema of a view with a row per partition (or partition copy): the partition's table
+/// and index first, then `rest`.
+fn partition_view_schema(rest: Vec<Field>) -> SchemaRef {
+    let mut fields = vec![
+        Field::new("table_schema", DataType::Utf8, false),
+        Field::new("table_name", DataType::Utf8, false),
+        Field::new("partition", DataType::Int64, false),
+    ];
+    fields.extend(rest);
+    Arc::new(Schema::new(fields))
+}
+
+/// The first columns of such a view, from each row's (table schema, table name, partition).
+fn partition_columns<'a>(
+    rows: impl Iterator<Item = (&'a str, &'a str, u32)> + Clone,
+) -> Vec<ArrayRef> {
+    vec![
+        Arc::new(StringArray::from_iter_values(rows.clone().map(|r| r.0))),
+        Arc::new(StringArray::from_iter_values(rows.clone().map(|r| r.1))),
+        Arc::new(Int64Array::from_iter_values(rows.map(|r| r.2 as i64))),
+    ]
 }

@@ -196,6 +196,18 @@ async fn back_off(session: &mut Session, failure: Option<&Failure>) {
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
+/// The session's client after the pace between operations; None, after backing off, when
+/// no node could be reached.
+async fn paced_client(session: &mut Session) -> Option<&tokio_postgres::Client> {
+    tokio::time::sleep(PACE).await;
+    if session.client().await.is_none() {
+        back_off(session, None).await;
+        return None;
+    }
+    // Connected now: this returns the same client without connecting again.
+    session.client().await
+}
+
 async fn register_worker(
     worker: i64,
     mut session: Session,
@@ -207,9 +219,7 @@ async fn register_worker(
     let mut last_read: BTreeMap<i64, i64> = BTreeMap::new();
     let mut sequence = 0i64;
     while !stop.load(Ordering::Relaxed) {
-        tokio::time::sleep(PACE).await;
-        let Some(client) = session.client().await else {
-            back_off(&mut session, None).await;
+        let Some(client) = paced_client(&mut session).await else {
             continue;
         };
         let key = rng.random_range(1..=REGISTER_KEYS);
@@ -283,9 +293,7 @@ async fn set_worker(
     let mut history = SetHistory::default();
     let mut sequence = 0i64;
     while !stop.load(Ordering::Relaxed) {
-        tokio::time::sleep(PACE).await;
-        let Some(client) = session.client().await else {
-            back_off(&mut session, None).await;
+        let Some(client) = paced_client(&mut session).await else {
             continue;
         };
         sequence += 1;
@@ -321,9 +329,7 @@ async fn bank_worker(
     let mut history = BankHistory::default();
     let mut sequence = 0i64;
     while !stop.load(Ordering::Relaxed) {
-        tokio::time::sleep(PACE).await;
-        let Some(client) = session.client().await else {
-            back_off(&mut session, None).await;
+        let Some(client) = paced_client(&mut session).await else {
             continue;
         };
         sequence += 1;

@@ -6,7 +6,9 @@
 //! from the catalog and sends the entry to every follower with `DoAction("replicate")`, at
 //! once, and waits for all. A follower ([`FragmentService::replication_action`]) takes it only
 //! from the leader of the configuration it knows, at that epoch, and only in log order (one it
-//! has already is taken again as it is); it answers `FAILED_PRECONDITION` when it knows another
+//! has already is taken again only when it is the same entry: a leader that restarted between
+//! sending an entry and applying it sends another one at that position, and the follower that
+//! holds the first leaves the configuration); it answers `FAILED_PRECONDITION` when it knows another
 //! configuration (the leader sends the entries again to the followers of its newer one, or,
 //! when it no longer leads, refuses the commit and applies nothing; once some follower took an
 //! entry, a newer leader may hold it, so the answer is 08007 instead), anything else when it
@@ -613,7 +615,9 @@ impl FragmentService {
     /// Copies the log entries after `r.at` from `r.from` until this node has them all; its
     /// last log position.
     async fn catch_up_from(&self, r: PartitionAt) -> Result<u64, Status> {
-        let mut after = r.at;
+        // The first request takes this node's last entry again, which must be the same there:
+        // a log that diverged (see `Store::catch_up`) is not caught up but copied whole.
+        let mut after = r.at.saturating_sub(1);
         loop {
             let ask = json(&PartitionAt {
                 table: r.table,
@@ -631,7 +635,7 @@ impl FragmentService {
                 // The new leader settled the prepared copies: this node's are of no use.
                 let store = self.store.clone();
                 run(move || store.drop_prepared_copies(r.table, r.partition)).await?;
-                return Ok(after);
+                return Ok(after.max(r.at));
             };
             let store = self.store.clone();
             run(move || store.catch_up(&entries)).await?;

@@ -382,6 +382,7 @@ fn storage_state(s: &StorageError) -> &'static str {
         StorageError::ReplicationUnconfirmed(_) => "08007",
         StorageError::PartitionSealed { .. }
         | StorageError::LogGap { .. }
+        | StorageError::LogDiverged { .. }
         | StorageError::LogTruncated { .. } => "XX000",
         StorageError::Deadlock => "40P01",
         StorageError::Interrupted => "57014",

@@ -58,6 +58,15 @@ pub enum StorageError {
         expected: u64,
         got: u64,
     },
+    /// A replica holds another entry at a log position than the one its leader sent (a leader
+    /// that restarted reused a position whose entry it had sent but not applied): it must
+    /// leave the configuration and come back with a full copy.
+    #[error("the log of partition {partition} of table {table} holds another entry at {position} than its leader's")]
+    LogDiverged {
+        table: u32,
+        partition: u32,
+        position: u64,
+    },
     /// A replica asked for log entries that were trimmed already: it needs a full copy.
     #[error("the log of partition {partition} of table {table} no longer holds the entries after {after}")]
     LogTruncated {

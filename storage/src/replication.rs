@@ -258,6 +258,7 @@ impl Store {
         }
         let last = self.partition_log_position(table, partition)?;
         if entry.position <= last {
+            self.check_same_entry(entry)?;
             return Ok(false);
         }
         if entry.position != last + 1 {
@@ -270,6 +271,22 @@ impl Store {
         }
         self.write_entries_in_order(std::slice::from_ref(entry))?;
         Ok(true)
+    }
+
+    /// Fails with [`StorageError::LogDiverged`] unless this store's log holds `entry` at its
+    /// position. A leader sends an entry to its followers before it applies it, so a leader
+    /// that restarted in between may send another entry at a position a follower has taken:
+    /// taking it as "already applied" would acknowledge a commit the follower does not hold.
+    fn check_same_entry(&self, entry: &ReplicatedEntry) -> Result<()> {
+        let key = keys::log_key(entry.table, entry.partition, entry.position);
+        match self.db().get_pinned(key)? {
+            Some(held) if held.as_ref() == entry.writes.as_slice() => Ok(()),
+            _ => Err(StorageError::LogDiverged {
+                table: entry.table,
+                partition: entry.partition,
+                position: entry.position,
+            }),
+        }
     }
 
     /// Fails when the partition is sealed at `epoch` or a later one (the caller holds the
@@ -363,7 +380,9 @@ impl Store {
     }
 
     /// Applies entries fetched from the new leader's log (a failover's catch-up): those after
-    /// this store's last position, which must follow it without a gap.
+    /// this store's last position, which must follow it without a gap. Those this store holds
+    /// already must be the same ([`StorageError::LogDiverged`] otherwise): the caller asks
+    /// from its last position, so that a log that diverged there is found.
     pub fn catch_up(&self, entries: &[ReplicatedEntry]) -> Result<u64> {
         let Some(first) = entries.first() else {
             return Ok(0);
@@ -372,11 +391,12 @@ impl Store {
         let order = self.replicas.order_of(table, partition);
         let _in_order = order.lock();
         let last = self.partition_log_position(table, partition)?;
-        let new: Vec<ReplicatedEntry> = entries
-            .iter()
-            .filter(|e| e.position > last)
-            .cloned()
-            .collect();
+        let (held, new): (Vec<&ReplicatedEntry>, Vec<&ReplicatedEntry>) =
+            entries.iter().partition(|e| e.position <= last);
+        for e in held {
+            self.check_same_entry(e)?;
+        }
+        let new: Vec<ReplicatedEntry> = new.into_iter().cloned().collect();
         for (i, e) in new.iter().enumerate() {
             if e.position != last + 1 + i as u64 {
                 return Err(StorageError::LogGap {
@@ -826,5 +846,45 @@ mod tests {
             .get(&keys::row_key(7, 0, b"c"))
             .unwrap()
             .is_some());
+    }
+
+    /// A leader restarted between sending entry 2 ("a2") and applying it sends another entry
+    /// 2 ("b2"): the follower holding the first must not answer as if it took the second.
+    #[test]
+    fn a_follower_holding_another_entry_at_a_position_refuses_it_and_its_catch_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let (leader, follower) = (open(&dir.path().join("l")), open(&dir.path().join("f")));
+        let entry = |position: u64, key: &[u8]| {
+            let mut b = WriteBatchWithTransaction::<true>::default();
+            b.put(keys::row_key(7, 0, key), b"v");
+            ReplicatedEntry {
+                table: 7,
+                partition: 0,
+                position,
+                writes: b.data().to_vec(),
+                prepared: None,
+            }
+        };
+        for store in [&leader, &follower] {
+            assert!(store.apply_replicated(&entry(1, b"a1"), 1).unwrap());
+        }
+        assert!(follower.apply_replicated(&entry(2, b"a2"), 1).unwrap());
+        assert!(matches!(
+            follower.apply_replicated(&entry(2, b"b2"), 1),
+            Err(StorageError::LogDiverged { position: 2, .. })
+        ));
+        assert!(!follower.apply_replicated(&entry(2, b"a2"), 1).unwrap());
+
+        // A failover's catch-up asks from the follower's last position and finds it differs.
+        assert!(leader.apply_replicated(&entry(2, b"b2"), 1).unwrap());
+        assert!(leader.apply_replicated(&entry(3, b"b3"), 1).unwrap());
+        let from_last = leader.log_entries_after(7, 0, 1, 100).unwrap();
+        assert!(matches!(
+            follower.catch_up(&from_last),
+            Err(StorageError::LogDiverged { position: 2, .. })
+        ));
+        assert_eq!(follower.partition_log_position(7, 0).unwrap(), 2);
+        let b3 = keys::row_key(7, 0, b"b3");
+        assert!(follower.begin().get(&b3).unwrap().is_none());
     }
 }

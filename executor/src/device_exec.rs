@@ -8,8 +8,11 @@
 //! the node's cost model chooses the device or the CPU (`SET shoal.gpu = on` always chooses the
 //! device). A chunk the device cannot take (out of device memory after splitting, a driver
 //! failure) runs on the CPU instead; a chunk whose data makes the query fail (a division by
-//! zero, an overflow) fails it with the CPU's error. EXPLAIN ANALYZE shows how many chunks ran
-//! where, the bytes moved each way, and the kernel and compile times.
+//! zero, an overflow) fails it with the CPU's error. An operator over a scan of whole
+//! partitions names its chunks by partition version (see `resident`), so the device keeps
+//! their input columns and finds them there the next time. EXPLAIN ANALYZE shows how many
+//! chunks ran where, the bytes moved each way and those found on the device, and the kernel
+//! and compile times.
 
 use std::fmt;
 use std::sync::Arc;
@@ -35,9 +38,12 @@ use datafusion::physical_plan::{
 };
 use futures::{StreamExt, TryStreamExt};
 use shoal_gpu::{
-    cost_model, CpuReference, FilterProject, GpuError, Module, PartialAggregate, PipelineBackend,
-    RunStats, TopN,
+    cost_model, ChunkId, CpuReference, FilterProject, GpuError, Module, PartialAggregate,
+    PipelineBackend, RunStats, TopN,
 };
+
+use crate::resident::{named_chunks, NamedChunks};
+use crate::PartitionScanExec;
 
 /// Input is gathered into chunks of about this size before it goes to the device.
 pub const CHUNK_BYTES: usize = 32 << 20;
@@ -199,6 +205,7 @@ struct ChunkMetrics {
     cpu_chunks: datafusion::physical_plan::metrics::Count,
     bytes_to_device: datafusion::physical_plan::metrics::Count,
     bytes_from_device: datafusion::physical_plan::metrics::Count,
+    bytes_resident: datafusion::physical_plan::metrics::Count,
     kernel_time: datafusion::physical_plan::metrics::Time,
     compile_time: datafusion::physical_plan::metrics::Time,
     output_rows: datafusion::physical_plan::metrics::Count,
@@ -212,6 +219,7 @@ impl ChunkMetrics {
             cpu_chunks: m().counter("cpu_chunks", partition),
             bytes_to_device: m().counter("bytes_to_device", partition),
             bytes_from_device: m().counter("bytes_from_device", partition),
+            bytes_resident: m().counter("bytes_resident", partition),
             kernel_time: m().subset_time("kernel_time", partition),
             compile_time: m().subset_time("compile_time", partition),
             output_rows: m().output_rows(partition),
@@ -221,63 +229,70 @@ impl ChunkMetrics {
     fn record(&self, stats: &RunStats) {
         self.bytes_to_device.add(stats.bytes_to_device as usize);
         self.bytes_from_device.add(stats.bytes_from_device as usize);
+        self.bytes_resident.add(stats.bytes_resident as usize);
         self.kernel_time.add_duration(stats.kernel_time);
         self.compile_time.add_duration(stats.compile_time);
     }
 }
 
-/// Runs `input` through `run` chunk by chunk, each chunk on the blocking pool. A chunk's input
-/// is counted in the statement's memory pool while it is gathered and processed; when the pool
-/// is short, the chunk is cut where it stands rather than failing the query.
-fn chunked_stream(
+/// Gathers `input` into chunks of about [`CHUNK_BYTES`]. A chunk's input is counted in the
+/// statement's memory pool while it is gathered and processed; when the pool is short, the
+/// chunk is cut where it stands rather than failing the query.
+fn gather_chunks(
     input: SendableRecordBatchStream,
-    schema: SchemaRef,
     reservation: MemoryReservation,
-    run: Arc<dyn Fn(RecordBatch) -> DfResult<RecordBatch> + Send + Sync>,
-) -> SendableRecordBatchStream {
+) -> futures::stream::BoxStream<'static, DfResult<RecordBatch>> {
     let input_schema = input.schema();
-    let chunks =
-        futures::stream::unfold((Some(input), reservation), move |(input, reservation)| {
-            let input_schema = input_schema.clone();
-            async move {
-                let mut input = input?;
-                // The previous chunk has been processed: its memory is free again.
-                reservation.free();
-                let mut pending = Vec::new();
-                let mut bytes = 0;
-                let mut ended = false;
-                while bytes < CHUNK_BYTES {
-                    match input.next().await {
-                        Some(Ok(batch)) => {
-                            let size = batch.get_array_memory_size();
-                            bytes += size;
-                            pending.push(batch);
-                            if reservation.try_grow(size).is_err() {
-                                break;
-                            }
-                        }
-                        Some(Err(e)) => return Some((Err(e), (None, reservation))),
-                        None => {
-                            ended = true;
+    futures::stream::unfold((Some(input), reservation), move |(input, reservation)| {
+        let input_schema = input_schema.clone();
+        async move {
+            let mut input = input?;
+            // The previous chunk has been processed: its memory is free again.
+            reservation.free();
+            let mut pending = Vec::new();
+            let mut bytes = 0;
+            let mut ended = false;
+            while bytes < CHUNK_BYTES {
+                match input.next().await {
+                    Some(Ok(batch)) => {
+                        let size = batch.get_array_memory_size();
+                        bytes += size;
+                        pending.push(batch);
+                        if reservation.try_grow(size).is_err() {
                             break;
                         }
                     }
+                    Some(Err(e)) => return Some((Err(e), (None, reservation))),
+                    None => {
+                        ended = true;
+                        break;
+                    }
                 }
-                if pending.is_empty() {
-                    return None;
-                }
-                let chunk = concat_batches(&input_schema, &pending);
-                Some((
-                    chunk.map_err(DataFusionError::from),
-                    ((!ended).then_some(input), reservation),
-                ))
             }
-        });
+            if pending.is_empty() {
+                return None;
+            }
+            let chunk = concat_batches(&input_schema, &pending);
+            Some((
+                chunk.map_err(DataFusionError::from),
+                ((!ended).then_some(input), reservation),
+            ))
+        }
+    })
+    .boxed()
+}
+
+/// Runs each chunk through `run` on the blocking pool.
+fn run_chunks(
+    chunks: NamedChunks,
+    schema: SchemaRef,
+    run: Arc<dyn Fn(RecordBatch, Option<ChunkId>) -> DfResult<RecordBatch> + Send + Sync>,
+) -> SendableRecordBatchStream {
     let outputs = chunks.then(move |chunk| {
         let run = run.clone();
         async move {
-            let chunk = chunk?;
-            tokio::task::spawn_blocking(move || run(chunk))
+            let (chunk, id) = chunk?;
+            tokio::task::spawn_blocking(move || run(chunk, id))
                 .await
                 .map_err(|e| DataFusionError::External(Box::new(e)))?
         }
@@ -429,19 +444,22 @@ macro_rules! device_plan_boilerplate {
                 partition: usize,
                 context: Arc<TaskContext>,
             ) -> DfResult<SendableRecordBatchStream> {
-                let input = self.input.execute(partition, context.clone())?;
                 let work = self.work.clone();
                 let metrics = ChunkMetrics::new(&self.metrics, partition);
                 let reservation = MemoryConsumer::new(format!("{}[{partition}]", self.name()))
                     .register(context.memory_pool());
-                let context = context.clone();
-                let chunks = chunked_stream(
-                    input,
+                let read = self
+                    .input
+                    .downcast_ref::<PartitionScanExec>()
+                    .and_then(|scan| scan.whole_partition_read(partition));
+                let input = self.input.execute(partition, context.clone())?;
+                let chunks = named_chunks(read, gather_chunks(input, reservation));
+                let outputs = run_chunks(
+                    chunks,
                     self.work.schema.clone(),
-                    reservation,
-                    Arc::new(move |chunk| work.run_chunk(chunk, &metrics, &context)),
+                    Arc::new(move |chunk, id| work.run_chunk(chunk, id, &metrics, &context)),
                 );
-                Ok(self.work.finish(chunks))
+                Ok(self.work.finish(outputs))
             }
         }
     };
@@ -461,9 +479,13 @@ trait ChunkWork {
 
     fn module(&self) -> Module<'_>;
 
-    /// The chunk on the placement's backend.
-    fn on_device(&self, chunk: &RecordBatch, stats: &mut RunStats)
-        -> Result<RecordBatch, GpuError>;
+    /// The chunk (named `id` when it is resident) on the placement's backend.
+    fn on_device(
+        &self,
+        chunk: &RecordBatch,
+        id: Option<&ChunkId>,
+        stats: &mut RunStats,
+    ) -> Result<RecordBatch, GpuError>;
 
     /// The backend's output in the operator's shape.
     fn shape_device_output(&self, _chunk: &RecordBatch, out: RecordBatch) -> DfResult<RecordBatch> {
@@ -486,6 +508,7 @@ trait ChunkWork {
     fn run_chunk(
         &self,
         chunk: RecordBatch,
+        id: Option<ChunkId>,
         metrics: &ChunkMetrics,
         context: &Arc<TaskContext>,
     ) -> DfResult<RecordBatch> {
@@ -493,7 +516,7 @@ trait ChunkWork {
         let bytes = chunk.get_array_memory_size();
         if chooses_device(self.placement(), self.module(), rows, bytes) {
             let mut stats = RunStats::default();
-            let outcome = self.on_device(&chunk, &mut stats);
+            let outcome = self.on_device(&chunk, id.as_ref(), &mut stats);
             // What moved counts even when the device gave up half way.
             metrics.record(&stats);
             match outcome {
@@ -532,11 +555,12 @@ impl ChunkWork for FilterProjectWork {
     fn on_device(
         &self,
         chunk: &RecordBatch,
+        id: Option<&ChunkId>,
         stats: &mut RunStats,
     ) -> Result<RecordBatch, GpuError> {
         self.placement
             .backend
-            .filter_project(&self.spec, chunk, stats)
+            .filter_project_chunk(&self.spec, chunk, id, stats)
     }
 
     fn shape_device_output(&self, chunk: &RecordBatch, out: RecordBatch) -> DfResult<RecordBatch> {
@@ -566,11 +590,12 @@ impl ChunkWork for AggregateWork {
     fn on_device(
         &self,
         chunk: &RecordBatch,
+        id: Option<&ChunkId>,
         stats: &mut RunStats,
     ) -> Result<RecordBatch, GpuError> {
         self.placement
             .backend
-            .partial_aggregate(&self.spec, chunk, stats)
+            .partial_aggregate_chunk(&self.spec, chunk, id, stats)
     }
 
     /// The device's states under the CPU aggregate's names and nullability.
@@ -604,9 +629,12 @@ impl ChunkWork for TopNWork {
     fn on_device(
         &self,
         chunk: &RecordBatch,
+        id: Option<&ChunkId>,
         stats: &mut RunStats,
     ) -> Result<RecordBatch, GpuError> {
-        self.placement.backend.top_n(&self.spec, chunk, stats)
+        self.placement
+            .backend
+            .top_n_chunk(&self.spec, chunk, id, stats)
     }
 
     fn on_cpu(&self, chunk: RecordBatch, _context: &Arc<TaskContext>) -> DfResult<RecordBatch> {

@@ -33,6 +33,7 @@ mod remote_index;
 mod replica_changes;
 mod replica_status;
 mod replication;
+mod resident;
 mod routed_writes;
 mod scan;
 mod table;
@@ -55,6 +56,7 @@ pub use per_row_subquery_exec::{PerRowSubqueryExec, PerRowSubquerySpec, Subquery
 pub use point_read::{exact_cast, point_key, read_point, read_point_if_cached, PointKey};
 pub use replica_status::{configuration_changes_total, replica_statuses, ReplicaStatus};
 pub use replication::replicate_through;
+pub use resident::{resident_bytes, set_resident_limit, DEFAULT_RESIDENT_BYTES};
 pub use routed_writes::update_by_row_key;
 pub use scan::{scan_totals, IndexLookup, KeyLookup, PartitionScanExec, ScanSpec, ROW_KEY_COLUMN};
 pub use table::{arrow_type_of, SecondaryIndex, TableHandle, PG_TYPE_METADATA_KEY};

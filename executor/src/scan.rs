@@ -24,10 +24,11 @@ use datafusion::physical_plan::{
     ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning,
     PlanProperties, ReplaceChildrenOptions, SendableRecordBatchStream,
 };
-use futures::stream;
+use futures::{stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use shoal_storage::{keys, RowDecoder, ScanControl, Txn};
 
+use crate::resident::{scan_or_resident, WholePartitionRead};
 use crate::{ExecError, TableHandle};
 
 /// Name of the extra column that carries each row's storage key (used by UPDATE and DELETE).
@@ -307,6 +308,30 @@ impl PartitionScanExec {
         &self.table
     }
 
+    /// What output partition `output` reads when it is one whole table partition in full (no
+    /// lookups, no limit, no row keys): rows whose decoded chunks may stay resident.
+    pub(crate) fn whole_partition_read(&self, output: usize) -> Option<WholePartitionRead> {
+        if self.limit.is_some() || self.with_row_key {
+            return None;
+        }
+        let partition = *self.whole_partitions()?.get(output)?;
+        let columns = self
+            .projection
+            .iter()
+            .zip(self.schema.fields())
+            .map(|(column, field)| {
+                let slot = self.table.layout.visible.get(*column).copied();
+                format!("{slot:?}:{}", field.data_type())
+            })
+            .collect();
+        Some(WholePartitionRead {
+            txn: self.txn.clone(),
+            table: self.table.id(),
+            partition,
+            columns,
+        })
+    }
+
     /// Reads the rows a secondary index points at instead of whole partitions: in one output
     /// partition, or one per partition read ([`IndexLookup::per_partition`]).
     pub fn with_index_lookup(mut self, lookup: IndexLookup) -> Self {
@@ -469,8 +494,9 @@ impl ExecutionPlan for PartitionScanExec {
             done: false,
             bytes_scanned,
         };
-        let s = stream::try_unfold(state, move |mut state| {
-            let baseline = baseline.clone();
+        let timing = baseline.clone();
+        let batches = stream::try_unfold(state, move |mut state| {
+            let baseline = timing.clone();
             async move {
                 if state.done || state.remaining == 0 {
                     return Ok(None);
@@ -486,18 +512,26 @@ impl ExecutionPlan for PartitionScanExec {
                 })?;
                 timer.done();
                 let batch = batch.map_err(|e| DataFusionError::External(Box::new(e)))?;
-                match batch {
-                    Some(b) => {
-                        baseline.record_output(b.num_rows());
-                        Ok(Some((b, state)))
-                    }
-                    None => Ok(None),
-                }
+                Ok(batch.map(|b| (b, state)))
+            }
+        });
+        let batches = match self.whole_partition_read(partition) {
+            Some(read) => {
+                let served =
+                    MetricBuilder::new(&self.metrics).counter("resident_batches", partition);
+                scan_or_resident(read, self.schema.clone(), batches.boxed(), served)
+            }
+            None => batches.boxed(),
+        };
+        // Counted here, where read and resident batches meet.
+        let counted = batches.inspect(move |b| {
+            if let Ok(b) = b {
+                baseline.record_output(b.num_rows());
             }
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             self.schema.clone(),
-            s,
+            counted,
         )))
     }
 }

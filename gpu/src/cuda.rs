@@ -26,6 +26,7 @@ use crate::device::{device, CudaDevice};
 use crate::error::GpuError;
 use crate::expr::GpuType;
 use crate::plan::{FilterProject, PartialAggregate};
+use crate::resident::{ChunkId, ResidentSet};
 use crate::{PipelineBackend, RunStats};
 
 /// Below this many rows a batch that does not fit is not split further.
@@ -37,13 +38,18 @@ pub struct CudaBackend {
     pub(crate) device: Arc<CudaDevice>,
     /// One pipeline at a time on the device's stream, so kernel times are the kernel's own.
     pub(crate) running: Mutex<()>,
+    /// Input columns of resident chunks, by chunk and column: a chunk run again reads them
+    /// from device memory instead of moving them again.
+    resident: ResidentSet<(ChunkId, usize), Arc<DeviceColumn>>,
 }
 
 impl CudaBackend {
     /// Opens the node's device; the error says why there is none.
     pub fn open() -> Result<Self, GpuError> {
+        let device = device()?;
         Ok(CudaBackend {
-            device: device()?,
+            resident: ResidentSet::new(device.resident_bytes),
+            device,
             running: Mutex::new(()),
         })
     }
@@ -73,12 +79,7 @@ impl PipelineBackend for CudaBackend {
         batch: &RecordBatch,
         stats: &mut RunStats,
     ) -> Result<RecordBatch, GpuError> {
-        let schema = spec.output_schema()?;
-        let kernels = filter_project_source(spec)?;
-        let parts = split_on_oom(batch, &mut |part| {
-            self.filter_project_once(spec, &kernels, part, stats)
-        })?;
-        Ok(concat_batches(&schema, &parts)?)
+        self.filter_project_chunk(spec, batch, None, stats)
     }
 
     fn top_n(
@@ -87,13 +88,7 @@ impl PipelineBackend for CudaBackend {
         batch: &RecordBatch,
         stats: &mut RunStats,
     ) -> Result<RecordBatch, GpuError> {
-        let kernels = crate::top_n::kernel_source(spec)?;
-        let parts = split_on_oom(batch, &mut |part| {
-            self.top_n_once(spec, &kernels, part, stats)
-        })?;
-        // The halves' top rows, ordered again: still the top rows of the whole batch.
-        let merged = concat_batches(&batch.schema(), &parts)?;
-        crate::top_n::ordered_rows(&merged, spec, 0..merged.num_rows())
+        self.top_n_chunk(spec, batch, None, stats)
     }
 
     fn partial_aggregate(
@@ -102,25 +97,74 @@ impl PipelineBackend for CudaBackend {
         batch: &RecordBatch,
         stats: &mut RunStats,
     ) -> Result<RecordBatch, GpuError> {
+        self.partial_aggregate_chunk(spec, batch, None, stats)
+    }
+
+    fn filter_project_chunk(
+        &self,
+        spec: &FilterProject,
+        batch: &RecordBatch,
+        id: Option<&ChunkId>,
+        stats: &mut RunStats,
+    ) -> Result<RecordBatch, GpuError> {
+        let schema = spec.output_schema()?;
+        let kernels = filter_project_source(spec)?;
+        let parts = split_on_oom(batch, id, &mut |part, id| {
+            self.filter_project_once(spec, &kernels, part, id, stats)
+        })?;
+        Ok(concat_batches(&schema, &parts)?)
+    }
+
+    fn top_n_chunk(
+        &self,
+        spec: &crate::TopN,
+        batch: &RecordBatch,
+        id: Option<&ChunkId>,
+        stats: &mut RunStats,
+    ) -> Result<RecordBatch, GpuError> {
+        let kernels = crate::top_n::kernel_source(spec)?;
+        let parts = split_on_oom(batch, id, &mut |part, id| {
+            self.top_n_once(spec, &kernels, part, id, stats)
+        })?;
+        // The halves' top rows, ordered again: still the top rows of the whole batch.
+        let merged = concat_batches(&batch.schema(), &parts)?;
+        crate::top_n::ordered_rows(&merged, spec, 0..merged.num_rows())
+    }
+
+    fn partial_aggregate_chunk(
+        &self,
+        spec: &PartialAggregate,
+        batch: &RecordBatch,
+        id: Option<&ChunkId>,
+        stats: &mut RunStats,
+    ) -> Result<RecordBatch, GpuError> {
         let schema = spec.output_schema()?;
         let kernels = aggregate_source(spec)?;
-        let parts = split_on_oom(batch, &mut |part| {
-            self.aggregate_once(spec, &kernels, part, stats)
+        let parts = split_on_oom(batch, id, &mut |part, id| {
+            self.aggregate_once(spec, &kernels, part, id, stats)
         })?;
         Ok(concat_batches(&schema, &parts)?)
     }
 }
 
+/// One run of a pipeline over a batch, named when it is (part of) a resident chunk.
+type RunPart<'a> = dyn FnMut(&RecordBatch, Option<&ChunkId>) -> Result<RecordBatch, GpuError> + 'a;
+
+/// Runs `run` on the batch, or on its halves (each named for its rows) when it does not fit.
 fn split_on_oom(
     batch: &RecordBatch,
-    run: &mut dyn FnMut(&RecordBatch) -> Result<RecordBatch, GpuError>,
+    id: Option<&ChunkId>,
+    run: &mut RunPart<'_>,
 ) -> Result<Vec<RecordBatch>, GpuError> {
-    match run(batch) {
+    match run(batch, id) {
         Err(GpuError::OutOfDeviceMemory { .. }) if batch.num_rows() >= 2 * MIN_SPLIT_ROWS => {
-            let half = batch.num_rows() / 2;
-            let mut parts = split_on_oom(&batch.slice(0, half), run)?;
+            let (half, rows) = (batch.num_rows() / 2, batch.num_rows());
+            let first = id.map(|id| id.slice(0, half));
+            let second = id.map(|id| id.slice(half, rows - half));
+            let mut parts = split_on_oom(&batch.slice(0, half), first.as_ref(), run)?;
             parts.extend(split_on_oom(
-                &batch.slice(half, batch.num_rows() - half),
+                &batch.slice(half, rows - half),
+                second.as_ref(),
                 run,
             )?);
             Ok(parts)
@@ -129,10 +173,23 @@ fn split_on_oom(
     }
 }
 
+/// A partial aggregate's hash table: its slots, and how far a probe may look.
+#[derive(Debug, Clone, Copy)]
+struct TableSize {
+    capacity: usize,
+    max_probes: u64,
+}
+
 /// One input column on the device: its values and, when it has nulls, its validity bitmap.
 pub(crate) struct DeviceColumn {
     pub(crate) data: CudaSlice<u8>,
     pub(crate) validity: Option<CudaSlice<u8>>,
+}
+
+impl std::fmt::Debug for DeviceColumn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DeviceColumn({} bytes)", self.bytes())
+    }
 }
 
 impl DeviceColumn {
@@ -144,6 +201,11 @@ impl DeviceColumn {
             Some(v) => launch.arg(v),
             None => launch.arg(null_pointer),
         };
+    }
+
+    /// The device memory it holds.
+    fn bytes(&self) -> usize {
+        self.data.len() + self.validity.as_ref().map_or(0, |v| v.len())
     }
 }
 
@@ -174,39 +236,60 @@ impl CudaBackend {
         result.map_err(|e| GpuError::driver(during, e))
     }
 
+    /// The input columns on the device: those of a resident chunk from device memory when they
+    /// are there, the others copied (and kept there when the chunk is resident).
     pub(crate) fn upload(
         &self,
         batch: &RecordBatch,
         inputs: &[(usize, GpuType)],
+        id: Option<&ChunkId>,
         stats: &mut RunStats,
-    ) -> Result<Vec<DeviceColumn>, GpuError> {
-        let stream = &self.device.stream;
+    ) -> Result<Vec<Arc<DeviceColumn>>, GpuError> {
         let mut columns = Vec::with_capacity(inputs.len());
         for (index, data_type) in inputs {
-            let array = batch.column(*index);
-            let values = value_bytes(array.as_ref(), *data_type);
-            // A zero-length upload is not allowed; one byte stands in for an empty column.
-            let bytes: &[u8] = if values.is_empty() {
-                &[0]
-            } else {
-                values.as_slice()
-            };
-            let data = Self::driver("copying a column to the device", stream.clone_htod(bytes))?;
-            stats.bytes_to_device += bytes.len() as u64;
-            let validity = match array.logical_nulls() {
-                Some(nulls) if nulls.null_count() > 0 => {
-                    let bits = nulls.inner().sliced();
-                    stats.bytes_to_device += bits.len() as u64;
-                    Some(Self::driver(
-                        "copying a validity bitmap to the device",
-                        stream.clone_htod(bits.as_slice()),
-                    )?)
-                }
-                _ => None,
-            };
-            columns.push(DeviceColumn { data, validity });
+            let key = id.map(|id| (id.clone(), *index));
+            if let Some(column) = key.as_ref().and_then(|k| self.resident.get(k)) {
+                stats.bytes_resident += column.bytes() as u64;
+                columns.push(column);
+                continue;
+            }
+            let column = Arc::new(self.upload_column(batch.column(*index), *data_type, stats)?);
+            if let Some(key) = key {
+                self.resident.insert(key, column.clone(), column.bytes());
+            }
+            columns.push(column);
         }
         Ok(columns)
+    }
+
+    fn upload_column(
+        &self,
+        array: &ArrayRef,
+        data_type: GpuType,
+        stats: &mut RunStats,
+    ) -> Result<DeviceColumn, GpuError> {
+        let stream = &self.device.stream;
+        let values = value_bytes(array.as_ref(), data_type);
+        // A zero-length upload is not allowed; one byte stands in for an empty column.
+        let bytes: &[u8] = if values.is_empty() {
+            &[0]
+        } else {
+            values.as_slice()
+        };
+        let data = Self::driver("copying a column to the device", stream.clone_htod(bytes))?;
+        stats.bytes_to_device += bytes.len() as u64;
+        let validity = match array.logical_nulls() {
+            Some(nulls) if nulls.null_count() > 0 => {
+                let bits = nulls.inner().sliced();
+                stats.bytes_to_device += bits.len() as u64;
+                Some(Self::driver(
+                    "copying a validity bitmap to the device",
+                    stream.clone_htod(bits.as_slice()),
+                )?)
+            }
+            _ => None,
+        };
+        Ok(DeviceColumn { data, validity })
     }
 
     pub(crate) fn input_bytes(batch: &RecordBatch, inputs: &[(usize, GpuType)]) -> usize {
@@ -238,6 +321,7 @@ impl CudaBackend {
         spec: &FilterProject,
         kernels: &KernelSource,
         batch: &RecordBatch,
+        id: Option<&ChunkId>,
         stats: &mut RunStats,
     ) -> Result<RecordBatch, GpuError> {
         let schema = spec.output_schema()?;
@@ -256,7 +340,7 @@ impl CudaBackend {
             .reserve(Self::input_bytes(batch, &kernels.inputs) + output_bytes + rows / 64)?;
         let _one_at_a_time = self.running.lock();
         let stream = self.device.stream.clone();
-        let columns = self.upload(batch, &kernels.inputs, stats)?;
+        let columns = self.upload(batch, &kernels.inputs, id, stats)?;
         let null_pointer: u64 = 0;
         let num_rows = rows as i64;
         let grid = grid_for(rows);
@@ -358,6 +442,7 @@ impl CudaBackend {
         spec: &PartialAggregate,
         kernels: &KernelSource,
         batch: &RecordBatch,
+        id: Option<&ChunkId>,
         stats: &mut RunStats,
     ) -> Result<RecordBatch, GpuError> {
         let rows = batch.num_rows();
@@ -381,7 +466,17 @@ impl CudaBackend {
             } else {
                 capacity as u64
             };
-            match self.aggregate_with_capacity(spec, kernels, batch, capacity, max_probes, stats) {
+            match self.aggregate_with_capacity(
+                spec,
+                kernels,
+                batch,
+                id,
+                TableSize {
+                    capacity,
+                    max_probes,
+                },
+                stats,
+            ) {
                 Err(GpuError::TooManyGroups { .. }) if capacity < most => {
                     capacity = (capacity * 8).min(most)
                 }
@@ -395,10 +490,14 @@ impl CudaBackend {
         spec: &PartialAggregate,
         kernels: &KernelSource,
         batch: &RecordBatch,
-        capacity: usize,
-        max_probes: u64,
+        id: Option<&ChunkId>,
+        table: TableSize,
         stats: &mut RunStats,
     ) -> Result<RecordBatch, GpuError> {
+        let TableSize {
+            capacity,
+            max_probes,
+        } = table;
         let rows = batch.num_rows();
         let key_count = spec.group_by.len();
         let arrays: Vec<Vec<AccumulatorArray>> = spec
@@ -414,7 +513,7 @@ impl CudaBackend {
             .reserve(Self::input_bytes(batch, &kernels.inputs) + table_bytes)?;
         let _one_at_a_time = self.running.lock();
         let stream = self.device.stream.clone();
-        let columns = self.upload(batch, &kernels.inputs, stats)?;
+        let columns = self.upload(batch, &kernels.inputs, id, stats)?;
         let null_pointer: u64 = 0;
         let started = Instant::now();
 

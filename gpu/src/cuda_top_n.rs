@@ -22,6 +22,7 @@ impl CudaBackend {
         spec: &TopN,
         kernels: &KernelSource,
         batch: &RecordBatch,
+        id: Option<&crate::ChunkId>,
         stats: &mut RunStats,
     ) -> Result<RecordBatch, GpuError> {
         let rows = batch.num_rows();
@@ -43,7 +44,7 @@ impl CudaBackend {
             .reserve(Self::input_bytes(batch, &kernels.inputs) + rows * 4 + 4096)?;
         let _one_at_a_time = self.running.lock();
         let stream = self.device.stream.clone();
-        let columns = self.upload(batch, &kernels.inputs, stats)?;
+        let columns = self.upload(batch, &kernels.inputs, id, stats)?;
         let key_column = &columns[0];
         let null_pointer: u64 = 0;
         let num_rows = rows as i64;

@@ -89,10 +89,11 @@ fn open_device() -> Result<CudaDevice, String> {
             .map_err(|e| format!("reading the device memory size failed: {e}"))?,
         memory_bandwidth: peak_bandwidth(&context),
     };
-    let budget = std::env::var("SHOAL_GPU_MEMORY_BUDGET")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(info.total_memory / 10 * 7);
+    let bytes_from_env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse().ok());
+    // Half of the memory for queries' own buffers, a fifth for resident columns.
+    let budget = bytes_from_env("SHOAL_GPU_MEMORY_BUDGET").unwrap_or(info.total_memory / 2);
+    let resident_bytes =
+        bytes_from_env("SHOAL_GPU_RESIDENT_BYTES").unwrap_or(info.total_memory / 5);
     let stream = context.default_stream();
     calibrate_transfer(&stream);
     Ok(CudaDevice {
@@ -102,6 +103,7 @@ fn open_device() -> Result<CudaDevice, String> {
         stream,
         functions: Mutex::new(HashMap::new()),
         budget: MemoryBudget::new(budget),
+        resident_bytes,
     })
 }
 
@@ -151,6 +153,8 @@ pub struct CudaDevice {
     /// (module source, kernel name) → loaded function.
     functions: Mutex<HashMap<(String, &'static str), CudaFunction>>,
     pub budget: MemoryBudget,
+    /// Device memory that input columns of resident chunks may keep (see `crate::resident`).
+    pub resident_bytes: usize,
 }
 
 impl std::fmt::Debug for CudaDevice {

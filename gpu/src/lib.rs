@@ -23,6 +23,7 @@ pub mod error;
 pub mod expr;
 pub mod nvrtc;
 pub mod plan;
+pub mod resident;
 pub mod testdata;
 pub mod top_n;
 
@@ -37,6 +38,7 @@ pub use device::{probe, DeviceProbe};
 pub use error::GpuError;
 pub use expr::{ArithOp, CompareOp, GpuExpr, GpuType, Literal};
 pub use plan::{AggregateCall, AggregateFunction, FilterProject, PartialAggregate, Projection};
+pub use resident::{ChunkId, ResidentSet};
 pub use top_n::TopN;
 
 /// The node's cost model, shared by every query (see `cost`).
@@ -50,6 +52,8 @@ pub fn cost_model() -> &'static CostModel {
 pub struct RunStats {
     pub bytes_to_device: u64,
     pub bytes_from_device: u64,
+    /// Input bytes found resident on the device: not moved again.
+    pub bytes_resident: u64,
     /// Wall time from the first launch to the error check, per batch.
     pub kernel_time: Duration,
     /// NVRTC time for kernels not found in the cache.
@@ -82,6 +86,46 @@ pub trait PipelineBackend: Send + Sync + std::fmt::Debug {
         batch: &RecordBatch,
         stats: &mut RunStats,
     ) -> Result<RecordBatch, GpuError>;
+
+    /// [`PipelineBackend::filter_project`] over a batch named `id` when it is a resident
+    /// chunk: a backend with memory of its own keeps its input columns there under that name,
+    /// and takes them from there the next time.
+    fn filter_project_chunk(
+        &self,
+        spec: &FilterProject,
+        batch: &RecordBatch,
+        id: Option<&ChunkId>,
+        stats: &mut RunStats,
+    ) -> Result<RecordBatch, GpuError> {
+        let _ = id;
+        self.filter_project(spec, batch, stats)
+    }
+
+    /// [`PipelineBackend::partial_aggregate`] over a batch named `id` (see
+    /// [`PipelineBackend::filter_project_chunk`]).
+    fn partial_aggregate_chunk(
+        &self,
+        spec: &PartialAggregate,
+        batch: &RecordBatch,
+        id: Option<&ChunkId>,
+        stats: &mut RunStats,
+    ) -> Result<RecordBatch, GpuError> {
+        let _ = id;
+        self.partial_aggregate(spec, batch, stats)
+    }
+
+    /// [`PipelineBackend::top_n`] over a batch named `id` (see
+    /// [`PipelineBackend::filter_project_chunk`]).
+    fn top_n_chunk(
+        &self,
+        spec: &TopN,
+        batch: &RecordBatch,
+        id: Option<&ChunkId>,
+        stats: &mut RunStats,
+    ) -> Result<RecordBatch, GpuError> {
+        let _ = id;
+        self.top_n(spec, batch, stats)
+    }
 
     /// Whether the kernels of this module source are compiled already (the cost model adds the
     /// compile time when not). Backends without kernels are always ready.

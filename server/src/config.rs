@@ -81,6 +81,11 @@ pub struct StartArgs {
     /// plays this part), filled as data is read.
     #[arg(long, default_value_t = shoal_storage::DEFAULT_BLOCK_CACHE_BYTES)]
     pub block_cache_bytes: usize,
+    /// Memory for decoded columns of whole partitions, kept after a scan read them so that the
+    /// next scan of the same data decodes nothing (0 turns it off); the least recently used
+    /// go first, and any write to a partition makes its columns stale.
+    #[arg(long, default_value_t = shoal_executor::DEFAULT_RESIDENT_BYTES)]
+    pub resident_bytes: usize,
     /// Partitions for tables created without `WITH (partitions = N)`.
     #[arg(long, default_value_t = 4)]
     pub default_partitions: u32,

@@ -134,6 +134,7 @@ impl Node {
                 args.data_dir.display()
             ))
         })?;
+        shoal_executor::set_resident_limit(args.resident_bytes);
         let store = Store::open(
             &args.data_dir.join("rocksdb"),
             StoreOptions {

@@ -217,6 +217,9 @@ impl BulkLoad {
         }
         let mut ingest = IngestExternalFileOptions::default();
         ingest.set_move_files(true);
+        // The rows are visible from the ingestion, the log entries that name them only from
+        // the commit below: a rewrite in between (see `crate::versions`).
+        let _rewriting = self.store.rewriting();
         self.store.db().ingest_external_file_opts(&ingest, files)?;
         // The fence and the partitions' log entries, in one ordinary commit.
         let fence = self.store.begin();

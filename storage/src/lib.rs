@@ -24,6 +24,7 @@ mod prepared;
 mod replication;
 pub mod row;
 mod store;
+mod versions;
 
 pub use bulk::BulkLoad;
 pub use error::StorageError;
@@ -33,5 +34,6 @@ pub use row::{RowDecoder, RowEncoder, RowLayout};
 pub use store::{
     Footprint, Isolation, ScanControl, Store, StoreOptions, Txn, DEFAULT_BLOCK_CACHE_BYTES,
 };
+pub use versions::PartitionVersion;
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;

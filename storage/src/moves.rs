@@ -169,6 +169,8 @@ impl Store {
 
     /// Stores entries copied from another node as they are, in one synced write.
     pub fn put_entries(&self, entries: &[Entry]) -> Result<()> {
+        // A page of a copy: rows without the log entries that name them, or before them.
+        let _rewriting = self.rewriting();
         let mut batch = WriteBatchWithTransaction::<true>::default();
         let mut logs = HashSet::new();
         for (k, v) in entries {
@@ -193,6 +195,7 @@ impl Store {
     /// partition moved to another node, or to clear a copy that did not complete), and lets
     /// it take writers again (for when it comes back).
     pub fn drop_partition_data(&self, table: u32, partition: u32) -> Result<()> {
+        let _rewriting = self.rewriting();
         self.forget_log_position(table, partition);
         for (start, end, index_entries) in partition_ranges(table, partition) {
             if !index_entries {

@@ -58,7 +58,7 @@ impl Default for StoreOptions {
     }
 }
 
-type Db = OptimisticTransactionDB;
+pub(crate) type Db = OptimisticTransactionDB;
 
 /// Folder (inside the RocksDB directory) for a bulk load's sorted runs and files to ingest.
 const BULK_DIR: &str = "shoal-bulk";
@@ -106,6 +106,8 @@ pub struct Store {
     path: PathBuf,
     /// Commit order, seals and the replicator of partitions with followers.
     pub(crate) replicas: Arc<crate::replication::ReplicaState>,
+    /// Writes that change rows without a log entry (see [`crate::versions`]).
+    pub(crate) rewrites: Arc<crate::versions::Rewrites>,
 }
 
 impl std::fmt::Debug for Store {
@@ -150,6 +152,7 @@ impl Store {
             next_txn_id: Arc::new(AtomicU64::new(1)),
             path: path.to_path_buf(),
             replicas: Arc::default(),
+            rewrites: Arc::default(),
         })
     }
 
@@ -180,16 +183,25 @@ impl Store {
         let mut txn_options = OptimisticTransactionOptions::default();
         // READ COMMITTED tracks each written key from the moment it is written (after its lock).
         txn_options.set_snapshot(isolation == Isolation::RepeatableRead);
-        let txn = self.db.transaction_opt(&write_options, &txn_options);
+        let (txn, mut rewrites_seen) = self
+            .snapshot_between_rewrites(|| self.db.transaction_opt(&write_options, &txn_options));
         // SAFETY: the transaction and the snapshot borrow the database; `TxnInner` keeps an
         // `Arc` of the same database and declares both before `_db`, so they are dropped first.
         let txn: Transaction<'static, Db> = unsafe { std::mem::transmute(txn) };
-        let statement_snapshot = (isolation == Isolation::ReadCommitted).then(|| self.snapshot());
+        let statement_snapshot = match isolation {
+            Isolation::ReadCommitted => {
+                let (snapshot, seen) = self.statement_snapshot();
+                rewrites_seen = seen;
+                Some(snapshot)
+            }
+            Isolation::RepeatableRead => None,
+        };
         let id = self.next_txn_id.fetch_add(1, Ordering::Relaxed);
         Txn {
             inner: Mutex::new(Some(TxnInner {
                 txn,
                 statement_snapshot,
+                rewrites_seen,
                 _db: self.db.clone(),
                 isolation,
                 locks: HeldLocks {
@@ -287,6 +299,8 @@ impl Store {
     }
 
     pub(crate) fn delete_range(&self, start: &[u8], end: &[u8]) -> Result<()> {
+        // Deleted in batches, without log entries.
+        let _rewriting = self.rewriting();
         let (start, end) = (start.to_vec(), end.to_vec());
         let mut opts = WriteOptions::default();
         opts.set_sync(self.options.sync_commits);
@@ -368,6 +382,9 @@ pub(crate) struct TxnInner {
     pub(crate) txn: Transaction<'static, Db>,
     /// READ COMMITTED: the current statement's snapshot.
     statement_snapshot: Option<SnapshotWithThreadMode<'static, Db>>,
+    /// The rewrites the snapshot read holds whole; `None` when one was under way (see
+    /// [`crate::versions`]).
+    pub(crate) rewrites_seen: Option<u64>,
     _db: Arc<Db>,
     isolation: Isolation,
     /// Released when the transaction ends, whichever way (after the commit when it commits).
@@ -470,7 +487,7 @@ impl TxnInner {
             .collect()
     }
 
-    fn read_options(&self) -> ReadOptions {
+    pub(crate) fn read_options(&self) -> ReadOptions {
         let mut ro = ReadOptions::default();
         match &self.statement_snapshot {
             Some(snapshot) => ro.set_snapshot(snapshot),
@@ -571,7 +588,9 @@ impl Txn {
         self.statements.fetch_add(1, Ordering::Relaxed);
         self.with(|t| {
             if t.isolation == Isolation::ReadCommitted {
-                t.statement_snapshot = Some(t.store.snapshot());
+                let (snapshot, seen) = t.store.statement_snapshot();
+                t.statement_snapshot = Some(snapshot);
+                t.rewrites_seen = seen;
             }
             Ok(())
         })

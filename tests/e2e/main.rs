@@ -20,6 +20,7 @@ mod indexes;
 mod pgbench;
 mod point_reads;
 mod psql;
+mod resident;
 mod slt_files;
 mod sql;
 mod startup;

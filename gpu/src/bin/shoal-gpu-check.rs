@@ -15,7 +15,9 @@ use arrow::record_batch::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use rand::Rng;
 use shoal_gpu::testdata::{random_batch, ExprGenerator};
-use shoal_gpu::{probe, CpuReference, CudaBackend, DeviceProbe, PipelineBackend, RunStats};
+use shoal_gpu::{
+    probe, ChunkId, CpuReference, CudaBackend, DeviceProbe, GpuError, PipelineBackend, RunStats,
+};
 
 fn sizes(rng: &mut rand::rngs::StdRng) -> usize {
     match rng.random_range(0..12) {
@@ -100,13 +102,30 @@ fn main() -> ExitCode {
         let aggregate = seed % 4 == 2;
         let rows = sizes(&mut generator.rng);
         let nulls = generator.rng.random_range(0..40);
+        // Half of the batches are named as resident chunks and run twice: the second run reads
+        // its input columns from device memory, and that answer is the one compared.
+        let id = (seed % 8 >= 4).then(|| ChunkId {
+            source: format!("check-{seed}").into(),
+            first_row: 0,
+            rows: rows as u64,
+        });
+        let twice = |run: &mut dyn FnMut(&mut RunStats) -> Result<RecordBatch, GpuError>,
+                     stats: &mut RunStats| {
+            if id.is_some() {
+                let _ = run(&mut RunStats::default());
+            }
+            run(stats)
+        };
         let (label, on_gpu, on_cpu) = if seed % 4 == 3 {
             // Top-N: ties are taken in input order on both sides, so rows must be identical.
             let spec = generator.top_n();
             let batch = random_batch(&mut generator.rng, rows, nulls);
             (
                 format!("{spec:?}"),
-                gpu.top_n(&spec, &batch, &mut stats),
+                twice(
+                    &mut |s| gpu.top_n_chunk(&spec, &batch, id.as_ref(), s),
+                    &mut stats,
+                ),
                 CpuReference.top_n(&spec, &batch, &mut RunStats::default()),
             )
         } else if aggregate {
@@ -114,7 +133,10 @@ fn main() -> ExitCode {
             let batch = random_batch(&mut generator.rng, rows, nulls);
             (
                 format!("{spec:?}"),
-                gpu.partial_aggregate(&spec, &batch, &mut stats),
+                twice(
+                    &mut |s| gpu.partial_aggregate_chunk(&spec, &batch, id.as_ref(), s),
+                    &mut stats,
+                ),
                 CpuReference.partial_aggregate(&spec, &batch, &mut RunStats::default()),
             )
         } else {
@@ -122,7 +144,10 @@ fn main() -> ExitCode {
             let batch = random_batch(&mut generator.rng, rows, nulls);
             (
                 spec.cache_key(),
-                gpu.filter_project(&spec, &batch, &mut stats),
+                twice(
+                    &mut |s| gpu.filter_project_chunk(&spec, &batch, id.as_ref(), s),
+                    &mut stats,
+                ),
                 CpuReference.filter_project(&spec, &batch, &mut RunStats::default()),
             )
         };
@@ -164,10 +189,11 @@ fn main() -> ExitCode {
     }
     println!(
         "{compared} answers identical, {both_failed} failed alike, {mismatches} mismatches in {:.1}s; \
-         device: {} batches, {} MB in, {} MB out, kernels {:.3}s, compiling {:.3}s",
+         device: {} batches, {} MB in, {} MB found resident, {} MB out, kernels {:.3}s, compiling {:.3}s",
         started.elapsed().as_secs_f64(),
         stats.device_batches,
         stats.bytes_to_device >> 20,
+        stats.bytes_resident >> 20,
         stats.bytes_from_device >> 20,
         stats.kernel_time.as_secs_f64(),
         stats.compile_time.as_secs_f64()

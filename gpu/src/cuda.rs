@@ -38,9 +38,9 @@ pub struct CudaBackend {
     pub(crate) device: Arc<CudaDevice>,
     /// One pipeline at a time on the device's stream, so kernel times are the kernel's own.
     pub(crate) running: Mutex<()>,
-    /// Input columns of resident chunks, by chunk and column: a chunk run again reads them
-    /// from device memory instead of moving them again.
-    resident: ResidentSet<(ChunkId, usize), Arc<DeviceColumn>>,
+    /// Input columns of resident chunks, by chunk, column and the type it is read as: a chunk
+    /// run again reads them from device memory instead of moving them again.
+    resident: ResidentSet<(ChunkId, usize, GpuType), Arc<DeviceColumn>>,
 }
 
 impl CudaBackend {
@@ -247,7 +247,7 @@ impl CudaBackend {
     ) -> Result<Vec<Arc<DeviceColumn>>, GpuError> {
         let mut columns = Vec::with_capacity(inputs.len());
         for (index, data_type) in inputs {
-            let key = id.map(|id| (id.clone(), *index));
+            let key = id.map(|id| (id.clone(), *index, *data_type));
             if let Some(column) = key.as_ref().and_then(|k| self.resident.get(k)) {
                 stats.bytes_resident += column.bytes() as u64;
                 columns.push(column);

@@ -89,8 +89,15 @@ pub(crate) async fn partition_copy(
     .await
     .map_err(|e| Status::internal(e.to_string()))?;
     if !drained {
+        let open = crate::replica_changes::describe_writers(&store, table, partition);
+        tracing::warn!(
+            table,
+            partition,
+            open,
+            "open writers keep a partition from being copied"
+        );
         return Err(Status::unavailable(format!(
-            "transactions writing partition {partition} of table {table} did not finish within {DRAIN_PATIENCE:?}"
+            "transactions writing partition {partition} of table {table} did not finish within {DRAIN_PATIENCE:?} ({open})"
         )));
     }
     let pages =

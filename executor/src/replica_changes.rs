@@ -105,6 +105,7 @@ impl RemoteFragments {
                 _ => tracing::warn!(
                     table,
                     partition,
+                    open = describe_writers(&store, table, partition),
                     "open writers kept a partition from being handed over"
                 ),
             }
@@ -142,5 +143,19 @@ impl RemoteFragments {
                 0
             }
         }
+    }
+}
+
+/// The transactions still writing a partition, for the log line of a copy or hand-over they
+/// hold up: "transaction 12 (open 3.2s), ...".
+pub(crate) fn describe_writers(store: &Store, table: u32, partition: u32) -> String {
+    let open: Vec<String> = store
+        .partition_writers(table, partition)
+        .iter()
+        .map(|(id, age)| format!("transaction {id} (open {:.1}s)", age.as_secs_f64()))
+        .collect();
+    match open.is_empty() {
+        true => "they finished since".to_string(),
+        false => open.join(", "),
     }
 }

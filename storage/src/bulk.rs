@@ -61,7 +61,7 @@ impl Store {
                 .unwrap_or(0)
         ));
         fs::create_dir_all(&dir).map_err(io)?;
-        let mut writing = Writing::new(self.writers.clone());
+        let mut writing = Writing::new(self.writers.clone(), self.next_txn_id());
         writing.enter_bulk_load(table)?;
         Ok(BulkLoad {
             store: self.clone(),

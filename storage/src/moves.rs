@@ -19,9 +19,9 @@ use crate::{keys, Result, StorageError, Store};
 /// Who writes which partition, and which partitions take no new writers.
 #[derive(Default)]
 pub(crate) struct PartitionWriters {
-    /// Per (table, partition), how many live transactions wrote it; per table, how many bulk
-    /// loads run (keyed with partition [`BULK_LOADS`]).
-    counts: HashMap<(u32, u32), usize>,
+    /// Per (table, partition), the live transactions that wrote it (by id, with when they
+    /// first did); per table, the bulk loads that run (keyed with partition [`BULK_LOADS`]).
+    counts: HashMap<(u32, u32), HashMap<u64, Instant>>,
     /// Partitions being handed to another node.
     closed: HashSet<(u32, u32)>,
 }
@@ -34,13 +34,16 @@ const BULK_LOADS: u32 = u32::MAX;
 /// The partitions one transaction (or bulk load) is counted as writing; uncounted on drop.
 pub(crate) struct Writing {
     counts: WriterCounts,
+    /// The transaction's id (a bulk load takes one too).
+    id: u64,
     held: Vec<(u32, u32)>,
 }
 
 impl Writing {
-    pub(crate) fn new(counts: WriterCounts) -> Self {
+    pub(crate) fn new(counts: WriterCounts, id: u64) -> Self {
         Writing {
             counts,
+            id,
             held: Vec::new(),
         }
     }
@@ -52,7 +55,11 @@ impl Writing {
         if writers.closed.contains(&(table, partition)) {
             return Err(StorageError::PartitionMoving { table, partition });
         }
-        *writers.counts.entry((table, partition)).or_default() += 1;
+        writers
+            .counts
+            .entry((table, partition))
+            .or_default()
+            .insert(self.id, Instant::now());
         self.held.push((table, partition));
         Ok(())
     }
@@ -66,7 +73,11 @@ impl Writing {
                 partition: *partition,
             });
         }
-        *writers.counts.entry((table, BULK_LOADS)).or_default() += 1;
+        writers
+            .counts
+            .entry((table, BULK_LOADS))
+            .or_default()
+            .insert(self.id, Instant::now());
         self.held.push((table, BULK_LOADS));
         Ok(())
     }
@@ -79,9 +90,9 @@ impl Drop for Writing {
         }
         let mut writers = self.counts.lock();
         for key in &self.held {
-            if let Some(count) = writers.counts.get_mut(key) {
-                *count -= 1;
-                if *count == 0 {
+            if let Some(ids) = writers.counts.get_mut(key) {
+                ids.remove(&self.id);
+                if ids.is_empty() {
                     writers.counts.remove(key);
                 }
             }
@@ -96,6 +107,20 @@ pub type Entry = (Vec<u8>, Vec<u8>);
 pub(crate) const COPY_PAGE: usize = 4096;
 
 impl Store {
+    /// The open transactions (and bulk loads) that wrote `partition` of `table`: their ids
+    /// and how long ago they first did, the oldest first.
+    pub fn partition_writers(&self, table: u32, partition: u32) -> Vec<(u64, Duration)> {
+        let writers = self.writers.lock();
+        let mut open: Vec<(u64, Duration)> = [(table, partition), (table, BULK_LOADS)]
+            .iter()
+            .filter_map(|key| writers.counts.get(key))
+            .flatten()
+            .map(|(id, since)| (*id, since.elapsed()))
+            .collect();
+        open.sort_by_key(|(_, age)| std::cmp::Reverse(*age));
+        open
+    }
+
     /// Stops new writers of `partition` of `table` (they fail with
     /// [`StorageError::PartitionMoving`]) and waits, for at most `patience`, until no open
     /// transaction wrote it and no bulk load of the table runs. Whether that happened; if
@@ -380,9 +405,14 @@ mod tests {
         let elsewhere = s.begin_with(Isolation::ReadCommitted);
         elsewhere.put(&keys::row_key(5, 2, b"k"), b"v").unwrap();
         assert!(!s.close_partition(5, 1, Duration::from_millis(50)));
+        let open = s.partition_writers(5, 1);
+        assert_eq!(open.len(), 1, "only the writer of partition 1: {open:?}");
+        assert_eq!(open[0].0, writer.id());
+        assert!(open[0].1 >= Duration::from_millis(50));
         // Given up: the partition takes writers again.
         writer.put(&keys::row_key(5, 1, b"j"), b"v").unwrap();
         writer.commit().unwrap();
+        assert!(s.partition_writers(5, 1).is_empty());
         assert!(s.close_partition(5, 1, Duration::from_millis(50)));
         let late = s.begin_with(Isolation::ReadCommitted);
         assert!(matches!(

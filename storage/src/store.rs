@@ -196,7 +196,7 @@ impl Store {
             }
             Isolation::RepeatableRead => None,
         };
-        let id = self.next_txn_id.fetch_add(1, Ordering::Relaxed);
+        let id = self.next_txn_id();
         Txn {
             inner: Mutex::new(Some(TxnInner {
                 txn,
@@ -213,7 +213,7 @@ impl Store {
                 wrote: false,
                 touched: BTreeSet::new(),
                 fences: HashMap::new(),
-                writing: Writing::new(self.writers.clone()),
+                writing: Writing::new(self.writers.clone(), id),
                 prepared: None,
                 store: self.clone(),
                 holds_barrier: false,
@@ -222,6 +222,11 @@ impl Store {
             id,
             statements: AtomicU64::new(0),
         }
+    }
+
+    /// A number no other transaction (or bulk load) of this store since it opened has.
+    pub(crate) fn next_txn_id(&self) -> u64 {
+        self.next_txn_id.fetch_add(1, Ordering::Relaxed)
     }
 
     pub(crate) fn snapshot(&self) -> SnapshotWithThreadMode<'static, Db> {

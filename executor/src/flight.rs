@@ -691,7 +691,13 @@ impl RemoteFragments {
         }
         let endpoint = Channel::from_shared(format!("http://{address}"))
             .map_err(|e| ExecError::TaskFailed(format!("bad node address {address}: {e}")))?
-            .connect_timeout(Duration::from_secs(2));
+            .connect_timeout(Duration::from_secs(2))
+            // A connection whose packets stopped (a partition, a node frozen or gone without
+            // a reset) fails its requests within seconds instead of holding them, and the
+            // transactions waiting on them, until TCP gives up minutes later.
+            .http2_keep_alive_interval(Duration::from_secs(2))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(true);
         let client = FlightServiceClient::new(endpoint.connect_lazy())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);

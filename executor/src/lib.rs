@@ -4,7 +4,8 @@
 //! ([`shoal_storage::Txn`]), and either a scan request (which partitions, which columns, which
 //! primary keys) or record batches to write. Out: DataFusion [`ExecutionPlan`]s that stream
 //! Arrow batches, one output partition per table partition (the per-partition *fragment*), and
-//! row counts for writes.
+//! row counts for writes. A scan of a whole partition keeps the columns it decoded in memory,
+//! and the next scan of the same version of that partition reads them from there (`resident`).
 //!
 //! In a cluster, [`FragmentExec`] runs a fragment at the leader of each partition it reads:
 //! locally, or by shipping it over Arrow Flight ([`FragmentService`] on the receiving node,

@@ -8,6 +8,9 @@
 //! error that is either the query's own (division by zero, overflow) or a reason to run the batch
 //! on the CPU instead (no device, not supported, out of device memory).
 //!
+//! A batch named as a resident chunk ([`ChunkId`]) leaves its input columns in device memory,
+//! where the next run of the same chunk finds them (`resident`).
+//!
 //! Kernels are generated as CUDA C (`codegen`) and compiled by NVRTC at run time, cached by
 //! source and architecture (`nvrtc`). Nothing needs a CUDA toolkit at build time, and a node
 //! without a GPU loads neither libcuda nor libnvrtc unless asked. Depends on arrow only: not on

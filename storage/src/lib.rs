@@ -3,7 +3,8 @@
 //! In: Arrow record batches to write (with the table's [`RowLayout`]) and key ranges to read.
 //! Out: Arrow record batches decoded straight from the stored rows, and transactions ([`Txn`])
 //! at READ COMMITTED or REPEATABLE READ whose writers of the same row wait for each other
-//! through row locks ([`locks`]).
+//! through row locks ([`locks`]). A transaction also names the version of a partition its
+//! snapshot reads ([`PartitionVersion`], see `versions`).
 //!
 //! Keys are order-preserving: `'r' | table id | partition | primary key` (see [`keys`]), so every
 //! partition is one contiguous key range and a primary-key lookup is one point read. Rows use a

@@ -807,21 +807,23 @@ mod tests {
         assert_eq!(leader.partition_log_position(7, 0).unwrap(), 0);
     }
 
+    /// Log entry `position` of partition 0 of table 7: one row, `key`.
+    fn entry(position: u64, key: &[u8]) -> ReplicatedEntry {
+        let mut b = WriteBatchWithTransaction::<true>::default();
+        b.put(keys::row_key(7, 0, key), b"v");
+        ReplicatedEntry {
+            table: 7,
+            partition: 0,
+            position,
+            writes: b.data().to_vec(),
+            prepared: None,
+        }
+    }
+
     #[test]
     fn followers_refuse_gaps_and_sealed_epochs_and_catch_up_from_a_log() {
         let dir = tempfile::tempdir().unwrap();
         let (leader, follower) = (open(&dir.path().join("l")), open(&dir.path().join("f")));
-        let entry = |position: u64, key: &[u8]| {
-            let mut b = WriteBatchWithTransaction::<true>::default();
-            b.put(keys::row_key(7, 0, key), b"v");
-            ReplicatedEntry {
-                table: 7,
-                partition: 0,
-                position,
-                writes: b.data().to_vec(),
-                prepared: None,
-            }
-        };
         assert!(leader.apply_replicated(&entry(1, b"a"), 1).unwrap());
         assert!(!leader.apply_replicated(&entry(1, b"a"), 1).unwrap());
         assert!(matches!(
@@ -854,17 +856,6 @@ mod tests {
     fn a_follower_holding_another_entry_at_a_position_refuses_it_and_its_catch_up() {
         let dir = tempfile::tempdir().unwrap();
         let (leader, follower) = (open(&dir.path().join("l")), open(&dir.path().join("f")));
-        let entry = |position: u64, key: &[u8]| {
-            let mut b = WriteBatchWithTransaction::<true>::default();
-            b.put(keys::row_key(7, 0, key), b"v");
-            ReplicatedEntry {
-                table: 7,
-                partition: 0,
-                position,
-                writes: b.data().to_vec(),
-                prepared: None,
-            }
-        };
         for store in [&leader, &follower] {
             assert!(store.apply_replicated(&entry(1, b"a1"), 1).unwrap());
         }

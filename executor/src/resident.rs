@@ -27,7 +27,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::physical_plan::metrics::Count;
 use futures::stream::BoxStream;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use parking_lot::Mutex;
 use shoal_gpu::{ChunkId, ResidentSet};
 use shoal_storage::{PartitionVersion, Txn};
@@ -78,6 +78,13 @@ fn resident() -> &'static ResidentSet<ColumnKey, Column> {
 /// Host bytes resident columns hold now, and their limit.
 pub fn resident_bytes() -> (usize, usize) {
     (resident().used(), resident().limit())
+}
+
+/// The stream `made` makes, or its error as the stream's only item.
+fn stream_made_by<T: Send + 'static>(
+    made: impl std::future::Future<Output = DfResult<BoxStream<'static, DfResult<T>>>> + Send + 'static,
+) -> BoxStream<'static, DfResult<T>> {
+    futures::stream::once(made).try_flatten().boxed()
 }
 
 fn external(e: ExecError) -> DataFusionError {
@@ -161,7 +168,7 @@ pub(crate) fn scan_or_resident(
     if resident().limit() == 0 {
         return scan;
     }
-    futures::stream::once(async move {
+    stream_made_by(async move {
         let Some(version) = read.version().await? else {
             return Ok(scan);
         };
@@ -171,14 +178,6 @@ pub(crate) fn scan_or_resident(
         }
         Ok(keep_when_complete(read, version, scan))
     })
-    .map(
-        |made: DfResult<BoxStream<'static, DfResult<RecordBatch>>>| match made {
-            Ok(stream) => stream,
-            Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
-        },
-    )
-    .flatten()
-    .boxed()
 }
 
 /// Passes the scan's batches on and keeps their columns once the scan ended without an error
@@ -270,7 +269,7 @@ pub(crate) fn named_chunks(
     let Some(read) = read else {
         return chunks.map(|c| c.map(|c| (c, None))).boxed();
     };
-    futures::stream::once(async move {
+    stream_made_by(async move {
         let source = read.version().await?.map(|v| read.chunk_source(v));
         let mut first_row = 0u64;
         Ok(chunks
@@ -286,12 +285,6 @@ pub(crate) fn named_chunks(
             })
             .boxed())
     })
-    .map(|made: DfResult<NamedChunks>| match made {
-        Ok(stream) => stream,
-        Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
-    })
-    .flatten()
-    .boxed()
 }
 
 #[cfg(test)]

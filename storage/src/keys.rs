@@ -66,6 +66,13 @@ pub fn log_key(table: u32, partition: u32, position: u64) -> Vec<u8> {
     k
 }
 
+/// The position a log key (see [`log_key`]) names.
+pub fn log_position_of(key: &[u8]) -> Option<u64> {
+    key.get(9..17)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_be_bytes)
+}
+
 pub fn log_start(table: u32, partition: u32) -> Vec<u8> {
     let mut k = Vec::with_capacity(17);
     k.push(LOG_PREFIX);

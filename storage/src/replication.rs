@@ -350,18 +350,15 @@ impl Store {
         ro.set_iterate_upper_bound(keys::log_end(table, partition));
         let mut it = self.db().raw_iterator_opt(ro);
         it.seek(keys::log_key(table, partition, after + 1));
-        let prefix = keys::log_start(table, partition).len();
         let mut entries = Vec::new();
         while it.valid() && entries.len() < limit {
             let (Some(k), Some(v)) = (it.key(), it.value()) else {
                 break;
             };
-            let mut position = [0u8; 8];
-            position.copy_from_slice(k.get(prefix..prefix + 8).unwrap_or(&[0; 8]));
             entries.push(ReplicatedEntry {
                 table,
                 partition,
-                position: u64::from_be_bytes(position),
+                position: keys::log_position_of(k).unwrap_or(0),
                 writes: v.to_vec(),
                 prepared: None,
             });

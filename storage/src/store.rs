@@ -254,14 +254,8 @@ impl Store {
             None => {
                 let start = keys::log_start(table, partition);
                 let last = self.last_key_in(&start, &keys::log_end(table, partition))?;
-                last.and_then(|k| {
-                    k.get(start.len()..start.len() + 8).map(|b| {
-                        let mut a = [0u8; 8];
-                        a.copy_from_slice(b);
-                        u64::from_be_bytes(a) + 1
-                    })
-                })
-                .unwrap_or(1)
+                last.and_then(|k| keys::log_position_of(&k))
+                    .map_or(1, |last| last + 1)
             }
         };
         positions.insert((table, partition), if allocate { next + 1 } else { next });

@@ -102,16 +102,12 @@ impl Txn {
             }
             let start = keys::log_start(table, partition);
             let mut ro = t.read_options();
-            ro.set_iterate_lower_bound(start.clone());
+            ro.set_iterate_lower_bound(start);
             ro.set_iterate_upper_bound(keys::log_end(table, partition));
             let mut it = t.store.db().raw_iterator_opt(ro);
             it.seek_to_last();
             let log_position = match it.key() {
-                Some(key) if it.valid() => key
-                    .get(start.len()..start.len() + 8)
-                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                    .map(u64::from_be_bytes)
-                    .unwrap_or(0),
+                Some(key) if it.valid() => keys::log_position_of(key).unwrap_or(0),
                 _ => 0,
             };
             it.status()?;
